@@ -1,0 +1,99 @@
+"""
+### vrec_nightly
+
+Nightly batch recommendations: validate inputs (Great Expectations) → build the as-of
+interaction matrix (Spark) → embed new item images (Spark + pretrained CNN) → train
+implicit ALS → score all users (Spark) → blend collaborative and visual scores into
+`user_recs` and `item_similar` → validate outputs (GX) → publish atomically.
+
+Each task works on the run's logical date `ds` and overwrites that date's staging area on
+rerun, so clearing a task or backfilling a range is safe. A run for `ds` only reads events
+with `ts` before the end of `ds`.
+
+Environment (all optional): `VREC_CONFIG` (YAML settings file), `VREC_START_DATE`
+(YYYY-MM-DD, default 2026-01-01), `VREC_CATCHUP` (true/false, default false),
+`VREC_SPARK_CONN_ID` (default `spark_default`; its host is the Spark master, e.g. `local[*]`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import dag, task
+
+REPO = Path(__file__).resolve().parent.parent
+JOBS = REPO / "jobs"
+CONFIG = os.environ.get("VREC_CONFIG", str(REPO / "vrec.yaml"))
+START_DATE = pendulum.parse(os.environ.get("VREC_START_DATE", "2026-01-01"), tz="UTC")
+CATCHUP = os.environ.get("VREC_CATCHUP", "false").lower() == "true"
+SPARK_CONN_ID = os.environ.get("VREC_SPARK_CONN_ID", "spark_default")
+WORKER_PYTHON = os.environ.get("PYSPARK_PYTHON", sys.executable)
+
+
+def _spark_stage(stage: str) -> SparkSubmitOperator:
+    """A SparkSubmitOperator running ``jobs/<stage>.py --ds {{ ds }}``."""
+    return SparkSubmitOperator(
+        task_id=stage,
+        application=str(JOBS / f"{stage}.py"),
+        application_args=["--ds", "{{ ds }}", "--config", CONFIG],
+        conn_id=SPARK_CONN_ID,
+        name=f"vrec-{stage}",
+        conf={"spark.pyspark.python": WORKER_PYTHON,
+              "spark.pyspark.driver.python": WORKER_PYTHON},
+        env_vars={"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG},
+        doc_md=f"Spark job `jobs/{stage}.py` for the run's ds.",
+    )
+
+
+@dag(
+    dag_id="vrec_nightly",
+    schedule="@daily",
+    start_date=START_DATE,
+    catchup=CATCHUP,
+    max_active_runs=1,
+    tags=["vrec"],
+    doc_md=__doc__,
+    default_args={"retries": 0},
+)
+def vrec_nightly():
+    @task
+    def validate_inputs(ds: str | None = None) -> dict:
+        """GX on the day's landed events and the catalog snapshot; fails on critical."""
+        from vrec import pipeline
+        from vrec.config import load_settings
+
+        return pipeline.validate_inputs(load_settings(CONFIG), ds)
+
+    @task
+    def validate_outputs(ds: str | None = None) -> dict:
+        """GX on the staged user_recs and item_similar; fails on critical."""
+        from vrec import pipeline
+        from vrec.config import load_settings
+
+        return pipeline.validate_outputs(load_settings(CONFIG), ds)
+
+    @task
+    def publish(ds: str | None = None) -> dict:
+        """Atomically publish the run's tables for ds; returns the manifest summary."""
+        from vrec import pipeline
+        from vrec.config import load_settings
+
+        m = pipeline.publish(load_settings(CONFIG), ds)
+        return {"ds": m["ds"], "version": m["version"],
+                "rows": {t: v["rows"] for t, v in m["tables"].items()}}
+
+    stages = [_spark_stage(s) for s in
+              ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs")]
+    first = validate_inputs()
+    prev = first
+    for op in stages:
+        prev >> op
+        prev = op
+    prev >> validate_outputs() >> publish()
+
+
+vrec_nightly()

@@ -1,0 +1,37 @@
+"""One vocabulary: column names, event types and table names used everywhere."""
+
+from __future__ import annotations
+
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_TYPE = "event_type"
+VALUE = "value"
+TS = "ts"
+DS = "ds"
+TITLE = "title"
+CATEGORY = "category"
+PRICE = "price"
+IMAGE_URI = "image_uri"
+UPDATED_AT = "updated_at"
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+
+EVENT_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, TS)
+CATALOG_COLUMNS: tuple[str, ...] = (ITEM_ID, TITLE, CATEGORY, PRICE, IMAGE_URI, UPDATED_AT)
+
+# Published warehouse tables (partitioned by ds) and their column order.
+TABLES: dict[str, tuple[str, ...]] = {
+    "user_recs": (
+        USER_ID, "rank", ITEM_ID, "score", "cf_score", "visual_score",
+        "reason", "reason_item_id", "model_version",
+    ),
+    "item_similar": (ITEM_ID, "rank", "similar_item_id", "similarity"),
+    "run_stats": ("stage", "rows_in", "rows_out", "rows_quarantined", "seconds"),
+    "quarantine": ("source", "key", "reason"),
+}
+
+# Reasons attached to each recommendation row.
+REASON_COLLABORATIVE = "collaborative"
+REASON_SIMILAR = "similar_to_history"
+REASON_TRENDING = "trending"
+REASON_NEW_ARRIVAL = "new_arrival_visual"

@@ -1,0 +1,167 @@
+"""Typed settings: defaults, a YAML file, then environment overrides.
+
+Precedence (last wins): built-in defaults < YAML file < environment variables.
+Environment overrides use ``VREC__<SECTION>__<KEY>`` (double underscores), for example
+``VREC__ALS__FACTORS=32`` or ``VREC__PATHS__WAREHOUSE_ROOT=/data/wh``. Relative paths
+in the YAML file are resolved against the file's folder; relative paths from the
+environment or defaults against the current working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "VREC__"
+CONFIG_ENV = "VREC_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    """Where raw inputs, images and the warehouse live."""
+
+    raw_root: Path = Path("data/raw")
+    warehouse_root: Path = Path("data/warehouse")
+    image_root: Path = Path("data/raw")
+
+
+class SparkSettings(_Section):
+    """How jobs build their Spark session (the master for Airflow runs comes from the
+    Airflow connection; this one is used by ``vrec`` commands and tests)."""
+
+    master: str = "local[*]"
+    conf: dict[str, str] = Field(
+        default_factory=lambda: {
+            "spark.sql.shuffle.partitions": "8",
+            "spark.driver.memory": "4g",
+            "spark.sql.session.timeZone": "UTC",
+            "spark.ui.showConsoleProgress": "false",
+        }
+    )
+
+
+class EmbedSettings(_Section):
+    """Image embedding stage."""
+
+    backbone: str = "efficientnet_lite0"
+    batch_size: int = Field(32, ge=1)
+    image_size: int = Field(224, ge=32)
+
+
+class EventWeights(_Section):
+    """Interaction weight per event type (``rating`` events use ``value / 5 * rating``)."""
+
+    view: float = 1.0
+    click: float = 2.0
+    add_to_cart: float = 4.0
+    purchase: float = 8.0
+    rating: float = 2.0
+    min_rating: float = 3.0
+
+
+class ALSSettings(_Section):
+    """Implicit ALS hyper-parameters; confidence = 1 + alpha * weight."""
+
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.05, ge=0)
+    alpha: float = Field(2.0, ge=0)
+    iterations: int = Field(15, ge=1)
+    random_state: int = 42
+
+
+class RecsSettings(_Section):
+    """Scoring and blending."""
+
+    k: int = Field(10, ge=1)
+    candidates: int = Field(50, ge=1)
+    cf_weight: float = Field(0.8, ge=0)
+    visual_weight: float = Field(0.2, ge=0)
+    similar_k: int = Field(10, ge=1)
+    block_size: int = Field(1024, ge=1)
+
+
+class Settings(_Section):
+    """All of vrec's configuration."""
+
+    paths: Paths = Paths()
+    spark: SparkSettings = SparkSettings()
+    embed: EmbedSettings = EmbedSettings()
+    weights: EventWeights = EventWeights()
+    als: ALSSettings = ALSSettings()
+    recs: RecsSettings = RecsSettings()
+
+    def resolved(self, base: Path) -> "Settings":
+        """Return a copy whose relative paths are made absolute against ``base``."""
+        paths = {
+            name: (value if Path(value).is_absolute() else (base / value).resolve())
+            for name, value in self.paths.model_dump().items()
+        }
+        return self.model_copy(update={"paths": Paths(**paths)})
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not parts:
+            continue
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class ConfigError(ValueError):
+    """Raised when a configuration file or override is invalid."""
+
+
+def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from ``path`` (or ``$VREC_CONFIG``), then apply env overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        YAML file. When omitted, ``$VREC_CONFIG`` is used if set, else defaults only.
+    environ : dict, optional
+        Environment to read overrides from (defaults to ``os.environ``).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    path = path or environ.get(CONFIG_ENV) or None
+    file_data: dict[str, Any] = {}
+    file_base = Path.cwd()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        file_data = loaded
+        file_base = p.resolve().parent
+    env_data = _env_overrides(environ)
+    try:
+        from_file = Settings(**file_data).resolved(file_base)
+        merged = _merge(from_file.model_dump(mode="json"), env_data)
+        return Settings(**merged).resolved(Path.cwd())
+    except ValidationError as exc:
+        raise ConfigError(f"invalid vrec configuration: {exc}") from exc

@@ -1,0 +1,157 @@
+"""build_interactions: raw events as of ds -> cleaned, weighted (user, item) interactions.
+
+A run for ``ds`` reads event partitions landed on or before ``ds`` and keeps only events
+with ``ts < end of ds`` (the day after ``ds`` at 00:00 UTC). Row-level problems become
+quarantine rows with a reason; only rows landed in ``ds`` itself are reported (older
+ones were reported by their own runs) but all of them are excluded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from vrec import columns as C
+from vrec.config import EventWeights
+from vrec.rawio import catalog_snapshot_ds, event_partitions_until, partition_dir
+
+QUARANTINE_REASONS = (
+    "null_user_id", "null_item_id", "null_ts", "unknown_event_type", "future_timestamp",
+    "rating_without_value", "unknown_item_id", "duplicate_event",
+)
+
+
+def end_of_ds(ds: str) -> dt.datetime:
+    """The exclusive end of logical date ``ds`` (next midnight, UTC)."""
+    return dt.datetime.combine(dt.date.fromisoformat(ds) + dt.timedelta(days=1),
+                               dt.time(), tzinfo=dt.timezone.utc)
+
+
+def _require_columns(df, required, what: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks required columns {missing}; has {df.columns}")
+
+
+def load_events(spark, raw_root: str | Path, ds: str):
+    """Events landed on or before ``ds`` with a ``landed_ds`` column (string)."""
+    from pyspark.sql import functions as F
+
+    parts = event_partitions_until(raw_root, ds)
+    if not parts:
+        raise FileNotFoundError(f"no event partitions on or before {ds} under {raw_root}/events")
+    frames = []
+    for p in parts:
+        df = spark.read.parquet(str(partition_dir(raw_root, "events", p)))
+        _require_columns(df, C.EVENT_COLUMNS, f"events partition ds={p}")
+        frames.append(df.select(*[F.col(c) for c in C.EVENT_COLUMNS]).withColumn("landed_ds", F.lit(p)))
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out.withColumn(C.TS, F.col(C.TS).cast("timestamp")).withColumn(
+        C.VALUE, F.col(C.VALUE).cast("double"))
+
+
+def load_catalog(spark, raw_root: str | Path, ds: str):
+    """The catalog snapshot a run for ``ds`` uses (that day's or the latest before)."""
+    snap = catalog_snapshot_ds(raw_root, ds)
+    df = spark.read.parquet(str(partition_dir(raw_root, "catalog", snap)))
+    _require_columns(df, C.CATALOG_COLUMNS, f"catalog snapshot ds={snap}")
+    return df.select(*C.CATALOG_COLUMNS)
+
+
+def dedupe_catalog(catalog):
+    """Keep one row per item_id (latest updated_at); return (catalog, quarantine rows)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(C.ITEM_ID).orderBy(F.col(C.UPDATED_AT).desc_nulls_last(), F.col(C.TITLE))
+    ranked = catalog.where(F.col(C.ITEM_ID).isNotNull()).withColumn("_rn", F.row_number().over(w))
+    good = ranked.where("_rn = 1").drop("_rn")
+    bad = ranked.where("_rn > 1").select(F.col(C.ITEM_ID).alias("key"),
+                                          F.lit("duplicate_item_id").alias("reason"))
+    nulls = catalog.where(F.col(C.ITEM_ID).isNull()).select(
+        F.coalesce(F.col(C.TITLE), F.lit("")).alias("key"), F.lit("null_item_id").alias("reason"))
+    return good, bad.unionByName(nulls)
+
+
+def clean_events(events, catalog, ds: str):
+    """Split events into (good, bad). ``bad`` has key, reason, landed_ds.
+
+    Drops, as-of ``ds``, events with ts at or after the end of ds without reporting them
+    (they belong to later runs). Each rejected row gets the first failing reason in
+    ``QUARANTINE_REASONS`` order.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    end = end_of_ds(ds)
+    landed_end = F.to_timestamp(F.date_add(F.to_date(F.col("landed_ds")), 1))
+    ev = events.where(F.col(C.TS).isNull() | (F.col(C.TS) < F.lit(end)))
+    known = catalog.select(F.col(C.ITEM_ID).alias("_known")).distinct()
+    ev = ev.join(known, ev[C.ITEM_ID] == known["_known"], "left")
+    w = Window.partitionBy(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS).orderBy(F.col("landed_ds"))
+    ev = ev.withColumn("_dup", F.row_number().over(w))
+    reason = (
+        F.when(F.col(C.USER_ID).isNull(), "null_user_id")
+        .when(F.col(C.ITEM_ID).isNull(), "null_item_id")
+        .when(F.col(C.TS).isNull(), "null_ts")
+        .when(~F.col(C.EVENT_TYPE).isin(*C.EVENT_TYPES) | F.col(C.EVENT_TYPE).isNull(),
+              "unknown_event_type")
+        .when(F.col(C.TS) >= landed_end, "future_timestamp")
+        .when((F.col(C.EVENT_TYPE) == "rating") & F.col(C.VALUE).isNull(), "rating_without_value")
+        .when(F.col("_known").isNull(), "unknown_item_id")
+        .when(F.col("_dup") > 1, "duplicate_event")
+    )
+    ev = ev.withColumn("_reason", reason)
+    good = ev.where(F.col("_reason").isNull()).drop("_known", "_dup", "_reason")
+    key = F.concat_ws("|", *[F.coalesce(F.col(c).cast("string"), F.lit("null"))
+                             for c in (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS)])
+    bad = ev.where(F.col("_reason").isNotNull()).select(
+        key.alias("key"), F.col("_reason").alias("reason"), "landed_ds")
+    return good, bad
+
+
+def event_weight_expr(weights: EventWeights):
+    """Spark column: the interaction weight of one event (documented in the README)."""
+    from pyspark.sql import functions as F
+
+    et = F.col(C.EVENT_TYPE)
+    rating_w = F.when(F.col(C.VALUE) >= weights.min_rating,
+                      F.lit(weights.rating) * F.col(C.VALUE) / 5.0).otherwise(0.0)
+    return (F.when(et == "view", weights.view).when(et == "click", weights.click)
+            .when(et == "add_to_cart", weights.add_to_cart)
+            .when(et == "purchase", weights.purchase)
+            .when(et == "rating", rating_w).otherwise(0.0))
+
+
+def aggregate_interactions(good_events, weights: EventWeights):
+    """(user_id, item_id, weight, n_events, last_ts, purchased) from cleaned events.
+
+    Pairs whose weight is 0 (e.g. only low ratings) are kept so scoring can still exclude
+    them as seen; training uses weight > 0 only.
+    """
+    from pyspark.sql import functions as F
+
+    return (good_events.withColumn("w", event_weight_expr(weights))
+            .groupBy(C.USER_ID, C.ITEM_ID)
+            .agg(F.sum("w").alias("weight"), F.count("*").alias("n_events"),
+                 F.max(C.TS).alias("last_ts"),
+                 F.max(F.when(F.col(C.EVENT_TYPE) == "purchase", True).otherwise(False))
+                 .alias("purchased")))
+
+
+def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventWeights) -> dict:
+    """Compute the run's interactions, catalog and quarantine frames (not yet written)."""
+    from pyspark.sql import functions as F
+
+    catalog, cat_bad = dedupe_catalog(load_catalog(spark, raw_root, ds))
+    catalog = catalog.cache()
+    events = load_events(spark, raw_root, ds)
+    good, bad = clean_events(events, catalog, ds)
+    good = good.cache()
+    inter = aggregate_interactions(good, weights)
+    today_bad = bad.where(F.col("landed_ds") == ds).drop("landed_ds")
+    return {"catalog": catalog, "catalog_quarantine": cat_bad, "events": good,
+            "interactions": inter, "events_quarantine": today_bad,
+            "events_today": events.where(F.col("landed_ds") == ds)}

@@ -1,0 +1,253 @@
+"""The nightly stages as plain functions: each reads the run's staging area and the raw
+zone, writes its outputs and a stats record, and returns a small summary dict.
+
+Run staging for ds (``warehouse/_runs/<ds>/``)::
+
+    catalog/ interactions/ popularity/   build_interactions
+    item_vectors/                        embed_items
+    model/                               train_cf
+    cf_candidates/                       score_users
+    out/user_recs/ out/item_similar/     build_recs
+    validation/*.json                    validate_inputs, validate_outputs
+    stats/*.json quarantine/*.parquet    every stage
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vrec import columns as C
+from vrec import warehouse as W
+from vrec.config import Settings
+
+TRENDING_DAYS = 7
+
+
+def _rd(settings: Settings, ds: str) -> Path:
+    return W.run_dir(settings.paths.warehouse_root, ds)
+
+
+def _write(df, path: Path, *, files: int = 1, sort: list[str] | None = None) -> None:
+    out = df.repartition(files)
+    if sort:
+        out = out.sortWithinPartitions(*sort)
+    out.write.mode("overwrite").parquet(str(path))
+
+
+# ---------------------------------------------------------------- validate_inputs
+
+def validate_inputs(settings: Settings, ds: str) -> dict:
+    """GX on the day's landed events and the catalog snapshot; fails on critical."""
+    from vrec.rawio import catalog_snapshot_ds, partition_dir
+    from vrec.validation import raise_on_failure, validate_frame
+
+    raw = settings.paths.raw_root
+    timer = W.StageTimer(settings.paths.warehouse_root, ds, "validate_inputs").__enter__()
+    snap = catalog_snapshot_ds(raw, ds)
+    catalog = pd.read_parquet(partition_dir(raw, "catalog", snap))
+    ev_dir = partition_dir(raw, "events", ds)
+    events = pd.read_parquet(ev_dir) if ev_dir.is_dir() else pd.DataFrame(
+        columns=list(C.EVENT_COLUMNS))
+    params = {"event_types": list(C.EVENT_TYPES),
+              "catalog_item_ids": set(catalog[C.ITEM_ID].dropna().astype(str)) if C.ITEM_ID in catalog else set()}
+    results = [validate_frame(catalog, "raw_catalog", params)]
+    if len(events):
+        results.append(validate_frame(events, "raw_events", params))
+    folder = _rd(settings, ds) / "validation"
+    for r in results:
+        W.write_json(folder / f"{r.suite}.json", r.to_dict())
+    raise_on_failure(results)
+    warnings = sum(len(r.warnings) for r in results)
+    timer.record(len(events) + len(catalog), len(events) + len(catalog), 0,
+                 warnings=warnings, catalog_snapshot=snap)
+    return {"events": len(events), "catalog": len(catalog), "warnings": warnings}
+
+
+# ---------------------------------------------------------------- build_interactions
+
+def build_interactions(spark, settings: Settings, ds: str) -> dict:
+    """Clean and weight events as of ds; write catalog, interactions, popularity."""
+    from pyspark.sql import functions as F
+
+    from vrec.interactions import end_of_ds, run_build_interactions
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    with W.StageTimer(wh, ds, "build_interactions") as timer:
+        out = run_build_interactions(spark, settings.paths.raw_root, ds, settings.weights)
+        _write(out["catalog"], rd / "catalog")
+        _write(out["interactions"], rd / "interactions", sort=[C.USER_ID])
+        since = end_of_ds(ds) - pd.Timedelta(days=TRENDING_DAYS)
+        pop = (out["events"].where(F.col(C.TS) >= F.lit(since))
+               .withColumn("w", F.lit(1.0))
+               .groupBy(C.ITEM_ID).agg(F.countDistinct(C.USER_ID).alias("users_7d"),
+                                       F.count("*").alias("events_7d")))
+        _write(pop, rd / "popularity")
+        qe = out["events_quarantine"].toPandas()
+        qc = out["catalog_quarantine"].toPandas()
+        nq = W.write_quarantine(wh, ds, "events", qe) + W.write_quarantine(wh, ds, "catalog", qc)
+        n_in = out["events_today"].count()
+        inter = spark.read.parquet(str(rd / "interactions"))
+        n_pairs = inter.count()
+        n_users = inter.select(C.USER_ID).distinct().count()
+        timer.record(n_in, n_pairs, nq, users=n_users,
+                     events_used=int(out["events"].count()),
+                     reasons=qe["reason"].value_counts().to_dict() if len(qe) else {})
+    return {"pairs": n_pairs, "users": n_users, "quarantined": nq}
+
+
+# ---------------------------------------------------------------- embed_items
+
+def embed_items(spark, settings: Settings, ds: str) -> dict:
+    """Embed new or changed catalog images; write the run's item vectors."""
+    from vrec.embed import run_embed_items
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    with W.StageTimer(wh, ds, "embed_items") as timer:
+        catalog = spark.read.parquet(str(rd / "catalog"))
+        res = run_embed_items(spark, catalog, warehouse=wh, image_root=settings.paths.image_root,
+                              backbone=settings.embed.backbone,
+                              batch_size=settings.embed.batch_size, ds=ds)
+        _write(res["vectors"], rd / "item_vectors")
+        nq = W.write_quarantine(wh, ds, "images", res["quarantine"])
+        n_out = spark.read.parquet(str(rd / "item_vectors")).count()
+        timer.record(res["items"], n_out, nq, embedded_new=res["embedded_new"],
+                     reused=res["reused"], model_version=res["model_version"])
+    return {"vectors": n_out, "embedded_new": res["embedded_new"], "reused": res["reused"]}
+
+
+# ---------------------------------------------------------------- train_cf
+
+def train_cf(spark, settings: Settings, ds: str) -> dict:
+    """Train implicit ALS on the run's interactions and save the model."""
+    from vrec.cf import train_als
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    with W.StageTimer(wh, ds, "train_cf") as timer:
+        inter = spark.read.parquet(str(rd / "interactions")).select(
+            C.USER_ID, C.ITEM_ID, "weight").toPandas()
+        model = train_als(inter, settings.als, ds=ds)
+        model.save(rd / "model")
+        timer.record(len(inter), len(model.user_ids), 0, items=len(model.item_ids),
+                     model_version=model.version)
+    return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version}
+
+
+# ---------------------------------------------------------------- score_users
+
+def score_users(spark, settings: Settings, ds: str) -> dict:
+    """All-user CF top-N candidates with interacted items excluded."""
+    from vrec.cf import CFModel
+    from vrec.scoring import score_all_users
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    with W.StageTimer(wh, ds, "score_users") as timer:
+        model = CFModel.load(rd / "model")
+        inter = spark.read.parquet(str(rd / "interactions"))
+        cands = score_all_users(spark, model, inter, n=settings.recs.candidates,
+                                block_size=settings.recs.block_size)
+        _write(cands, rd / "cf_candidates", files=max(1, spark.sparkContext.defaultParallelism))
+        n = spark.read.parquet(str(rd / "cf_candidates")).count()
+        timer.record(len(model.user_ids), n, 0)
+    return {"candidates": n}
+
+
+# ---------------------------------------------------------------- build_recs
+
+def build_recs(spark, settings: Settings, ds: str) -> dict:
+    """Blend CF candidates with visual similarity into user_recs and item_similar."""
+    from pyspark.sql import functions as F
+
+    from vrec.cf import CFModel
+    from vrec.recs import build_user_recs, item_similar
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    with W.StageTimer(wh, ds, "build_recs") as timer:
+        model = CFModel.load(rd / "model")
+        catalog_ids = np.asarray(sorted(
+            r[0] for r in spark.read.parquet(str(rd / "catalog")).select(C.ITEM_ID).collect()))
+        vectors = spark.read.parquet(str(rd / "item_vectors")).toPandas()
+        pop = spark.read.parquet(str(rd / "popularity")).orderBy(
+            F.col("users_7d").desc(), F.col("events_7d").desc(), F.col(C.ITEM_ID)).toPandas()
+        inter = spark.read.parquet(str(rd / "interactions"))
+        recs = build_user_recs(
+            spark, candidates=spark.read.parquet(str(rd / "cf_candidates")), interactions=inter,
+            catalog_ids=catalog_ids, vectors_pd=vectors,
+            trending_ids=pop[C.ITEM_ID].tolist() + [i for i in catalog_ids
+                                                    if i not in set(pop[C.ITEM_ID])],
+            k=settings.recs.k, cf_weight=settings.recs.cf_weight,
+            visual_weight=settings.recs.visual_weight, model_version=model.version)
+        _write(recs, rd / "out" / "user_recs", sort=[C.USER_ID, "rank"])
+        sim = item_similar(spark, vectors, settings.recs.similar_k)
+        _write(sim, rd / "out" / "item_similar", sort=[C.ITEM_ID, "rank"])
+        n_recs = spark.read.parquet(str(rd / "out" / "user_recs")).count()
+        n_sim = spark.read.parquet(str(rd / "out" / "item_similar")).count()
+        users = inter.select(C.USER_ID).distinct().count()
+        timer.record(users, n_recs, 0, item_similar_rows=n_sim)
+    return {"user_recs": n_recs, "item_similar": n_sim}
+
+
+# ---------------------------------------------------------------- validate_outputs
+
+def validate_outputs(settings: Settings, ds: str) -> dict:
+    """GX on user_recs and item_similar before publish; fails on critical."""
+    from vrec.validation import raise_on_failure, validate_frame
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    timer = W.StageTimer(wh, ds, "validate_outputs").__enter__()
+    recs = pd.read_parquet(rd / "out" / "user_recs")
+    sim = pd.read_parquet(rd / "out" / "item_similar")
+    catalog_ids = set(pd.read_parquet(rd / "catalog", columns=[C.ITEM_ID])[C.ITEM_ID])
+    params = {"k": settings.recs.k, "similar_k": settings.recs.similar_k,
+              "catalog_item_ids": catalog_ids}
+    results = [validate_frame(recs, "user_recs", params), validate_frame(sim, "item_similar", params)]
+    # Scores must be non-increasing by rank within each user (not expressible per row).
+    bad = recs.sort_values([C.USER_ID, "rank"]).groupby(C.USER_ID)["score"].apply(
+        lambda s: bool((np.diff(s.to_numpy()) > 1e-9).any()))
+    if bad.any():
+        results[0].success = False
+        results[0].failures.append({"expectation": "scores_non_increasing_by_rank", "kwargs": {},
+                                    "observed": f"{int(bad.sum())} users violate it",
+                                    "severity": "critical"})
+    for r in results:
+        W.write_json(rd / "validation" / f"{r.suite}.json", r.to_dict())
+    raise_on_failure(results)
+    timer.record(len(recs) + len(sim), len(recs) + len(sim), 0,
+                 warnings=sum(len(r.warnings) for r in results))
+    return {"user_recs": len(recs), "item_similar": len(sim)}
+
+
+# ---------------------------------------------------------------- publish
+
+def publish(settings: Settings, ds: str) -> dict:
+    """Stage run_stats and quarantine, then publish all tables for ds atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    timer = W.StageTimer(wh, ds, "publish").__enter__()
+    stats = W.read_stage_stats(wh, ds)
+    stats = stats[[c for c in C.TABLES["run_stats"]]]
+    quarantine = W.staged_quarantine(wh, ds)
+    for name, df in (("run_stats", stats), ("quarantine", quarantine)):
+        folder = rd / "out" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+        pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False),
+                       folder / "part-00000.parquet")
+    model_meta = json.loads((rd / "model" / "model.json").read_text())
+    staged = {name: rd / "out" / name for name in W.PUBLISHED_TABLES}
+    # keep the model next to the tables: analysts and later stages can reload it
+    model_dir = Path(wh) / "models" / f"ds={ds}"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for f in ("factors.npz", "model.json"):
+        (model_dir / f).write_bytes((rd / "model" / f).read_bytes())
+    m = W.publish(wh, ds, staged, extra={"model_version": model_meta["version"],
+                                         "stage_stats": json.loads(stats.to_json(orient="records"))})
+    timer.record(sum(t["rows"] for t in m["tables"].values()),
+                 sum(t["rows"] for t in m["tables"].values()), 0, version=m["version"])
+    return m

@@ -1,0 +1,73 @@
+"""Reading and writing the raw landing zone (events and catalog snapshots)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vrec import columns as C
+
+EVENTS_SCHEMA = pa.schema([
+    (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
+    (C.VALUE, pa.float64()), (C.TS, pa.timestamp("us", tz="UTC")),
+])
+CATALOG_SCHEMA = pa.schema([
+    (C.ITEM_ID, pa.string()), (C.TITLE, pa.string()), (C.CATEGORY, pa.string()),
+    (C.PRICE, pa.float64()), (C.IMAGE_URI, pa.string()),
+    (C.UPDATED_AT, pa.timestamp("us", tz="UTC")),
+])
+
+
+def partition_dir(root: str | Path, source: str, ds: dt.date | str) -> Path:
+    """Folder of one raw partition: ``<root>/<source>/ds=YYYY-MM-DD``."""
+    return Path(root) / source / f"ds={ds if isinstance(ds, str) else ds.isoformat()}"
+
+
+def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    target = folder / "part-00000.parquet"
+    tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def write_events_partition(root: str | Path, ds: dt.date | str, events: pd.DataFrame) -> Path:
+    """Write (replace) one day's events partition in the contract's schema."""
+    return _write(events, EVENTS_SCHEMA, partition_dir(root, "events", ds))
+
+
+def write_catalog_snapshot(root: str | Path, ds: dt.date | str, catalog: pd.DataFrame) -> Path:
+    """Write (replace) one day's full catalog snapshot in the contract's schema."""
+    return _write(catalog, CATALOG_SCHEMA, partition_dir(root, "catalog", ds))
+
+
+def list_partitions(root: str | Path, source: str) -> list[str]:
+    """Sorted ds values present for a raw source."""
+    base = Path(root) / source
+    if not base.is_dir():
+        return []
+    return sorted(p.name[3:] for p in base.iterdir() if p.is_dir() and p.name.startswith("ds="))
+
+
+def catalog_snapshot_ds(root: str | Path, ds: str) -> str:
+    """The catalog snapshot a run for ``ds`` uses: that day's, else the latest before it."""
+    parts = [p for p in list_partitions(root, "catalog") if p <= ds]
+    if not parts:
+        raise FileNotFoundError(
+            f"no catalog snapshot on or before {ds} under {Path(root) / 'catalog'}")
+    return parts[-1]
+
+
+def event_partitions_until(root: str | Path, ds: str) -> list[str]:
+    """Event partitions a run for ``ds`` may read (landing day <= ds)."""
+    return [p for p in list_partitions(root, "events") if p <= ds]

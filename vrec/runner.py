@@ -1,0 +1,54 @@
+"""Shared entrypoint logic for ``jobs/*.py`` (spark-submit) and ``vrec run-stage``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import traceback
+
+SPARK_STAGES = ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs")
+LOCAL_STAGES = ("validate_inputs", "validate_outputs", "publish")
+
+
+def parse_args(argv: list[str], stage: str) -> argparse.Namespace:
+    """--ds YYYY-MM-DD [--config FILE]."""
+    p = argparse.ArgumentParser(prog=stage, description=f"vrec stage {stage}")
+    p.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
+    p.add_argument("--config", default=None, help="vrec YAML config (default: $VREC_CONFIG)")
+    args = p.parse_args(argv)
+    try:
+        dt.date.fromisoformat(args.ds)
+    except ValueError:
+        p.error(f"--ds must be YYYY-MM-DD, got {args.ds!r}")
+    return args
+
+
+def run_stage(stage: str, argv: list[str]) -> int:
+    """Run one stage; returns a process exit code (0 ok, 1 failed, 2 bad usage)."""
+    from vrec import pipeline
+    from vrec.config import load_settings
+
+    if stage not in SPARK_STAGES + LOCAL_STAGES:
+        print(f"unknown stage {stage!r}", file=sys.stderr)
+        return 2
+    args = parse_args(argv, stage)
+    settings = load_settings(args.config)
+    fn = getattr(pipeline, stage)
+    try:
+        if stage in SPARK_STAGES:
+            from vrec.spark import build_session
+
+            spark = build_session(settings, f"vrec-{stage}-{args.ds}")
+            try:
+                result = fn(spark, settings, args.ds)
+            finally:
+                spark.stop()
+        else:
+            result = fn(settings, args.ds)
+    except Exception as exc:  # report and fail the task
+        traceback.print_exc()
+        print(f"[vrec] {args.ds} {stage} FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"[vrec] {args.ds} {stage} done: {result}", flush=True)
+    return 0

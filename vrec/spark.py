@@ -1,0 +1,34 @@
+"""Building the Spark session the same way everywhere (jobs, CLI and tests)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from vrec.config import Settings
+
+
+def python_for_workers() -> str:
+    """The interpreter Spark's Python workers must run: this venv's (DESIGN trap 2)."""
+    return os.environ.get("PYSPARK_PYTHON") or sys.executable
+
+
+def build_session(settings: Settings, app_name: str, *, master: str | None = None):
+    """Return a SparkSession configured from ``settings``.
+
+    Under ``spark-submit`` the master comes from the submit command (Airflow's
+    connection); otherwise from ``master`` or ``settings.spark.master``.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", python_for_workers())
+    builder = SparkSession.builder.appName(app_name)
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not under_submit:
+        builder = builder.master(master or settings.spark.master)
+    for key, value in settings.spark.conf.items():
+        builder = builder.config(key, value)
+    builder = builder.config("spark.pyspark.python", python_for_workers())
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,233 @@
+"""The warehouse: ds-partitioned Parquet tables with atomic publish.
+
+Layout under the warehouse root::
+
+    _runs/<ds>/...                       staging area of a run (stage outputs, stats)
+    _versions/<table>/ds=<ds>/<version>/ immutable published data
+    <table>/ds=<ds>  -> symlink to the version above (what readers glob)
+    _manifests/ds=<ds>.json              what was published for ds (tables, files, rows)
+    _manifests/latest.json               the latest published ds
+    item_embeddings/                     the incremental embedding cache (not per ds)
+
+Publishing moves every staged table into a fresh version folder (nothing a reader sees
+changes), then swaps each table's ``ds=`` link with an atomic ``rename`` and finally
+writes the manifest. A reader therefore sees the previous complete partition or the new
+complete one, never a half-written one; a failure before the swap leaves everything
+published as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PUBLISHED_TABLES = ("user_recs", "item_similar", "run_stats", "quarantine")
+KEEP_VERSIONS = 2
+
+
+class PublishError(RuntimeError):
+    """Raised when staged outputs cannot be published; nothing published was changed."""
+
+
+def run_dir(warehouse: str | Path, ds: str) -> Path:
+    """Staging folder of the run for ``ds``."""
+    return Path(warehouse) / "_runs" / ds
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------- stage bookkeeping
+
+@dataclass
+class StageTimer:
+    """Times one stage and records its row counts in the run's staging area."""
+
+    warehouse: Path
+    ds: str
+    stage: str
+    started: float = 0.0
+
+    def __enter__(self) -> "StageTimer":
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def record(self, rows_in: int, rows_out: int, rows_quarantined: int = 0, **extra) -> dict:
+        """Write ``stats/<stage>.json``; returns the record."""
+        rec = {"stage": self.stage, "rows_in": int(rows_in), "rows_out": int(rows_out),
+               "rows_quarantined": int(rows_quarantined),
+               "seconds": round(time.perf_counter() - self.started, 3), **extra}
+        write_json(run_dir(self.warehouse, self.ds) / "stats" / f"{self.stage}.json", rec)
+        print(f"[vrec] {self.ds} {self.stage}: in={rec['rows_in']} out={rec['rows_out']} "
+              f"quarantined={rec['rows_quarantined']} {rec['seconds']:.1f}s", flush=True)
+        return rec
+
+
+def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataFrame) -> int:
+    """Stage quarantine rows (``key``, ``reason``) found by ``source``; returns the count."""
+    out = pd.DataFrame({"source": source, "key": rows["key"].astype(str),
+                        "reason": rows["reason"].astype(str)})
+    folder = run_dir(warehouse, ds) / "quarantine"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(out, preserve_index=False), folder / f"{source}.parquet")
+    return len(out)
+
+
+def read_stage_stats(warehouse: str | Path, ds: str) -> pd.DataFrame:
+    """All stage records staged for ``ds`` (empty frame when none)."""
+    folder = run_dir(warehouse, ds) / "stats"
+    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    cols = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
+    return pd.DataFrame(recs, columns=None if recs else cols)
+
+
+def staged_quarantine(warehouse: str | Path, ds: str) -> pd.DataFrame:
+    """All quarantine rows staged for ``ds``."""
+    folder = run_dir(warehouse, ds) / "quarantine"
+    parts = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))] if folder.is_dir() else []
+    if not parts:
+        return pd.DataFrame({"source": pd.Series(dtype=str), "key": pd.Series(dtype=str),
+                             "reason": pd.Series(dtype=str)})
+    return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------- publish
+
+def _check_parquet_folder(folder: Path) -> int:
+    if not folder.is_dir():
+        raise PublishError(f"staged table folder missing: {folder}")
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise PublishError(f"staged table folder has no Parquet files: {folder}")
+    rows = 0
+    for f in files:
+        try:
+            rows += pq.read_metadata(f).num_rows
+        except Exception as exc:  # a truncated or foreign file
+            raise PublishError(f"staged file is not readable Parquet: {f}: {exc}") from exc
+    return rows
+
+
+def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
+            extra: dict | None = None) -> dict:
+    """Atomically publish staged table folders as partition ``ds``.
+
+    Parameters
+    ----------
+    warehouse : path
+        Warehouse root.
+    ds : str
+        Logical date (YYYY-MM-DD).
+    staged : dict
+        Table name -> folder of Parquet files (without a ds column).
+    extra : dict, optional
+        Additional fields stored in the manifest (model version, settings).
+
+    Returns
+    -------
+    dict
+        The manifest written for ``ds``.
+    """
+    wh = Path(warehouse)
+    dt.date.fromisoformat(ds)
+    version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    # Phase 1: verify and move into immutable version folders (invisible to readers).
+    rows = {name: _check_parquet_folder(Path(folder)) for name, folder in staged.items()}
+    moved: dict[str, Path] = {}
+    try:
+        for name, folder in staged.items():
+            target = wh / "_versions" / name / f"ds={ds}" / version
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".*", "_*"))
+            moved[name] = target
+    except Exception as exc:
+        for target in moved.values():
+            shutil.rmtree(target, ignore_errors=True)
+        raise PublishError(f"publishing {ds} failed before any swap: {exc}") from exc
+    # Phase 2: swap each table's ds link atomically.
+    for name, target in moved.items():
+        link = wh / name / f"ds={ds}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.exists() and not link.is_symlink():
+            raise PublishError(f"{link} is a real folder, not a published link; refusing to replace")
+        tmp = link.with_name(f".ds={ds}.{uuid.uuid4().hex}")
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+        os.replace(tmp, link)
+    manifest = {
+        "ds": ds, "version": version,
+        "published_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "tables": {n: {"rows": rows[n], "path": str(wh / n / f"ds={ds}")} for n in moved},
+        **(extra or {}),
+    }
+    write_json(wh / "_manifests" / f"ds={ds}.json", manifest)
+    latest = latest_ds(wh)
+    if latest is None or ds >= latest:
+        write_json(wh / "_manifests" / "latest.json", {"ds": ds, "version": version})
+    _prune_versions(wh, ds, keep=KEEP_VERSIONS)
+    return manifest
+
+
+def _prune_versions(wh: Path, ds: str, keep: int) -> None:
+    for table_dir in (wh / "_versions").iterdir():
+        folder = table_dir / f"ds={ds}"
+        if not folder.is_dir():
+            continue
+        versions = sorted(p for p in folder.iterdir() if p.is_dir())
+        live = (wh / table_dir.name / f"ds={ds}").resolve()
+        for old in versions[:-keep]:
+            if old.resolve() != live:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_ds(warehouse: str | Path) -> str | None:
+    """The latest published ds, or None when nothing was published yet."""
+    p = Path(warehouse) / "_manifests" / "latest.json"
+    return json.loads(p.read_text())["ds"] if p.is_file() else None
+
+
+def published_ds(warehouse: str | Path) -> list[str]:
+    """All published ds values, sorted."""
+    folder = Path(warehouse) / "_manifests"
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem[3:] for p in folder.glob("ds=*.json"))
+
+
+def manifest(warehouse: str | Path, ds: str) -> dict:
+    """The manifest of a published ds."""
+    p = Path(warehouse) / "_manifests" / f"ds={ds}.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"ds {ds} is not published in {warehouse}")
+    return json.loads(p.read_text())
+
+
+def read_table(warehouse: str | Path, table: str, ds: str | None = None) -> pd.DataFrame:
+    """Read one published partition (latest by default) into pandas, with a ds column."""
+    ds = ds or latest_ds(warehouse)
+    if ds is None:
+        raise FileNotFoundError(f"nothing published yet in {warehouse}")
+    df = pd.read_parquet(Path(warehouse) / table / f"ds={ds}")
+    df.insert(0, "ds", ds)
+    return df
