@@ -80,3 +80,24 @@ def dags_test(ds: str, env: dict[str, str], *, log_path: Path,
                 on_line(line.rstrip("\n"))
         rc = proc.wait()
     return rc if rc else (1 if failed else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vrec.airflow_env standalone|env``: start ``airflow standalone`` on the
+    embedded home (what ``make airflow`` runs), or print the environment to export."""
+    args = sys.argv[1:] if argv is None else argv
+    env = airflow_env(DEFAULT_HOME, config=REPO / "vrec.yaml")
+    if args[:1] == ["env"]:
+        keys = [k for k in env if k.startswith(("AIRFLOW", "VREC", "PYSPARK"))] + ["PATH"]
+        for k in sorted(keys):
+            print(f"export {k}='{env[k]}'")
+        return 0
+    migrate(env)
+    print(f"[airflow] home {env['AIRFLOW_HOME']}; UI http://localhost:{API_PORT}; user admin, "
+          f"password in {env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated",
+          flush=True)
+    return subprocess.call([airflow_bin(), "standalone"], env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -240,7 +240,8 @@ def publish(settings: Settings, ds: str) -> dict:
         pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False),
                        folder / "part-00000.parquet")
     model_meta = json.loads((rd / "model" / "model.json").read_text())
-    staged = {name: rd / "out" / name for name in W.PUBLISHED_TABLES}
+    staged = {name: rd / "out" / name for name in W.PUBLISHED_TABLES if name != "items"}
+    staged["items"] = rd / "catalog"
     # keep the model next to the tables: analysts and later stages can reload it
     model_dir = Path(wh) / "models" / f"ds={ds}"
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,45 @@
+# vrec: two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vrec-installed
+
+.PHONY: venv demo test test-real airflow lock lint clean-demo
+
+# Create or reuse .venv; reinstall only when pyproject.toml or constraints.txt changed.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[make] installing dependencies into $(VENV) (first time: a few minutes, ~7 GB)"
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(PY) -m vrec.demo
+
+# pytest exit code 5 ("no tests collected") is a failure, not a pass.
+test: venv
+	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "[make] pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The real-data suite (needs ../shared/datasets).
+test-real: venv
+	@$(VENV)/bin/pytest -m realdata $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "[make] real-data suite collected no tests: failing"; exit 1; fi; exit $$rc
+
+# airflow standalone (scheduler + API server + UI) on the demo's home and DAGs.
+airflow: venv
+	$(PY) -m vrec.airflow_env standalone
+
+# Regenerate the lock file from the current venv.
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+
+lint: venv
+	$(VENV)/bin/ruff check vrec dags jobs tests
+
+clean-demo:
+	rm -rf data/warehouse .airflow

@@ -1,0 +1,51 @@
+"""Shared fixtures: one local Spark session per test run and a tiny generated sample."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from vrec.config import Settings, load_settings
+from vrec.sample import SampleSpec, generate_sample
+
+TINY = SampleSpec(n_users=30, n_items=48, days=4, end_date=dt.date(2026, 11, 20), seed=11,
+                  image_size=64, missing_image_share=0.03, corrupt_image_share=0.05,
+                  dirty_event_share=0.02)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole run (2 threads, 2 shuffle partitions)."""
+    from vrec.spark import build_session
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    settings = Settings(spark={"master": "local[2]", "conf": {
+        "spark.sql.shuffle.partitions": "2", "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": "2g"}})
+    session = build_session(settings, "vrec-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory) -> Path:
+    """A tiny generated raw landing zone (4 days, 48 items, 30 users)."""
+    root = tmp_path_factory.mktemp("tiny") / "raw"
+    generate_sample(root, TINY)
+    return root
+
+
+def settings_for(raw: Path, warehouse: Path, tmp: Path) -> Settings:
+    """Settings for a raw zone and warehouse, written as a YAML file and loaded back."""
+    cfg = tmp / "vrec.yaml"
+    cfg.write_text(
+        f"paths:\n  raw_root: {raw}\n  image_root: {raw}\n  warehouse_root: {warehouse}\n"
+        "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: '2'\n"
+        "    spark.ui.enabled: 'false'\n    spark.driver.memory: 2g\n"
+        "als:\n  factors: 16\n  iterations: 8\nrecs:\n  k: 5\n  candidates: 20\n  similar_k: 5\n")
+    return load_settings(cfg, environ={})

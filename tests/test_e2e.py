@@ -1,0 +1,87 @@
+"""The vrec_nightly DAG run through Airflow (`airflow dags test`) on a tiny sample, then
+the published tables read back through `vrec query` and plain DuckDB."""
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from vrec import columns as C
+from vrec import warehouse as W
+from vrec.airflow_env import airflow_env, dags_test, migrate
+from vrec.sample import generate_sample
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def dag_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    raw, wh = tmp / "raw", tmp / "wh"
+    generate_sample(raw, TINY)
+    cfg = tmp / "vrec.yaml"
+    cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
+                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
+                   "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
+                   "als: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n")
+    env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
+    migrate(env)
+    days = [(TINY.end_date - dt.timedelta(days=1)).isoformat(), TINY.end_date.isoformat()]
+    rcs = [dags_test(ds, env, log_path=tmp / f"{ds}.log") for ds in days]
+    return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp, "cfg": cfg, "env": env}
+
+
+def test_dag_runs_succeed(dag_runs):
+    logs = [(dag_runs["tmp"] / f"{d}.log").read_text()[-3000:] for d in dag_runs["days"]]
+    assert dag_runs["rcs"] == [0, 0], logs
+    assert W.published_ds(dag_runs["wh"]) == dag_runs["days"]
+    assert W.latest_ds(dag_runs["wh"]) == dag_runs["days"][-1]
+
+
+def test_published_recs_hold_the_contract(dag_runs):
+    wh, raw, ds = dag_runs["wh"], dag_runs["raw"], dag_runs["days"][-1]
+    recs = W.read_table(wh, "user_recs", ds)
+    events = pd.concat(pd.read_parquet(raw / "events" / f"ds={d}")
+                       for d in sorted(p.name[3:] for p in (raw / "events").iterdir()))
+    catalog = pd.read_parquet(raw / "catalog" / f"ds={ds}")
+    clean = events[events[C.USER_ID].notna() & events[C.ITEM_ID].isin(catalog[C.ITEM_ID])]
+    # every user with (valid) events gets exactly K recommendations ranked 1..K
+    assert set(recs[C.USER_ID]) == set(clean[C.USER_ID])
+    ranks = recs.groupby(C.USER_ID)["rank"].apply(sorted)
+    assert (ranks.apply(lambda r: r == [1, 2, 3, 4, 5])).all()
+    # nothing the user already purchased; every item exists in the catalog
+    bought = set(map(tuple, clean[clean[C.EVENT_TYPE] == "purchase"][[C.USER_ID, C.ITEM_ID]].values))
+    assert bought and not bought & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
+    assert set(recs[C.ITEM_ID]) <= set(catalog[C.ITEM_ID])
+    assert recs["model_version"].str.startswith("als-" + ds).all()
+
+
+def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):
+    wh = dag_runs["wh"]
+    vrec = str(Path(sys.executable).parent / "vrec")
+    out = subprocess.run([vrec, "query", "--warehouse", str(wh), "--format", "csv",
+                          "SELECT ds, count(*) AS n FROM user_recs_all GROUP BY ds ORDER BY ds"],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "ds,n" and [l.split(",")[0] for l in lines[1:]] == dag_runs["days"]
+    latest = subprocess.run([vrec, "query", "--warehouse", str(wh), "--format", "csv",
+                             "SELECT DISTINCT ds FROM user_recs"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert latest == ["ds", dag_runs["days"][-1]]
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{wh}/user_recs/*/*.parquet')").fetchone()[0]
+    assert n == sum(int(l.split(",")[1]) for l in lines[1:])
+    bad = subprocess.run([vrec, "query", "--warehouse", str(wh), "SELECT * FROM nope"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+def test_airflow_lists_the_dag(dag_runs):
+    out = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "list"],
+                         env=dag_runs["env"], capture_output=True, text=True, check=True)
+    assert "vrec_nightly" in out.stdout

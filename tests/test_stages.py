@@ -1,0 +1,168 @@
+"""Each Spark stage on tiny data with the shared session, then validation and publish."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vrec import columns as C
+from vrec import pipeline
+from vrec import warehouse as W
+from vrec.config import EventWeights
+from vrec.interactions import aggregate_interactions, clean_events
+from vrec.validation import ValidationFailed
+
+from .conftest import TINY, settings_for
+
+DS = TINY.end_date.isoformat()
+PREV = (TINY.end_date - dt.timedelta(days=1)).isoformat()
+
+
+def _ts(s):
+    return pd.Timestamp(s, tz="UTC").to_pydatetime()
+
+
+def test_clean_events_quarantines_each_bad_row_with_its_reason(spark):
+    rows = [
+        ("u1", "i1", "view", None, _ts("2026-11-20 10:00"), "2026-11-20"),   # good
+        ("u1", "i1", "view", None, _ts("2026-11-20 10:00"), "2026-11-20"),   # duplicate
+        (None, "i1", "click", None, _ts("2026-11-20 11:00"), "2026-11-20"),  # null user
+        ("u2", "i1", "teleport", None, _ts("2026-11-20 11:00"), "2026-11-20"),
+        ("u2", "nope", "view", None, _ts("2026-11-20 12:00"), "2026-11-20"),
+        ("u2", "i1", "rating", None, _ts("2026-11-20 12:00"), "2026-11-20"),
+        ("u3", "i1", "view", None, _ts("2026-11-20 12:00"), "2026-11-19"),   # landed a day early: future
+        ("u3", "i1", "view", None, _ts("2026-11-21 01:00"), "2026-11-21"),   # after ds: not visible
+    ]
+    ev = spark.createDataFrame(rows, "user_id string, item_id string, event_type string, "
+                                     "value double, ts timestamp, landed_ds string")
+    cat = spark.createDataFrame([("i1",)], "item_id string")
+    good, bad = clean_events(ev, cat, "2026-11-20")
+    assert good.count() == 1
+    reasons = sorted(r.reason for r in bad.collect())
+    assert reasons == sorted(["duplicate_event", "null_user_id", "unknown_event_type",
+                              "unknown_item_id", "rating_without_value", "future_timestamp"])
+
+
+def test_weights_hand_example(spark):
+    rows = [("u", "a", "view", None), ("u", "a", "click", None), ("u", "a", "purchase", None),
+            ("u", "b", "rating", 5.0), ("u", "c", "rating", 2.0)]
+    ev = spark.createDataFrame([(*r, _ts("2026-11-20")) for r in rows],
+                               "user_id string, item_id string, event_type string, value double, ts timestamp")
+    got = {r.item_id: (r.weight, r.n_events, r.purchased)
+           for r in aggregate_interactions(ev, EventWeights()).collect()}
+    assert got["a"] == (1 + 2 + 8, 3, True)
+    assert got["b"] == (2.0 * 5 / 5, 1, False)
+    assert got["c"] == (0.0, 1, False)  # below min_rating: kept as seen, weight 0
+
+
+@pytest.fixture(scope="module")
+def staged(spark, tiny_raw, tmp_path_factory):
+    """The whole stage chain for two days on the tiny sample (shared by the tests below)."""
+    tmp = tmp_path_factory.mktemp("stages")
+    s = settings_for(tiny_raw, tmp / "wh", tmp)
+    results = {}
+    for ds in (PREV, DS):
+        results[ds] = {"validate_inputs": pipeline.validate_inputs(s, ds)}
+        for stage in ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs"):
+            results[ds][stage] = getattr(pipeline, stage)(spark, s, ds)
+        results[ds]["validate_outputs"] = pipeline.validate_outputs(s, ds)
+        results[ds]["publish"] = pipeline.publish(s, ds)
+    return s, results
+
+
+def test_as_of_interactions_never_read_the_future(staged, tiny_raw):
+    s, _ = staged
+    inter = pd.read_parquet(W.run_dir(s.paths.warehouse_root, PREV) / "interactions")
+    end = pd.Timestamp(DS, tz="UTC")
+    assert (pd.to_datetime(inter["last_ts"], utc=True) < end).all()
+    today = pd.read_parquet(tiny_raw / "events" / f"ds={DS}")
+    only_today = set(zip(today[C.USER_ID], today[C.ITEM_ID])) - set(
+        zip(inter[C.USER_ID], inter[C.ITEM_ID]))
+    assert only_today, "the later day must add pairs the earlier run did not see"
+
+
+def test_embedding_is_incremental(staged):
+    s, res = staged
+    first, second = res[PREV]["embed_items"], res[DS]["embed_items"]
+    assert first["embedded_new"] > 30 and first["reused"] == 0
+    assert second["embedded_new"] < first["embedded_new"] / 4
+    assert second["reused"] >= first["embedded_new"] - 1
+    vec = pd.read_parquet(W.run_dir(s.paths.warehouse_root, DS) / "item_vectors")
+    norms = np.linalg.norm(np.stack(vec["embedding"]), axis=1)
+    assert np.allclose(norms, 1, atol=1e-4) and len(vec["embedding"].iloc[0]) == 1280
+
+
+def test_bad_images_are_quarantined_not_fatal(staged):
+    s, _ = staged
+    q = W.read_table(s.paths.warehouse_root, "quarantine", DS)
+    img = q[q["source"] == "images"]
+    assert {"no_image_uri", "undecodable_image"} <= set(img["reason"])
+    assert (q[q["source"] == "events"]["reason"].isin(
+        ["unknown_item_id", "null_user_id", "duplicate_event"])).all()
+
+
+def test_recs_cover_every_user_with_k_unseen_catalog_items(staged):
+    s, _ = staged
+    wh, k = s.paths.warehouse_root, s.recs.k
+    recs = W.read_table(wh, "user_recs", DS)
+    inter = pd.read_parquet(W.run_dir(wh, DS) / "interactions")
+    assert set(recs[C.USER_ID]) == set(inter[C.USER_ID])
+    assert (recs.groupby(C.USER_ID)["rank"].apply(lambda r: sorted(r) == list(range(1, k + 1)))).all()
+    seen = set(zip(inter[C.USER_ID], inter[C.ITEM_ID]))
+    assert not seen & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
+    items = W.read_table(wh, "items", DS)
+    assert set(recs[C.ITEM_ID]) <= set(items[C.ITEM_ID])
+    sims = W.read_table(wh, "item_similar", DS)
+    assert sims["similarity"].between(-1, 1).all() and (sims[C.ITEM_ID] != sims["similar_item_id"]).all()
+
+
+def test_item_similar_finds_same_category_lookalikes(staged):
+    """The synthetic photos encode category by shape: visual neighbours share it."""
+    s, _ = staged
+    wh = s.paths.warehouse_root
+    sims = W.read_table(wh, "item_similar", DS)
+    cat = W.read_table(wh, "items", DS).set_index(C.ITEM_ID)[C.CATEGORY]
+    top1 = sims[sims["rank"] == 1]
+    same = (top1[C.ITEM_ID].map(cat) == top1["similar_item_id"].map(cat)).mean()
+    chance = (cat.value_counts(normalize=True) ** 2).sum()
+    assert same > 2 * chance
+
+
+def test_run_stats_record_every_stage(staged):
+    s, _ = staged
+    stats = W.read_table(s.paths.warehouse_root, "run_stats", DS)
+    assert set(stats["stage"]) >= {"validate_inputs", "build_interactions", "embed_items",
+                                   "train_cf", "score_users", "build_recs", "validate_outputs"}
+    assert (stats["seconds"] >= 0).all()
+
+
+def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged):
+    s, _ = staged
+    folder = W.run_dir(s.paths.warehouse_root, DS) / "out" / "user_recs"
+    original = {p: p.read_bytes() for p in folder.glob("*.parquet")}
+    try:
+        df = pd.read_parquet(folder)
+        df.loc[df.index[:3], "item_id"] = "not-in-catalog"
+        for p in original:
+            p.unlink()
+        df.to_parquet(folder / "part-broken.parquet", index=False)
+        with pytest.raises(ValidationFailed, match="expect_column_values_to_be_in_set.*not-in-catalog"):
+            pipeline.validate_outputs(s, DS)
+    finally:
+        for p in folder.glob("*.parquet"):
+            p.unlink()
+        for p, data in original.items():
+            p.write_bytes(data)
+
+
+def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw):
+    import shutil
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_raw / "catalog", raw / "catalog")
+    (raw / "events" / f"ds={DS}").mkdir(parents=True)
+    ev = pd.read_parquet(tiny_raw / "events" / f"ds={DS}").drop(columns=[C.EVENT_TYPE])
+    ev.to_parquet(raw / "events" / f"ds={DS}" / "part-0.parquet", index=False)
+    s = settings_for(raw, tmp_path / "wh", tmp_path)
+    with pytest.raises(ValidationFailed, match="expect_column_to_exist.*event_type"):
+        pipeline.validate_inputs(s, DS)

@@ -1,0 +1,78 @@
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vrec import warehouse as W
+
+
+def _stage(folder, df):
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), folder / "part-0.parquet")
+    return folder
+
+
+def _recs(n, tag):
+    return pd.DataFrame({"user_id": [f"u{i}" for i in range(n)], "rank": 1, "item_id": tag})
+
+
+def test_publish_then_read_latest(tmp_path):
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s1", _recs(3, "a"))})
+    W.publish(wh, "2026-11-02", {"user_recs": _stage(tmp_path / "s2", _recs(4, "b"))})
+    assert W.latest_ds(wh) == "2026-11-02"
+    assert W.published_ds(wh) == ["2026-11-01", "2026-11-02"]
+    assert len(W.read_table(wh, "user_recs")) == 4
+    assert W.manifest(wh, "2026-11-01")["tables"]["user_recs"]["rows"] == 3
+    # plain DuckDB sees both partitions with their ds
+    got = duckdb.sql(f"SELECT ds, count(*) FROM read_parquet('{wh}/user_recs/*/*.parquet', "
+                     "hive_partitioning=true) GROUP BY 1 ORDER BY 1").fetchall()
+    assert [(str(d), n) for d, n in got] == [("2026-11-01", 3), ("2026-11-02", 4)]
+
+
+def test_backfilling_an_old_ds_keeps_latest_pointer(tmp_path):
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-05", {"user_recs": _stage(tmp_path / "s1", _recs(1, "a"))})
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s2", _recs(2, "b"))})
+    assert W.latest_ds(wh) == "2026-11-05"
+
+
+def test_republish_replaces_partition(tmp_path):
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s1", _recs(3, "a"))})
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s2", _recs(5, "b"))})
+    df = W.read_table(wh, "user_recs", "2026-11-01")
+    assert len(df) == 5 and set(df["item_id"]) == {"b"}
+
+
+@pytest.mark.parametrize("breakage", ["truncated_file", "missing_table", "empty_folder"])
+def test_failed_publish_leaves_previous_partition_intact(tmp_path, breakage):
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "ok", _recs(3, "old")),
+                                 "item_similar": _stage(tmp_path / "ok2", _recs(2, "old"))})
+    before = W.manifest(wh, "2026-11-01")
+    good = _stage(tmp_path / "new", _recs(9, "new"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    if breakage == "truncated_file":  # a writer died mid-file
+        full = (tmp_path / "ok" / "part-0.parquet").read_bytes()
+        (bad / "part-0.parquet").write_bytes(full[: len(full) // 2])
+    elif breakage == "missing_table":
+        bad = tmp_path / "does-not-exist"
+    with pytest.raises(W.PublishError):
+        W.publish(wh, "2026-11-01", {"user_recs": good, "item_similar": bad})
+    for table in ("user_recs", "item_similar"):
+        df = W.read_table(wh, table, "2026-11-01")
+        assert set(df["item_id"]) == {"old"}
+    assert W.manifest(wh, "2026-11-01") == before
+    assert len(duckdb.sql(f"SELECT * FROM read_parquet('{wh}/user_recs/*/*.parquet')").fetchall()) == 3
+
+
+def test_old_versions_are_pruned_but_live_one_kept(tmp_path):
+    wh = tmp_path / "wh"
+    for i in range(4):
+        W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / f"s{i}", _recs(i + 1, "x"))})
+    versions = list((wh / "_versions" / "user_recs" / "ds=2026-11-01").iterdir())
+    assert len(versions) == W.KEEP_VERSIONS
+    assert len(W.read_table(wh, "user_recs")) == 4

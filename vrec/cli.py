@@ -1,0 +1,133 @@
+"""The ``vrec`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _date(s: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {s!r}") from exc
+
+
+def _cmd_generate(a: argparse.Namespace) -> int:
+    from vrec.sample import SampleSpec, generate_sample
+
+    spec = SampleSpec(n_users=a.n_users, n_items=a.n_items, days=a.days, end_date=a.end_date,
+                      seed=a.seed)
+    print(json.dumps(generate_sample(a.out, spec, catalog_dir=a.catalog_dir), indent=2))
+    return 0
+
+
+def _cmd_movielens(a: argparse.Namespace) -> int:
+    from vrec.movielens import adapt_movielens
+
+    stats = adapt_movielens(a.ml_dir, a.out, posters_dir=a.posters, bulk_until=a.bulk_until,
+                            since=a.since)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _cmd_query(a: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vrec.config import load_settings
+    from vrec.query import run_query
+
+    import duckdb
+
+    wh = a.warehouse or load_settings(a.config).paths.warehouse_root
+    try:
+        df = run_query(wh, a.sql, a.ds)
+    except duckdb.Error as exc:
+        print(f"vrec query: SQL error: {exc}", file=sys.stderr)
+        return 2
+    if a.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif a.format == "json":
+        print(df.to_json(orient="records", date_format="iso"))
+    else:
+        with pd.option_context("display.max_rows", a.max_rows, "display.width", 200,
+                               "display.max_columns", 50):
+            print(df.to_string(index=False, max_rows=a.max_rows))
+    return 0
+
+
+def _cmd_run_stage(a: argparse.Namespace) -> int:
+    from vrec.runner import run_stage
+
+    argv = ["--ds", a.ds] + (["--config", a.config] if a.config else [])
+    return run_stage(a.stage, argv)
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from vrec.demo import main as demo_main
+
+    return demo_main([])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser for all subcommands."""
+    p = argparse.ArgumentParser(prog="vrec", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate-sample", help="write a deterministic sample raw landing zone")
+    g.add_argument("--out", type=Path, required=True, help="raw root to write")
+    g.add_argument("--n-users", type=int, default=400)
+    g.add_argument("--n-items", type=int, default=600)
+    g.add_argument("--days", type=int, default=30)
+    g.add_argument("--end-date", type=_date, default=dt.date(2026, 11, 20))
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--catalog-dir", type=Path, default=None,
+                   help="real catalog: folder with styles.csv and images/{id}.jpg")
+    g.set_defaults(fn=_cmd_generate)
+
+    m = sub.add_parser("movielens", help="convert an ml-latest-small folder to the raw zone")
+    m.add_argument("--ml-dir", type=Path, required=True)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--posters", type=Path, default=None, help="folder of {movieId}.jpg")
+    m.add_argument("--bulk-until", type=_date, default=None,
+                   help="ratings before this date land in one history partition")
+    m.add_argument("--since", type=_date, default=None, help="drop ratings before this date")
+    m.set_defaults(fn=_cmd_movielens)
+
+    q = sub.add_parser("query", help="run SQL (DuckDB) over the published tables")
+    q.add_argument("sql")
+    q.add_argument("--ds", default=None, help="partition the plain views show (default: latest)")
+    q.add_argument("--warehouse", type=Path, default=None)
+    q.add_argument("--config", default=None)
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--max-rows", type=int, default=100)
+    q.set_defaults(fn=_cmd_query)
+
+    r = sub.add_parser("run-stage", help="run one pipeline stage without Airflow")
+    r.add_argument("stage")
+    r.add_argument("--ds", required=True)
+    r.add_argument("--config", default=None)
+    r.set_defaults(fn=_cmd_run_stage)
+
+    d = sub.add_parser("demo", help="the end-to-end demo (what `make demo` runs)")
+    d.set_defaults(fn=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vrec`` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"vrec {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

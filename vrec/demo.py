@@ -1,0 +1,115 @@
+"""``make demo``: sample data if absent, embedded Airflow, the nightly DAG for the last
+three logical dates through Airflow, then a summary."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from vrec import warehouse as W
+from vrec.airflow_env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
+from vrec.config import load_settings
+from vrec.rawio import list_partitions
+from vrec.sample import SampleSpec, generate_sample
+
+_VREC_LINE = re.compile(r"(\[vrec\].*?)(\s+\[airflow\.[^\]]*\].*)?$")
+
+
+def _progress(line: str) -> None:
+    m = _VREC_LINE.search(line)
+    if m:
+        print("   " + m.group(1), flush=True)
+    elif "Task instance state updated" in line and "new_state=failed" in line:
+        print("   !! a task failed: " + line[:200], flush=True)
+    elif "FAILED" in line or "Traceback" in line:
+        print("   " + line[:300], flush=True)
+
+
+def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
+    """Human summary of the published runs for ``dates``."""
+    from vrec.query import run_query
+
+    out: list[str] = []
+    stats = pd.concat([W.read_table(warehouse, "run_stats", d) for d in dates], ignore_index=True)
+    pivot = stats.pivot_table(index="stage", columns="ds", values="seconds", aggfunc="sum")
+    order = ["validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
+             "build_recs", "validate_outputs"]
+    pivot = pivot.reindex([s for s in order if s in pivot.index])
+    out.append("Per-stage seconds (inside the stage; spark-submit start-up not included):")
+    out.append(pivot.round(1).to_string())
+    last = stats[stats["ds"] == dates[-1]].set_index("stage")
+    out.append(f"\nRows for {dates[-1]} (in -> out, quarantined):")
+    for s in pivot.index:
+        r = last.loc[s]
+        out.append(f"  {s:<20} {int(r.rows_in):>8} -> {int(r.rows_out):<8} q={int(r.rows_quarantined)}")
+    out.append("\nIncremental embedding (new images embedded / reused from cache):")
+    for d in dates:
+        rec = W.read_stage_stats(warehouse, d).set_index("stage")
+        if "embed_items" in rec.index:
+            out.append(f"  {d}: {int(rec.loc['embed_items', 'embedded_new'])} new, "
+                       f"{int(rec.loc['embed_items', 'reused'])} reused")
+    q = run_query(warehouse, "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 2 DESC")
+    if len(q):
+        out.append("\nQuarantined on the last run: " + ", ".join(f"{r.reason}={r.n}" for r in q.itertuples()))
+    users = run_query(warehouse, f"""
+        SELECT user_id FROM (SELECT user_id, count(DISTINCT reason) AS r FROM user_recs GROUP BY 1)
+        ORDER BY r DESC, user_id LIMIT {n_users}""")["user_id"].tolist()
+    for u in users:
+        recs = run_query(warehouse, f"""
+            SELECT r.rank, r.item_id, i.title, round(r.score, 3) AS score, r.reason,
+                   coalesce(h.title, '') AS because_of
+            FROM user_recs r JOIN items i USING (item_id)
+            LEFT JOIN items h ON h.item_id = r.reason_item_id
+            WHERE r.user_id = '{u}' ORDER BY r.rank""")
+        out.append(f"\nRecommendations for {u} ({dates[-1]}):")
+        out.append(recs.to_string(index=False))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns an exit code."""
+    t0 = time.perf_counter()
+    config = Path(REPO / "vrec.yaml")
+    settings = load_settings(config)
+    raw, wh = settings.paths.raw_root, settings.paths.warehouse_root
+    if not list_partitions(raw, "events"):
+        print(f"[demo] generating the sample shop into {raw} ...", flush=True)
+        stats = generate_sample(raw, SampleSpec())
+        print(f"[demo] sample: {stats}", flush=True)
+    else:
+        print(f"[demo] reusing sample data in {raw}", flush=True)
+    dates = list_partitions(raw, "events")[-3:]
+    env = airflow_env(DEFAULT_HOME, config=config)
+    print(f"[demo] Airflow home {DEFAULT_HOME} (SQLite); migrating metadata DB ...", flush=True)
+    migrate(env)
+    timings = {}
+    for i, ds in enumerate(dates, 1):
+        print(f"[demo] ({i}/{len(dates)}) airflow dags test vrec_nightly {ds}", flush=True)
+        t = time.perf_counter()
+        log = DEFAULT_HOME / "demo-logs" / f"vrec_nightly_{ds}.log"
+        rc = dags_test(ds, env, log_path=log, on_line=_progress)
+        timings[ds] = time.perf_counter() - t
+        if rc != 0:
+            print(f"[demo] the DAG run for {ds} FAILED (exit {rc}); full log: {log}", file=sys.stderr)
+            return 1
+        print(f"[demo] {ds} published in {timings[ds]:.0f}s (log: {log})", flush=True)
+    print("\n" + "=" * 78)
+    print(summarize(wh, dates))
+    print("\n" + "=" * 78)
+    print("DAG run wall time: " + ", ".join(f"{d} {s:.0f}s" for d, s in timings.items())
+          + f"; demo total {time.perf_counter() - t0:.0f}s")
+    print(f"Tables:   {wh}/<table>/ds=<ds>/ (Parquet; latest ds in {wh}/_manifests/latest.json)")
+    print(f"Logs:     {DEFAULT_HOME / 'demo-logs'} and {DEFAULT_HOME / 'logs'}")
+    print('Query:    .venv/bin/vrec query "SELECT * FROM user_recs LIMIT 10"')
+    print(f"DuckDB:   duckdb -c \"SELECT * FROM read_parquet('{wh}/user_recs/*/*.parquet', "
+          "hive_partitioning=true) LIMIT 5\"")
+    print("Airflow:  make airflow   (UI on http://localhost:8089, same DAGs and home)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
