@@ -7,10 +7,16 @@ import os
 import sys
 from pathlib import Path
 
+import tempfile
+
 import pytest
 
 from vrec.config import Settings, load_settings
 from vrec.sample import SampleSpec, generate_sample
+
+# Keep Airflow (imported by DAG tests) away from ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="vrec-airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 TINY = SampleSpec(n_users=30, n_items=48, days=4, end_date=dt.date(2026, 11, 20), seed=11,
                   image_size=64, missing_image_share=0.03, corrupt_image_share=0.05,

@@ -11,11 +11,11 @@ ORDER = ["validate_inputs", "build_interactions", "embed_items", "train_cf", "sc
 
 
 def test_dagbag_imports_without_errors_and_wires_stages_in_order():
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
-    dag = bag.get_dag("vrec_nightly")
+    dag = bag.dags.get("vrec_nightly")
     assert dag is not None and dag.catchup is False and dag.max_active_runs == 1
     for up, down in zip(ORDER, ORDER[1:]):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)

@@ -74,7 +74,7 @@ def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):
                              "SELECT DISTINCT ds FROM user_recs"], capture_output=True, text=True,
                             check=True).stdout.split()
     assert latest == ["ds", dag_runs["days"][-1]]
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{wh}/user_recs/*/*.parquet')").fetchone()[0]
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{wh}/user_recs/*/*.parquet')").fetchall()[0][0]
     assert n == sum(int(l.split(",")[1]) for l in lines[1:])
     bad = subprocess.run([vrec, "query", "--warehouse", str(wh), "SELECT * FROM nope"],
                          capture_output=True, text=True)

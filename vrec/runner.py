@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import traceback
+
+from vrec.warehouse import check_ds
 
 SPARK_STAGES = ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs")
 LOCAL_STAGES = ("validate_inputs", "validate_outputs", "publish")
@@ -18,7 +19,7 @@ def parse_args(argv: list[str], stage: str) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="vrec YAML config (default: $VREC_CONFIG)")
     args = p.parse_args(argv)
     try:
-        dt.date.fromisoformat(args.ds)
+        check_ds(args.ds)
     except ValueError:
         p.error(f"--ds must be YYYY-MM-DD, got {args.ds!r}")
     return args

@@ -39,8 +39,17 @@ class PublishError(RuntimeError):
     """Raised when staged outputs cannot be published; nothing published was changed."""
 
 
+def check_ds(ds: str) -> str:
+    """Return ``ds`` if it is a real date written YYYY-MM-DD, else raise ValueError."""
+    if not isinstance(ds, str) or len(ds) != 10 or ds[4] != "-" or ds[7] != "-":
+        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}")
+    dt.date.fromisoformat(ds)
+    return ds
+
+
 def run_dir(warehouse: str | Path, ds: str) -> Path:
     """Staging folder of the run for ``ds``."""
+    check_ds(ds)
     return Path(warehouse) / "_runs" / ds
 
 
@@ -151,7 +160,7 @@ def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
         The manifest written for ``ds``.
     """
     wh = Path(warehouse)
-    dt.date.fromisoformat(ds)
+    check_ds(ds)
     version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     # Phase 1: verify and move into immutable version folders (invisible to readers).
     rows = {name: _check_parquet_folder(Path(folder)) for name, folder in staged.items()}
