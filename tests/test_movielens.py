@@ -57,3 +57,13 @@ def test_since_drops_old_ratings(ml_dir, tmp_path):
 def test_not_a_movielens_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="ratings.csv"):
         adapt_movielens(tmp_path, tmp_path / "raw")
+
+
+def test_rated_only_keeps_movies_rated_in_the_window(ml_dir, tmp_path):
+    """Regression: filtering the catalog used to misalign pandas indexes and crash."""
+    out = tmp_path / "raw"
+    stats = adapt_movielens(ml_dir, out, since=dt.date(2018, 3, 3), rated_only=True,
+                            bulk_until=dt.date(2018, 3, 6))
+    cat = pd.read_parquet(out / "catalog" / "ds=2018-03-05")
+    assert stats["items"] == 2 and sorted(cat[C.ITEM_ID]) == ["m20", "m30"]
+    assert cat[C.PRICE].isna().all() and cat[C.IMAGE_URI].isna().all()

@@ -30,7 +30,7 @@ def _cmd_movielens(a: argparse.Namespace) -> int:
     from vrec.movielens import adapt_movielens
 
     stats = adapt_movielens(a.ml_dir, a.out, posters_dir=a.posters, bulk_until=a.bulk_until,
-                            since=a.since)
+                            since=a.since, rated_only=a.rated_only)
     print(json.dumps(stats, indent=2))
     return 0
 
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bulk-until", type=_date, default=None,
                    help="ratings before this date land in one history partition")
     m.add_argument("--since", type=_date, default=None, help="drop ratings before this date")
+    m.add_argument("--rated-only", action="store_true",
+                   help="catalog = only movies rated in the kept window")
     m.set_defaults(fn=_cmd_movielens)
 
     q = sub.add_parser("query", help="run SQL (DuckDB) over the published tables")

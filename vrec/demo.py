@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         if rc != 0:
             print(f"[demo] the DAG run for {ds} FAILED (exit {rc}); full log: {log}", file=sys.stderr)
             return 1
+        if ds not in W.published_ds(wh):
+            print(f"[demo] the DAG run for {ds} ran but published nothing (is {ds} before "
+                  f"VREC_START_DATE?); log: {log}", file=sys.stderr)
+            return 1
         print(f"[demo] {ds} published in {timings[ds]:.0f}s (log: {log})", flush=True)
     print("\n" + "=" * 78)
     print(summarize(wh, dates))

@@ -40,16 +40,16 @@ def load_events(spark, raw_root: str | Path, ds: str):
     parts = event_partitions_until(raw_root, ds)
     if not parts:
         raise FileNotFoundError(f"no event partitions on or before {ds} under {raw_root}/events")
-    frames = []
-    for p in parts:
-        df = spark.read.parquet(str(partition_dir(raw_root, "events", p)))
-        _require_columns(df, C.EVENT_COLUMNS, f"events partition ds={p}")
-        frames.append(df.select(*[F.col(c) for c in C.EVENT_COLUMNS]).withColumn("landed_ds", F.lit(p)))
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.unionByName(f)
-    return out.withColumn(C.TS, F.col(C.TS).cast("timestamp")).withColumn(
-        C.VALUE, F.col(C.VALUE).cast("double"))
+    base = Path(raw_root) / "events"
+    df = (spark.read.option("basePath", str(base))
+          .parquet(*[str(partition_dir(raw_root, "events", p)) for p in parts]))
+    _require_columns(df, C.EVENT_COLUMNS, f"events partitions up to ds={ds}")
+    return df.select(
+        F.col(C.USER_ID).cast("string").alias(C.USER_ID),
+        F.col(C.ITEM_ID).cast("string").alias(C.ITEM_ID),
+        F.col(C.EVENT_TYPE).cast("string").alias(C.EVENT_TYPE), F.col(C.VALUE).cast("double").alias(C.VALUE),
+        F.col(C.TS).cast("timestamp").alias(C.TS),
+        F.date_format(F.col("ds"), "yyyy-MM-dd").alias("landed_ds"))
 
 
 def load_catalog(spark, raw_root: str | Path, ds: str):

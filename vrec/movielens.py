@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
                     posters_dir: str | Path | None = None,
                     bulk_until: dt.date | None = None,
-                    since: dt.date | None = None) -> dict[str, object]:
+                    since: dt.date | None = None,
+                    rated_only: bool = False) -> dict[str, object]:
     """Convert MovieLens CSVs to ``raw/events`` and ``raw/catalog`` partitions.
 
     Parameters
@@ -42,6 +43,9 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
         the last rating's date.
     since : date, optional
         Drop ratings before this date (a recent window for fast runs).
+    rated_only : bool
+        Keep only movies with at least one kept rating in the catalog (fewer posters to
+        embed for a recent window).
 
     Returns
     -------
@@ -81,6 +85,9 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
         write_events_partition(raw_root, ds, part.sort_values(C.TS))
         written.append(ds.isoformat())
 
+    if rated_only:
+        kept = set(events[C.ITEM_ID])
+        movies = movies[("m" + movies["movieId"].astype(str)).isin(kept)].reset_index(drop=True)
     poster_files = {}
     if posters_dir is not None:
         poster_files = {p.stem: str(p.resolve()) for p in Path(posters_dir).glob("*.jpg")}

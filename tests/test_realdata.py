@@ -1,0 +1,84 @@
+"""Real-data suite (marker ``realdata``): MovieLens-small with posters from
+../shared/datasets. Run by `make test-real` and by .ci/run when the folder exists."""
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from vrec import columns as C
+from vrec import warehouse as W
+from vrec.airflow_env import airflow_env, dags_test, migrate
+from vrec.movielens import adapt_movielens
+from vrec.rawio import list_partitions
+
+ML = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "movielens-small"
+pytestmark = pytest.mark.realdata
+
+
+
+@pytest.fixture(autouse=True)
+def _needs_the_datasets():
+    """Selected with -m realdata, a missing folder is a failure, never a skip."""
+    if not ML.is_dir():
+        pytest.fail(f"the real-data suite needs {ML}")
+
+
+def test_adapter_on_full_movielens(tmp_path):
+    stats = adapt_movielens(ML, tmp_path / "raw")
+    ratings = pd.read_csv(ML / "ratings.csv")
+    assert stats["events"] == len(ratings) == 100836
+    assert stats["users"] == ratings["userId"].nunique() == 610
+    assert stats["items"] == len(pd.read_csv(ML / "movies.csv"))
+    assert stats["with_poster"] == len(list((ML / "posters").glob("*.jpg")))
+    parts = list_partitions(tmp_path / "raw", "events")
+    total = sum(len(pd.read_parquet(tmp_path / "raw" / "events" / f"ds={p}")) for p in parts)
+    assert total == len(ratings)
+    assert parts[-1] == "2018-09-24"
+
+
+@pytest.fixture(scope="module")
+def ml_runs(tmp_path_factory):
+    """The DAG through Airflow on ratings since 2018-01-01 (49 users, ~3.3k rated movies,
+    ~1.1k posters), for the last two logical dates."""
+    tmp = tmp_path_factory.mktemp("ml")
+    raw, wh = tmp / "raw", tmp / "wh"
+    adapt_movielens(ML, raw, since=dt.date(2018, 1, 1), rated_only=True)
+    cfg = tmp / "vrec.yaml"
+    cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
+                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '4', "
+                   "spark.ui.enabled: 'false'}}\n")
+    env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
+    migrate(env)
+    days = ["2018-09-23", "2018-09-24"]
+    rcs = [dags_test(d, env, log_path=tmp / f"{d}.log") for d in days]
+    return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp}
+
+
+def test_movielens_dag_publishes_valid_recs(ml_runs):
+    logs = [(ml_runs["tmp"] / f"{d}.log").read_text()[-3000:] for d in ml_runs["days"]]
+    assert ml_runs["rcs"] == [0, 0], logs
+    wh, raw, ds = ml_runs["wh"], ml_runs["raw"], ml_runs["days"][-1]
+    recs = W.read_table(wh, "user_recs", ds)
+    events = pd.concat(pd.read_parquet(raw / "events" / f"ds={p}")
+                       for p in list_partitions(raw, "events"))
+    assert set(recs[C.USER_ID]) == set(events[C.USER_ID])
+    assert (recs.groupby(C.USER_ID)["rank"].apply(sorted).apply(lambda r: r == list(range(1, 11)))).all()
+    rated = set(zip(events[C.USER_ID], events[C.ITEM_ID]))
+    assert not rated & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
+    items = W.read_table(wh, "items", ds)
+    assert set(recs[C.ITEM_ID]) <= set(items[C.ITEM_ID])
+
+
+def test_movielens_posters_are_embedded_once(ml_runs):
+    wh, days = ml_runs["wh"], ml_runs["days"]
+    first = W.read_stage_stats(wh, days[0]).set_index("stage").loc["embed_items"]
+    second = W.read_stage_stats(wh, days[1]).set_index("stage").loc["embed_items"]
+    items = W.read_table(wh, "items", days[1])
+    posters = items[C.IMAGE_URI].notna().sum()
+    assert first["embedded_new"] >= 0.95 * posters and second["embedded_new"] == 0
+    q = W.read_table(wh, "quarantine", days[1])
+    assert (q[q["source"] == "images"]["reason"] == "no_image_uri").sum() == len(items) - posters
+    sims = W.read_table(wh, "item_similar", days[1])
+    assert sims[C.ITEM_ID].nunique() >= 0.95 * posters
