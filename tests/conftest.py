@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ import pytest
 
 from vrec.config import Settings, load_settings
 from vrec.sample import SampleSpec, generate_sample
+
+# py4j logs on interpreter shutdown after pytest closed its streams: keep it quiet.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 # Keep Airflow (imported by DAG tests) away from ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="vrec-airflow-home-"))
