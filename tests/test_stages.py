@@ -166,3 +166,17 @@ def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw):
     s = settings_for(raw, tmp_path / "wh", tmp_path)
     with pytest.raises(ValidationFailed, match="expect_column_to_exist.*event_type"):
         pipeline.validate_inputs(s, DS)
+
+
+def test_duplicate_cache_rows_do_not_duplicate_vectors(staged, spark):
+    """Regression: a backfill beside the nightly run can append the same key twice."""
+    from vrec.embed import append_to_cache, cache_dir
+
+    s, _ = staged
+    wh = s.paths.warehouse_root
+    rows = pd.concat(pd.read_parquet(p) for p in cache_dir(wh).glob("*.parquet"))
+    append_to_cache(rows, wh, DS)
+    res = pipeline.embed_items(spark, s, DS)
+    vec = pd.read_parquet(W.run_dir(wh, DS) / "item_vectors")
+    assert res["embedded_new"] == 0
+    assert vec[C.ITEM_ID].is_unique

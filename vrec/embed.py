@@ -228,8 +228,10 @@ def read_cache(spark, warehouse: str | Path, version: str):
     folder = cache_dir(warehouse)
     if not any(folder.glob("*.parquet")):
         return None
-    return spark.read.schema(CACHE_SCHEMA).parquet(str(folder)).where(
-        F.col("model_name") == version)
+    # Concurrent runs (a backfill beside the nightly run) may both embed a new image:
+    # keep one row per key.
+    return (spark.read.schema(CACHE_SCHEMA).parquet(str(folder))
+            .where(F.col("model_name") == version).dropDuplicates(["content_hash"]))
 
 
 def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str) -> int:

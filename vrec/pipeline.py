@@ -46,7 +46,7 @@ def validate_inputs(settings: Settings, ds: str) -> dict:
     from vrec.validation import raise_on_failure, validate_frame
 
     raw = settings.paths.raw_root
-    timer = W.StageTimer(settings.paths.warehouse_root, ds, "validate_inputs").__enter__()
+    timer = W.StageTimer(settings.paths.warehouse_root, ds, "validate_inputs")
     snap = catalog_snapshot_ds(raw, ds)
     catalog = pd.read_parquet(partition_dir(raw, "catalog", snap))
     ev_dir = partition_dir(raw, "events", ds)
@@ -197,7 +197,7 @@ def validate_outputs(settings: Settings, ds: str) -> dict:
     from vrec.validation import raise_on_failure, validate_frame
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
-    timer = W.StageTimer(wh, ds, "validate_outputs").__enter__()
+    timer = W.StageTimer(wh, ds, "validate_outputs")
     recs = pd.read_parquet(rd / "out" / "user_recs")
     sim = pd.read_parquet(rd / "out" / "item_similar")
     catalog_ids = set(pd.read_parquet(rd / "catalog", columns=[C.ITEM_ID])[C.ITEM_ID])
@@ -228,7 +228,7 @@ def publish(settings: Settings, ds: str) -> dict:
     import pyarrow.parquet as pq
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
-    timer = W.StageTimer(wh, ds, "publish").__enter__()
+    timer = W.StageTimer(wh, ds, "publish")
     stats = W.read_stage_stats(wh, ds)
     stats = stats[[c for c in C.TABLES["run_stats"]]]
     quarantine = W.staged_quarantine(wh, ds)

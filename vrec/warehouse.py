@@ -76,8 +76,10 @@ class StageTimer:
     stage: str
     started: float = 0.0
 
-    def __enter__(self) -> "StageTimer":
+    def __post_init__(self) -> None:
         self.started = time.perf_counter()
+
+    def __enter__(self) -> "StageTimer":
         return self
 
     def __exit__(self, *exc) -> None:
