@@ -6,9 +6,8 @@ import datetime as dt
 import logging
 import os
 import sys
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import pytest
 

@@ -69,13 +69,13 @@ def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):
                           "SELECT ds, count(*) AS n FROM user_recs_all GROUP BY ds ORDER BY ds"],
                          capture_output=True, text=True, check=True)
     lines = out.stdout.strip().splitlines()
-    assert lines[0] == "ds,n" and [l.split(",")[0] for l in lines[1:]] == dag_runs["days"]
+    assert lines[0] == "ds,n" and [ln.split(",")[0] for ln in lines[1:]] == dag_runs["days"]
     latest = subprocess.run([vrec, "query", "--warehouse", str(wh), "--format", "csv",
                              "SELECT DISTINCT ds FROM user_recs"], capture_output=True, text=True,
                             check=True).stdout.split()
     assert latest == ["ds", dag_runs["days"][-1]]
     n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{wh}/user_recs/*/*.parquet')").fetchall()[0][0]
-    assert n == sum(int(l.split(",")[1]) for l in lines[1:])
+    assert n == sum(int(ln.split(",")[1]) for ln in lines[1:])
     bad = subprocess.run([vrec, "query", "--warehouse", str(wh), "SELECT * FROM nope"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr

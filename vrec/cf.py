@@ -45,7 +45,7 @@ class CFModel:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "CFModel":
+    def load(cls, folder: str | Path) -> CFModel:
         """Load a model written by :meth:`save`."""
         folder = Path(folder)
         meta = json.loads((folder / "model.json").read_text())

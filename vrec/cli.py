@@ -36,12 +36,11 @@ def _cmd_movielens(a: argparse.Namespace) -> int:
 
 
 def _cmd_query(a: argparse.Namespace) -> int:
+    import duckdb
     import pandas as pd
 
     from vrec.config import load_settings
     from vrec.query import run_query
-
-    import duckdb
 
     wh = a.warehouse or load_settings(a.config).paths.warehouse_root
     try:

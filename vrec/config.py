@@ -97,7 +97,7 @@ class Settings(_Section):
     als: ALSSettings = ALSSettings()
     recs: RecsSettings = RecsSettings()
 
-    def resolved(self, base: Path) -> "Settings":
+    def resolved(self, base: Path) -> Settings:
         """Return a copy whose relative paths are made absolute against ``base``."""
         paths = {
             name: (value if Path(value).is_absolute() else (base / value).resolve())

@@ -22,7 +22,7 @@ import pandas as pd
 
 from vrec import columns as C
 
-_MODELS: dict[tuple[str, str], "Backbone"] = {}
+_MODELS: dict[tuple[str, str], Backbone] = {}
 
 
 class ImageError(ValueError):

@@ -24,7 +24,7 @@ QUARANTINE_REASONS = (
 def end_of_ds(ds: str) -> dt.datetime:
     """The exclusive end of logical date ``ds`` (next midnight, UTC)."""
     return dt.datetime.combine(dt.date.fromisoformat(ds) + dt.timedelta(days=1),
-                               dt.time(), tzinfo=dt.timezone.utc)
+                               dt.time(), tzinfo=dt.UTC)
 
 
 def _require_columns(df, required, what: str) -> None:

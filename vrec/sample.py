@@ -213,7 +213,7 @@ def _simulate_events(items: pd.DataFrame, spec: SampleSpec, rng: np.random.Gener
         age_boost = np.where(created[avail] == day, 0.3, 1.0)
         rows: list[tuple] = []
         active = np.flatnonzero(rng.random(spec.n_users) < spec.daily_active_share)
-        day_start = dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc)
+        day_start = dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
         for u in active:
             aff = np.zeros(len(avail))
             for w, a in zip(axis_weights, axes):

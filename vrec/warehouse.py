@@ -79,7 +79,7 @@ class StageTimer:
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
 
-    def __enter__(self) -> "StageTimer":
+    def __enter__(self) -> StageTimer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -163,7 +163,7 @@ def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
     """
     wh = Path(warehouse)
     check_ds(ds)
-    version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%f") + "-" + uuid.uuid4().hex[:8]
     # Phase 1: verify and move into immutable version folders (invisible to readers).
     rows = {name: _check_parquet_folder(Path(folder)) for name, folder in staged.items()}
     moved: dict[str, Path] = {}
@@ -188,7 +188,7 @@ def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
         os.replace(tmp, link)
     manifest = {
         "ds": ds, "version": version,
-        "published_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "published_at": dt.datetime.now(dt.UTC).isoformat(),
         "tables": {n: {"rows": rows[n], "path": str(wh / n / f"ds={ds}")} for n in moved},
         **(extra or {}),
     }
