@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,11 +48,19 @@ class SparkSettings(_Section):
 
 
 class EmbedSettings(_Section):
-    """Image embedding stage."""
+    """Image embedding stage: backbone (efficientnet_lite0, resnet18, resnet50,
+    efficientnet_b0, convnext_tiny), optional local weights file, batch sizes and the
+    image quality thresholds (minimum side in pixels, near-blank grey-level standard
+    deviation, near-duplicate perceptual-hash Hamming distance)."""
 
     backbone: str = "efficientnet_lite0"
+    weights_path: Path | None = None
+    allow_download: bool = True
     batch_size: int = Field(32, ge=1)
-    image_size: int = Field(224, ge=32)
+    arrow_batch: int = Field(64, ge=1)
+    min_side: int = Field(32, ge=1)
+    blank_std: float = Field(2.0, ge=0)
+    duplicate_hamming: int = Field(4, ge=0, le=64)
 
 
 class EventWeights(_Section):
@@ -84,6 +92,9 @@ class RecsSettings(_Section):
     cf_weight: float = Field(0.8, ge=0)
     visual_weight: float = Field(0.2, ge=0)
     similar_k: int = Field(10, ge=1)
+    similar_min: float = Field(0.0, ge=-1, le=1)
+    similar_engine: Literal["exact", "faiss"] = "exact"
+    faiss_recall_floor: float = Field(0.9, ge=0, le=1)
     block_size: int = Field(1024, ge=1)
 
 

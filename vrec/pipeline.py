@@ -38,6 +38,18 @@ def _write(df, path: Path, *, files: int = 1, sort: list[str] | None = None) -> 
     out.write.mode("overwrite").parquet(str(path))
 
 
+def _write_pandas(df: pd.DataFrame, folder: Path) -> None:
+    """Replace a staged table folder with one Parquet file of ``df``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.parquet"):
+        old.unlink()
+    pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False),
+                   folder / "part-00000.parquet")
+
+
 # ---------------------------------------------------------------- validate_inputs
 
 def validate_inputs(settings: Settings, ds: str) -> dict:
@@ -102,21 +114,29 @@ def build_interactions(spark, settings: Settings, ds: str) -> dict:
 # ---------------------------------------------------------------- embed_items
 
 def embed_items(spark, settings: Settings, ds: str) -> dict:
-    """Embed new or changed catalog images; write the run's item vectors."""
-    from vrec.embed import run_embed_items
+    """Embed new or changed catalog images; write the run's item vectors and the
+    near-duplicate image pairs."""
+    from vrec.embed import QualityPolicy, run_embed_items
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    e = settings.embed
     with W.StageTimer(wh, ds, "embed_items") as timer:
         catalog = spark.read.parquet(str(rd / "catalog"))
-        res = run_embed_items(spark, catalog, warehouse=wh, image_root=settings.paths.image_root,
-                              backbone=settings.embed.backbone,
-                              batch_size=settings.embed.batch_size, ds=ds)
-        _write(res["vectors"], rd / "item_vectors")
+        res = run_embed_items(
+            spark, catalog, warehouse=wh, image_root=settings.paths.image_root,
+            backbone=e.backbone, batch_size=e.batch_size, ds=ds,
+            weights_path=str(e.weights_path) if e.weights_path else None,
+            allow_download=e.allow_download, arrow_batch=e.arrow_batch,
+            policy=QualityPolicy(e.min_side, e.blank_std, e.duplicate_hamming))
+        _write_pandas(res["vectors"], rd / "item_vectors")
+        _write_pandas(res["duplicates"], rd / "out" / "image_duplicates")
         nq = W.write_quarantine(wh, ds, "images", res["quarantine"])
-        n_out = spark.read.parquet(str(rd / "item_vectors")).count()
-        timer.record(res["items"], n_out, nq, embedded_new=res["embedded_new"],
-                     reused=res["reused"], model_version=res["model_version"])
-    return {"vectors": n_out, "embedded_new": res["embedded_new"], "reused": res["reused"]}
+        q = res["quarantine"]["reason"].value_counts().to_dict()
+        timer.record(res["items"], len(res["vectors"]), nq, embedded_new=res["embedded_new"],
+                     reused=res["reused"], model_version=res["model_version"],
+                     near_duplicates=len(res["duplicates"]), reasons=q)
+    return {"vectors": len(res["vectors"]), "embedded_new": res["embedded_new"],
+            "reused": res["reused"], "near_duplicates": len(res["duplicates"])}
 
 
 # ---------------------------------------------------------------- train_cf
@@ -181,12 +201,18 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
             k=settings.recs.k, cf_weight=settings.recs.cf_weight,
             visual_weight=settings.recs.visual_weight, model_version=model.version)
         _write(recs, rd / "out" / "user_recs", sort=[C.USER_ID, "rank"])
-        sim = item_similar(spark, vectors, settings.recs.similar_k)
+        r = settings.recs
+        sim, recall = item_similar(spark, vectors, r.similar_k, min_similarity=r.similar_min,
+                                   engine=r.similar_engine)
         _write(sim, rd / "out" / "item_similar", sort=[C.ITEM_ID, "rank"])
+        if recall is not None and recall < r.faiss_recall_floor:
+            raise RuntimeError(f"FAISS item_similar recall@{r.similar_k} {recall:.3f} is below "
+                               f"recs.faiss_recall_floor {r.faiss_recall_floor}")
         n_recs = spark.read.parquet(str(rd / "out" / "user_recs")).count()
         n_sim = spark.read.parquet(str(rd / "out" / "item_similar")).count()
         users = inter.select(C.USER_ID).distinct().count()
-        timer.record(users, n_recs, 0, item_similar_rows=n_sim)
+        timer.record(users, n_recs, 0, item_similar_rows=n_sim, similar_engine=r.similar_engine,
+                     faiss_recall=recall)
     return {"user_recs": n_recs, "item_similar": n_sim}
 
 
@@ -224,21 +250,13 @@ def validate_outputs(settings: Settings, ds: str) -> dict:
 
 def publish(settings: Settings, ds: str) -> dict:
     """Stage run_stats and quarantine, then publish all tables for ds atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     timer = W.StageTimer(wh, ds, "publish")
     stats = W.read_stage_stats(wh, ds)
     stats = stats[[c for c in C.TABLES["run_stats"]]]
     quarantine = W.staged_quarantine(wh, ds)
-    for name, df in (("run_stats", stats), ("quarantine", quarantine)):
-        folder = rd / "out" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.parquet"):
-            old.unlink()
-        pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False),
-                       folder / "part-00000.parquet")
+    _write_pandas(stats, rd / "out" / "run_stats")
+    _write_pandas(quarantine, rd / "out" / "quarantine")
     model_meta = json.loads((rd / "model" / "model.json").read_text())
     staged = {name: rd / "out" / name for name in W.PUBLISHED_TABLES if name != "items"}
     staged["items"] = rd / "catalog"

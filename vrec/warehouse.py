@@ -31,7 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PUBLISHED_TABLES = ("user_recs", "item_similar", "items", "run_stats", "quarantine")
+PUBLISHED_TABLES = ("user_recs", "item_similar", "items", "image_duplicates", "run_stats",
+                    "quarantine")
 KEEP_VERSIONS = 2
 
 

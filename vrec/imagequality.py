@@ -1,0 +1,98 @@
+"""Decoding images to RGB the same way everywhere, and the facts used to judge them:
+size, pixel spread (near-blank) and a 64-bit perceptual hash (near-duplicates)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``reason`` is a short quarantine reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass
+class PreparedImage:
+    """A model-ready crop plus the facts the quality policy needs."""
+
+    array: np.ndarray  # (crop, crop, 3) uint8
+    width: int
+    height: int
+    pixel_std: float
+    phash: int  # signed 64-bit
+
+
+def to_rgb(img):
+    """Apply EXIF orientation and turn palette, CMYK, grayscale and alpha images into RGB
+    (transparent areas composited over white)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode == "P" or img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return img.convert("RGB")
+
+
+def phash64(img) -> int:
+    """64-bit DCT perceptual hash (32x32 grayscale, 8x8 lowest frequencies vs median)."""
+    from PIL import Image
+    from scipy.fft import dctn
+
+    g = np.asarray(img.convert("L").resize((32, 32), Image.LANCZOS), dtype=np.float64)
+    low = dctn(g, norm="ortho")[:8, :8].ravel()
+    bits = low > np.median(low[1:])
+    value = 0
+    for b in bits:
+        value = (value << 1) | int(b)
+    return int(np.uint64(value).view(np.int64))
+
+
+def prepare(data: bytes, *, crop_size: int = 224, resize_size: int = 256,
+            interpolation: str = "bilinear") -> PreparedImage:
+    """Decode bytes, resize the short side to ``resize_size``, centre-crop ``crop_size``.
+
+    Raises ImageError("undecodable_image") for anything PIL cannot fully decode
+    (not an image, truncated, unsupported).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        rgb = to_rgb(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError("undecodable_image", str(exc)[:120]) from exc
+    w, h = rgb.size
+    std = float(np.asarray(rgb.convert("L"), dtype=np.float32).std())
+    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    scale = resize_size / min(w, h)
+    img2 = rgb.resize((max(crop_size, round(w * scale)), max(crop_size, round(h * scale))), resample)
+    W, H = img2.size
+    left, top = (W - crop_size) // 2, (H - crop_size) // 2
+    arr = np.asarray(img2.crop((left, top, left + crop_size, top + crop_size)), dtype=np.uint8)
+    return PreparedImage(arr, w, h, std, phash64(rgb))
+
+
+def hamming_pairs(keys: list[str], hashes: np.ndarray, max_distance: int,
+                  block: int = 2048) -> list[tuple[str, str, int]]:
+    """Pairs (a, b, distance) of different keys whose 64-bit hashes differ in at most
+    ``max_distance`` bits; each pair once, a < b by position."""
+    h = np.asarray(hashes, dtype=np.int64).view(np.uint64)
+    out: list[tuple[str, str, int]] = []
+    for start in range(0, len(h), block):
+        x = h[start:start + block, None] ^ h[None, :]
+        d = np.bitwise_count(x)
+        rows, cols = np.nonzero(d <= max_distance)
+        for r, c in zip(rows, cols):
+            i = start + int(r)
+            if int(c) > i and keys[i] != keys[int(c)]:
+                out.append((keys[i], keys[int(c)], int(d[r, c])))
+    return out
