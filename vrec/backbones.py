@@ -57,7 +57,7 @@ class Backbone:
         """uint8 (N, H, W, 3) -> normalised float tensor (N, 3, H, W) on the device."""
         import torch
 
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.tensor(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         return (x - mean) / std

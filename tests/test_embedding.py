@@ -1,0 +1,254 @@
+"""Backbones, preprocessing, image quality and similarity search (tiny images)."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vrec import columns as C
+from vrec.backbones import BackboneWeightsError, load_backbone
+from vrec.embed import QualityPolicy, embed_paths, quality_reason, run_embed_items
+from vrec.imagequality import ImageError, hamming_pairs, phash64, prepare, to_rgb
+from vrec.recs import faiss_topk, recall_at_k
+from vrec.scoring import topk_blocked
+
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def _photo(seed=0, size=(80, 60)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = np.zeros((size[1], size[0], 3), np.uint8)
+    base[:, : size[0] // 2] = (200, 30, 30)
+    base[:, size[0] // 2:] = (20, 40, 220)
+    noise = rng.integers(0, 25, base.shape, dtype=np.uint8)
+    return Image.fromarray(base + noise)
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- decoding to RGB
+
+def test_exif_orientation_is_applied():
+    img = _photo()  # 80 wide, 60 high; left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    rgb = to_rgb(Image.open(io.BytesIO(_bytes(img, "JPEG", exif=exif.tobytes()))))
+    assert rgb.size == (60, 80)
+    top = np.asarray(rgb)[:20].reshape(-1, 3).mean(0)
+    assert top[0] > 150 and top[2] < 100  # the red half is now on top
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "L", "LA", "RGBA", "I;16"])
+def test_every_mode_becomes_rgb(mode):
+    src = _photo()
+    if mode == "LA":
+        img = src.convert("L").convert("LA")
+    elif mode == "I;16":
+        img = Image.fromarray((np.asarray(src.convert("L")).astype(np.uint16) * 257))
+    else:
+        img = src.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I;16" else "PNG"
+    out = prepare(_bytes(img, fmt), crop_size=32, resize_size=36)
+    assert out.array.shape == (32, 32, 3) and out.array.dtype == np.uint8
+
+
+def test_transparent_areas_become_white_not_black():
+    img = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    img.paste((255, 0, 0, 255), (0, 0, 20, 40))
+    arr = np.asarray(to_rgb(Image.open(io.BytesIO(_bytes(img, "PNG")))))
+    assert tuple(arr[20, 30]) == (255, 255, 255) and tuple(arr[20, 5]) == (255, 0, 0)
+
+
+# ---------------------------------------------------------------- bad images
+
+@pytest.mark.parametrize("data", [b"not an image at all", b""])
+def test_not_an_image_is_undecodable(data):
+    with pytest.raises(ImageError) as e:
+        prepare(data)
+    assert e.value.reason == "undecodable_image"
+
+
+def test_truncated_jpeg_is_undecodable():
+    data = _bytes(_photo(size=(300, 300)), "JPEG", quality=95)
+    with pytest.raises(ImageError) as e:
+        prepare(data[: len(data) // 2])
+    assert e.value.reason == "undecodable_image"
+
+
+def test_quality_policy_reasons(tmp_path):
+    paths = {}
+    for name, img in {"ok": _photo(), "tiny": Image.new("RGB", (1, 1), (10, 20, 30)),
+                      "blank": Image.new("RGB", (64, 64), (128, 128, 128)),
+                      "cmyk": _photo(3).convert("CMYK")}.items():
+        paths[name] = tmp_path / f"{name}.jpg"
+        img.save(paths[name], format="JPEG")
+    (tmp_path / "trunc.jpg").write_bytes(paths["ok"].read_bytes()[:200])
+    paths["trunc"] = tmp_path / "trunc.jpg"
+    paths["missing"] = tmp_path / "missing.jpg"
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    res = embed_paths([str(p) for p in paths.values()], bb, batch_size=2)
+    got = {name: quality_reason(r.error, r.width, r.height, r.pixel_std, QualityPolicy())
+           for name, r in zip(paths, res.itertuples())}
+    assert got == {"ok": None, "tiny": "too_small", "blank": "near_blank", "cmyk": None,
+                   "trunc": "undecodable_image", "missing": "missing_image_file"}
+    assert res["embedding"].iloc[0].shape == (bb.dim,)
+
+
+def test_phash_finds_reencoded_copies_not_other_images():
+    """Real photos (skimage): a resized, recompressed, brightened copy is a near-duplicate;
+    other photos are far away."""
+    from skimage import data
+
+    cat = Image.fromarray(data.chelsea())
+    copy = Image.open(io.BytesIO(_bytes(cat.resize((150, 114)), "JPEG", quality=50)))
+    copy = copy.point(lambda v: min(255, v + 20))
+    others = [Image.fromarray(data.coffee()), Image.fromarray(data.astronaut()),
+              Image.fromarray(data.rocket())]
+    hashes = np.array([phash64(im) for im in [cat, copy, *others]])
+    pairs = hamming_pairs(["cat", "copy", "coffee", "astronaut", "rocket"], hashes, 4)
+    assert [(x, y) for x, y, _ in pairs] == [("cat", "copy")]
+
+
+def test_hamming_pairs_matches_brute_force():
+    rng = np.random.default_rng(0)
+    h = rng.integers(-(2**63), 2**63 - 1, size=300, dtype=np.int64)
+    h[10] = h[3] ^ 0b101  # distance 2
+    keys = [f"k{i}" for i in range(300)]
+    got = {(a, b) for a, b, _ in hamming_pairs(keys, h, 2, block=64)}
+    u = h.view(np.uint64)
+    want = {(keys[i], keys[j]) for i in range(300) for j in range(i + 1, 300)
+            if bin(int(u[i] ^ u[j])).count("1") <= 2}
+    assert got == want and ("k3", "k10") in got
+
+
+# ---------------------------------------------------------------- backbones
+
+@pytest.mark.parametrize("name, dim", [("resnet18", 512), ("resnet50", 2048),
+                                       ("efficientnet_b0", 1280), ("convnext_tiny", 768)])
+def test_torchvision_backbones_from_a_local_weights_file(tmp_path, name, dim):
+    import torch
+    import torchvision.models as tvm
+
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.pth"
+    torch.save(getattr(tvm, name)(weights=None).state_dict(), path)
+    bb = load_backbone(name, weights_path=path, device="cpu")
+    assert bb.dim == dim and bb.version.startswith(f"{name}@file-")
+    batch = np.stack([prepare(_bytes(_photo(i), "PNG"), crop_size=bb.crop_size,
+                              resize_size=bb.resize_size).array for i in range(2)])
+    f = bb.features(batch)
+    assert f.shape == (2, dim) and f.dtype == np.float32
+    assert np.allclose(np.linalg.norm(f, axis=1), 1, atol=1e-5)
+
+
+def test_missing_torchvision_weights_error_names_both_remedies(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(BackboneWeightsError) as e:
+        load_backbone("resnet18", allow_download=False, device="cpu")
+    msg = str(e.value)
+    assert "weights_path" in msg and "torch cache" in msg and "resnet18" in msg
+
+
+def test_unknown_backbone_lists_the_choices():
+    with pytest.raises(ValueError, match="efficientnet_lite0.*convnext_tiny"):
+        load_backbone("vgg99")
+
+
+def test_pretrained_weights_are_real():
+    """The pretrained head names a cat for a real cat photo (skimage's 'chelsea');
+    the same network with random weights does not."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+    from skimage import data
+
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    img = prepare(_bytes(Image.fromarray(data.chelsea()), "PNG"), crop_size=224, resize_size=256)
+    x = bb.tensor(img.array[None])
+    with torch.inference_mode():
+        top5 = set(bb.module.net(x).topk(5).indices[0].tolist())
+        torch.manual_seed(0)
+        rand = EfficientNet.from_name("efficientnet-lite0").eval()
+        rand_top5 = set(rand(x).topk(5).indices[0].tolist())
+    assert top5 & CAT_CLASSES
+    assert not rand_top5 & CAT_CLASSES
+
+
+def test_pretrained_features_separate_real_photo_classes_better_than_random():
+    """Crops of the cat photo vs crops of the coffee photo: pretrained features keep the
+    classes apart far better than random-init ones."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+    from skimage import data
+
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    crops = []
+    for photo in (data.chelsea(), data.coffee()):
+        h, w = photo.shape[:2]
+        for dy, dx in [(0, 0), (h // 4, w // 4), (0, w // 3), (h // 3, 0)]:
+            crop = Image.fromarray(photo[dy: dy + h * 2 // 3, dx: dx + w * 2 // 3])
+            crops.append(prepare(_bytes(crop, "PNG")).array)
+    batch = np.stack(crops)
+
+    def margin(feats):
+        f = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+        s = f @ f.T
+        within = (s[:4, :4].sum() - 4 + s[4:, 4:].sum() - 4) / 24
+        return within - s[:4, 4:].mean()
+
+    torch.manual_seed(0)
+    rand = EfficientNet.from_name("efficientnet-lite0").eval()
+    with torch.inference_mode():
+        fmap = rand.extract_features(bb.tensor(batch))
+        rand_feats = torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1).numpy()
+    assert margin(bb.features(batch)) > 3 * margin(rand_feats)
+
+
+# ---------------------------------------------------------------- similarity search
+
+def test_faiss_recall_against_exact_is_above_the_floor():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(40, 64))
+    x = (centers[rng.integers(0, 40, 3000)] + 0.3 * rng.normal(size=(3000, 64))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    approx, _ = faiss_topk(x, 10)
+    exact, _ = topk_blocked(x, x, 10, exclude=[np.array([i]) for i in range(len(x))])
+    recall = recall_at_k(exact, approx)
+    print(f"FAISS HNSW recall@10 vs exact on 3000x64: {recall:.4f}")
+    assert recall >= 0.9
+    assert recall_at_k(exact, exact) == 1.0
+
+
+# ---------------------------------------------------------------- Spark stage
+
+def test_switching_backbone_embeds_all_under_new_key_and_keeps_old(spark, tiny_raw, tmp_path):
+    import torch
+    import torchvision.models as tvm
+
+    wh = tmp_path / "wh"
+    cat = pd.read_parquet(tiny_raw / "catalog" / "ds=2026-11-20")
+    catalog = spark.createDataFrame(cat[[C.ITEM_ID, C.IMAGE_URI]])
+    first = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
+                            backbone="efficientnet_lite0", batch_size=8, ds="2026-11-20")
+    again = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
+                            backbone="efficientnet_lite0", batch_size=8, ds="2026-11-20")
+    assert first["embedded_new"] > 30 and again["embedded_new"] == 0
+    torch.manual_seed(0)
+    wpath = tmp_path / "r18.pth"
+    torch.save(tvm.resnet18(weights=None).state_dict(), wpath)
+    other = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
+                            backbone="resnet18", weights_path=str(wpath), batch_size=8,
+                            ds="2026-11-20")
+    assert other["embedded_new"] == first["embedded_new"]
+    assert len(other["vectors"]["embedding"].iloc[0]) == 512
+    cache = pd.concat(pd.read_parquet(p) for p in (Path(wh) / "item_embeddings").glob("*.parquet"))
+    assert cache["model_name"].nunique() == 2
+    assert set(cache["model_name"]) == {first["model_version"], other["model_version"]}
+    reasons = set(first["quarantine"]["reason"])
+    assert {"no_image_uri", "undecodable_image"} <= reasons
