@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vrec-installed
 
-.PHONY: venv demo test test-real airflow lock lint clean-demo
+.PHONY: venv demo test test-real airflow lock lint clean-demo bench
 
 # Create or reuse .venv; reinstall only when pyproject.toml or constraints.txt changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -39,7 +39,13 @@ lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 lint: venv
-	$(VENV)/bin/ruff check vrec dags jobs tests
+	$(VENV)/bin/ruff check vrec dags jobs tests benchmarks
 
 clean-demo:
 	rm -rf data/warehouse .airflow
+
+# Benchmarks (not tests): named scenarios, results in benchmarks/results/. Need ../shared/datasets.
+BENCH_N ?= 1500
+bench: venv
+	$(PY) benchmarks/bench_embed.py --dataset movielens --n $(BENCH_N)
+	$(PY) benchmarks/bench_embed.py --dataset fashion --n $(BENCH_N)

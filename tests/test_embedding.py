@@ -51,7 +51,7 @@ def test_every_mode_becomes_rgb(mode):
     if mode == "LA":
         img = src.convert("L").convert("LA")
     elif mode == "I;16":
-        img = Image.fromarray((np.asarray(src.convert("L")).astype(np.uint16) * 257))
+        img = Image.fromarray(np.asarray(src.convert("L")).astype(np.uint16) * 257)
     else:
         img = src.convert(mode)
     fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "I;16" else "PNG"
@@ -252,3 +252,22 @@ def test_switching_backbone_embeds_all_under_new_key_and_keeps_old(spark, tiny_r
     assert set(cache["model_name"]) == {first["model_version"], other["model_version"]}
     reasons = set(first["quarantine"]["reason"])
     assert {"no_image_uri", "undecodable_image"} <= reasons
+
+
+def test_item_similar_faiss_engine_matches_exact_on_small_data(spark):
+    from vrec.recs import item_similar
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    vecs = pd.DataFrame({C.ITEM_ID: [f"i{k}" for k in range(200)], "embedding": list(x)})
+    exact, none = item_similar(spark, vecs, 5)
+    approx, recall = item_similar(spark, vecs, 5, engine="faiss", recall_sample=200)
+    assert none is None and recall >= 0.9
+    e, a = exact.toPandas(), approx.toPandas()
+    assert len(e) == len(a) == 1000
+    overlap = len(set(zip(e[C.ITEM_ID], e["similar_item_id"])) &
+                  set(zip(a[C.ITEM_ID], a["similar_item_id"]))) / len(e)
+    assert overlap >= 0.9
+    high, _ = item_similar(spark, vecs, 5, min_similarity=0.5)
+    assert (high.toPandas()["similarity"] >= 0.5).all() and high.count() < len(e)

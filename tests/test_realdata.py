@@ -82,3 +82,29 @@ def test_movielens_posters_are_embedded_once(ml_runs):
     assert (q[q["source"] == "images"]["reason"] == "no_image_uri").sum() == len(items) - posters
     sims = W.read_table(wh, "item_similar", days[1])
     assert sims[C.ITEM_ID].nunique() >= 0.95 * posters
+
+
+def test_movielens_poster_embeddings_quality_report(ml_runs):
+    """Share embedded, quarantine by reason, and top-1 visual neighbour cosine vs random
+    pairs on the real posters (numbers printed for the closing note)."""
+    import numpy as np
+
+    from vrec.scoring import topk_blocked
+
+    wh, ds = ml_runs["wh"], ml_runs["days"][-1]
+    items = W.read_table(wh, "items", ds)
+    vec = pd.read_parquet(W.run_dir(wh, ds) / "item_vectors")
+    q = W.read_table(wh, "quarantine", ds)
+    reasons = q[q["source"] == "images"]["reason"].value_counts().to_dict()
+    with_image = items[C.IMAGE_URI].notna().sum()
+    emb = np.stack(vec["embedding"].to_numpy()).astype(np.float32)
+    _, sc = topk_blocked(emb, emb, 1, exclude=[np.array([i]) for i in range(len(emb))])
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(emb), 20000), rng.integers(0, len(emb), 20000)
+    rand = float((emb[i[i != j]] * emb[j[i != j]]).sum(1).mean())
+    top1 = float(sc[:, 0].mean())
+    print(f"\nMovieLens posters: {len(vec)}/{with_image} embedded "
+          f"({len(vec) / with_image:.3f} of items with a poster; {len(items)} items), "
+          f"quarantine {reasons}, mean top-1 cosine {top1:.3f} vs random pairs {rand:.3f}")
+    assert len(vec) / with_image >= 0.98
+    assert top1 > rand + 0.1

@@ -61,6 +61,7 @@ class EmbedSettings(_Section):
     min_side: int = Field(32, ge=1)
     blank_std: float = Field(2.0, ge=0)
     duplicate_hamming: int = Field(4, ge=0, le=64)
+    duplicate_min_cosine: float = Field(0.95, ge=-1, le=1)
 
 
 class EventWeights(_Section):

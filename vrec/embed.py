@@ -183,6 +183,7 @@ class QualityPolicy:
     min_side: int = 32
     blank_std: float = 2.0
     duplicate_hamming: int = 4
+    duplicate_min_cosine: float = 0.95
 
 
 def quality_reason(error, width, height, pixel_std, policy: QualityPolicy) -> str | None:
@@ -217,7 +218,7 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     items = catalog.select(C.ITEM_ID, C.IMAGE_URI).repartition(parallelism)
     hashed = items.mapInPandas(
         lambda it: hash_images(it, str(image_root)),
-        "item_id string, path string, content_hash string, error string").cache()
+        "item_id string, path string, content_hash string, error string").localCheckpoint()
     cache = read_cache(spark, warehouse, version)
     wanted = hashed.where(F.col("content_hash").isNotNull()).dropDuplicates(["content_hash"])
     todo = wanted if cache is None else wanted.join(
@@ -252,11 +253,18 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     kept = joined.loc[ok].sort_values(C.ITEM_ID)
     pairs = hamming_pairs(kept[C.ITEM_ID].tolist(), kept["phash"].astype("int64").to_numpy(),
                           policy.duplicate_hamming)
-    dups = pd.DataFrame(pairs, columns=[C.ITEM_ID, "duplicate_of", "hamming"]).astype(
-        {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64"})
-    dup_q = pd.DataFrame({"key": dups[C.ITEM_ID], "reason": "near_duplicate_image"}) \
-        .drop_duplicates("key")
-    return {"vectors": vectors, "quarantine": pd.concat([bad, dup_q], ignore_index=True),
+    # A perceptual hash alone confuses different products shot the same way (same pose,
+    # white background); a pair counts only when the CNN embeddings agree as well.
+    vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
+    rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
+    dups = pd.DataFrame([r for r in rows if r[3] >= policy.duplicate_min_cosine],
+                        columns=[C.ITEM_ID, "duplicate_of", "hamming", "cosine"]).astype(
+        {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
+    dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str), "reason": "near_duplicate_image"})
+    quarantine = pd.concat([d for d in (bad, dup_q.drop_duplicates("key")) if len(d)],
+                           ignore_index=True) if len(bad) or len(dup_q) else bad
+    return {"vectors": vectors, "quarantine": quarantine,
             "duplicates": dups, "embedded_new": n_new,
-            "reused": int(wanted.count()) - n_new, "model_version": version,
+            "reused": int(joined["content_hash"].dropna().nunique()) - n_new,
+            "model_version": version,
             "items": len(joined)}

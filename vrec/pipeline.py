@@ -127,7 +127,8 @@ def embed_items(spark, settings: Settings, ds: str) -> dict:
             backbone=e.backbone, batch_size=e.batch_size, ds=ds,
             weights_path=str(e.weights_path) if e.weights_path else None,
             allow_download=e.allow_download, arrow_batch=e.arrow_batch,
-            policy=QualityPolicy(e.min_side, e.blank_std, e.duplicate_hamming))
+            policy=QualityPolicy(e.min_side, e.blank_std, e.duplicate_hamming,
+                                 e.duplicate_min_cosine))
         _write_pandas(res["vectors"], rd / "item_vectors")
         _write_pandas(res["duplicates"], rd / "out" / "image_duplicates")
         nq = W.write_quarantine(wh, ds, "images", res["quarantine"])
