@@ -271,3 +271,14 @@ def test_item_similar_faiss_engine_matches_exact_on_small_data(spark):
     assert overlap >= 0.9
     high, _ = item_similar(spark, vecs, 5, min_similarity=0.5)
     assert (high.toPandas()["similarity"] >= 0.5).all() and high.count() < len(e)
+
+
+def test_catalog_whose_images_are_all_missing_does_not_crash(spark, tmp_path):
+    """Regression: with an empty cache and nothing embeddable the stage crashed (None cache)."""
+    catalog = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: ["a", "b", "c"],
+                                                  C.IMAGE_URI: ["gone.jpg", None, "x/y.png"]}))
+    res = run_embed_items(spark, catalog, warehouse=tmp_path / "wh", image_root=tmp_path,
+                          backbone="efficientnet_lite0", batch_size=4, ds="2026-11-20")
+    assert res["embedded_new"] == 0 and res["vectors"].empty
+    assert sorted(res["quarantine"]["reason"]) == ["missing_image_file", "missing_image_file",
+                                                   "no_image_uri"]

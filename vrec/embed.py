@@ -235,7 +235,9 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
                               CACHE_SCHEMA)
                  .toPandas())
         append_to_cache(fresh, warehouse, ds)
-    cache = read_cache(spark, warehouse, version)
+        cache = read_cache(spark, warehouse, version)
+    if cache is None:  # nothing embeddable, ever (e.g. every image missing)
+        cache = spark.createDataFrame([], CACHE_SCHEMA)
     joined = hashed.join(
         cache.select("content_hash", "embedding", F.col("error").alias("embed_error"),
                      "width", "height", "pixel_std", "phash"),
