@@ -282,3 +282,47 @@ def test_catalog_whose_images_are_all_missing_does_not_crash(spark, tmp_path):
     assert res["embedded_new"] == 0 and res["vectors"].empty
     assert sorted(res["quarantine"]["reason"]) == ["missing_image_file", "missing_image_file",
                                                    "no_image_uri"]
+
+
+def test_torchvision_weights_found_in_the_torch_cache(tmp_path, monkeypatch):
+    """A weights file placed in $TORCH_HOME/hub/checkpoints is used without any download."""
+    import torch
+    import torchvision.models as tvm
+
+    from vrec import backbones
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    url = tvm.ResNet18_Weights.DEFAULT.url
+    target = tmp_path / "th" / "hub" / "checkpoints" / Path(url).name
+    target.parent.mkdir(parents=True)
+    torch.save(tvm.resnet18(weights=None).state_dict(), target)
+    backbones._CACHE.clear()
+    bb = load_backbone("resnet18", allow_download=False, device="cpu")
+    assert bb.version == "resnet18@IMAGENET1K_V1/p2" and bb.dim == 512
+
+
+def test_near_duplicate_images_are_flagged_but_still_embedded(spark, tiny_raw, tmp_path):
+    cat = pd.read_parquet(tiny_raw / "catalog" / "ds=2026-11-20")
+    good = []
+    for u in cat[C.IMAGE_URI].dropna():
+        try:
+            Image.open(tiny_raw / u).load()
+            good.append(u)
+        except OSError:
+            continue
+    src = Image.open(tiny_raw / good[0]).convert("RGB")
+    (tmp_path / "copy.jpg").write_bytes((tiny_raw / good[0]).read_bytes())  # same bytes
+    src.save(tmp_path / "reencoded.jpg", format="JPEG", quality=70)  # other bytes
+    rows = pd.DataFrame({C.ITEM_ID: ["orig", "copy", "reenc", "other"],
+                         C.IMAGE_URI: [str(tiny_raw / good[0]), str(tmp_path / "copy.jpg"),
+                                       str(tmp_path / "reencoded.jpg"), str(tiny_raw / good[5])]})
+    res = run_embed_items(spark, spark.createDataFrame(rows), warehouse=tmp_path / "wh",
+                          image_root=tmp_path, backbone="efficientnet_lite0", batch_size=4,
+                          ds="2026-11-20")
+    pairs = {tuple(sorted((a, b))) for a, b in zip(res["duplicates"][C.ITEM_ID],
+                                                    res["duplicates"]["duplicate_of"])}
+    assert pairs == {("copy", "orig"), ("orig", "reenc"), ("copy", "reenc")}
+    assert len(res["vectors"]) == 4  # flagged, not dropped
+    flagged = set(res["quarantine"].query("reason == 'near_duplicate_image'")["key"])
+    assert flagged and flagged <= {"orig", "copy", "reenc"}
+    assert res["embedded_new"] == 3  # identical bytes are embedded once
