@@ -52,19 +52,21 @@ def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
         if "embed_items" in rec.index:
             out.append(f"  {d}: {int(rec.loc['embed_items', 'embedded_new'])} new, "
                        f"{int(rec.loc['embed_items', 'reused'])} reused")
-    q = run_query(warehouse, "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 2 DESC")
+    last_ds = dates[-1]  # not "latest": a reused warehouse may hold later dates
+    q = run_query(warehouse, "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 2 DESC",
+                  last_ds)
     if len(q):
         out.append("\nQuarantined on the last run: " + ", ".join(f"{r.reason}={r.n}" for r in q.itertuples()))
     users = run_query(warehouse, f"""
         SELECT user_id FROM (SELECT user_id, count(DISTINCT reason) AS r FROM user_recs GROUP BY 1)
-        ORDER BY r DESC, user_id LIMIT {n_users}""")["user_id"].tolist()
+        ORDER BY r DESC, user_id LIMIT {n_users}""", last_ds)["user_id"].tolist()
     for u in users:
         recs = run_query(warehouse, f"""
             SELECT r.rank, r.item_id, i.title, round(r.score, 3) AS score, r.reason,
                    coalesce(h.title, '') AS because_of
             FROM user_recs r JOIN items i USING (item_id)
             LEFT JOIN items h ON h.item_id = r.reason_item_id
-            WHERE r.user_id = '{u}' ORDER BY r.rank""")
+            WHERE r.user_id = '{u}' ORDER BY r.rank""", last_ds)
         out.append(f"\nRecommendations for {u} ({dates[-1]}):")
         out.append(recs.to_string(index=False))
     return "\n".join(out)
