@@ -207,7 +207,9 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
 
     Returns a dict with ``vectors`` (pandas: item_id, content_hash, embedding),
     ``quarantine`` (pandas: key, reason), ``duplicates`` (pandas: item_id,
-    duplicate_of, hamming) and counts ``embedded_new``, ``reused``, ``items``.
+    duplicate_of, hamming, cosine) and counts ``embedded_new``, ``reused``, ``items``.
+    Inference runs in Spark; the run's vectors are then collected on the driver for the
+    quality policy and duplicate search (fine to a few hundred thousand items).
     """
     from pyspark.sql import functions as F
 
