@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vrec.config import Settings
     from vrec.embed import run_embed_items
-    from vrec.scoring import topk_blocked
+    from vrec.recs import neighbour_contrast
     from vrec.spark import build_session
 
     paths = image_list(a.dataset, a.n)
@@ -108,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     vec = first["vectors"]
     emb = np.stack(vec["embedding"].to_numpy()).astype(np.float32)
-    idx, sc = topk_blocked(emb, emb, 1, exclude=[np.array([i]) for i in range(len(emb))])
-    rng = np.random.default_rng(0)
-    i, j = rng.integers(0, len(emb), 20000), rng.integers(0, len(emb), 20000)
-    keep = i != j
-    rand_cos = float((emb[i[keep]] * emb[j[keep]]).sum(1).mean())
+    top1_cos, rand_cos = neighbour_contrast(emb)
     res = {
         "scenario": "embed", "dataset": a.dataset, "images": len(paths),
         "backbone": first["model_version"], "batch": a.batch,
@@ -125,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "share_embedded": round(len(vec) / len(paths), 4),
         "quarantine": first["quarantine"]["reason"].value_counts().to_dict(),
         "near_duplicate_pairs": len(first["duplicates"]),
-        "mean_top1_cosine": round(float(sc[:, 0].mean()), 4),
+        "mean_top1_cosine": round(top1_cos, 4),
         "mean_random_pair_cosine": round(rand_cos, 4),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "date": time.strftime("%Y-%m-%d"),

@@ -89,7 +89,7 @@ def test_movielens_poster_embeddings_quality_report(ml_runs):
     pairs on the real posters (numbers printed for the closing note)."""
     import numpy as np
 
-    from vrec.scoring import topk_blocked
+    from vrec.recs import neighbour_contrast
 
     wh, ds = ml_runs["wh"], ml_runs["days"][-1]
     items = W.read_table(wh, "items", ds)
@@ -98,11 +98,7 @@ def test_movielens_poster_embeddings_quality_report(ml_runs):
     reasons = q[q["source"] == "images"]["reason"].value_counts().to_dict()
     with_image = items[C.IMAGE_URI].notna().sum()
     emb = np.stack(vec["embedding"].to_numpy()).astype(np.float32)
-    _, sc = topk_blocked(emb, emb, 1, exclude=[np.array([i]) for i in range(len(emb))])
-    rng = np.random.default_rng(0)
-    i, j = rng.integers(0, len(emb), 20000), rng.integers(0, len(emb), 20000)
-    rand = float((emb[i[i != j]] * emb[j[i != j]]).sum(1).mean())
-    top1 = float(sc[:, 0].mean())
+    top1, rand = neighbour_contrast(emb)
     print(f"\nMovieLens posters: {len(vec)}/{with_image} embedded "
           f"({len(vec) / with_image:.3f} of items with a poster; {len(items)} items), "
           f"quarantine {reasons}, mean top-1 cosine {top1:.3f} vs random pairs {rand:.3f}")

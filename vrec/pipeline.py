@@ -38,18 +38,6 @@ def _write(df, path: Path, *, files: int = 1, sort: list[str] | None = None) -> 
     out.write.mode("overwrite").parquet(str(path))
 
 
-def _write_pandas(df: pd.DataFrame, folder: Path) -> None:
-    """Replace a staged table folder with one Parquet file of ``df``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.parquet"):
-        old.unlink()
-    pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False),
-                   folder / "part-00000.parquet")
-
-
 # ---------------------------------------------------------------- validate_inputs
 
 def validate_inputs(settings: Settings, ds: str) -> dict:
@@ -129,8 +117,8 @@ def embed_items(spark, settings: Settings, ds: str) -> dict:
             allow_download=e.allow_download, arrow_batch=e.arrow_batch,
             policy=QualityPolicy(e.min_side, e.blank_std, e.duplicate_hamming,
                                  e.duplicate_min_cosine))
-        _write_pandas(res["vectors"], rd / "item_vectors")
-        _write_pandas(res["duplicates"], rd / "out" / "image_duplicates")
+        W.write_table_folder(res["vectors"], rd / "item_vectors")
+        W.write_table_folder(res["duplicates"], rd / "out" / "image_duplicates")
         nq = W.write_quarantine(wh, ds, "images", res["quarantine"])
         q = res["quarantine"]["reason"].value_counts().to_dict()
         timer.record(res["items"], len(res["vectors"]), nq, embedded_new=res["embedded_new"],
@@ -256,8 +244,8 @@ def publish(settings: Settings, ds: str) -> dict:
     stats = W.read_stage_stats(wh, ds)
     stats = stats[[c for c in C.TABLES["run_stats"]]]
     quarantine = W.staged_quarantine(wh, ds)
-    _write_pandas(stats, rd / "out" / "run_stats")
-    _write_pandas(quarantine, rd / "out" / "quarantine")
+    W.write_table_folder(stats, rd / "out" / "run_stats")
+    W.write_table_folder(quarantine, rd / "out" / "quarantine")
     model_meta = json.loads((rd / "model" / "model.json").read_text())
     staged = {name: rd / "out" / name for name in W.PUBLISHED_TABLES if name != "items"}
     staged["items"] = rd / "catalog"

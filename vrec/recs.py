@@ -183,6 +183,17 @@ def recall_at_k(exact: np.ndarray, approx: np.ndarray) -> float:
     return float(np.mean(hits)) if hits else 1.0
 
 
+def neighbour_contrast(emb: np.ndarray, *, n_pairs: int = 20000, seed: int = 0
+                       ) -> tuple[float, float]:
+    """(mean cosine of each row's top-1 neighbour, mean cosine of random pairs) for
+    L2-normalised rows: how much closer visual neighbours are than chance."""
+    _, sc = topk_blocked(emb, emb, 1, exclude=[np.array([i]) for i in range(len(emb))])
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(emb), n_pairs), rng.integers(0, len(emb), n_pairs)
+    keep = i != j
+    return float(sc[:, 0].mean()), float((emb[i[keep]] * emb[j[keep]]).sum(1).mean())
+
+
 def item_similar(spark, vectors_pd: pd.DataFrame, k: int, *, min_similarity: float = -1.0,
                  engine: str = "exact", recall_sample: int = 500, seed: int = 0):
     """Each embedded item's top-k visually similar items, as a Spark DataFrame, and

@@ -131,11 +131,15 @@ def render_item_image(category: str, colour: str, pattern: str, rng: np.random.G
     return buf.getvalue()
 
 
-@dataclass(frozen=True)
-class Catalog:
-    """Item attributes used by the simulator (three taste axes) plus display fields."""
-
-    items: pd.DataFrame  # item_id, title, category, price, axis_a, axis_b, axis_c, created_day
+def _arrival_days(n: int, spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
+    """Day each item enters the catalog: most on day 0, the newest share spread over the
+    later days, a few on the last day (cold start)."""
+    n_new = int(round(n * spec.new_item_share))
+    created = np.zeros(n, dtype=int)
+    created[n - n_new:] = np.sort(rng.integers(1, spec.days, size=n_new))
+    if n_new:
+        created[-max(1, n_new // 20):] = spec.days - 1
+    return created
 
 
 def _synthetic_catalog(spec: SampleSpec, rng: np.random.Generator) -> pd.DataFrame:
@@ -145,11 +149,7 @@ def _synthetic_catalog(spec: SampleSpec, rng: np.random.Generator) -> pd.DataFra
     cat = rng.choice(cats, size=n)
     col = rng.choice(cols, size=n)
     pat = rng.choice(PATTERNS, size=n)
-    n_new = int(round(n * spec.new_item_share))
-    created = np.zeros(n, dtype=int)
-    created[n - n_new:] = np.sort(rng.integers(1, spec.days, size=n_new))
-    if n_new:
-        created[-max(1, n_new // 20):] = spec.days - 1  # a few arrive on the last day
+    created = _arrival_days(n, spec, rng)
     return pd.DataFrame({
         C.ITEM_ID: [f"i{k:05d}" for k in range(n)],
         C.TITLE: [f"{c.title()} {p} {k[:-1] if k.endswith('s') else k} #{i}"
@@ -170,11 +170,7 @@ def _real_catalog(spec: SampleSpec, catalog_dir: Path, rng: np.random.Generator)
         raise ValueError(f"no rows of {catalog_dir}/styles.csv have an image in {image_dir}")
     n = min(spec.n_items, len(styles))
     pick = styles.sample(n=n, random_state=int(rng.integers(2**31))).reset_index(drop=True)
-    n_new = int(round(n * spec.new_item_share))
-    created = np.zeros(n, dtype=int)
-    created[n - n_new:] = np.sort(rng.integers(1, spec.days, size=n_new))
-    if n_new:
-        created[-max(1, n_new // 20):] = spec.days - 1
+    created = _arrival_days(n, spec, rng)
     return pd.DataFrame({
         C.ITEM_ID: "f" + pick["id"],
         C.TITLE: (pick["baseColour"] + " " + pick["articleType"] + " (" + pick["gender"].fillna("")

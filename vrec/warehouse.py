@@ -97,13 +97,27 @@ class StageTimer:
         return rec
 
 
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    """Write ``df`` to one Parquet file via a temp name and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_table_folder(df: pd.DataFrame, folder: Path) -> Path:
+    """Replace a staged table folder's Parquet files with one file holding ``df``."""
+    for old in folder.glob("*.parquet") if folder.is_dir() else []:
+        old.unlink()
+    return write_parquet(df, folder / "part-00000.parquet")
+
+
 def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataFrame) -> int:
     """Stage quarantine rows (``key``, ``reason``) found by ``source``; returns the count."""
     out = pd.DataFrame({"source": source, "key": rows["key"].astype(str),
                         "reason": rows["reason"].astype(str)})
-    folder = run_dir(warehouse, ds) / "quarantine"
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(out, preserve_index=False), folder / f"{source}.parquet")
+    write_parquet(out, run_dir(warehouse, ds) / "quarantine" / f"{source}.parquet")
     return len(out)
 
 
