@@ -7,7 +7,7 @@ from vrec.config import ConfigError, Settings, load_settings
 
 def test_defaults_load_without_file():
     s = load_settings(environ={})
-    assert s.als.factors == 64 and s.recs.k == 10
+    assert s.cf.factors == 64 and s.recs.k == 10
     assert s.embed.backbone == "efficientnet_lite0"
     assert s.paths.warehouse_root.is_absolute()
 
@@ -15,20 +15,20 @@ def test_defaults_load_without_file():
 def test_yaml_relative_paths_resolve_against_file(tmp_path):
     (tmp_path / "sub").mkdir()
     cfg = tmp_path / "sub" / "c.yaml"
-    cfg.write_text("paths:\n  raw_root: r\n  warehouse_root: /abs/wh\nals:\n  factors: 8\n")
+    cfg.write_text("paths:\n  raw_root: r\n  warehouse_root: /abs/wh\ncf:\n  factors: 8\n")
     s = load_settings(cfg, environ={})
     assert s.paths.raw_root == (tmp_path / "sub" / "r").resolve()
     assert s.paths.warehouse_root == Path("/abs/wh")
-    assert s.als.factors == 8
-    assert s.als.iterations == Settings().als.iterations  # untouched keys keep defaults
+    assert s.cf.factors == 8
+    assert s.cf.iterations == Settings().cf.iterations  # untouched keys keep defaults
 
 
 def test_env_overrides_win_and_are_typed(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("als:\n  factors: 8\n")
-    s = load_settings(cfg, environ={"VREC__ALS__FACTORS": "32", "VREC__RECS__CF_WEIGHT": "0.5",
+    cfg.write_text("cf:\n  factors: 8\n")
+    s = load_settings(cfg, environ={"VREC__CF__FACTORS": "32", "VREC__RECS__CF_WEIGHT": "0.5",
                                     "VREC__SPARK__MASTER": "spark://h:7077"})
-    assert s.als.factors == 32 and isinstance(s.als.factors, int)
+    assert s.cf.factors == 32 and isinstance(s.cf.factors, int)
     assert s.recs.cf_weight == 0.5
     assert s.spark.master == "spark://h:7077"
 
@@ -40,8 +40,8 @@ def test_vrec_config_env_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("als:\n  factorz: 3\n", "factorz"),
-    ("als:\n  factors: -1\n", "factors"),
+    ("cf:\n  factorz: 3\n", "factorz"),
+    ("cf:\n  factors: -1\n", "factors"),
     ("- a list\n", "mapping"),
 ])
 def test_invalid_config_is_a_clear_error(tmp_path, text, match):

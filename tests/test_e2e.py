@@ -59,7 +59,7 @@ def test_published_recs_hold_the_contract(dag_runs):
     bought = set(map(tuple, clean[clean[C.EVENT_TYPE] == "purchase"][[C.USER_ID, C.ITEM_ID]].values))
     assert bought and not bought & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
     assert set(recs[C.ITEM_ID]) <= set(catalog[C.ITEM_ID])
-    assert recs["model_version"].str.startswith("als-" + ds).all()
+    assert recs["model_version"].str.startswith("implicit-als-" + ds).all()
 
 
 def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):

@@ -2,7 +2,7 @@
 
 Precedence (last wins): built-in defaults < YAML file < environment variables.
 Environment overrides use ``VREC__<SECTION>__<KEY>`` (double underscores), for example
-``VREC__ALS__FACTORS=32`` or ``VREC__PATHS__WAREHOUSE_ROOT=/data/wh``. Relative paths
+``VREC__CF__FACTORS=32`` or ``VREC__PATHS__WAREHOUSE_ROOT=/data/wh``. Relative paths
 in the YAML file are resolved against the file's folder; relative paths from the
 environment or defaults against the current working directory.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "VREC__"
 CONFIG_ENV = "VREC_CONFIG"
@@ -65,24 +65,45 @@ class EmbedSettings(_Section):
 
 
 class EventWeights(_Section):
-    """Interaction weight per event type (``rating`` events use ``value / 5 * rating``)."""
+    """Interaction weight of one event (see README "Interaction weighting").
 
-    view: float = 1.0
-    click: float = 2.0
-    add_to_cart: float = 4.0
-    purchase: float = 8.0
-    rating: float = 2.0
+    ``rating`` events weigh ``rating * value / 5`` when ``value >= min_rating``, else
+    ``low_rating_weight * rating * value / 5`` (0 = excluded from training, still seen).
+    With ``half_life_days`` set, each event is multiplied by ``0.5 ** (age_days /
+    half_life_days)``, age measured from the end of the run's ds.
+    """
+
+    view: float = Field(1.0, ge=0)
+    click: float = Field(2.0, ge=0)
+    add_to_cart: float = Field(4.0, ge=0)
+    purchase: float = Field(8.0, ge=0)
+    rating: float = Field(2.0, ge=0)
     min_rating: float = 3.0
+    low_rating_weight: float = Field(0.0, ge=0)
+    half_life_days: float | None = Field(None, gt=0)
 
 
-class ALSSettings(_Section):
-    """Implicit ALS hyper-parameters; confidence = 1 + alpha * weight."""
+class CFSettings(_Section):
+    """Collaborative filtering: engine, ALS hyper-parameters, matrix filters, reweighting.
 
+    Confidence = 1 + alpha * w, where w is the pair weight (after optional BM25/TF-IDF
+    reweighting). ``engine`` is ``implicit`` (one node, CPU or CUDA) or ``spark_mllib``.
+    """
+
+    engine: Literal["implicit", "spark_mllib"] = "implicit"
     factors: int = Field(64, ge=1)
     regularization: float = Field(0.05, ge=0)
     alpha: float = Field(2.0, ge=0)
     iterations: int = Field(15, ge=1)
     random_state: int = 42
+    conjugate_gradient: bool = True
+    gpu: Literal["auto", "off", "on"] = "auto"
+    num_threads: int = Field(0, ge=0)
+    reweight: Literal["none", "bm25", "tfidf"] = "none"
+    bm25_k1: float = Field(100.0, gt=0)
+    bm25_b: float = Field(0.8, ge=0, le=1)
+    min_user_events: int = Field(1, ge=1)
+    min_item_events: int = Field(1, ge=1)
 
 
 class RecsSettings(_Section):
@@ -96,7 +117,15 @@ class RecsSettings(_Section):
     similar_min: float = Field(0.0, ge=-1, le=1)
     similar_engine: Literal["exact", "faiss"] = "exact"
     faiss_recall_floor: float = Field(0.9, ge=0, le=1)
-    block_size: int = Field(1024, ge=1)
+    block_size: int = Field(512, ge=1)
+    block_memory_mb: int = Field(256, ge=1)
+    seen_event_types: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+
+    @field_validator("seen_event_types", mode="before")
+    @classmethod
+    def _split_csv(cls, v: Any) -> Any:
+        """Accept ``purchase,add_to_cart`` from an environment override."""
+        return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
 
 
 class Settings(_Section):
@@ -106,7 +135,7 @@ class Settings(_Section):
     spark: SparkSettings = SparkSettings()
     embed: EmbedSettings = EmbedSettings()
     weights: EventWeights = EventWeights()
-    als: ALSSettings = ALSSettings()
+    cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
 
     def resolved(self, base: Path) -> Settings:

@@ -112,33 +112,48 @@ def clean_events(events, catalog, ds: str):
     return good, bad
 
 
-def event_weight_expr(weights: EventWeights):
-    """Spark column: the interaction weight of one event (documented in the README)."""
-    from pyspark.sql import functions as F
+def event_weight_expr(weights: EventWeights, ds: str | None = None):
+    """Spark column: the weight of one event (formula in the README).
 
-    et = F.col(C.EVENT_TYPE)
-    rating_w = F.when(F.col(C.VALUE) >= weights.min_rating,
-                      F.lit(weights.rating) * F.col(C.VALUE) / 5.0).otherwise(0.0)
-    return (F.when(et == "view", weights.view).when(et == "click", weights.click)
-            .when(et == "add_to_cart", weights.add_to_cart)
-            .when(et == "purchase", weights.purchase)
-            .when(et == "rating", rating_w).otherwise(0.0))
-
-
-def aggregate_interactions(good_events, weights: EventWeights):
-    """(user_id, item_id, weight, n_events, last_ts, purchased) from cleaned events.
-
-    Pairs whose weight is 0 (e.g. only low ratings) are kept so scoring can still exclude
-    them as seen; training uses weight > 0 only.
+    ``type_weight`` by event type; ``rating`` events weigh ``rating * value / 5`` at or
+    above ``min_rating`` and ``low_rating_weight`` times that below it. With
+    ``half_life_days`` and ``ds``, multiplied by ``0.5 ** (age_days / half_life_days)``
+    where age is measured from the end of ds (events in the future of ds never reach here).
     """
     from pyspark.sql import functions as F
 
-    return (good_events.withColumn("w", event_weight_expr(weights))
+    et = F.col(C.EVENT_TYPE)
+    base = F.lit(weights.rating) * F.col(C.VALUE) / 5.0
+    rating_w = F.when(F.col(C.VALUE) >= weights.min_rating, base).otherwise(
+        base * F.lit(weights.low_rating_weight))
+    w = (F.when(et == "view", weights.view).when(et == "click", weights.click)
+         .when(et == "add_to_cart", weights.add_to_cart)
+         .when(et == "purchase", weights.purchase)
+         .when(et == "rating", rating_w).otherwise(0.0))
+    if weights.half_life_days and ds is not None:
+        end = end_of_ds(ds)
+        age_days = (F.lit(end).cast("double") - F.col(C.TS).cast("double")) / 86400.0
+        w = w * F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / weights.half_life_days)
+    return w
+
+
+def aggregate_interactions(good_events, weights: EventWeights, ds: str | None = None):
+    """(user_id, item_id, weight, n_events, last_ts, purchased, event_types) per pair.
+
+    Events reach here already de-duplicated (``clean_events``). Pairs whose weight is 0
+    (e.g. only low ratings) are kept so scoring can still exclude them as seen; training
+    uses weight > 0 only. ``event_types`` (sorted distinct types) lets scoring decide
+    which event types make an item "seen".
+    """
+    from pyspark.sql import functions as F
+
+    return (good_events.withColumn("w", event_weight_expr(weights, ds))
             .groupBy(C.USER_ID, C.ITEM_ID)
             .agg(F.sum("w").alias("weight"), F.count("*").alias("n_events"),
                  F.max(C.TS).alias("last_ts"),
                  F.max(F.when(F.col(C.EVENT_TYPE) == "purchase", True).otherwise(False))
-                 .alias("purchased")))
+                 .alias("purchased"),
+                 F.array_sort(F.collect_set(C.EVENT_TYPE)).alias("event_types")))
 
 
 def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventWeights) -> dict:
@@ -150,7 +165,7 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
     events = load_events(spark, raw_root, ds)
     good, bad = clean_events(events, catalog, ds)
     good = good.cache()
-    inter = aggregate_interactions(good, weights)
+    inter = aggregate_interactions(good, weights, ds)
     today_bad = bad.where(F.col("landed_ds") == ds).drop("landed_ds")
     return {"catalog": catalog, "catalog_quarantine": cat_bad, "events": good,
             "interactions": inter, "events_quarantine": today_bad,

@@ -131,33 +131,38 @@ def embed_items(spark, settings: Settings, ds: str) -> dict:
 # ---------------------------------------------------------------- train_cf
 
 def train_cf(spark, settings: Settings, ds: str) -> dict:
-    """Train implicit ALS on the run's interactions and save the model."""
-    from vrec.cf import train_als
+    """Train the configured CF engine on the run's interactions and save the model."""
+    from vrec.cf import train_cf_model
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     with W.StageTimer(wh, ds, "train_cf") as timer:
-        inter = spark.read.parquet(str(rd / "interactions")).select(
-            C.USER_ID, C.ITEM_ID, "weight").toPandas()
-        model = train_als(inter, settings.als, ds=ds)
+        inter = spark.read.parquet(str(rd / "interactions"))
+        model = train_cf_model(inter, settings.cf, ds=ds,
+                               extra_params={"weights": settings.weights.model_dump(mode="json")})
         model.save(rd / "model")
-        timer.record(len(inter), len(model.user_ids), 0, items=len(model.item_ids),
-                     model_version=model.version)
-    return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version}
+        n_pairs = inter.count()
+        timer.record(n_pairs, len(model.user_ids), 0, items=len(model.item_ids),
+                     model_version=model.version, engine=settings.cf.engine,
+                     device=model.params["device"], fit_seconds=model.params["fit_seconds"])
+    return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version,
+            "engine": settings.cf.engine}
 
 
 # ---------------------------------------------------------------- score_users
 
 def score_users(spark, settings: Settings, ds: str) -> dict:
-    """All-user CF top-N candidates with interacted items excluded."""
+    """All-user CF top-N candidates with seen items excluded."""
     from vrec.cf import CFModel
     from vrec.scoring import score_all_users
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    r = settings.recs
     with W.StageTimer(wh, ds, "score_users") as timer:
         model = CFModel.load(rd / "model")
         inter = spark.read.parquet(str(rd / "interactions"))
-        cands = score_all_users(spark, model, inter, n=settings.recs.candidates,
-                                block_size=settings.recs.block_size)
+        cands = score_all_users(spark, model, inter, n=r.candidates, block_size=r.block_size,
+                                block_memory_mb=r.block_memory_mb,
+                                seen_event_types=r.seen_event_types)
         _write(cands, rd / "cf_candidates", files=max(1, spark.sparkContext.defaultParallelism))
         n = spark.read.parquet(str(rd / "cf_candidates")).count()
         timer.record(len(model.user_ids), n, 0)

@@ -1,0 +1,225 @@
+"""Collaborative filtering: weighting math, reweighting parity with implicit, the
+threshold top-K against brute force, seen-item exclusion, determinism, both engines."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from vrec import columns as C
+from vrec import pipeline
+from vrec import warehouse as W
+from vrec.cf import CFModel, build_matrix, fit_implicit, train_cf_model, training_pairs
+from vrec.config import CFSettings, EventWeights
+from vrec.interactions import aggregate_interactions
+from vrec.scoring import score_all_users, topk_blocked
+
+from .conftest import TINY
+
+DS = TINY.end_date.isoformat()
+EVENT_SCHEMA = "user_id string, item_id string, event_type string, value double, ts timestamp"
+
+
+def _brute(q, it, k, excl):
+    s = q @ it.T
+    out = []
+    for r in range(len(q)):
+        row = s[r].copy()
+        row[list(excl[r])] = -np.inf
+        want = np.argsort(-row, kind="stable")[:k]
+        out.append([int(w) for w in want if np.isfinite(row[w])])
+    return out
+
+
+@pytest.mark.parametrize("k,m,block", [(10, 3000, 64), (50, 3000, 1000), (10, 100, 7), (5, 3001, 3)])
+def test_threshold_topk_equals_brute_force(k, m, block):
+    """Same item sets and order as a full sort, for the threshold path (m >= 8k) and the
+    argpartition path, across block sizes, with per-user exclusions given as a CSR."""
+    rng = np.random.default_rng(k + m)
+    q = rng.normal(size=(120, 16)).astype(np.float32)
+    it = rng.normal(size=(m, 16)).astype(np.float32)
+    it[1] = it[0]  # a tie: the lower index must come first, as in a stable sort
+    excl = [set(rng.choice(m, size=int(rng.integers(0, 30)), replace=False).tolist()) for _ in q]
+    csr = sp.csr_matrix((np.ones(sum(map(len, excl)), np.int8),
+                         (np.repeat(np.arange(len(q)), [len(e) for e in excl]),
+                          np.concatenate([sorted(e) for e in excl]).astype(int))), shape=(len(q), m))
+    idx, sc = topk_blocked(q, it, k, exclude=csr, block_size=block)
+    want = _brute(q, it, k, excl)
+    for r in range(len(q)):
+        assert idx[r].tolist() == want[r]
+        assert np.allclose(sc[r], (q[r] @ it.T)[want[r]], rtol=1e-5, atol=1e-5)
+        assert not set(idx[r].tolist()) & excl[r]
+
+
+def test_topk_when_nearly_everything_is_excluded():
+    rng = np.random.default_rng(3)
+    q, it = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(500, 4)).astype(np.float32)
+    excl = [np.arange(498), np.arange(500), np.array([], dtype=int)]
+    idx, sc = topk_blocked(q, it, 10, exclude=excl)
+    assert sorted(idx[0][:2].tolist()) == [498, 499] and (idx[0][2:] == -1).all()
+    assert (idx[1] == -1).all() and np.isneginf(sc[1]).all()
+    assert idx[2].tolist() == _brute(q[2:], it, 10, [set()])[0]
+
+
+def _events(spark, rows):
+    return spark.createDataFrame(rows, EVENT_SCHEMA)
+
+
+def _ts(s):
+    return pd.Timestamp(s, tz="UTC").to_pydatetime()
+
+
+def test_weighting_hand_example_with_decay_and_low_ratings(spark):
+    """view 1 now + purchase 8 fourteen days ago at a 7-day half-life = 1 + 8/4 = 3;
+    a 2-star rating is weak (0.25 of 2*2/5) instead of excluded."""
+    w = EventWeights(half_life_days=7.0, low_rating_weight=0.25)
+    end = pd.Timestamp("2026-11-21", tz="UTC")
+    ev = _events(spark, [
+        ("u", "a", "view", None, (end - pd.Timedelta(seconds=1)).to_pydatetime()),
+        ("u", "a", "purchase", None, (end - pd.Timedelta(days=14)).to_pydatetime()),
+        ("u", "b", "rating", 5.0, (end - pd.Timedelta(days=7)).to_pydatetime()),
+        ("u", "c", "rating", 2.0, (end - pd.Timedelta(days=7)).to_pydatetime()),
+    ])
+    got = {r.item_id: r for r in aggregate_interactions(ev, w, "2026-11-20").collect()}
+    assert got["a"].weight == pytest.approx(1 * 0.5 ** (1 / 86400 / 7) + 8 * 0.25, rel=1e-9)
+    assert got["a"].event_types == ["purchase", "view"] and got["a"].purchased
+    assert got["b"].weight == pytest.approx(2.0 * 5 / 5 * 0.5, rel=1e-9)
+    assert got["c"].weight == pytest.approx(0.25 * 2.0 * 2 / 5 * 0.5, rel=1e-9)
+    # without decay the same events weigh their type weights
+    plain = {r.item_id: r.weight for r in aggregate_interactions(ev, EventWeights(), "2026-11-20").collect()}
+    assert plain == {"a": 9.0, "b": 2.0, "c": 0.0}
+
+
+def test_min_events_filters_items_then_users(spark):
+    inter = spark.createDataFrame(pd.DataFrame({
+        C.USER_ID: ["u1", "u1", "u2", "u2", "u3"], C.ITEM_ID: ["x", "y", "x", "z", "x"],
+        "weight": [1.0, 1.0, 1.0, 1.0, 1.0], "n_events": [1, 1, 2, 1, 1]}))
+    got = training_pairs(inter, CFSettings(min_item_events=2, min_user_events=2)).toPandas()
+    # item x has 4 events (kept), y and z one each (dropped); then u1 and u3 have 1 event left
+    assert set(zip(got[C.USER_ID], got[C.ITEM_ID])) == {("u2", "x")}
+
+
+@pytest.mark.parametrize("mode", ["bm25", "tfidf"])
+def test_reweighting_matches_implicit(spark, mode):
+    from implicit.nearest_neighbours import bm25_weight, tfidf_weight
+
+    rng = np.random.default_rng(5)
+    pairs = pd.DataFrame({C.USER_ID: [f"u{i}" for i in rng.integers(0, 40, 400)],
+                          C.ITEM_ID: [f"i{i:02d}" for i in rng.integers(0, 60, 400)],
+                          "weight": rng.uniform(0.5, 5, 400)})
+    pairs = pairs.groupby([C.USER_ID, C.ITEM_ID], as_index=False)["weight"].sum()
+    cf = CFSettings(reweight=mode, bm25_k1=50.0, bm25_b=0.6)
+    got = training_pairs(spark.createDataFrame(pairs), cf).toPandas()
+    users, items, mat = build_matrix(pairs, alpha=0.0)  # alpha 0: data are ones; rebuild weights
+    w = sp.csr_matrix((pairs["weight"].to_numpy(), (pd.Categorical(pairs[C.USER_ID]).codes,
+                                                     pd.Categorical(pairs[C.ITEM_ID]).codes)))
+    ref = (bm25_weight(w.T, K1=50.0, B=0.6) if mode == "bm25" else tfidf_weight(w.T)).tocsr().T.tocoo()
+    want = {(users[r], items[c]): v for r, c, v in zip(ref.row, ref.col, ref.data) if v > 0}
+    have = dict(zip(zip(got[C.USER_ID], got[C.ITEM_ID]), got["weight"]))
+    assert have.keys() == want.keys() and len(want) > 100
+    assert np.allclose([have[k] for k in want], list(want.values()), rtol=1e-9)
+
+
+def test_implicit_fit_is_deterministic_with_a_seed():
+    rng = np.random.default_rng(0)
+    mat = sp.random(200, 150, density=0.05, random_state=1, format="csr", dtype=np.float32)
+    mat.data = 1 + 4 * rng.random(mat.nnz).astype(np.float32)
+    a = fit_implicit(mat, CFSettings(factors=8, iterations=5, random_state=7, gpu="off"))
+    b = fit_implicit(mat, CFSettings(factors=8, iterations=5, random_state=7, gpu="off"))
+    c = fit_implicit(mat, CFSettings(factors=8, iterations=5, random_state=8, gpu="off"))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == "cpu"
+    assert not np.allclose(a[1], c[1])
+
+
+def test_gpu_setting_follows_cuda_availability():
+    import implicit.gpu
+
+    from vrec.cf import use_gpu
+
+    assert use_gpu("off") is False
+    assert use_gpu("auto") is bool(implicit.gpu.HAS_CUDA)
+    if implicit.gpu.HAS_CUDA:
+        assert use_gpu("on") is True
+    else:
+        with pytest.raises(RuntimeError, match="cf.gpu is 'on'"):
+            fit_implicit(sp.eye(3, format="csr", dtype=np.float32), CFSettings(gpu="on"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(spark, tiny_raw, tmp_path_factory):
+    """build_interactions on the tiny sample (its interactions feed the engine tests)."""
+    from .conftest import settings_for
+
+    tmp = tmp_path_factory.mktemp("cf")
+    s = settings_for(tiny_raw, tmp / "wh", tmp)
+    pipeline.build_interactions(spark, s, DS)
+    return s
+
+
+def _check_candidates(cands: pd.DataFrame, inter: pd.DataFrame, model: CFModel, n: int):
+    assert set(cands[C.USER_ID]) == set(model.user_ids)
+    by_user = cands.sort_values([C.USER_ID, "rank"]).groupby(C.USER_ID)
+    assert by_user["rank"].apply(lambda r: r.tolist() == list(range(1, len(r) + 1))).all()
+    assert by_user["cf_score"].apply(lambda s: (np.diff(s.to_numpy()) <= 1e-6).all()).all()
+    assert (by_user.size() == n).all()
+    assert not set(zip(inter[C.USER_ID], inter[C.ITEM_ID])) & set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
+    assert set(cands[C.ITEM_ID]) <= set(model.item_ids)
+
+
+@pytest.mark.parametrize("engine", ["implicit", "spark_mllib"])
+def test_both_engines_produce_valid_candidates(spark, tiny_run, engine, tmp_path):
+    s = tiny_run
+    inter_df = spark.read.parquet(str(W.run_dir(s.paths.warehouse_root, DS) / "interactions"))
+    cf = CFSettings(engine=engine, factors=8, iterations=5)
+    model = train_cf_model(inter_df, cf, ds=DS)
+    assert model.version.startswith(f"{engine}-als-{DS}-")
+    assert model.user_factors.shape == (len(model.user_ids), 8)
+    assert np.isfinite(model.item_factors).all() and np.abs(model.item_factors).sum() > 0
+    loaded = CFModel.load(model.save(tmp_path / engine))
+    assert np.array_equal(loaded.item_factors, model.item_factors)
+    assert loaded.params["engine"] == engine and loaded.version == model.version
+    n = 10
+    cands = score_all_users(spark, loaded, inter_df, n=n).toPandas()
+    inter = inter_df.toPandas()
+    _check_candidates(cands, inter[inter[C.USER_ID].isin(model.user_ids)], loaded, n)
+    # the scores are the model's own inner products
+    row = cands.iloc[0]
+    u = list(loaded.user_ids).index(row[C.USER_ID])
+    i = list(loaded.item_ids).index(row[C.ITEM_ID])
+    assert row["cf_score"] == pytest.approx(float(loaded.user_factors[u] @ loaded.item_factors[i]), rel=1e-4)
+
+
+def test_seen_event_types_decide_what_is_excluded(spark, tiny_run):
+    """With only purchases counting as seen, a merely viewed item may come back."""
+    s = tiny_run
+    inter_df = spark.read.parquet(str(W.run_dir(s.paths.warehouse_root, DS) / "interactions"))
+    model = train_cf_model(inter_df, CFSettings(factors=8, iterations=5), ds=DS)
+    n = 40
+    cands = score_all_users(spark, model, inter_df, n=n, seen_event_types=("purchase",)).toPandas()
+    inter = inter_df.toPandas()
+    got = set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
+    bought = inter[inter["event_types"].apply(lambda t: "purchase" in list(t))]
+    viewed_only = inter[inter["event_types"].apply(lambda t: "purchase" not in list(t))]
+    assert not got & set(zip(bought[C.USER_ID], bought[C.ITEM_ID]))
+    assert got & set(zip(viewed_only[C.USER_ID], viewed_only[C.ITEM_ID]))
+
+
+def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_run, tmp_path):
+    """cf.engine=spark_mllib through the stage functions: same model format, same scoring,
+    and the published run passes output validation."""
+    s = tiny_run
+    wh = tmp_path / "wh"
+    shutil.copytree(s.paths.warehouse_root, wh, symlinks=True)
+    s2 = s.model_copy(update={"paths": s.paths.model_copy(update={"warehouse_root": wh}),
+                              "cf": s.cf.model_copy(update={"engine": "spark_mllib"})})
+    res = pipeline.train_cf(spark, s2, DS)
+    assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")
+    pipeline.embed_items(spark, s2, DS)
+    pipeline.score_users(spark, s2, DS)
+    pipeline.build_recs(spark, s2, DS)
+    pipeline.validate_outputs(s2, DS)
+    recs = pd.read_parquet(W.run_dir(wh, DS) / "out" / "user_recs")
+    assert recs["model_version"].str.startswith("spark_mllib-als-").all()
+    assert CFModel.load(W.run_dir(wh, DS) / "model").params["device"] == "spark"
