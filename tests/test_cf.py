@@ -158,6 +158,16 @@ def tiny_run(spark, tiny_raw, tmp_path_factory):
     return s
 
 
+def test_driver_read_and_spark_prep_build_the_same_matrix(spark, tiny_run):
+    from vrec.cf import read_pairs_local
+
+    path = W.run_dir(tiny_run.paths.warehouse_root, DS) / "interactions"
+    a = build_matrix(read_pairs_local(path), alpha=2.0)
+    b = build_matrix(training_pairs(spark.read.parquet(str(path)), CFSettings()).toPandas(), alpha=2.0)
+    assert list(a[0]) == list(b[0]) and list(a[1]) == list(b[1]) and a[2].nnz > 50
+    assert abs(a[2] - b[2]).max() < 1e-6
+
+
 def _check_candidates(cands: pd.DataFrame, inter: pd.DataFrame, model: CFModel, n: int):
     assert set(cands[C.USER_ID]) == set(model.user_ids)
     by_user = cands.sort_values([C.USER_ID, "rank"]).groupby(C.USER_ID)
@@ -171,17 +181,19 @@ def _check_candidates(cands: pd.DataFrame, inter: pd.DataFrame, model: CFModel, 
 @pytest.mark.parametrize("engine", ["implicit", "spark_mllib"])
 def test_both_engines_produce_valid_candidates(spark, tiny_run, engine, tmp_path):
     s = tiny_run
-    inter_df = spark.read.parquet(str(W.run_dir(s.paths.warehouse_root, DS) / "interactions"))
+    path = W.run_dir(s.paths.warehouse_root, DS) / "interactions"
+    inter_df = spark.read.parquet(str(path))
     cf = CFSettings(engine=engine, factors=8, iterations=5)
-    model = train_cf_model(inter_df, cf, ds=DS)
+    model = train_cf_model(spark, path, cf, ds=DS)
     assert model.version.startswith(f"{engine}-als-{DS}-")
     assert model.user_factors.shape == (len(model.user_ids), 8)
     assert np.isfinite(model.item_factors).all() and np.abs(model.item_factors).sum() > 0
     loaded = CFModel.load(model.save(tmp_path / engine))
     assert np.array_equal(loaded.item_factors, model.item_factors)
+    assert list(loaded.user_ids) == list(model.user_ids) == sorted(model.user_ids)
     assert loaded.params["engine"] == engine and loaded.version == model.version
     n = 10
-    cands = score_all_users(spark, loaded, inter_df, n=n).toPandas()
+    cands = score_all_users(spark, tmp_path / engine, path, n=n).toPandas()
     inter = inter_df.toPandas()
     _check_candidates(cands, inter[inter[C.USER_ID].isin(model.user_ids)], loaded, n)
     # the scores are the model's own inner products
@@ -191,13 +203,15 @@ def test_both_engines_produce_valid_candidates(spark, tiny_run, engine, tmp_path
     assert row["cf_score"] == pytest.approx(float(loaded.user_factors[u] @ loaded.item_factors[i]), rel=1e-4)
 
 
-def test_seen_event_types_decide_what_is_excluded(spark, tiny_run):
+def test_seen_event_types_decide_what_is_excluded(spark, tiny_run, tmp_path):
     """With only purchases counting as seen, a merely viewed item may come back."""
     s = tiny_run
-    inter_df = spark.read.parquet(str(W.run_dir(s.paths.warehouse_root, DS) / "interactions"))
-    model = train_cf_model(inter_df, CFSettings(factors=8, iterations=5), ds=DS)
+    path = W.run_dir(s.paths.warehouse_root, DS) / "interactions"
+    inter_df = spark.read.parquet(str(path))
+    model = train_cf_model(spark, path, CFSettings(factors=8, iterations=5), ds=DS)
     n = 40
-    cands = score_all_users(spark, model, inter_df, n=n, seen_event_types=("purchase",)).toPandas()
+    cands = score_all_users(spark, model.save(tmp_path / "m"), path, n=n,
+                            seen_event_types=("purchase",)).toPandas()
     inter = inter_df.toPandas()
     got = set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
     bought = inter[inter["event_types"].apply(lambda t: "purchase" in list(t))]

@@ -34,10 +34,16 @@ import scipy.sparse as sp
 from vrec import columns as C
 from vrec.config import CFSettings
 
+MODEL_ARRAYS = ("user_ids", "item_ids", "user_factors", "item_factors")
+
 
 @dataclass
 class CFModel:
-    """User and item factors with their id mappings."""
+    """User and item factors with their id mappings.
+
+    Saved as one ``.npy`` file per array plus ``model.json`` (version, parameters, sizes),
+    so scoring tasks can memory-map the factors instead of receiving them by broadcast.
+    """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
@@ -47,27 +53,27 @@ class CFModel:
     version: str
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``factors.npz`` and ``model.json`` into ``folder``."""
+        """Write ``<array>.npy`` files and ``model.json`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "factors.npz", user_ids=self.user_ids.astype(str),
-                 item_ids=self.item_ids.astype(str), user_factors=self.user_factors,
-                 item_factors=self.item_factors)
+        np.save(folder / "user_ids.npy", self.user_ids.astype(str))
+        np.save(folder / "item_ids.npy", self.item_ids.astype(str))
+        np.save(folder / "user_factors.npy", np.ascontiguousarray(self.user_factors, dtype=np.float32))
+        np.save(folder / "item_factors.npy", np.ascontiguousarray(self.item_factors, dtype=np.float32))
         (folder / "model.json").write_text(json.dumps(
-            {"version": self.version, "params": self.params,
+            {"version": self.version, "params": self.params, "factors": int(self.item_factors.shape[1]),
              "n_users": int(len(self.user_ids)), "n_items": int(len(self.item_ids))}, indent=2))
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> CFModel:
-        """Load a model written by :meth:`save`."""
+    def load(cls, folder: str | Path, *, mmap: bool = False) -> CFModel:
+        """Load a model written by :meth:`save` (``mmap``: map the arrays, read lazily)."""
         folder = Path(folder)
         if not (folder / "model.json").is_file():
             raise FileNotFoundError(f"no CF model in {folder} (model.json missing)")
         meta = json.loads((folder / "model.json").read_text())
-        z = np.load(folder / "factors.npz")
-        return cls(z["user_ids"], z["item_ids"], z["user_factors"], z["item_factors"],
-                   meta["params"], meta["version"])
+        arrays = [np.load(folder / f"{a}.npy", mmap_mode="r" if mmap else None) for a in MODEL_ARRAYS]
+        return cls(*arrays, meta["params"], meta["version"])
 
 
 # ---------------------------------------------------------------- training pairs
@@ -115,6 +121,28 @@ def _reweight(pairs, mode: str, k1: float, b: float):
                       (w * (k1 + 1.0) / (F.lit(k1) * F.col("_norm") + w) * F.col("_idf")).alias("weight"))
 
 
+def needs_spark_prep(cf: CFSettings) -> bool:
+    """Whether the training pairs need Spark (filters or reweighting) before the fit."""
+    return cf.reweight != "none" or cf.min_user_events > 1 or cf.min_item_events > 1
+
+
+def read_pairs_local(path: str | Path) -> pd.DataFrame:
+    """(user_id, item_id, weight) with weight > 0 from an interactions Parquet folder, read
+    on the driver with pyarrow (ids as categoricals: no per-row Python strings)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(path), format="parquet").to_table(
+        columns=[C.USER_ID, C.ITEM_ID, "weight"], filter=pc.field("weight") > 0)
+    cols = {}
+    for c in (C.USER_ID, C.ITEM_ID):
+        enc = pc.dictionary_encode(table.column(c).combine_chunks())
+        cols[c] = pd.Categorical.from_codes(enc.indices.to_numpy(zero_copy_only=False),
+                                            categories=enc.dictionary.to_pandas())
+    cols["weight"] = table.column("weight").to_numpy()
+    return pd.DataFrame(cols)
+
+
 def build_matrix(interactions: pd.DataFrame, alpha: float
                  ) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
     """CSR users x items of confidences ``1 + alpha * weight`` (pairs with weight > 0).
@@ -122,13 +150,20 @@ def build_matrix(interactions: pd.DataFrame, alpha: float
     Users and items are indexed in sorted id order (the model's id mappings).
     """
     pos = interactions[interactions["weight"] > 0]
-    users = pd.Categorical(pos[C.USER_ID].astype(str))
-    items = pd.Categorical(pos[C.ITEM_ID].astype(str))
+    users, items = (_sorted_categorical(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
     conf = (1.0 + alpha * pos["weight"].to_numpy(dtype=np.float64)).astype(np.float32)
     mat = sp.csr_matrix((conf, (users.codes, items.codes)),
                         shape=(len(users.categories), len(items.categories)))
     mat.sum_duplicates()
     return np.asarray(users.categories, dtype=object), np.asarray(items.categories, dtype=object), mat
+
+
+def _sorted_categorical(col: pd.Series) -> pd.Categorical:
+    """Categorical codes over the sorted distinct ids, used categories only."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cat = col.cat.remove_unused_categories()
+        return cat.cat.reorder_categories(sorted(cat.cat.categories)).array
+    return pd.Categorical(col.astype(str))
 
 
 # ---------------------------------------------------------------- engines
@@ -188,27 +223,33 @@ def fit_mllib(pairs, cf: CFSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return users, items, _factors(model.userFactors, len(users)), _factors(model.itemFactors, len(items))
 
 
-def train_cf_model(interactions, cf: CFSettings, *, ds: str, extra_params: dict | None = None
-                   ) -> CFModel:
-    """Train the configured engine on the run's Spark interactions; returns the model.
+def train_cf_model(spark, interactions_path: str | Path, cf: CFSettings, *, ds: str,
+                   extra_params: dict | None = None) -> CFModel:
+    """Train the configured engine on a run's interactions Parquet folder.
 
-    ``params`` in the model hold the CF settings, the device, ``extra_params`` (e.g. the
-    event weights that produced the input) and training seconds.
+    With the ``implicit`` engine and no filters or reweighting, the driver reads the
+    pairs with pyarrow (they are already aggregated by Spark in build_interactions);
+    otherwise Spark prepares them (:func:`training_pairs`). ``params`` in the model hold the
+    CF settings, the device, ``extra_params`` (e.g. the event weights that produced the
+    input) and the fit's seconds.
     """
-    pairs = training_pairs(interactions, cf)
-    t0 = time.perf_counter()
     if cf.engine == "spark_mllib":
-        pairs = pairs.cache()
+        pairs = training_pairs(spark.read.parquet(str(interactions_path)), cf).cache()
         if pairs.limit(1).count() == 0:
             raise ValueError(f"no positive interactions to train on for ds={ds}")
+        t0 = time.perf_counter()
         users, items, uf, itf = fit_mllib(pairs, cf)
         device = "spark"
         pairs.unpersist()
     else:
-        pdf = pairs.toPandas()
+        if needs_spark_prep(cf):
+            pdf = training_pairs(spark.read.parquet(str(interactions_path)), cf).toPandas()
+        else:
+            pdf = read_pairs_local(interactions_path)
         users, items, mat = build_matrix(pdf, cf.alpha)
         if mat.nnz == 0:
             raise ValueError(f"no positive interactions to train on for ds={ds}")
+        t0 = time.perf_counter()
         uf, itf, device = fit_implicit(mat, cf)
     params = {**cf.model_dump(mode="json"), **(extra_params or {})}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]

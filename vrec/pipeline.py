@@ -136,11 +136,10 @@ def train_cf(spark, settings: Settings, ds: str) -> dict:
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     with W.StageTimer(wh, ds, "train_cf") as timer:
-        inter = spark.read.parquet(str(rd / "interactions"))
-        model = train_cf_model(inter, settings.cf, ds=ds,
+        model = train_cf_model(spark, rd / "interactions", settings.cf, ds=ds,
                                extra_params={"weights": settings.weights.model_dump(mode="json")})
         model.save(rd / "model")
-        n_pairs = inter.count()
+        n_pairs = spark.read.parquet(str(rd / "interactions")).count()
         timer.record(n_pairs, len(model.user_ids), 0, items=len(model.item_ids),
                      model_version=model.version, engine=settings.cf.engine,
                      device=model.params["device"], fit_seconds=model.params["fit_seconds"])
@@ -158,9 +157,9 @@ def score_users(spark, settings: Settings, ds: str) -> dict:
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     r = settings.recs
     with W.StageTimer(wh, ds, "score_users") as timer:
-        model = CFModel.load(rd / "model")
-        inter = spark.read.parquet(str(rd / "interactions"))
-        cands = score_all_users(spark, model, inter, n=r.candidates, block_size=r.block_size,
+        model = CFModel.load(rd / "model", mmap=True)
+        cands = score_all_users(spark, rd / "model", rd / "interactions", n=r.candidates,
+                                block_size=r.block_size,
                                 block_memory_mb=r.block_memory_mb,
                                 seen_event_types=r.seen_event_types)
         _write(cands, rd / "cf_candidates", files=max(1, spark.sparkContext.defaultParallelism))
@@ -257,8 +256,8 @@ def publish(settings: Settings, ds: str) -> dict:
     # keep the model next to the tables: analysts and later stages can reload it
     model_dir = Path(wh) / "models" / f"ds={ds}"
     model_dir.mkdir(parents=True, exist_ok=True)
-    for f in ("factors.npz", "model.json"):
-        (model_dir / f).write_bytes((rd / "model" / f).read_bytes())
+    for f in (rd / "model").iterdir():
+        (model_dir / f.name).write_bytes(f.read_bytes())
     m = W.publish(wh, ds, staged, extra={"model_version": model_meta["version"],
                                          "stage_stats": json.loads(stats.to_json(orient="records"))})
     timer.record(sum(t["rows"] for t in m["tables"].values()),

@@ -1,8 +1,8 @@
 """score_users: all-user top-N against all items, in Spark, seen items excluded.
 
-The item factors and a CSR of each user's seen items are broadcast; ``mapInPandas``
-runs over partitions of the user factors and scores ``block`` users at a time with one
-float32 matrix product into a reused buffer, then selects the top N per row.
+A CSR of each user's seen items is broadcast; ``mapInPandas`` runs over ranges of user
+indices, memory-maps the saved model's factors, and scores ``block`` users at a time with
+one float32 matrix product into a reused buffer, then selects the top N per row.
 
 Top-N selection (the expensive part, not the product): items are cut into G groups of
 g columns; the per-group maxima give each row a threshold t = the N-th largest group
@@ -14,8 +14,8 @@ where ``argpartition`` costs ~7x the product (benchmarks/README.md).
 Memory per scoring task, in bytes, for I items, f factors, B users per block, S seen
 pairs and U users in the partition::
 
-    4·I·f (item factors) + 4·B·I (score block) + ~1·B·I/g (masks) + 12·S (seen CSR)
-    + 4·U·f (the partition's user factors)
+    4·I·f (item factors) + 4·B·I (score block) + ~1·B·I/g (masks) + 5·S (seen CSR)
+    + 4·R·f (one Arrow batch of R users' factors; R = 10,000 by default)
 
 ``B`` is ``recs.block_size`` capped so that ``4·B·I <= recs.block_memory_mb``.
 """
@@ -23,6 +23,7 @@ pairs and U users in the partition::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,8 +142,7 @@ def topk_blocked(queries: np.ndarray, items: np.ndarray, k: int, *,
     return idx_out, sc_out
 
 
-def seen_matrix(user_index: pd.Series, item_index: pd.Series, n_users: int,
-                n_items: int) -> sp.csr_matrix:
+def seen_matrix(user_index, item_index, n_users: int, n_items: int) -> sp.csr_matrix:
     """users x items CSR (int8 ones) from parallel arrays of user and item indices."""
     u = np.asarray(user_index, dtype=np.int64)
     i = np.asarray(item_index, dtype=np.int64)
@@ -151,69 +151,83 @@ def seen_matrix(user_index: pd.Series, item_index: pd.Series, n_users: int,
     return mat
 
 
-def score_partition(frames: Iterator[pd.DataFrame], item_factors: np.ndarray,
-                    item_ids: np.ndarray, seen: sp.csr_matrix | None, n: int,
-                    block_size: int, block_memory_mb: int) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: (uidx, user_id, factors) -> (user_id, rank, item_id, cf_score)."""
+def seen_for_model(interactions_path: str | Path, user_ids: np.ndarray, item_ids: np.ndarray,
+                   seen_event_types: Sequence[str] | None = None) -> sp.csr_matrix:
+    """The model's users x items CSR of seen pairs, read on the driver with pyarrow.
+
+    A pair is seen when its ``event_types`` meet ``seen_event_types`` (None, or a folder
+    without ``event_types``: every pair). Pairs of users or items the model lacks are
+    ignored (they cannot be recommended anyway).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    dset = ds.dataset(str(interactions_path), format="parquet")
+    cols = [C.USER_ID, C.ITEM_ID]
+    by_type = seen_event_types is not None and "event_types" in dset.schema.names
+    table = dset.to_table(columns=cols + (["event_types"] if by_type else []))
+    if by_type:
+        et = table.column("event_types").combine_chunks()
+        hit = pc.is_in(pc.list_flatten(et), value_set=pa.array(list(seen_event_types), pa.string()))
+        parents = pc.list_parent_indices(et).to_numpy()
+        rows = np.unique(parents[hit.to_numpy(zero_copy_only=False)])
+        table = table.take(pa.array(rows, pa.int64()))
+    u = pc.fill_null(pc.index_in(table.column(C.USER_ID), value_set=pa.array(
+        np.asarray(user_ids).astype(str))), -1).to_numpy()
+    i = pc.fill_null(pc.index_in(table.column(C.ITEM_ID), value_set=pa.array(
+        np.asarray(item_ids).astype(str))), -1).to_numpy()
+    ok = (u >= 0) & (i >= 0)
+    return seen_matrix(u[ok], i[ok], len(user_ids), len(item_ids))
+
+
+def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, seen: sp.csr_matrix | None,
+                    n: int, block_size: int, block_memory_mb: int) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: batches of user indices -> (user_id, rank, item_id, cf_score).
+
+    Factors and ids are memory-mapped from the saved model (one read per task, shared
+    through the page cache), so only indices and results cross the JVM boundary.
+    """
+    from vrec.cf import CFModel
+
+    model = CFModel.load(model_dir, mmap=True)
+    items = np.asarray(model.item_factors)
+    item_ids = np.asarray(model.item_ids)
     for df in frames:
         if df.empty:
             continue
-        q = np.stack(df["factors"].to_numpy()).astype(np.float32, copy=False)
-        ex = seen[df["uidx"].to_numpy()] if seen is not None else None
-        idx, sc = topk_blocked(q, item_factors, n, exclude=ex, block_size=block_size,
+        uidx = df["id"].to_numpy()
+        q = np.asarray(model.user_factors[uidx])
+        ex = seen[uidx] if seen is not None else None
+        idx, sc = topk_blocked(q, items, n, exclude=ex, block_size=block_size,
                                block_memory_mb=block_memory_mb)
-        users = np.repeat(df[C.USER_ID].to_numpy(), n)
-        ranks = np.tile(np.arange(1, n + 1, dtype=np.int32), len(df))
         flat = idx.ravel()
         keep = flat >= 0
-        yield pd.DataFrame({C.USER_ID: users[keep], "rank": ranks[keep],
-                            C.ITEM_ID: item_ids[flat[keep]], "cf_score": sc.ravel()[keep]})
+        users = np.repeat(np.asarray(model.user_ids[uidx]), n)[keep]
+        ranks = np.tile(np.arange(1, n + 1, dtype=np.int32), len(df))[keep]
+        yield pd.DataFrame({C.USER_ID: users, "rank": ranks, C.ITEM_ID: item_ids[flat[keep]],
+                            "cf_score": sc.ravel()[keep]})
 
 
-def seen_pairs(interactions, seen_event_types: Sequence[str]):
-    """Spark DataFrame (user_id, item_id) of pairs whose events include a "seen" type.
-
-    ``interactions`` without an ``event_types`` column count every pair as seen.
-    """
-    from pyspark.sql import functions as F
-
-    if "event_types" not in interactions.columns:
-        return interactions.select(C.USER_ID, C.ITEM_ID)
-    types = F.array(*[F.lit(t) for t in seen_event_types]) if seen_event_types else None
-    if types is None:
-        return interactions.where(F.lit(False)).select(C.USER_ID, C.ITEM_ID)
-    return interactions.where(F.arrays_overlap("event_types", types)).select(C.USER_ID, C.ITEM_ID)
-
-
-def score_all_users(spark, model, interactions, *, n: int, block_size: int = 512,
-                    block_memory_mb: int = 256,
-                    seen_event_types: Sequence[str] | None = None):
+def score_all_users(spark, model_dir: str | Path, interactions_path: str | Path, *, n: int,
+                    block_size: int = 512, block_memory_mb: int = 256,
+                    seen_event_types: Sequence[str] | None = None, partitions: int | None = None):
     """All-user top-``n`` CF candidates as a Spark DataFrame, seen items excluded.
 
-    ``interactions`` is the run's Spark DataFrame (user_id, item_id[, event_types]); a pair
-    is seen when its event types meet ``seen_event_types`` (None: every pair is seen).
-    Output columns: user_id, rank (1..n), item_id, cf_score.
+    ``model_dir`` is a saved :class:`vrec.cf.CFModel` on storage every executor can read
+    (the warehouse); ``interactions_path`` the run's interactions (see
+    :func:`seen_for_model`). Output columns: user_id, rank (1..n), item_id, cf_score.
     """
-    pairs = interactions.select(C.USER_ID, C.ITEM_ID) if seen_event_types is None else \
-        seen_pairs(interactions, seen_event_types)
-    pairs = pairs.toPandas()
-    user_ids = model.user_ids.astype(str)
-    item_ids = model.item_ids.astype(str)
-    u = pd.Index(user_ids).get_indexer(pairs[C.USER_ID].astype(str))
-    i = pd.Index(item_ids).get_indexer(pairs[C.ITEM_ID].astype(str))
-    ok = (u >= 0) & (i >= 0)
-    seen = seen_matrix(u[ok], i[ok], len(user_ids), len(item_ids))
-    users = spark.createDataFrame(pd.DataFrame({
-        "uidx": np.arange(len(user_ids), dtype=np.int32), C.USER_ID: user_ids,
-        "factors": list(np.asarray(model.user_factors, dtype=np.float32))}),
-        schema="uidx int, user_id string, factors array<float>")
-    parts = max(1, spark.sparkContext.defaultParallelism)
-    users = users.repartition(parts)
-    b_items = spark.sparkContext.broadcast(np.ascontiguousarray(model.item_factors, dtype=np.float32))
+    from vrec.cf import CFModel
+
+    model = CFModel.load(model_dir, mmap=True)
+    seen = seen_for_model(interactions_path, model.user_ids, model.item_ids, seen_event_types)
+    parts = partitions or max(1, spark.sparkContext.defaultParallelism)
     b_seen = spark.sparkContext.broadcast(seen)
+    folder = str(Path(model_dir).resolve())
 
     def _fn(it):
-        return score_partition(it, b_items.value, item_ids, b_seen.value, n, block_size,
-                               block_memory_mb)
+        return score_partition(it, folder, b_seen.value, n, block_size, block_memory_mb)
 
-    return users.mapInPandas(_fn, "user_id string, rank int, item_id string, cf_score float")
+    return spark.range(0, len(model.user_ids), 1, parts).mapInPandas(
+        _fn, "user_id string, rank int, item_id string, cf_score float")
