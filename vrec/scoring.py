@@ -222,7 +222,7 @@ def score_all_users(spark, model_dir: str | Path, interactions_path: str | Path,
 
     model = CFModel.load(model_dir, mmap=True)
     seen = seen_for_model(interactions_path, model.user_ids, model.item_ids, seen_event_types)
-    parts = partitions or max(1, spark.sparkContext.defaultParallelism)
+    parts = partitions or 4 * max(1, spark.sparkContext.defaultParallelism)
     b_seen = spark.sparkContext.broadcast(seen)
     folder = str(Path(model_dir).resolve())
 
