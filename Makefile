@@ -45,7 +45,10 @@ clean-demo:
 	rm -rf data/warehouse .airflow
 
 # Benchmarks (not tests): named scenarios, results in benchmarks/results/. Need ../shared/datasets.
+# `make bench BENCH_CF="movielens synth50k"` skips the 10M-pair scale (about 25 min of it).
 BENCH_N ?= 1500
+BENCH_CF ?= movielens synth50k synth10m
 bench: venv
 	$(PY) benchmarks/bench_embed.py --dataset movielens --n $(BENCH_N)
 	$(PY) benchmarks/bench_embed.py --dataset fashion --n $(BENCH_N)
+	for s in $(BENCH_CF); do $(PY) benchmarks/bench_cf.py --scenario $$s || exit 1; done

@@ -378,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     meta = prepare(args.scenario)
     print(f"[bench] {args.scenario}: {meta}", flush=True)
+    path = args.out / f"cf_{args.scenario}.json"
     res: dict = {}
+    if path.is_file() and args.groups != "train,topk,mllib":  # a partial rerun updates its groups
+        res = json.loads(path.read_text()).get("results", {})
     for g in args.groups.split(","):
         res.update(run_group(g, args))
     ratios = {}
@@ -397,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
                          "regularization": args.regularization, "alpha": args.alpha, "k": K},
               "data": meta, "results": res, "ratios": ratios}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"cf_{args.scenario}.json"
     path.write_text(json.dumps(record, indent=2))
     print(json.dumps({"ratios": ratios}, indent=2))
     print(f"[bench] wrote {path}")

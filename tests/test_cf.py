@@ -33,13 +33,20 @@ def _brute(q, it, k, excl):
     return out
 
 
-@pytest.mark.parametrize("k,m,block", [(10, 3000, 64), (50, 3000, 1000), (10, 100, 7), (5, 3001, 3)])
-def test_threshold_topk_equals_brute_force(k, m, block):
+@pytest.mark.parametrize("k,m,block,tail", [
+    (10, 3000, 64, False), (50, 3000, 1000, False), (10, 100, 7, False), (5, 3001, 3, False),
+    (10, 20000, 256, True), (50, 9000, 100, True)])
+def test_threshold_topk_equals_brute_force(k, m, block, tail):
     """Same item sets and order as a full sort, for the threshold path (m >= 8k) and the
-    argpartition path, across block sizes, with per-user exclusions given as a CSR."""
+    argpartition path, across block sizes, with per-user exclusions given as a CSR; with
+    ``tail``, item norms are long-tailed like ALS factors so norm pruning skips most of
+    the catalog for most users."""
     rng = np.random.default_rng(k + m)
     q = rng.normal(size=(120, 16)).astype(np.float32)
     it = rng.normal(size=(m, 16)).astype(np.float32)
+    if tail:
+        it *= (rng.pareto(1.5, m) + 0.01)[:, None].astype(np.float32)
+        q[:5] = -q[:5]  # some rows whose best scores may be negative
     it[1] = it[0]  # a tie: the lower index must come first, as in a stable sort
     excl = [set(rng.choice(m, size=int(rng.integers(0, 30)), replace=False).tolist()) for _ in q]
     csr = sp.csr_matrix((np.ones(sum(map(len, excl)), np.int8),
@@ -51,6 +58,8 @@ def test_threshold_topk_equals_brute_force(k, m, block):
         assert idx[r].tolist() == want[r]
         assert np.allclose(sc[r], (q[r] @ it.T)[want[r]], rtol=1e-5, atol=1e-5)
         assert not set(idx[r].tolist()) & excl[r]
+    full, _ = topk_blocked(q, it, k, exclude=csr, block_size=block, prune=False)
+    assert np.array_equal(full, idx)
 
 
 def test_topk_when_nearly_everything_is_excluded():

@@ -76,3 +76,19 @@ def test_short_lists_are_filled_with_unseen_trending():
     assert list(out["item"]) == [3, 2, 1]  # 4 was seen
     assert set(out["reason"]) == {C.REASON_TRENDING}
     assert (np.diff(out["score"]) < 0).all()
+
+
+def test_confidence_matrix_same_for_sorted_and_shuffled_pairs():
+    """Pairs sorted by (user, item) take the no-sort CSR path; any order gives the same matrix."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({C.USER_ID: [f"u{x:03d}" for x in rng.integers(0, 50, 500)],
+                       C.ITEM_ID: [f"i{x:03d}" for x in rng.integers(0, 80, 500)],
+                       "weight": rng.random(500)})
+    df = df.groupby([C.USER_ID, C.ITEM_ID], as_index=False)["weight"].sum()
+    a, b = build_matrix(df, 2.0), build_matrix(df.sample(frac=1, random_state=1), 2.0)
+    assert list(a[0]) == list(b[0]) and list(a[1]) == list(b[1])
+    assert abs(a[2] - b[2]).max() == 0 and a[2].nnz == len(df)
+    r = list(a[0]).index(df[C.USER_ID].iloc[7])
+    c = list(a[1]).index(df[C.ITEM_ID].iloc[7])
+    assert a[2][r, c] == pytest.approx(1 + 2.0 * df["weight"].iloc[7], rel=1e-6)

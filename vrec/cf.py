@@ -152,9 +152,16 @@ def build_matrix(interactions: pd.DataFrame, alpha: float
     pos = interactions[interactions["weight"] > 0]
     users, items = (_sorted_categorical(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
     conf = (1.0 + alpha * pos["weight"].to_numpy(dtype=np.float64)).astype(np.float32)
-    mat = sp.csr_matrix((conf, (users.codes, items.codes)),
-                        shape=(len(users.categories), len(items.categories)))
-    mat.sum_duplicates()
+    shape = (len(users.categories), len(items.categories))
+    u, i = np.asarray(users.codes, dtype=np.int64), np.asarray(items.codes, dtype=np.int32)
+    pair = u * shape[1] + i
+    if len(pair) and (np.diff(pair) > 0).all():
+        # rows sorted by (user, item) and unique, as build_interactions writes them: no sort
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=shape[0]))])
+        mat = sp.csr_matrix((conf, i, indptr), shape=shape)
+    else:
+        mat = sp.csr_matrix((conf, (u, i)), shape=shape)
+        mat.sum_duplicates()
     return np.asarray(users.categories, dtype=object), np.asarray(items.categories, dtype=object), mat
 
 

@@ -79,7 +79,7 @@ def build_interactions(spark, settings: Settings, ds: str) -> dict:
     with W.StageTimer(wh, ds, "build_interactions") as timer:
         out = run_build_interactions(spark, settings.paths.raw_root, ds, settings.weights)
         _write(out["catalog"], rd / "catalog")
-        _write(out["interactions"], rd / "interactions", sort=[C.USER_ID])
+        _write(out["interactions"], rd / "interactions", sort=[C.USER_ID, C.ITEM_ID])
         since = end_of_ds(ds) - pd.Timedelta(days=TRENDING_DAYS)
         pop = (out["events"].where(F.col(C.TS) >= F.lit(since))
                .withColumn("w", F.lit(1.0))

@@ -32,6 +32,9 @@ import scipy.sparse as sp
 from vrec import columns as C
 
 GROUP_COLUMNS = 256  # target columns per group for the threshold selection
+HEAD_SHARE = 8  # the head chunk (scored for every row) is 1/HEAD_SHARE of the items ...
+HEAD_MIN_PER_K = 64  # ... and at least this many items per requested result
+TAIL_CHUNKS = 8  # the rest is scored in this many chunks, each only for rows that can gain
 
 
 def _as_csr(exclude, n: int, m: int) -> sp.csr_matrix | None:
@@ -81,11 +84,34 @@ def _select_partition(block: np.ndarray, m: int, k: int
     return rows, cols, s[rows, cols]
 
 
+def _rank_rows(b: int, k: int, r: np.ndarray, c: np.ndarray, v: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (0..b-1) the k best (c, v) by descending v, ties by lower c; -1/-inf pads."""
+    keep = np.isfinite(v)
+    r, c, v = r[keep], c[keep], v[keep]
+    order = np.lexsort((c, -v, r))
+    r, c, v = r[order], c[order], v[order]
+    pos = np.arange(len(r)) - np.searchsorted(r, np.arange(b))[r]
+    keep = pos < k
+    out_c = np.full((b, k), -1, dtype=np.int64)
+    out_v = np.full((b, k), -np.inf, dtype=np.float32)
+    out_c[r[keep], pos[keep]] = c[keep]
+    out_v[r[keep], pos[keep]] = v[keep]
+    return out_c, out_v
+
+
 def topk_blocked(queries: np.ndarray, items: np.ndarray, k: int, *,
                  exclude: Sequence[np.ndarray] | sp.spmatrix | None = None,
-                 block_size: int = 512, block_memory_mb: int = 256
+                 block_size: int = 512, block_memory_mb: int = 256, prune: bool = True
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item indices and scores by inner product for each query row.
+    """Top-k item indices and scores by inner product for each query row (exact).
+
+    Items are scored in descending order of their norm: first a head chunk (1/8 of the
+    items, at least 64·k) for every row, with the threshold selection; then the remaining
+    items chunk by chunk, only for rows whose bound ``|q| · max|item in chunk|`` can still
+    reach their current k-th best score (Cauchy-Schwarz, so nothing that could enter the
+    top k is skipped). ALS item norms follow popularity, so most of the long tail is
+    never multiplied. ``prune=False`` scores every item for every row.
 
     Parameters
     ----------
@@ -110,35 +136,73 @@ def topk_blocked(queries: np.ndarray, items: np.ndarray, k: int, *,
     if n == 0 or m == 0 or k == 0:
         return idx_out, sc_out
     k_eff = min(k, m)
-    groups = max(4 * k_eff, -(-m // GROUP_COLUMNS))
-    use_threshold = m >= 8 * k_eff and groups <= m
-    width = groups * -(-m // groups) if use_threshold else m
-    it = np.zeros((width, items.shape[1]), dtype=np.float32)
-    it[:m] = items
-    bs = max(1, min(block_size, (block_memory_mb << 20) // max(1, 4 * width)))
+    items = np.asarray(items, dtype=np.float32)
+    norms = np.linalg.norm(items.astype(np.float64), axis=1)
+    perm = np.argsort(-norms, kind="stable") if prune else np.arange(m)
+    sorted_items = np.ascontiguousarray(items[perm])
+    sorted_norms = norms[perm]
+    c0 = min(m, max(HEAD_MIN_PER_K * k_eff, m // HEAD_SHARE)) if prune else m
+    groups = max(4 * k_eff, -(-c0 // GROUP_COLUMNS))
+    use_threshold = c0 >= 8 * k_eff and groups <= c0
+    width = groups * -(-c0 // groups) if use_threshold else c0
+    head = np.zeros((width, items.shape[1]), dtype=np.float32)
+    head[:c0] = sorted_items[:c0]
+    step = max(1024, -(-(m - c0) // TAIL_CHUNKS))
+    bs = max(1, min(block_size, (block_memory_mb << 20) // max(1, 4 * max(width, step))))
     buf = np.empty((min(bs, n), width), dtype=np.float32)
     excl = _as_csr(exclude, n, m)
+    if excl is not None:  # exclusions as positions in the norm order
+        inv = np.empty(m, dtype=np.int64)
+        inv[perm] = np.arange(m)
+        excl = sp.csr_matrix((excl.data, inv[excl.indices], excl.indptr), shape=excl.shape)
     for start in range(0, n, bs):
         q = np.ascontiguousarray(queries[start:start + bs], dtype=np.float32)
         b = len(q)
+        qn = np.linalg.norm(q.astype(np.float64), axis=1)
         blk = buf[:b]
-        np.matmul(q, it.T, out=blk)
-        blk[:, m:] = -np.inf
+        np.matmul(q, head.T, out=blk)
+        blk[:, c0:] = -np.inf
+        er = ec = None
         if excl is not None:
             sub = excl[start:start + b]
-            blk[np.repeat(np.arange(b), np.diff(sub.indptr)), sub.indices] = -np.inf
-        if use_threshold:
-            r, c, v = _select_threshold(blk, m, k_eff, groups)
-        else:
-            r, c, v = _select_partition(blk, m, k_eff)
-        keep = np.isfinite(v)
-        r, c, v = r[keep], c[keep], v[keep]
-        order = np.lexsort((c, -v, r))
-        r, c, v = r[order], c[order], v[order]
-        pos = np.arange(len(r)) - np.searchsorted(r, np.arange(b))[r]
-        keep = pos < k_eff
-        idx_out[start + r[keep], pos[keep]] = c[keep]
-        sc_out[start + r[keep], pos[keep]] = v[keep]
+            er, ec = np.repeat(np.arange(b), np.diff(sub.indptr)), sub.indices
+            h = ec < c0
+            blk[er[h], ec[h]] = -np.inf
+        sel = _select_threshold if use_threshold else _select_partition
+        r, c, v = sel(blk, c0, k_eff, groups) if use_threshold else sel(blk, c0, k_eff)
+        fin = np.isfinite(v)  # padding columns only ever carry -inf
+        best_c, best_v = _rank_rows(b, k_eff, r[fin], perm[c[fin]], v[fin])
+        a = c0
+        while a < m:
+            e = min(m, a + step)
+            t = best_v[:, -1].astype(np.float64)
+            # float32 products may exceed the exact bound by rounding: keep a margin
+            rows = np.flatnonzero(qn * sorted_norms[a] * (1 + 1e-4) + 1e-6 >= t)
+            if not len(rows):
+                break
+            s = q[rows] @ sorted_items[a:e].T
+            if er is not None:
+                where = np.full(b, -1, dtype=np.int64)
+                where[rows] = np.arange(len(rows))
+                x = (ec >= a) & (ec < e) & (where[er] >= 0)
+                s[where[er[x]], ec[x] - a] = -np.inf
+            hit = np.flatnonzero(s >= t[rows][:, None].astype(np.float32))
+            if len(hit):
+                hr, hc = np.divmod(hit, e - a)
+                touched = np.unique(hr)
+                local = np.full(len(rows), -1, dtype=np.int64)
+                local[touched] = np.arange(len(touched))
+                tr = rows[touched]
+                pr = np.repeat(np.arange(len(touched)), k_eff)
+                cc, vv = _rank_rows(
+                    len(touched), k_eff,
+                    np.concatenate([pr, local[hr]]),
+                    np.concatenate([best_c[tr].ravel(), perm[hc + a]]),
+                    np.concatenate([best_v[tr].ravel(), s.ravel()[hit]]))
+                best_c[tr], best_v[tr] = cc, vv
+            a = e
+        idx_out[start:start + b, :k_eff] = best_c
+        sc_out[start:start + b, :k_eff] = best_v
     return idx_out, sc_out
 
 
@@ -188,9 +252,17 @@ def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, seen: sp.csr
     Factors and ids are memory-mapped from the saved model (one read per task, shared
     through the page cache), so only indices and results cross the JVM boundary.
     """
+    from threadpoolctl import threadpool_limits
+
     from vrec.cf import CFModel
 
-    model = CFModel.load(model_dir, mmap=True)
+    # Spark runs one task per core: one BLAS thread each, not cores x cores threads
+    with threadpool_limits(1, "blas"):
+        yield from _score_frames(frames, CFModel.load(model_dir, mmap=True), seen, n,
+                                 block_size, block_memory_mb)
+
+
+def _score_frames(frames, model, seen, n, block_size, block_memory_mb):
     items = np.asarray(model.item_factors)
     item_ids = np.asarray(model.item_ids)
     for df in frames:
