@@ -92,3 +92,19 @@ def test_confidence_matrix_same_for_sorted_and_shuffled_pairs():
     r = list(a[0]).index(df[C.USER_ID].iloc[7])
     c = list(a[1]).index(df[C.ITEM_ID].iloc[7])
     assert a[2][r, c] == pytest.approx(1 + 2.0 * df["weight"].iloc[7], rel=1e-6)
+
+
+def test_matrix_for_more_than_32767_items_trains():
+    """Regression: with > 32,767 items pandas' int32 codes are read-only views, which
+    implicit's solver rejects ("buffer source array is read-only")."""
+    import pandas as pd
+
+    from vrec.cf import fit_implicit
+    from vrec.config import CFSettings
+    n = 40_000
+    df = pd.DataFrame({C.USER_ID: [f"u{i % 300:03d}" for i in range(n)],
+                       C.ITEM_ID: [f"i{i:05d}" for i in range(n)], "weight": 1.0})
+    users, items, mat = build_matrix(df.sort_values([C.USER_ID, C.ITEM_ID]), 2.0)
+    assert mat.shape == (300, n) and mat.indices.flags.writeable
+    uf, itf, _ = fit_implicit(mat, CFSettings(factors=4, iterations=1, gpu="off"))
+    assert itf.shape == (n, 4) and np.isfinite(itf).all()

@@ -153,7 +153,8 @@ def build_matrix(interactions: pd.DataFrame, alpha: float
     users, items = (_sorted_categorical(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
     conf = (1.0 + alpha * pos["weight"].to_numpy(dtype=np.float64)).astype(np.float32)
     shape = (len(users.categories), len(items.categories))
-    u, i = np.asarray(users.codes, dtype=np.int64), np.asarray(items.codes, dtype=np.int32)
+    # copies: Categorical codes are read-only views, and implicit needs writable buffers
+    u, i = np.array(users.codes, dtype=np.int64), np.array(items.codes, dtype=np.int32)
     pair = u * shape[1] + i
     if len(pair) and (np.diff(pair) > 0).all():
         # rows sorted by (user, item) and unique, as build_interactions writes them: no sort
