@@ -149,12 +149,12 @@ def build_matrix(interactions: pd.DataFrame, alpha: float
 
     Users and items are indexed in sorted id order (the model's id mappings).
     """
-    pos = interactions[interactions["weight"] > 0]
-    users, items = (_sorted_categorical(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
+    w = interactions["weight"].to_numpy(dtype=np.float64)
+    pos = interactions if (w > 0).all() else interactions[w > 0]
+    (user_ids, u), (item_ids, i) = (_sorted_codes(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
     conf = (1.0 + alpha * pos["weight"].to_numpy(dtype=np.float64)).astype(np.float32)
-    shape = (len(users.categories), len(items.categories))
-    # copies: Categorical codes are read-only views, and implicit needs writable buffers
-    u, i = np.array(users.codes, dtype=np.int64), np.array(items.codes, dtype=np.int32)
+    shape = (len(user_ids), len(item_ids))
+    i = i.astype(np.int32)
     pair = u * shape[1] + i
     if len(pair) and (np.diff(pair) > 0).all():
         # rows sorted by (user, item) and unique, as build_interactions writes them: no sort
@@ -163,15 +163,23 @@ def build_matrix(interactions: pd.DataFrame, alpha: float
     else:
         mat = sp.csr_matrix((conf, (u, i)), shape=shape)
         mat.sum_duplicates()
-    return np.asarray(users.categories, dtype=object), np.asarray(items.categories, dtype=object), mat
+    return user_ids, item_ids, mat
 
 
-def _sorted_categorical(col: pd.Series) -> pd.Categorical:
-    """Categorical codes over the sorted distinct ids, used categories only."""
+def _sorted_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct ids as an object array, int64 codes into them), as fresh
+    writable arrays (implicit rejects read-only buffers). Categoricals are recoded with a
+    bincount over their codes, not a sort of every row."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        cat = col.cat.remove_unused_categories()
-        return cat.cat.reorder_categories(sorted(cat.cat.categories)).array
-    return pd.Categorical(col.astype(str))
+        codes = col.cat.codes.to_numpy().astype(np.int64)
+        cats = np.asarray(col.cat.categories, dtype=object)
+        used = np.flatnonzero(np.bincount(codes, minlength=len(cats)) > 0)
+        order = np.argsort(cats[used].astype(str), kind="stable")
+        remap = np.full(len(cats), -1, dtype=np.int64)
+        remap[used[order]] = np.arange(len(used))
+        return cats[used[order]].astype(str).astype(object), remap[codes]
+    cat = pd.Categorical(col.astype(str))
+    return np.asarray(cat.categories, dtype=object), np.array(cat.codes, dtype=np.int64)
 
 
 # ---------------------------------------------------------------- engines
