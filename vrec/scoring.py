@@ -4,20 +4,20 @@ A CSR of each user's seen items is broadcast; ``mapInPandas`` runs over ranges o
 indices, memory-maps the saved model's factors, and scores ``block`` users at a time with
 one float32 matrix product into a reused buffer, then selects the top N per row.
 
-Top-N selection (the expensive part, not the product): items are cut into G groups of
-g columns; the per-group maxima give each row a threshold t = the N-th largest group
-maximum. At least N scores are >= t, so the top N all are, and they can only lie in
-groups whose maximum is >= t (about N of the G groups). Only those groups are compared
-against t, and the few survivors are sorted. This reads the score block about twice,
-where ``argpartition`` costs ~7x the product (benchmarks/README.md).
+Top-N selection is exact and avoids most of the work (see :func:`topk_blocked`): items
+are scored in descending norm order; a head chunk gets a threshold selection (items cut
+into G groups of g columns; the N-th largest group maximum t bounds the top N from below,
+and only groups whose maximum is >= t are searched); later chunks are multiplied only for
+rows whose Cauchy-Schwarz bound can still reach their current N-th score. Plain
+``argpartition`` costs 5-14x the product; this costs 0.4-1x of it (benchmarks/README.md).
 
 Memory per scoring task, in bytes, for I items, f factors, B users per block, S seen
-pairs and U users in the partition::
+pairs::
 
-    4·I·f (item factors) + 4·B·I (score block) + ~1·B·I/g (masks) + 5·S (seen CSR)
+    8·I·f (factors + a norm-sorted copy) + 8·B·I/8 (head block + one chunk) + 5·S (seen CSR)
     + 4·R·f (one Arrow batch of R users' factors; R = 10,000 by default)
 
-``B`` is ``recs.block_size`` capped so that ``4·B·I <= recs.block_memory_mb``.
+``B`` is ``recs.block_size`` capped so that one score block fits ``recs.block_memory_mb``.
 """
 
 from __future__ import annotations
