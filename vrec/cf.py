@@ -109,7 +109,7 @@ def _reweight(pairs, mode: str, k1: float, b: float):
     n_items = pairs.select(C.ITEM_ID).distinct().count()
     idf = pairs.groupBy(C.USER_ID).agg(
         (F.log(F.lit(float(n_items))) - F.log1p(F.count("*"))).alias("_idf"))
-    out = pairs.join(F.broadcast(idf) if n_items < 1_000_000 else idf, C.USER_ID)
+    out = pairs.join(idf, C.USER_ID)
     if mode == "tfidf":
         return out.select(C.USER_ID, C.ITEM_ID, (F.sqrt("weight") * F.col("_idf")).alias("weight"))
     rows = pairs.groupBy(C.ITEM_ID).agg(F.sum("weight").alias("_row"))
