@@ -146,14 +146,11 @@ def cf_settings(args):
 
 def ndcg_at_k(folder: Path, user_ids, item_ids, uf, itf, k: int = K) -> float:
     """Mean NDCG@k over test users; train items excluded; binary relevance."""
-    from vrec.scoring import seen_matrix, topk_blocked
+    from vrec.scoring import seen_for_model, topk_blocked
 
-    train = pd.read_parquet(folder / "train.parquet", columns=["user_id", "item_id"])
     test = pd.read_parquet(folder / "test.parquet")
     uix, iix = pd.Index(np.asarray(user_ids, dtype=str)), pd.Index(np.asarray(item_ids, dtype=str))
-    tu, ti = uix.get_indexer(train["user_id"]), iix.get_indexer(train["item_id"])
-    ok = (tu >= 0) & (ti >= 0)
-    seen = seen_matrix(tu[ok], ti[ok], len(uix), len(iix))
+    seen = seen_for_model(folder / "train.parquet", uix.to_numpy(), iix.to_numpy())
     test = test.assign(u=uix.get_indexer(test["user_id"]), i=iix.get_indexer(test["item_id"]))
     test = test[(test["u"] >= 0) & (test["i"] >= 0)]
     rel = test.groupby("u")["i"].apply(set)

@@ -54,11 +54,11 @@ def _as_csr(exclude, n: int, m: int) -> sp.csr_matrix | None:
     return sp.csr_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, m))
 
 
-def _select_threshold(block: np.ndarray, m: int, k: int, groups: int
+def _select_threshold(block: np.ndarray, k: int, groups: int
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, col, score) of candidates that contain every row's top k (see module doc).
 
-    ``block`` is (b, groups * g) with columns >= m already set to -inf.
+    ``block`` is (b, groups * g); padding columns are already -inf.
     """
     b, width = block.shape
     g = width // groups
@@ -168,8 +168,10 @@ def topk_blocked(queries: np.ndarray, items: np.ndarray, k: int, *,
             er, ec = np.repeat(np.arange(b), np.diff(sub.indptr)), sub.indices
             h = ec < c0
             blk[er[h], ec[h]] = -np.inf
-        sel = _select_threshold if use_threshold else _select_partition
-        r, c, v = sel(blk, c0, k_eff, groups) if use_threshold else sel(blk, c0, k_eff)
+        if use_threshold:
+            r, c, v = _select_threshold(blk, k_eff, groups)
+        else:
+            r, c, v = _select_partition(blk, c0, k_eff)
         fin = np.isfinite(v)  # padding columns only ever carry -inf
         best_c, best_v = _rank_rows(b, k_eff, r[fin], perm[c[fin]], v[fin])
         a = c0
