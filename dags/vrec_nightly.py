@@ -12,7 +12,9 @@ with `ts` before the end of `ds`.
 
 Environment (all optional): `VREC_CONFIG` (YAML settings file), `VREC_START_DATE`
 (YYYY-MM-DD, default 2000-01-01; dates before it are not run), `VREC_CATCHUP` (true/false, default false),
-`VREC_SPARK_CONN_ID` (default `spark_default`; its host is the Spark master, e.g. `local[*]`).
+`VREC_SPARK_CONN_ID` (default `spark_default`; its host is the Spark master, e.g. `local[*]`),
+`VREC_SALT_CONN_ID` (an Airflow connection whose password is the pseudonymisation salt;
+passed to build_recs as `$VREC_USER_SALT` when `privacy.pseudonymize` is on).
 """
 
 from __future__ import annotations
@@ -34,10 +36,15 @@ START_DATE = pendulum.parse(os.environ.get("VREC_START_DATE", "2000-01-01"), tz=
 CATCHUP = os.environ.get("VREC_CATCHUP", "false").lower() == "true"
 SPARK_CONN_ID = os.environ.get("VREC_SPARK_CONN_ID", "spark_default")
 WORKER_PYTHON = os.environ.get("PYSPARK_PYTHON", sys.executable)
+SALT_CONN_ID = os.environ.get("VREC_SALT_CONN_ID", "")
 
 
 def _spark_stage(stage: str) -> SparkSubmitOperator:
     """A SparkSubmitOperator running ``jobs/<stage>.py --ds {{ ds }}``."""
+    env = {"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG}
+    if stage == "build_recs" and SALT_CONN_ID:
+        # rendered at run time from the connection (Airflow masks connection passwords)
+        env["VREC_USER_SALT"] = "{{ conn.%s.password }}" % SALT_CONN_ID
     return SparkSubmitOperator(
         task_id=stage,
         application=str(JOBS / f"{stage}.py"),
@@ -46,7 +53,7 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
         name=f"vrec-{stage}",
         conf={"spark.pyspark.python": WORKER_PYTHON,
               "spark.pyspark.driver.python": WORKER_PYTHON},
-        env_vars={"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG},
+        env_vars=env,
         doc_md=f"Spark job `jobs/{stage}.py` for the run's ds.",
     )
 

@@ -26,7 +26,11 @@ TABLES: dict[str, tuple[str, ...]] = {
         "reason", "reason_item_id", "model_version",
     ),
     "item_similar": (ITEM_ID, "rank", "similar_item_id", "similarity"),
-    "run_stats": ("stage", "rows_in", "rows_out", "rows_quarantined", "seconds"),
+    "item_popularity": (ITEM_ID, CATEGORY, "users_1d", "users_7d", "users_30d", "users_all",
+                        "events_7d", "events_30d", "trend_7d", "trending_score", "trending_rank"),
+    "user_profile": (USER_ID, "events", "items", "first_active", "last_active",
+                     "top_categories", "history_items", "segment"),
+    "run_stats": ("stage", "rows_in", "rows_out", "rows_quarantined", "seconds", "details"),
     "quarantine": ("source", "key", "reason"),
 }
 

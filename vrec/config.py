@@ -70,7 +70,9 @@ class EventWeights(_Section):
     ``rating`` events weigh ``rating * value / 5`` when ``value >= min_rating``, else
     ``low_rating_weight * rating * value / 5`` (0 = excluded from training, still seen).
     With ``half_life_days`` set, each event is multiplied by ``0.5 ** (age_days /
-    half_life_days)``, age measured from the end of the run's ds.
+    half_life_days)``, age measured from the end of the run's ds. With ``history_days``
+    set, events older than that weigh 0: still "seen", no longer history (a user with
+    nothing newer is a cold user and gets trending items).
     """
 
     view: float = Field(1.0, ge=0)
@@ -81,6 +83,7 @@ class EventWeights(_Section):
     min_rating: float = 3.0
     low_rating_weight: float = Field(0.0, ge=0)
     half_life_days: float | None = Field(None, gt=0)
+    history_days: float | None = Field(None, gt=0)
 
 
 class CFSettings(_Section):
@@ -107,12 +110,30 @@ class CFSettings(_Section):
 
 
 class RecsSettings(_Section):
-    """Scoring and blending."""
+    """Scoring, the hybrid blend, new arrivals, diversity and blend tuning (README
+    "How a list is built")."""
 
     k: int = Field(10, ge=1)
     candidates: int = Field(50, ge=1)
-    cf_weight: float = Field(0.8, ge=0)
-    visual_weight: float = Field(0.2, ge=0)
+    visual_weight: float = Field(0.2, ge=0, le=1)
+    history_shrink: float = Field(5.0, ge=0)
+    normalize: Literal["zscore", "rank"] = "zscore"
+    profile_half_life_days: float | None = Field(60.0, gt=0)
+    new_arrival_slots: int = Field(1, ge=0)
+    cold_item_max_users: int = Field(0, ge=0)
+    map_min_users: int = Field(2, ge=1)
+    mmr_penalty: float = Field(0.0, ge=0)
+    max_per_category: int = Field(0, ge=0)
+    cold_user_categories: bool = True
+    trending_half_life_days: float = Field(7.0, gt=0)
+    tune_blend: bool = True
+    tune_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5)
+    tune_shrink_grid: tuple[float, ...] = (0.0, 5.0)
+    tune_split: Literal["user", "time"] = "user"
+    tune_fraction: float = Field(0.2, gt=0, lt=1)
+    tune_days: float = Field(7.0, gt=0)
+    tune_max_users: int = Field(2000, ge=1)
+    tune_min_users: int = Field(20, ge=1)
     similar_k: int = Field(10, ge=1)
     similar_min: float = Field(0.0, ge=-1, le=1)
     similar_engine: Literal["exact", "faiss"] = "exact"
@@ -121,11 +142,25 @@ class RecsSettings(_Section):
     block_memory_mb: int = Field(256, ge=1)
     seen_event_types: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
 
-    @field_validator("seen_event_types", mode="before")
+    @field_validator("seen_event_types", "tune_grid", "tune_shrink_grid", mode="before")
     @classmethod
     def _split_csv(cls, v: Any) -> Any:
         """Accept ``purchase,add_to_cart`` from an environment override."""
         return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+
+
+class PrivacySettings(_Section):
+    """Pseudonymisation of user ids in published tables (README "Privacy")."""
+
+    pseudonymize: bool = False
+    salt_env: str = "VREC_USER_SALT"
+
+
+class PublishSettings(_Section):
+    """Publishing: ``retention_days`` removes partitions older than that many days
+    before the published ds (None keeps everything)."""
+
+    retention_days: int | None = Field(None, ge=1)
 
 
 class Settings(_Section):
@@ -137,6 +172,8 @@ class Settings(_Section):
     weights: EventWeights = EventWeights()
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    publish: PublishSettings = PublishSettings()
 
     def resolved(self, base: Path) -> Settings:
         """Return a copy whose relative paths are made absolute against ``base``."""

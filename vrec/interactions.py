@@ -130,11 +130,79 @@ def event_weight_expr(weights: EventWeights, ds: str | None = None):
          .when(et == "add_to_cart", weights.add_to_cart)
          .when(et == "purchase", weights.purchase)
          .when(et == "rating", rating_w).otherwise(0.0))
-    if weights.half_life_days and ds is not None:
+    if ds is not None and (weights.half_life_days or weights.history_days):
         end = end_of_ds(ds)
         age_days = (F.lit(end).cast("double") - F.col(C.TS).cast("double")) / 86400.0
-        w = w * F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / weights.half_life_days)
+        if weights.half_life_days:
+            w = w * F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / weights.half_life_days)
+        if weights.history_days:
+            w = F.when(age_days <= weights.history_days, w).otherwise(F.lit(0.0))
     return w
+
+
+def item_popularity(good_events, catalog, ds: str, half_life_days: float):
+    """item_popularity for ds: per item with events, distinct users in the last 1, 7 and
+    30 days, events in the last 7 and 30 days, ``trend_7d`` = daily users of the last 7
+    days over daily users of the last 30 (1 = steady, > 1 rising; null without users in
+    30 days), ``trending_score`` = sum over users of ``0.5 ** (age_days / half_life)``
+    of their latest event on the item, and ``trending_rank`` (1 = most trending)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    end = end_of_ds(ds)
+    ev = good_events.withColumn(
+        "age", (F.lit(end).cast("double") - F.col(C.TS).cast("double")) / 86400.0)
+    pairs = ev.groupBy(C.ITEM_ID, C.USER_ID).agg(
+        F.min("age").alias("age"),
+        F.sum(F.when(F.col("age") < 7, 1).otherwise(0)).alias("e7"),
+        F.sum(F.when(F.col("age") < 30, 1).otherwise(0)).alias("e30"))
+
+    def users_within(days: int):
+        return F.sum(F.when(F.col("age") < days, 1).otherwise(0)).cast("long")
+
+    pop = pairs.groupBy(C.ITEM_ID).agg(
+        users_within(1).alias("users_1d"), users_within(7).alias("users_7d"),
+        users_within(30).alias("users_30d"), F.count("*").alias("users_all"),
+        F.sum("e7").cast("long").alias("events_7d"), F.sum("e30").cast("long").alias("events_30d"),
+        F.sum(F.pow(F.lit(0.5), F.greatest(F.col("age"), F.lit(0.0)) / half_life_days))
+        .alias("trending_score"))
+    pop = pop.withColumn("trend_7d", F.when(
+        F.col("users_30d") > 0, (F.col("users_7d") / 7.0) / (F.col("users_30d") / 30.0)))
+    w = Window.orderBy(F.col("trending_score").desc(), F.col("users_all").desc(), F.col(C.ITEM_ID))
+    return (pop.join(catalog.select(C.ITEM_ID, C.CATEGORY), C.ITEM_ID, "left")
+            .withColumn("trending_rank", F.row_number().over(w))
+            .select(C.ITEM_ID, C.CATEGORY, "users_1d", "users_7d", "users_30d", "users_all",
+                    "events_7d", "events_30d", "trend_7d", "trending_score", "trending_rank"))
+
+
+def user_profile(good_events, interactions, catalog, top_n: int = 3):
+    """user_profile: per user seen up to ds, events, distinct items, first and last
+    activity, the ``top_n`` categories by events, ``history_items`` (pairs with weight
+    > 0, what the model and the visual profile use) and ``segment`` (``cold`` when
+    ``history_items`` is 0: such users get trending lists)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    base = good_events.groupBy(C.USER_ID).agg(
+        F.count("*").alias("events"), F.countDistinct(C.ITEM_ID).alias("items"),
+        F.min(C.TS).alias("first_active"), F.max(C.TS).alias("last_active"))
+    cats = (good_events.join(catalog.select(C.ITEM_ID, C.CATEGORY), C.ITEM_ID)
+            .where(F.col(C.CATEGORY).isNotNull())
+            .groupBy(C.USER_ID, C.CATEGORY).agg(F.count("*").alias("n")))
+    w = Window.partitionBy(C.USER_ID).orderBy(F.col("n").desc(), F.col(C.CATEGORY))
+    top = (cats.withColumn("r", F.row_number().over(w)).where(F.col("r") <= top_n)
+           .groupBy(C.USER_ID).agg(F.array_sort(F.collect_list(F.struct("r", C.CATEGORY)))
+                                   .alias("s"))
+           .select(C.USER_ID, F.col("s." + C.CATEGORY).alias("top_categories")))
+    hist = interactions.groupBy(C.USER_ID).agg(
+        F.sum(F.when(F.col("weight") > 0, 1).otherwise(0)).cast("long").alias("history_items"))
+    out = base.join(top, C.USER_ID, "left").join(hist, C.USER_ID, "left").fillna(
+        0, subset=["history_items"])
+    return out.select(
+        C.USER_ID, "events", "items", "first_active", "last_active",
+        F.coalesce(F.col("top_categories"), F.array().cast("array<string>")).alias("top_categories"),
+        "history_items",
+        F.when(F.col("history_items") > 0, "warm").otherwise("cold").alias("segment"))
 
 
 def aggregate_interactions(good_events, weights: EventWeights, ds: str | None = None):

@@ -3,11 +3,12 @@ zone, writes its outputs and a stats record, and returns a small summary dict.
 
 Run staging for ds (``warehouse/_runs/<ds>/``)::
 
-    catalog/ interactions/ popularity/   build_interactions
+    catalog/ interactions/ item_popularity/ user_profile/   build_interactions
     item_vectors/                        embed_items
-    model/                               train_cf
+    model/ (model/blend.json)            train_cf (+ blend tuning)
     cf_candidates/                       score_users
-    out/user_recs/ out/item_similar/     build_recs
+    hybrid/ out/user_recs/ out/item_similar/ out/item_popularity/ out/user_profile/
+                                         build_recs
     validation/*.json                    validate_inputs, validate_outputs
     stats/*.json quarantine/*.parquet    every stage
 """
@@ -24,7 +25,6 @@ from vrec import columns as C
 from vrec import warehouse as W
 from vrec.config import Settings
 
-TRENDING_DAYS = 7
 
 
 def _rd(settings: Settings, ds: str) -> Path:
@@ -70,27 +70,25 @@ def validate_inputs(settings: Settings, ds: str) -> dict:
 # ---------------------------------------------------------------- build_interactions
 
 def build_interactions(spark, settings: Settings, ds: str) -> dict:
-    """Clean and weight events as of ds; write catalog, interactions, popularity."""
-    from pyspark.sql import functions as F
-
-    from vrec.interactions import end_of_ds, run_build_interactions
+    """Clean and weight events as of ds; write catalog, interactions, item_popularity
+    and user_profile."""
+    from vrec.interactions import item_popularity, run_build_interactions, user_profile
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     with W.StageTimer(wh, ds, "build_interactions") as timer:
         out = run_build_interactions(spark, settings.paths.raw_root, ds, settings.weights)
         _write(out["catalog"], rd / "catalog")
         _write(out["interactions"], rd / "interactions", sort=[C.USER_ID, C.ITEM_ID])
-        since = end_of_ds(ds) - pd.Timedelta(days=TRENDING_DAYS)
-        pop = (out["events"].where(F.col(C.TS) >= F.lit(since))
-               .withColumn("w", F.lit(1.0))
-               .groupBy(C.ITEM_ID).agg(F.countDistinct(C.USER_ID).alias("users_7d"),
-                                       F.count("*").alias("events_7d")))
-        _write(pop, rd / "popularity")
+        inter = spark.read.parquet(str(rd / "interactions"))
+        _write(item_popularity(out["events"], out["catalog"], ds,
+                               settings.recs.trending_half_life_days),
+               rd / "item_popularity", sort=["trending_rank"])
+        _write(user_profile(out["events"], inter, out["catalog"]), rd / "user_profile",
+               sort=[C.USER_ID])
         qe = out["events_quarantine"].toPandas()
         qc = out["catalog_quarantine"].toPandas()
         nq = W.write_quarantine(wh, ds, "events", qe) + W.write_quarantine(wh, ds, "catalog", qc)
         n_in = out["events_today"].count()
-        inter = spark.read.parquet(str(rd / "interactions"))
         n_pairs = inter.count()
         n_users = inter.select(C.USER_ID).distinct().count()
         timer.record(n_in, n_pairs, nq, users=n_users,
@@ -128,6 +126,23 @@ def embed_items(spark, settings: Settings, ds: str) -> dict:
             "reused": res["reused"], "near_duplicates": len(res["duplicates"])}
 
 
+# ---------------------------------------------------------------- shared driver inputs
+
+def _driver_inputs(rd: Path) -> dict:
+    """Catalog (item_id, category), item vectors, interaction pairs and the trending
+    order of a run, read on the driver with pyarrow."""
+    import pyarrow.dataset as pads
+
+    def read(name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        return pads.dataset(str(rd / name), format="parquet").to_table(columns=columns).to_pandas()
+
+    pop = read("item_popularity", [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
+    return {"catalog": read("catalog", [C.ITEM_ID, C.CATEGORY]),
+            "vectors": read("item_vectors", [C.ITEM_ID, "embedding"]),
+            "pairs": read("interactions", [C.USER_ID, C.ITEM_ID, "weight", "last_ts"]),
+            "trending": pop[C.ITEM_ID].astype(str).tolist()}
+
+
 # ---------------------------------------------------------------- train_cf
 
 def train_cf(spark, settings: Settings, ds: str) -> dict:
@@ -140,11 +155,24 @@ def train_cf(spark, settings: Settings, ds: str) -> dict:
                                extra_params={"weights": settings.weights.model_dump(mode="json")})
         model.save(rd / "model")
         n_pairs = spark.read.parquet(str(rd / "interactions")).count()
+        blend = None
+        if settings.recs.tune_blend:
+            from vrec.interactions import end_of_ds
+            from vrec.tuning import tune_blend
+
+            inp = _driver_inputs(rd)
+            blend = tune_blend(inp["pairs"], inp["catalog"], inp["vectors"], inp["trending"],
+                               cf=settings.cf, recs=settings.recs,
+                               end=pd.Timestamp(end_of_ds(ds)))
+            W.write_json(rd / "model" / "blend.json", blend)
+            print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
+                  f"grid {blend['grid']}", flush=True)
         timer.record(n_pairs, len(model.user_ids), 0, items=len(model.item_ids),
                      model_version=model.version, engine=settings.cf.engine,
-                     device=model.params["device"], fit_seconds=model.params["fit_seconds"])
+                     device=model.params["device"], fit_seconds=model.params["fit_seconds"],
+                     blend=blend)
     return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version,
-            "engine": settings.cf.engine}
+            "engine": settings.cf.engine, "blend": (blend or {}).get("chosen")}
 
 
 # ---------------------------------------------------------------- score_users
@@ -171,42 +199,78 @@ def score_users(spark, settings: Settings, ds: str) -> dict:
 # ---------------------------------------------------------------- build_recs
 
 def build_recs(spark, settings: Settings, ds: str) -> dict:
-    """Blend CF candidates with visual similarity into user_recs and item_similar."""
+    """Hybrid lists for every user (CF, visual profile, new arrivals, diversity, reasons),
+    item_similar, and the analyst tables item_popularity and user_profile."""
     from pyspark.sql import functions as F
 
     from vrec.cf import CFModel
-    from vrec.recs import build_user_recs, item_similar
+    from vrec.privacy import pseudonym_col, resolve_salt
+    from vrec.recs import build_item_space, build_user_recs, item_similar, save_space, user_inputs
+    from vrec.tuning import policy_from
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
+    r = settings.recs
     with W.StageTimer(wh, ds, "build_recs") as timer:
+        salt = resolve_salt(settings.privacy)  # fail before any work when misconfigured
         model = CFModel.load(rd / "model")
-        catalog_ids = np.asarray(sorted(
-            r[0] for r in spark.read.parquet(str(rd / "catalog")).select(C.ITEM_ID).collect()))
-        vectors = spark.read.parquet(str(rd / "item_vectors")).toPandas()
-        pop = spark.read.parquet(str(rd / "popularity")).orderBy(
-            F.col("users_7d").desc(), F.col("events_7d").desc(), F.col(C.ITEM_ID)).toPandas()
-        inter = spark.read.parquet(str(rd / "interactions"))
-        recs = build_user_recs(
-            spark, candidates=spark.read.parquet(str(rd / "cf_candidates")), interactions=inter,
-            catalog_ids=catalog_ids, vectors_pd=vectors,
-            trending_ids=pop[C.ITEM_ID].tolist() + [i for i in catalog_ids
-                                                    if i not in set(pop[C.ITEM_ID])],
-            k=settings.recs.k, cf_weight=settings.recs.cf_weight,
-            visual_weight=settings.recs.visual_weight, model_version=model.version)
-        _write(recs, rd / "out" / "user_recs", sort=[C.USER_ID, "rank"])
-        r = settings.recs
-        sim, recall = item_similar(spark, vectors, r.similar_k, min_similarity=r.similar_min,
+        inp = _driver_inputs(rd)
+        space, categories, map_quality = build_item_space(
+            model, inp["catalog"], inp["vectors"], inp["pairs"], inp["trending"],
+            cold_item_max_users=r.cold_item_max_users, map_min_users=r.map_min_users)
+        save_space(space, rd / "hybrid")
+        blend_file = rd / "model" / "blend.json"
+        blend = json.loads(blend_file.read_text()) if blend_file.is_file() else None
+        policy = policy_from(r, blend)
+        version = f"{model.version}+vw{policy.visual_weight:g}h{policy.history_shrink:g}"
+        users = user_inputs(spark.read.parquet(str(rd / "interactions")),
+                            spark.read.parquet(str(rd / "user_profile")),
+                            seen_event_types=r.seen_event_types,
+                            half_life_days=r.profile_half_life_days, ds=ds)
+        recs = build_user_recs(spark, users, space_dir=rd / "hybrid", model_dir=rd / "model",
+                               categories=categories, policy=policy, model_version=version)
+        clear = rd / ("user_recs_clear" if salt else "out/user_recs")
+        _write(recs, clear, sort=[C.USER_ID, "rank"])
+        profile = spark.read.parquet(str(rd / "user_profile"))
+        if salt:  # pseudonyms sort differently: rewrite sorted by them
+            out = spark.read.parquet(str(clear)).withColumn(
+                C.USER_ID, pseudonym_col(F.col(C.USER_ID), salt))
+            profile = profile.withColumn(C.USER_ID, pseudonym_col(F.col(C.USER_ID), salt))
+            _write(out, rd / "out" / "user_recs", sort=[C.USER_ID, "rank"])
+        _write(profile, rd / "out" / "user_profile", sort=[C.USER_ID])
+        _write(spark.read.parquet(str(rd / "item_popularity")), rd / "out" / "item_popularity",
+               sort=["trending_rank"])
+        sim, recall = item_similar(spark, inp["vectors"], r.similar_k, min_similarity=r.similar_min,
                                    engine=r.similar_engine)
         _write(sim, rd / "out" / "item_similar", sort=[C.ITEM_ID, "rank"])
         if recall is not None and recall < r.faiss_recall_floor:
             raise RuntimeError(f"FAISS item_similar recall@{r.similar_k} {recall:.3f} is below "
                                f"recs.faiss_recall_floor {r.faiss_recall_floor}")
-        n_recs = spark.read.parquet(str(rd / "out" / "user_recs")).count()
+        facts = list_facts(pd.read_parquet(clear), space,
+                           pd.read_parquet(rd / "user_profile", columns=[C.USER_ID, "segment"]))
         n_sim = spark.read.parquet(str(rd / "out" / "item_similar")).count()
-        users = inter.select(C.USER_ID).distinct().count()
-        timer.record(users, n_recs, 0, item_similar_rows=n_sim, similar_engine=r.similar_engine,
-                     faiss_recall=recall)
-    return {"user_recs": n_recs, "item_similar": n_sim}
+        timer.record(facts["users"], facts["rows"], 0, item_similar_rows=n_sim,
+                     similar_engine=r.similar_engine, faiss_recall=recall,
+                     model_version=version, blend={"visual_weight": policy.visual_weight,
+                                                   "history_shrink": policy.history_shrink,
+                                                   "tuned": bool(blend and blend.get("chosen"))},
+                     cold_start_map=map_quality, pseudonymized=bool(salt),
+                     **{k: v for k, v in facts.items() if k not in ("users", "rows")})
+    return {"user_recs": facts["rows"], "item_similar": n_sim, "coverage": facts["coverage"],
+            "reasons": facts["reasons"]}
+
+
+def list_facts(recs: pd.DataFrame, space, profile: pd.DataFrame) -> dict:
+    """Numbers about the published lists for run_stats: users, rows, catalog coverage
+    (distinct recommended items / catalog items), rows per reason, the share of lists
+    holding a new arrival, and the cold users (trending lists)."""
+    cold = set(profile.loc[profile["segment"] == "cold", C.USER_ID])
+    new_ids = set(space.item_ids[np.asarray(space.new, dtype=bool)])
+    has_new = recs[C.ITEM_ID].isin(new_ids).groupby(recs[C.USER_ID]).any()
+    return {"users": int(recs[C.USER_ID].nunique()), "rows": int(len(recs)),
+            "coverage": round(recs[C.ITEM_ID].nunique() / max(1, space.n), 4),
+            "reasons": recs["reason"].value_counts().to_dict(),
+            "lists_with_new_arrival": round(float(has_new.mean()) if len(has_new) else 0.0, 4),
+            "new_arrivals": len(new_ids), "cold_users": len(cold)}
 
 
 # ---------------------------------------------------------------- validate_outputs
@@ -245,8 +309,7 @@ def publish(settings: Settings, ds: str) -> dict:
     """Stage run_stats and quarantine, then publish all tables for ds atomically."""
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     timer = W.StageTimer(wh, ds, "publish")
-    stats = W.read_stage_stats(wh, ds)
-    stats = stats[[c for c in C.TABLES["run_stats"]]]
+    stats = W.run_stats_frame(wh, ds)
     quarantine = W.staged_quarantine(wh, ds)
     W.write_table_folder(stats, rd / "out" / "run_stats")
     W.write_table_folder(quarantine, rd / "out" / "quarantine")
@@ -258,8 +321,18 @@ def publish(settings: Settings, ds: str) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     for f in (rd / "model").iterdir():
         (model_dir / f.name).write_bytes(f.read_bytes())
-    m = W.publish(wh, ds, staged, extra={"model_version": model_meta["version"],
-                                         "stage_stats": json.loads(stats.to_json(orient="records"))})
+    blend_file = rd / "model" / "blend.json"
+    m = W.publish(wh, ds, staged, extra={
+        "model_version": model_meta["version"],
+        "blend": json.loads(blend_file.read_text()) if blend_file.is_file() else None,
+        "stage_stats": json.loads(stats.drop(columns=["details"]).to_json(orient="records"))})
+    removed = []
+    if settings.publish.retention_days:
+        removed = W.apply_retention(wh, ds, settings.publish.retention_days)
+        if removed:
+            print(f"[vrec] retention {settings.publish.retention_days} days: removed "
+                  f"partitions {removed}", flush=True)
     timer.record(sum(t["rows"] for t in m["tables"].values()),
-                 sum(t["rows"] for t in m["tables"].values()), 0, version=m["version"])
+                 sum(t["rows"] for t in m["tables"].values()), 0, version=m["version"],
+                 retention_removed=removed)
     return m

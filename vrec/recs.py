@@ -1,128 +1,29 @@
-"""build_recs: collaborative candidates joined with visual similarity.
+"""build_recs in Spark: the item space on the driver, the hybrid ranker in tasks.
 
-For each user (see README "How a list is built"):
-
-* visual profile ``p`` = L2-normalised, interaction-weighted mean of the embeddings of
-  the items in the user's history;
-* for each CF candidate: ``visual_score = cos(p, e_item)``;
-* both scores are z-normalised over the user's candidates (a missing visual score
-  counts as the mean, 0) and blended: ``score = cf_weight * z_cf + visual_weight * z_vis``;
-* ``reason`` is ``similar_to_history`` (with ``reason_item_id`` = the history item most
-  similar to the recommendation) when the visual term dominates, else ``collaborative``;
-* lists shorter than K (users unknown to the model, or with little left to recommend)
-  are filled with trending items they have not interacted with (reason ``trending``).
+The ranking itself (profile, candidates, blend, diversity, reserved new-arrival slots,
+reasons) is :mod:`vrec.hybrid`; this module prepares its inputs from the run's tables,
+runs it over all users with ``mapInPandas`` and builds item_similar.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from vrec import columns as C
+from vrec.hybrid import ItemSpace, ListPolicy, UserBatch, fit_ridge_map, l2_normalise, rank_batch
 from vrec.scoring import topk_blocked
+
+if TYPE_CHECKING:
+    from vrec.cf import CFModel
 
 RECS_SCHEMA = ("user_id string, rank int, item_id string, score double, cf_score double, "
                "visual_score double, reason string, reason_item_id string, model_version string")
-
-
-def _z(x: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(x)
-    out = np.zeros_like(x, dtype=np.float64)
-    if ok.sum() == 0:
-        return out
-    mu, sd = x[ok].mean(), x[ok].std()
-    out[ok] = (x[ok] - mu) / sd if sd > 1e-12 else 0.0
-    return out
-
-
-def blend_user(cand_items: np.ndarray, cf_scores: np.ndarray, hist_items: np.ndarray,
-               hist_weights: np.ndarray, *, emb: np.ndarray, has_vec: np.ndarray,
-               trending: np.ndarray, k: int, cf_weight: float, visual_weight: float
-               ) -> pd.DataFrame:
-    """One user's final list from catalog-indexed candidates and history.
-
-    All item arguments are integer indices into ``emb``/``has_vec`` (the run's catalog).
-    Returns columns rank, item, score, cf_score, visual_score, reason, reason_item
-    (item indices; reason_item -1 when none).
-    """
-    cand_items = np.asarray(cand_items, dtype=np.int64)
-    cf = np.asarray(cf_scores, dtype=np.float64)
-    hist = np.asarray(hist_items, dtype=np.int64)
-    hw = np.asarray(hist_weights, dtype=np.float64)
-    hv = hist[has_vec[hist]] if len(hist) else hist
-    hvw = hw[has_vec[hist]] if len(hist) else hw
-    vis = np.full(len(cand_items), np.nan)
-    reason_item = np.full(len(cand_items), -1, dtype=np.int64)
-    if len(hv) and len(cand_items) and hvw.sum() > 0:
-        prof = (emb[hv] * hvw[:, None]).sum(axis=0)
-        norm = np.linalg.norm(prof)
-        if norm > 0:
-            prof = prof / norm
-            ok = has_vec[cand_items]
-            vis[ok] = emb[cand_items[ok]] @ prof
-            sims = emb[cand_items[ok]] @ emb[hv].T  # candidates x history
-            reason_item[ok] = hv[np.argmax(sims, axis=1)]
-    zc, zv = cf_weight * _z(cf), visual_weight * _z(vis)
-    score = zc + zv
-    order = np.argsort(-score, kind="stable")[:k]
-    visual_wins = (zv[order] > zc[order]) & ~np.isnan(vis[order])
-    out = pd.DataFrame({
-        "item": cand_items[order], "score": score[order], "cf_score": cf[order],
-        "visual_score": vis[order],
-        "reason": np.where(visual_wins, C.REASON_SIMILAR, C.REASON_COLLABORATIVE),
-        "reason_item": np.where(visual_wins, reason_item[order], -1),
-    })
-    if len(out) < k:
-        taken = set(out["item"].tolist()) | set(hist.tolist())
-        fill = [t for t in trending if t not in taken][: k - len(out)]
-        base = float(out["score"].min()) if len(out) else 0.0
-        out = pd.concat([out, pd.DataFrame({
-            "item": np.asarray(fill, dtype=np.int64),
-            "score": base - 0.01 * np.arange(1, len(fill) + 1),
-            "cf_score": np.nan, "visual_score": np.nan, "reason": C.REASON_TRENDING,
-            "reason_item": -1})], ignore_index=True)
-    out.insert(0, "rank", np.arange(1, len(out) + 1, dtype=np.int32))
-    return out
-
-
-def blend_partition(frames: Iterator[pd.DataFrame], *, item_ids: np.ndarray, emb: np.ndarray,
-                    has_vec: np.ndarray, trending: np.ndarray, k: int, cf_weight: float,
-                    visual_weight: float, model_version: str) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: per-user rows of candidate and history arrays -> user_recs rows."""
-    index = {str(i): j for j, i in enumerate(item_ids)}
-
-    def idx(values) -> np.ndarray:
-        if values is None:
-            return np.zeros(0, dtype=np.int64)
-        return np.asarray([index.get(v, -1) for v in values], dtype=np.int64)
-
-    for df in frames:
-        outs = []
-        for row in df.itertuples(index=False):
-            ci = idx(row.cand_items)
-            cs = np.asarray(row.cand_scores if row.cand_scores is not None else [], dtype=float)
-            keep = ci >= 0
-            hi = idx(row.hist_items)
-            hw = np.asarray(row.hist_weights if row.hist_weights is not None else [], dtype=float)
-            hkeep = hi >= 0
-            o = blend_user(ci[keep], cs[keep], hi[hkeep], hw[hkeep], emb=emb, has_vec=has_vec,
-                           trending=trending, k=k, cf_weight=cf_weight,
-                           visual_weight=visual_weight)
-            o.insert(0, C.USER_ID, row.user_id)
-            outs.append(o)
-        if not outs:
-            continue
-        o = pd.concat(outs, ignore_index=True)
-        yield pd.DataFrame({
-            C.USER_ID: o[C.USER_ID], "rank": o["rank"].astype(np.int32),
-            C.ITEM_ID: item_ids[o["item"].to_numpy()].astype(str),
-            "score": o["score"].astype(float), "cf_score": o["cf_score"].astype(float),
-            "visual_score": o["visual_score"].astype(float), "reason": o["reason"],
-            "reason_item_id": [str(item_ids[i]) if i >= 0 else None for i in o["reason_item"]],
-            "model_version": model_version,
-        })
 
 
 def catalog_embedding_matrix(item_ids: np.ndarray, vectors: pd.DataFrame
@@ -232,29 +133,183 @@ def item_similar(spark, vectors_pd: pd.DataFrame, k: int, *, min_similarity: flo
     return out.where(F.col("similarity") >= min_similarity), recall
 
 
-def build_user_recs(spark, *, candidates, interactions, catalog_ids: np.ndarray,
-                    vectors_pd: pd.DataFrame, trending_ids: list[str], k: int,
-                    cf_weight: float, visual_weight: float, model_version: str):
-    """user_recs for every user with interactions in the run (Spark DataFrame)."""
+
+
+# ---------------------------------------------------------------- the item space
+
+SPACE_ARRAYS = ("item_ids", "emb", "has_vec", "factors", "warm", "new", "category", "trending")
+
+
+def save_space(space: ItemSpace, folder: str | Path) -> Path:
+    """Write the item space as .npy files (tasks memory-map them)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SPACE_ARRAYS:
+        arr = getattr(space, name)
+        np.save(folder / f"{name}.npy", arr.astype(str) if name == "item_ids" else arr)
+    return folder
+
+
+def load_space(folder: str | Path, *, mmap: bool = True) -> ItemSpace:
+    """Read an item space written by :func:`save_space`."""
+    mode = "r" if mmap else None
+    return ItemSpace(**{n: np.load(Path(folder) / f"{n}.npy", mmap_mode=mode)
+                        for n in SPACE_ARRAYS})
+
+
+def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    """Position of each value in ``universe`` (-1 when absent)."""
+    lookup = {str(v): i for i, v in enumerate(universe)}
+    return np.asarray([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+
+
+def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFrame,
+                     pairs: pd.DataFrame, trending_ids: list[str], *,
+                     cold_item_max_users: int = 0, map_min_users: int = 2, seed: int = 0
+                     ) -> tuple[ItemSpace, list[str], dict | None]:
+    """The catalog-indexed arrays of the ranker, the category names, and the ridge map's
+    quality (None when too few warm items have an image to fit it).
+
+    New arrivals are items with an embedding and at most ``cold_item_max_users``
+    distinct users (pairs with weight > 0); their factors come from the ridge map fit on
+    warm items with an image and at least ``map_min_users`` users.
+    """
+    item_ids = np.asarray(sorted(catalog[C.ITEM_ID].astype(str)), dtype=object)
+    cats = catalog.set_index(catalog[C.ITEM_ID].astype(str))[C.CATEGORY].reindex(item_ids)
+    names = sorted(str(c) for c in cats.dropna().unique())
+    code = {c: j for j, c in enumerate(names)}
+    category = np.asarray([code.get(str(c), -1) if pd.notna(c) else -1 for c in cats],
+                          dtype=np.int64)
+    emb, has = catalog_embedding_matrix(item_ids, vectors)
+    emb = l2_normalise(emb)
+    pos = pairs[pairs["weight"] > 0]
+    ci = index_of(pos[C.ITEM_ID].to_numpy(), item_ids)
+    users = np.bincount(ci[ci >= 0], minlength=len(item_ids))
+    mpos = index_of(item_ids, model.item_ids)
+    in_model = mpos >= 0
+    new = has & (users <= cold_item_max_users)
+    warm = in_model & ~new
+    f = np.asarray(model.item_factors).shape[1]
+    factors = np.zeros((len(item_ids), f), dtype=np.float32)
+    factors[warm] = np.asarray(model.item_factors)[mpos[warm]]
+    fit = warm & has & (users >= map_min_users)
+    uidx = index_of(pos[C.USER_ID].to_numpy(), model.user_ids)
+    ok = (ci >= 0) & (uidx >= 0)
+    by_item = pd.Series(uidx[ok]).groupby(ci[ok]).apply(np.asarray)
+    fit_idx = np.flatnonzero(fit)
+    rmap = fit_ridge_map(emb[fit_idx], factors[fit_idx], np.asarray(model.user_factors),
+                         [by_item.get(i, np.zeros(0, dtype=np.int64)) for i in fit_idx],
+                         seed=seed)
+    if rmap is not None:
+        factors[new] = rmap.predict(emb[new])
+    else:
+        new[:] = False  # no map: new arrivals are reached through the visual path only
+    t = index_of(np.asarray(trending_ids), item_ids)
+    t = t[t >= 0]
+    rest = np.setdiff1d(np.arange(len(item_ids)), t)
+    space = ItemSpace(item_ids=item_ids.astype(str), emb=emb, has_vec=has, factors=factors,
+                      warm=warm, new=new, category=category,
+                      trending=np.concatenate([t, rest]).astype(np.int64))
+    quality = None if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())}
+    return space, names, quality
+
+
+# ---------------------------------------------------------------- users
+
+def _csr(lists: list, values: list | None, index: dict, n_cols: int) -> sp.csr_matrix:
+    indptr, cols, vals = [0], [], []
+    for r, items in enumerate(lists):
+        items = [] if items is None else items
+        w = values[r] if values is not None and values[r] is not None else [1.0] * len(items)
+        for it, v in zip(items, w):
+            j = index.get(it, -1)
+            if j >= 0:
+                cols.append(j)
+                vals.append(v)
+        indptr.append(len(cols))
+    m = sp.csr_matrix((np.asarray(vals, dtype=np.float32), np.asarray(cols, dtype=np.int64),
+                       np.asarray(indptr, dtype=np.int64)), shape=(len(lists), n_cols))
+    m.sum_duplicates()
+    return m
+
+
+def user_batch(df: pd.DataFrame, *, space: ItemSpace, item_index: dict, user_index: dict,
+               user_factors: np.ndarray, category_index: dict) -> UserBatch:
+    """A :class:`UserBatch` from rows of (user_id, hist_items, hist_w, seen_items,
+    touched) as :func:`user_inputs` produces them."""
+    uidx = np.asarray([user_index.get(u, -1) for u in df[C.USER_ID]], dtype=np.int64)
+    in_model = uidx >= 0
+    uf = np.zeros((len(df), user_factors.shape[1]), dtype=np.float32)
+    if in_model.any():
+        uf[in_model] = user_factors[uidx[in_model]]
+    hist = _csr(list(df["hist_items"]), list(df["hist_w"]), item_index, space.n)
+    seen = _csr(list(df["seen_items"]), None, item_index, space.n)
+    touched = [np.asarray([category_index[c] for c in (t if t is not None else [])
+                           if c in category_index], dtype=np.int64) for t in df["touched"]]
+    return UserBatch(df[C.USER_ID].to_numpy(), uf, in_model, hist, seen, touched)
+
+
+def hybrid_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, model_dir: str,
+                     categories: list[str], policy: ListPolicy, model_version: str,
+                     batch_users: int = 256) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: user input rows -> user_recs rows (one BLAS thread per task)."""
+    from threadpoolctl import threadpool_limits
+
+    from vrec.cf import CFModel
+
+    space = load_space(space_dir)
+    model = CFModel.load(model_dir, mmap=True)
+    item_index = {str(v): i for i, v in enumerate(space.item_ids)}
+    user_index = {str(v): i for i, v in enumerate(model.user_ids)}
+    category_index = {c: i for i, c in enumerate(categories)}
+    with threadpool_limits(1, "blas"):
+        for df in frames:
+            for s in range(0, len(df), batch_users):
+                part = df.iloc[s:s + batch_users]
+                batch = user_batch(part, space=space, item_index=item_index,
+                                   user_index=user_index, user_factors=model.user_factors,
+                                   category_index=category_index)
+                o = rank_batch(batch, space, policy)
+                if o.empty:
+                    continue
+                ri = o["reason_item"].to_numpy()
+                yield pd.DataFrame({
+                    C.USER_ID: o["user_id"].astype(str), "rank": o["rank"].astype(np.int32),
+                    C.ITEM_ID: space.item_ids[o["item"].to_numpy()].astype(str),
+                    "score": o["score"].astype(float), "cf_score": o["cf_score"].astype(float),
+                    "visual_score": o["visual_score"].astype(float), "reason": o["reason"],
+                    "reason_item_id": [str(space.item_ids[i]) if i >= 0 else None for i in ri],
+                    "model_version": model_version})
+
+
+def user_inputs(interactions, user_profile, *, seen_event_types, half_life_days: float | None,
+                ds: str):
+    """Per user: history items with profile weights (weight × recency), seen items, and
+    the categories they touched (Spark DataFrame)."""
     from pyspark.sql import functions as F
 
-    emb, has = catalog_embedding_matrix(catalog_ids, vectors_pd)
-    index = {str(i): j for j, i in enumerate(catalog_ids)}
-    trending = np.asarray([index[t] for t in trending_ids if t in index], dtype=np.int64)
-    cands = (candidates.groupBy(C.USER_ID).agg(
-        F.array_sort(F.collect_list(F.struct("rank", C.ITEM_ID, "cf_score"))).alias("c"))
-        .select(C.USER_ID, F.col("c." + C.ITEM_ID).alias("cand_items"),
-                F.col("c.cf_score").alias("cand_scores")))
-    hist = interactions.groupBy(C.USER_ID).agg(
-        F.collect_list(C.ITEM_ID).alias("hist_items"),
-        F.collect_list(F.col("weight").cast("double")).alias("hist_weights"))
-    users = hist.join(cands, C.USER_ID, "left").repartition(
-        max(1, spark.sparkContext.defaultParallelism))
-    sc = spark.sparkContext
-    b_emb, b_has, b_tr = sc.broadcast(emb), sc.broadcast(has), sc.broadcast(trending)
-    ids = np.asarray(catalog_ids).astype(str)
-    return users.mapInPandas(
-        lambda it: blend_partition(it, item_ids=ids, emb=b_emb.value, has_vec=b_has.value,
-                                   trending=b_tr.value, k=k, cf_weight=cf_weight,
-                                   visual_weight=visual_weight, model_version=model_version),
+    from vrec.interactions import end_of_ds
+
+    pw = F.col("weight")
+    if half_life_days:
+        age = (F.lit(end_of_ds(ds)).cast("double") - F.col("last_ts").cast("double")) / 86400.0
+        pw = pw * F.pow(F.lit(0.5), F.greatest(age, F.lit(0.0)) / half_life_days)
+    seen = F.arrays_overlap(F.col("event_types"),
+                            F.array(*[F.lit(t) for t in seen_event_types]))
+    agg = interactions.groupBy(C.USER_ID).agg(
+        F.collect_list(F.when(F.col("weight") > 0, F.col(C.ITEM_ID))).alias("hist_items"),
+        F.collect_list(F.when(F.col("weight") > 0, pw.cast("double"))).alias("hist_w"),
+        F.collect_list(F.when(seen, F.col(C.ITEM_ID))).alias("seen_items"))
+    return user_profile.select(C.USER_ID, F.col("top_categories").alias("touched")).join(
+        agg, C.USER_ID, "left")
+
+
+def build_user_recs(spark, users, *, space_dir: str | Path, model_dir: str | Path,
+                    categories: list[str], policy: ListPolicy, model_version: str):
+    """user_recs for every row of ``users`` (see :func:`user_inputs`), as a Spark DataFrame."""
+    sd, md = str(Path(space_dir).resolve()), str(Path(model_dir).resolve())
+    parts = max(1, 2 * spark.sparkContext.defaultParallelism)
+    return users.repartition(parts).mapInPandas(
+        lambda it: hybrid_partition(it, space_dir=sd, model_dir=md, categories=categories,
+                                    policy=policy, model_version=model_version),
         RECS_SCHEMA)

@@ -31,8 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PUBLISHED_TABLES = ("user_recs", "item_similar", "items", "image_duplicates", "run_stats",
-                    "quarantine")
+PUBLISHED_TABLES = ("user_recs", "item_similar", "item_popularity", "user_profile", "items",
+                    "image_duplicates", "run_stats", "quarantine")
 KEEP_VERSIONS = 2
 
 
@@ -127,6 +127,18 @@ def read_stage_stats(warehouse: str | Path, ds: str) -> pd.DataFrame:
     recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     cols = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
     return pd.DataFrame(recs, columns=None if recs else cols)
+
+
+def run_stats_frame(warehouse: str | Path, ds: str) -> pd.DataFrame:
+    """The run_stats table of ``ds``: stage, rows_in, rows_out, rows_quarantined, seconds
+    and ``details`` (the stage's other facts as a JSON object string)."""
+    folder = run_dir(warehouse, ds) / "stats"
+    base = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
+    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    rows = [{**{c: r.get(c) for c in base},
+             "details": json.dumps({k: v for k, v in r.items() if k not in base},
+                                   sort_keys=True, default=str)} for r in recs]
+    return pd.DataFrame(rows, columns=base + ["details"])
 
 
 def staged_quarantine(warehouse: str | Path, ds: str) -> pd.DataFrame:
@@ -225,6 +237,29 @@ def _prune_versions(wh: Path, ds: str, keep: int) -> None:
         for old in versions[:-keep]:
             if old.resolve() != live:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def apply_retention(warehouse: str | Path, ds: str, days: int) -> list[str]:
+    """Remove published partitions older than ``days`` before ``ds`` (tables, versions,
+    manifests, saved models, run staging); the latest published ds is always kept.
+    Returns the removed ds values."""
+    wh = Path(warehouse)
+    cutoff = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
+    latest = latest_ds(wh)
+    removed = []
+    for old in published_ds(wh):
+        if old >= cutoff or old == latest:
+            continue
+        for table_dir in sorted(p for p in wh.iterdir() if not p.name.startswith("_")):
+            link = table_dir / f"ds={old}"
+            if link.is_symlink():
+                link.unlink()
+        for folder in [*(wh / "_versions").glob(f"*/ds={old}"), wh / "models" / f"ds={old}",
+                       wh / "_runs" / old]:
+            shutil.rmtree(folder, ignore_errors=True)
+        (wh / "_manifests" / f"ds={old}.json").unlink(missing_ok=True)
+        removed.append(old)
+    return removed
 
 
 def latest_ds(warehouse: str | Path) -> str | None:
