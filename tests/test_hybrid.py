@@ -1,0 +1,255 @@
+"""The hybrid ranker, the cold-start map, blend tuning and privacy (numpy; no Spark
+except where a Spark expression must match its Python twin)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from vrec import columns as C
+from vrec.config import CFSettings, PrivacySettings, RecsSettings
+from vrec.hybrid import (ItemSpace, ListPolicy, UserBatch, auc, fit_ridge_map, greedy_pick,
+                         l2_normalise, rank_batch, user_visual_weight)
+from vrec.privacy import PrivacyError, pseudonym, pseudonym_col, resolve_salt
+
+RNG = np.random.default_rng(7)
+DIM, F = 12, 6
+
+
+def _space(n_warm=60, n_new=10, n_cat=3, seed=0):
+    """Items in n_cat visual clusters; ALS factors follow the clusters (so the picture
+    predicts the factors); the last n_new items are new arrivals with predicted factors."""
+    rng = np.random.default_rng(seed)
+    n = n_warm + n_new
+    cat = np.arange(n) % n_cat
+    centres = l2_normalise(rng.normal(size=(n_cat, DIM)))
+    emb = l2_normalise(centres[cat] + 0.25 * rng.normal(size=(n, DIM)))
+    proj = rng.normal(size=(DIM, F))
+    factors = (emb @ proj + 0.05 * rng.normal(size=(n, F))).astype(np.float32)
+    warm = np.arange(n) < n_warm
+    new = ~warm
+    users = [np.flatnonzero(rng.random(40) < 0.2) for _ in range(n_warm)]
+    m = fit_ridge_map(emb[warm], factors[warm], rng.normal(size=(40, F)), users, seed=seed)
+    factors[new] = m.predict(emb[new])
+    space = ItemSpace(item_ids=np.array([f"i{j:03d}" for j in range(n)]), emb=emb,
+                      has_vec=np.ones(n, bool), factors=factors, warm=warm, new=new,
+                      category=cat.astype(np.int64), trending=np.arange(n)[::-1].copy())
+    return space, proj, centres
+
+
+def _batch(space, hist_rows, uf, in_model=None, touched=None):
+    b = len(hist_rows)
+    rows = [r for r, h in enumerate(hist_rows) for _ in h]
+    cols = [i for h in hist_rows for i in h]
+    hist = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(b, space.n))
+    return UserBatch(np.array([f"u{r}" for r in range(b)]), np.asarray(uf, np.float32),
+                     np.ones(b, bool) if in_model is None else np.asarray(in_model),
+                     hist, (hist > 0).astype(np.int8).tocsr(), touched or [])
+
+
+def _user_of_cluster(space, proj, c, n_hist=6):
+    hist = [i for i in np.flatnonzero(space.category == c) if space.warm[i]][:n_hist]
+    return hist, (space.emb[hist].mean(0) @ proj)
+
+
+def test_cold_item_reaches_users_whose_history_looks_like_it():
+    space, proj, _ = _space()
+    ha, ua = _user_of_cluster(space, proj, 0)
+    hb, ub = _user_of_cluster(space, proj, 1)
+    out = rank_batch(_batch(space, [ha, hb], [ua, ub]), space,
+                     ListPolicy(k=10, candidates=20, new_arrival_slots=2))
+    for user, c in (("u0", 0), ("u1", 1)):
+        rows = out[out["user_id"] == user]
+        new_rows = rows[rows["reason"] == C.REASON_NEW_ARRIVAL]
+        assert len(new_rows) >= 2, rows
+        assert (space.new[new_rows["item"]]).all()
+        # the new arrivals picked look like the user's history cluster
+        assert (space.category[new_rows["item"]] == c).all(), new_rows
+        assert (space.category[new_rows["reason_item"]] == c).all()
+
+
+def test_reserved_slots_bring_new_arrivals_that_would_not_rank_on_merit():
+    space, proj, _ = _space()
+    h, u = _user_of_cluster(space, proj, 0)
+    space.factors[space.new] *= 0.01  # weak predicted scores: never in the top 10 on merit
+    batch = _batch(space, [h], [u])
+    without = rank_batch(batch, space, ListPolicy(k=10, new_arrival_slots=0, visual_weight=0))
+    with_slots = rank_batch(batch, space, ListPolicy(k=10, new_arrival_slots=3, visual_weight=0))
+    assert not space.new[without["item"]].any()
+    assert space.new[with_slots["item"]].sum() == 3
+    assert (with_slots["reason"] == C.REASON_NEW_ARRIVAL).sum() == 3
+    assert (np.diff(with_slots["score"]) <= 1e-12).all()
+
+
+def test_each_reason_appears_when_its_score_dominates():
+    space, proj, _ = _space(n_new=0)
+    h, u = _user_of_cluster(space, proj, 0)
+    batch = _batch(space, [h], [u])
+    cf_heavy = rank_batch(batch, space, ListPolicy(k=10, visual_weight=0.0, new_arrival_slots=0))
+    assert set(cf_heavy["reason"]) == {C.REASON_COLLABORATIVE}
+    assert (cf_heavy["reason_item"] == -1).all()
+    vis_heavy = rank_batch(batch, space, ListPolicy(k=10, visual_weight=1.0, new_arrival_slots=0))
+    sim = vis_heavy[vis_heavy["reason"] == C.REASON_SIMILAR]
+    assert len(sim) == 10
+    # the reason item is the history item most similar to the recommendation
+    for item, why in zip(sim["item"], sim["reason_item"]):
+        assert why == h[int(np.argmax(space.emb[h] @ space.emb[item]))]
+    # the reason follows the larger weighted term, row by row
+    mid = rank_batch(batch, space, ListPolicy(k=10, visual_weight=0.5, new_arrival_slots=0))
+    assert {C.REASON_COLLABORATIVE, C.REASON_SIMILAR} >= set(mid["reason"])
+
+
+def test_no_seen_items_and_scores_non_increasing():
+    space, proj, _ = _space()
+    hists, ufs = zip(*[_user_of_cluster(space, proj, c, n_hist=15) for c in range(3)])
+    out = rank_batch(_batch(space, list(hists), list(ufs)), space,
+                     ListPolicy(k=10, new_arrival_slots=2, mmr_penalty=0.5, max_per_category=4))
+    for r, user in enumerate(["u0", "u1", "u2"]):
+        rows = out[out["user_id"] == user]
+        assert not set(rows["item"]) & set(hists[r])
+        assert list(rows["rank"]) == list(range(1, 11))
+        assert (np.diff(rows["score"].to_numpy()) <= 1e-12).all()
+        assert rows["item"].is_unique
+
+
+def test_category_cap_holds():
+    space, proj, _ = _space()
+    h, u = _user_of_cluster(space, proj, 0)
+    out = rank_batch(_batch(space, [h], [u]), space,
+                     ListPolicy(k=9, max_per_category=3, new_arrival_slots=0))
+    assert out.groupby(space.category[out["item"]]).size().max() <= 3
+    uncapped = rank_batch(_batch(space, [h], [u]), space, ListPolicy(k=9, new_arrival_slots=0))
+    assert uncapped.groupby(space.category[uncapped["item"]]).size().max() > 3
+
+
+def test_mmr_lowers_intra_list_similarity():
+    space, proj, _ = _space()
+    h, u = _user_of_cluster(space, proj, 0)
+    batch = _batch(space, [h], [u])
+
+    def ils(df):
+        e = space.emb[df["item"].to_numpy()]
+        s = e @ e.T
+        return (s.sum() - len(e)) / (len(e) * (len(e) - 1))
+
+    plain = rank_batch(batch, space, ListPolicy(k=10, new_arrival_slots=0))
+    mmr = rank_batch(batch, space, ListPolicy(k=10, new_arrival_slots=0, mmr_penalty=3.0))
+    assert ils(mmr) < ils(plain) - 0.05
+    assert (np.diff(mmr["score"]) <= 1e-12).all()
+
+
+def test_greedy_pick_hand_example():
+    blend = np.array([3.0, 2.9, 1.0, 0.5])
+    emb = np.eye(4, dtype=np.float32)
+    emb[1] = emb[0]  # item 1 duplicates item 0
+    pick, gain = greedy_pick(blend, emb, np.array([0, 0, 1, 2]), np.array([0, 0, 0, 1], bool),
+                             k=3, slots=1, mmr_penalty=2.5, max_per_category=0)
+    assert list(pick) == [0, 2, 3]  # 1 is penalised by its twin; the last place is reserved
+    assert np.allclose(gain, [3.0, 1.0, 0.5])
+
+
+def test_cold_users_get_trending_lists_within_touched_categories_first():
+    space, _, _ = _space()
+    batch = _batch(space, [[], []], np.zeros((2, F)), in_model=[False, False],
+                   touched=[np.array([2]), np.array([], dtype=np.int64)])
+    out = rank_batch(batch, space, ListPolicy(k=5))
+    assert set(out["reason"]) == {C.REASON_TRENDING}
+    a, b = out[out["user_id"] == "u0"], out[out["user_id"] == "u1"]
+    assert len(a) == len(b) == 5
+    assert (space.category[a["item"]] == 2).all()
+    assert list(b["item"]) == list(space.trending[:5])
+    assert (np.diff(a["score"]) < 0).all()
+
+
+def test_history_shrink_leans_short_histories_on_the_picture():
+    b = user_visual_weight(0.2, 5.0, np.array([1, 5, 100]), np.ones(3, bool), np.ones(3, bool))
+    assert b[0] > b[1] > b[2] > 0.2 and np.isclose(b[1], 0.2 + 0.8 * 0.5)
+    assert user_visual_weight(0.2, 5.0, np.array([3]), np.array([False]), np.array([True]))[0] == 1
+    assert user_visual_weight(0.2, 5.0, np.array([3]), np.array([True]), np.array([False]))[0] == 0
+
+
+def test_ridge_map_recovers_linear_factors_and_ranks_users():
+    rng = np.random.default_rng(1)
+    emb = l2_normalise(rng.normal(size=(400, DIM)))
+    factors = (emb @ rng.normal(size=(DIM, F)) + 0.01 * rng.normal(size=(400, F))).astype(np.float32)
+    uf = rng.normal(size=(200, F)).astype(np.float32)
+    item_users = [np.argsort(-(uf @ v))[:20] for v in factors]  # users who like the item
+    m = fit_ridge_map(emb, factors, uf, item_users)
+    q = m.quality
+    assert q["r2"] > 0.9 and q["cosine"] > 0.9
+    assert q["auc_mapped"] > 0.9 and q["auc_true_factors"] > 0.95
+    noise = fit_ridge_map(emb, rng.normal(size=(400, F)).astype(np.float32), uf, item_users)
+    assert noise.quality["r2"] < 0.1 and noise.quality["auc_mapped"] < q["auc_mapped"] - 0.2
+    assert auc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(0.875)
+
+
+def _taste_pairs(n_users=160, seed=3, visual_signal=True):
+    """Users with a favourite visual cluster; when ``visual_signal`` is off, their
+    choices ignore the pictures (the tuning must not pick a visual blend then)."""
+    rng = np.random.default_rng(seed)
+    space, _, _ = _space(n_warm=90, n_new=0)
+    cats = space.category
+    rows = []
+    t0 = pd.Timestamp("2026-11-01", tz="UTC")
+    for u in range(n_users):
+        fav = u % 3
+        pool = np.flatnonzero(cats == fav) if visual_signal else np.arange(space.n)
+        items = rng.choice(pool, size=8, replace=False)
+        for j, it in enumerate(items):
+            rows.append((f"u{u:03d}", space.item_ids[it], 1.0, t0 + pd.Timedelta(hours=j)))
+    pairs = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
+    catalog = pd.DataFrame({C.ITEM_ID: space.item_ids, C.CATEGORY: [f"c{c}" for c in cats]})
+    vectors = pd.DataFrame({C.ITEM_ID: space.item_ids, "embedding": list(space.emb)})
+    return pairs, catalog, vectors, list(space.item_ids)
+
+
+@pytest.mark.parametrize("visual_signal", [True, False])
+def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
+    from vrec.tuning import tune_blend
+
+    pairs, catalog, vectors, trending = _taste_pairs(visual_signal=visual_signal)
+    recs = RecsSettings(k=5, candidates=20, new_arrival_slots=0, tune_min_users=10)
+    out = tune_blend(pairs, catalog, vectors, trending, cf=CFSettings(factors=8, iterations=5),
+                     recs=recs, end=pd.Timestamp("2026-11-02", tz="UTC"))
+    assert out["val_users"] >= 100 and out["chosen"] is not None
+    assert out["chosen_ndcg"] >= out["cf_only_ndcg"]
+    assert out["chosen_ndcg"] == max(out["grid"].values())
+    chosen = (out["chosen"]["visual_weight"], out["chosen"]["history_shrink"])
+    if visual_signal:  # tastes are visual clusters: the picture must help and be chosen
+        assert chosen != (0.0, 0.0) and out["chosen_ndcg"] > out["cf_only_ndcg"]
+    else:  # choices ignore the pictures: every visual blend loses here, CF only is kept
+        assert chosen == (0.0, 0.0)
+
+
+def test_user_split_holds_out_the_latest_pairs():
+    from vrec.tuning import split_pairs
+
+    t = pd.Timestamp("2026-11-01", tz="UTC")
+    pairs = pd.DataFrame({C.USER_ID: ["a"] * 5 + ["b"] * 2, C.ITEM_ID: list("vwxyzpq"),
+                          "weight": [1.0] * 7,
+                          "last_ts": [t + pd.Timedelta(hours=h) for h in (4, 3, 2, 1, 0, 0, 1)]})
+    train, val = split_pairs(pairs, mode="user", fraction=0.4, days=7, end=t)
+    assert sorted(val[C.ITEM_ID]) == ["v", "w"]  # a's two latest; b has < 3 pairs
+    assert len(train) + len(val) == len(pairs)
+
+
+def test_pseudonyms_stable_per_salt_different_across_salts(spark):
+    a, b = "salt-one-0123456789", "salt-two-0123456789"
+    assert pseudonym("42", a) == pseudonym("42", a)
+    assert pseudonym("42", a) != pseudonym("42", b) and pseudonym("42", a) != pseudonym("43", a)
+    assert pseudonym("42", a).startswith("u_") and "42" not in pseudonym("42", a)[2:4]
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame([("42",), ("x y",)], "user_id string")
+    got = [r[0] for r in df.select(pseudonym_col(F.col("user_id"), a)).collect()]
+    assert got == [pseudonym("42", a), pseudonym("x y", a)]
+
+
+def test_salt_required_when_pseudonymisation_is_on():
+    on = PrivacySettings(pseudonymize=True)
+    assert resolve_salt(PrivacySettings(), environ={}) is None
+    with pytest.raises(PrivacyError, match="VREC_USER_SALT is unset"):
+        resolve_salt(on, environ={})
+    with pytest.raises(PrivacyError, match="shorter"):
+        resolve_salt(on, environ={"VREC_USER_SALT": "short"})
+    assert resolve_salt(on, environ={"VREC_USER_SALT": "x" * 20}) == "x" * 20
