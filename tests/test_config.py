@@ -26,10 +26,10 @@ def test_yaml_relative_paths_resolve_against_file(tmp_path):
 def test_env_overrides_win_and_are_typed(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("cf:\n  factors: 8\n")
-    s = load_settings(cfg, environ={"VREC__CF__FACTORS": "32", "VREC__RECS__CF_WEIGHT": "0.5",
+    s = load_settings(cfg, environ={"VREC__CF__FACTORS": "32", "VREC__RECS__VISUAL_WEIGHT": "0.5",
                                     "VREC__SPARK__MASTER": "spark://h:7077"})
     assert s.cf.factors == 32 and isinstance(s.cf.factors, int)
-    assert s.recs.cf_weight == 0.5
+    assert s.recs.visual_weight == 0.5
     assert s.spark.master == "spark://h:7077"
 
 

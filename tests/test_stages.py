@@ -61,6 +61,10 @@ def staged(spark, tiny_raw, tmp_path_factory):
     """The whole stage chain for two days on the tiny sample (shared by the tests below)."""
     tmp = tmp_path_factory.mktemp("stages")
     s = settings_for(tiny_raw, tmp / "wh", tmp)
+    # a history window of 1.5 days leaves some sample users without history: cold users
+    # and the cold-start map may fit on items with one user (few items here)
+    s = s.model_copy(update={"weights": EventWeights(history_days=1.5),
+                             "recs": s.recs.model_copy(update={"map_min_users": 1})})
     results = {}
     for ds in (PREV, DS):
         results[ds] = {"validate_inputs": pipeline.validate_inputs(s, ds)}
@@ -156,6 +160,68 @@ def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged)
             p.write_bytes(data)
 
 
+def test_cold_users_get_unseen_trending_lists_in_their_categories(staged):
+    s, _ = staged
+    wh, k = s.paths.warehouse_root, s.recs.k
+    prof = W.read_table(wh, "user_profile", DS)
+    recs = W.read_table(wh, "user_recs", DS)
+    cold = prof[prof["segment"] == "cold"]
+    assert 0 < len(cold) < len(prof)
+    assert (cold["history_items"] == 0).all() and (prof.loc[prof["segment"] == "warm",
+                                                            "history_items"] > 0).all()
+    cat = W.read_table(wh, "items", DS).set_index(C.ITEM_ID)[C.CATEGORY]
+    inter = pd.read_parquet(W.run_dir(wh, DS) / "interactions")
+    seen = set(zip(inter[C.USER_ID], inter[C.ITEM_ID]))
+    for _, u in cold.iterrows():
+        rows = recs[recs[C.USER_ID] == u[C.USER_ID]].sort_values("rank")
+        assert len(rows) == k and set(rows["reason"]) == {C.REASON_TRENDING}
+        assert not {(u[C.USER_ID], i) for i in rows[C.ITEM_ID]} & seen
+        # trending inside the categories they touched comes first
+        assert rows[C.ITEM_ID].map(cat).iloc[0] in set(u["top_categories"])
+    warm = recs[~recs[C.USER_ID].isin(cold[C.USER_ID])]
+    assert (warm["reason"] != C.REASON_TRENDING).mean() > 0.9
+
+
+def test_item_popularity_and_user_profile_match_the_interactions(staged):
+    s, _ = staged
+    wh = s.paths.warehouse_root
+    pop = W.read_table(wh, "item_popularity", DS)
+    assert list(pop.columns[1:]) == list(C.TABLES["item_popularity"])
+    assert sorted(pop["trending_rank"]) == list(range(1, len(pop) + 1))
+    assert pop.sort_values("trending_rank")["trending_score"].is_monotonic_decreasing
+    assert ((pop["users_1d"] <= pop["users_7d"]) & (pop["users_7d"] <= pop["users_30d"])).all()
+    inter = pd.read_parquet(W.run_dir(wh, DS) / "interactions")
+    assert pop.set_index(C.ITEM_ID)["users_all"].sort_index().to_dict() == \
+        inter.groupby(C.ITEM_ID)[C.USER_ID].nunique().sort_index().to_dict()
+    prof = W.read_table(wh, "user_profile", DS).set_index(C.USER_ID)
+    assert list(prof.columns[1:]) == list(C.TABLES["user_profile"])[1:]
+    assert prof["items"].sort_index().to_dict() == \
+        inter.groupby(C.USER_ID)[C.ITEM_ID].nunique().sort_index().to_dict()
+    last = pd.to_datetime(inter.groupby(C.USER_ID)["last_ts"].max(), utc=True)
+    assert (pd.to_datetime(prof["last_active"], utc=True).sort_index() == last.sort_index()).all()
+
+
+def test_run_stats_details_record_coverage_blend_and_the_cold_start_map(staged):
+    import json
+
+    s, _ = staged
+    wh = s.paths.warehouse_root
+    stats = W.read_table(wh, "run_stats", DS).set_index("stage")
+    d = json.loads(stats.loc["build_recs", "details"])
+    recs = W.read_table(wh, "user_recs", DS)
+    items = W.read_table(wh, "items", DS)
+    assert d["coverage"] == round(recs[C.ITEM_ID].nunique() / len(items), 4)
+    assert sum(d["reasons"].values()) == len(recs)
+    assert d["reasons"] == recs["reason"].value_counts().to_dict()
+    assert set(d["blend"]) == {"visual_weight", "history_shrink", "tuned"}
+    assert recs["model_version"].str.endswith(
+        f"+vw{d['blend']['visual_weight']:g}h{d['blend']['history_shrink']:g}").all()
+    q = d["cold_start_map"]
+    assert q is not None and {"r2", "cosine", "auc_mapped", "auc_true_factors"} <= set(q)
+    tuned = json.loads(stats.loc["train_cf", "details"])["blend"]
+    assert tuned is not None and "grid" in tuned
+
+
 def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw):
     import shutil
     raw = tmp_path / "raw"
@@ -180,3 +246,43 @@ def test_duplicate_cache_rows_do_not_duplicate_vectors(staged, spark):
     vec = pd.read_parquet(W.run_dir(wh, DS) / "item_vectors")
     assert res["embedded_new"] == 0
     assert vec[C.ITEM_ID].is_unique
+
+
+def test_item_popularity_windows_hand_example(spark):
+    from vrec.interactions import item_popularity
+
+    end = pd.Timestamp("2026-11-21", tz="UTC")
+    rows = [("a", "x", end - pd.Timedelta(hours=2)), ("a", "x", end - pd.Timedelta(days=3)),
+            ("b", "x", end - pd.Timedelta(days=10)), ("c", "y", end - pd.Timedelta(days=40))]
+    ev = spark.createDataFrame([(u, i, t.to_pydatetime()) for u, i, t in rows],
+                               "user_id string, item_id string, ts timestamp")
+    cat = spark.createDataFrame([("x", "shoes"), ("y", "bags")], "item_id string, category string")
+    got = {r.item_id: r for r in item_popularity(ev, cat, "2026-11-20", 7.0).collect()}
+    x, y = got["x"], got["y"]
+    assert (x.users_1d, x.users_7d, x.users_30d, x.users_all) == (1, 1, 2, 2)
+    assert (x.events_7d, x.events_30d) == (2, 3)
+    assert x.trend_7d == pytest.approx((1 / 7) / (2 / 30))
+    assert x.trending_score == pytest.approx(0.5 ** (2 / 24 / 7) + 0.5 ** (10 / 7))
+    assert y.users_30d == 0 and y.trend_7d is None and (x.trending_rank, y.trending_rank) == (1, 2)
+
+
+def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
+    from vrec.privacy import pseudonym
+
+    s, _ = staged
+    rd = W.run_dir(s.paths.warehouse_root, DS)
+    clear = pd.read_parquet(rd / "out" / "user_recs")
+    salt = "a-test-salt-of-enough-length"
+    monkeypatch.setenv("VREC_USER_SALT", salt)
+    on = s.model_copy(update={"privacy": s.privacy.model_copy(update={"pseudonymize": True})})
+    pipeline.build_recs(spark, on, DS)
+    hashed = pd.read_parquet(rd / "out" / "user_recs")
+    prof = pd.read_parquet(rd / "out" / "user_profile")
+    want = {pseudonym(u, salt) for u in clear[C.USER_ID]}
+    assert set(hashed[C.USER_ID]) == want == set(prof[C.USER_ID])
+    assert not set(hashed[C.USER_ID]) & set(clear[C.USER_ID])
+    by_user = clear.assign(**{C.USER_ID: clear[C.USER_ID].map(lambda u: pseudonym(u, salt))})
+    key = [C.USER_ID, "rank"]
+    assert (by_user.sort_values(key)[C.ITEM_ID].to_numpy()
+            == hashed.sort_values(key)[C.ITEM_ID].to_numpy()).all()
+    pipeline.build_recs(spark, s, DS)  # leave the staging area as the other tests expect

@@ -1,11 +1,10 @@
-"""Pure-function tests: top-K, blending and weighting math (no Spark)."""
+"""Pure-function tests: top-K and weighting math (no Spark); the ranker is in test_hybrid."""
 
 import numpy as np
 import pytest
 
 from vrec import columns as C
 from vrec.cf import build_matrix
-from vrec.recs import blend_user
 from vrec.scoring import topk_blocked
 
 
@@ -39,43 +38,6 @@ def test_confidence_matrix_hand_example():
     users, items, m = build_matrix(inter, alpha=2.0)
     assert list(users) == ["a", "b"] and list(items) == ["x", "y"]  # weight 0 is not trained on
     assert m.toarray().tolist() == [[3.0, 7.0], [2.0, 0.0]]  # 1 + 2 * weight
-
-
-def _emb():
-    # items 0,1 look alike (history item 0), item 2 looks like history item 3
-    e = np.array([[1, 0, 0], [0.95, 0.31, 0], [0, 0.2, 0.98], [0, 0, 1], [0.6, 0.8, 0]],
-                 dtype=np.float32)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-
-def test_visual_reason_names_most_similar_history_item():
-    e, has = _emb(), np.ones(5, bool)
-    out = blend_user(np.array([1, 2, 4]), np.array([0.1, 0.1, 0.1]), np.array([0, 3]),
-                     np.array([1.0, 0.2]), emb=e, has_vec=has, trending=np.array([]), k=3,
-                     cf_weight=0.5, visual_weight=0.5)
-    top = out.iloc[0]
-    assert top["item"] == 1 and top["reason"] == C.REASON_SIMILAR and top["reason_item"] == 0
-    assert list(out["rank"]) == [1, 2, 3]
-    assert (np.diff(out["score"]) <= 1e-12).all()
-
-
-def test_collaborative_reason_when_cf_dominates():
-    e, has = _emb(), np.ones(5, bool)
-    out = blend_user(np.array([1, 2, 4]), np.array([0.1, 0.9, 0.2]), np.array([0]),
-                     np.array([1.0]), emb=e, has_vec=has, trending=np.array([]), k=3,
-                     cf_weight=0.9, visual_weight=0.1)
-    assert out.iloc[0]["item"] == 2 and out.iloc[0]["reason"] == C.REASON_COLLABORATIVE
-    assert out.iloc[0]["reason_item"] == -1
-
-
-def test_short_lists_are_filled_with_unseen_trending():
-    e, has = _emb(), np.ones(5, bool)
-    out = blend_user(np.array([], dtype=int), np.array([]), np.array([4]), np.array([1.0]),
-                     emb=e, has_vec=has, trending=np.array([4, 3, 2, 1, 0]), k=3,
-                     cf_weight=1, visual_weight=0)
-    assert list(out["item"]) == [3, 2, 1]  # 4 was seen
-    assert set(out["reason"]) == {C.REASON_TRENDING}
-    assert (np.diff(out["score"]) < 0).all()
 
 
 def test_confidence_matrix_same_for_sorted_and_shuffled_pairs():

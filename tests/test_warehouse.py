@@ -76,3 +76,23 @@ def test_old_versions_are_pruned_but_live_one_kept(tmp_path):
     versions = list((wh / "_versions" / "user_recs" / "ds=2026-11-01").iterdir())
     assert len(versions) == W.KEEP_VERSIONS
     assert len(W.read_table(wh, "user_recs")) == 4
+
+
+def test_retention_removes_old_partitions_and_keeps_the_rest_readable(tmp_path):
+    wh = tmp_path / "wh"
+    days = ["2026-01-01", "2026-01-10", "2026-01-20", "2026-01-25"]
+    for d in days:
+        folder = tmp_path / "staged" / d
+        W.write_table_folder(pd.DataFrame({"x": [1, 2]}), folder)
+        W.publish(wh, d, {"t": folder})
+        (wh / "models" / f"ds={d}").mkdir(parents=True)
+    removed = W.apply_retention(wh, "2026-01-25", 10)
+    assert removed == ["2026-01-01", "2026-01-10"]
+    assert W.published_ds(wh) == ["2026-01-20", "2026-01-25"]
+    assert not (wh / "t" / "ds=2026-01-01").exists() and not list((wh / "_versions" / "t").glob("ds=2026-01-0*"))
+    assert not (wh / "models" / "ds=2026-01-10").exists()
+    assert len(W.read_table(wh, "t", "2026-01-20")) == 2 and W.latest_ds(wh) == "2026-01-25"
+    assert W.apply_retention(wh, "2025-01-01", 1) == []  # a backfill removes nothing newer
+    # far ahead: everything is old, but the latest published partition always stays
+    assert W.apply_retention(wh, "2026-03-01", 1) == ["2026-01-20"]
+    assert W.published_ds(wh) == ["2026-01-25"] and len(W.read_table(wh, "t")) == 2

@@ -168,7 +168,7 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
                      cold_item_max_users: int = 0, map_min_users: int = 2, seed: int = 0
                      ) -> tuple[ItemSpace, list[str], dict | None]:
     """The catalog-indexed arrays of the ranker, the category names, and the ridge map's
-    quality (None when too few warm items have an image to fit it).
+    quality (``skipped`` with the reason when too few warm items have an image).
 
     New arrivals are items with an embedding and at most ``cold_item_max_users``
     distinct users (pairs with weight > 0); their factors come from the ridge map fit on
@@ -210,7 +210,9 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
     space = ItemSpace(item_ids=item_ids.astype(str), emb=emb, has_vec=has, factors=factors,
                       warm=warm, new=new, category=category,
                       trending=np.concatenate([t, rest]).astype(np.int64))
-    quality = None if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())}
+    quality = ({"skipped": f"{len(fit_idx)} warm items with an image and >= {map_min_users} "
+                           "users; the map needs 20", "new_arrivals": 0} if rmap is None
+               else {**rmap.quality, "new_arrivals": int(new.sum())})
     return space, names, quality
 
 
