@@ -120,6 +120,7 @@ class RecsSettings(_Section):
     normalize: Literal["zscore", "rank"] = "zscore"
     profile_half_life_days: float | None = Field(60.0, gt=0)
     new_arrival_slots: int = Field(1, ge=0)
+    new_arrival_min_auc: float = Field(0.55, ge=0, le=1)
     cold_item_max_users: int = Field(0, ge=0)
     map_min_users: int = Field(2, ge=1)
     mmr_penalty: float = Field(0.0, ge=0)
@@ -134,6 +135,7 @@ class RecsSettings(_Section):
     tune_days: float = Field(7.0, gt=0)
     tune_max_users: int = Field(2000, ge=1)
     tune_min_users: int = Field(20, ge=1)
+    tune_min_gain_se: float = Field(3.0, ge=0)
     similar_k: int = Field(10, ge=1)
     similar_min: float = Field(0.0, ge=-1, le=1)
     similar_engine: Literal["exact", "faiss"] = "exact"

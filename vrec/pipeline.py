@@ -206,7 +206,7 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
     from vrec.cf import CFModel
     from vrec.privacy import pseudonym_col, resolve_salt
     from vrec.recs import build_item_space, build_user_recs, item_similar, save_space, user_inputs
-    from vrec.tuning import policy_from
+    from vrec.tuning import gate_slots, policy_from
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     r = settings.recs
@@ -220,7 +220,7 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
         save_space(space, rd / "hybrid")
         blend_file = rd / "model" / "blend.json"
         blend = json.loads(blend_file.read_text()) if blend_file.is_file() else None
-        policy = policy_from(r, blend)
+        policy, slots_off = gate_slots(policy_from(r, blend), map_quality, r.new_arrival_min_auc)
         version = f"{model.version}+vw{policy.visual_weight:g}h{policy.history_shrink:g}"
         users = user_inputs(spark.read.parquet(str(rd / "interactions")),
                             spark.read.parquet(str(rd / "user_profile")),
@@ -254,6 +254,7 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
                                                    "history_shrink": policy.history_shrink,
                                                    "tuned": bool(blend and blend.get("chosen"))},
                      cold_start_map=map_quality, pseudonymized=bool(salt),
+                     new_arrival_slots=policy.new_arrival_slots, new_arrival_slots_off=slots_off,
                      **{k: v for k, v in facts.items() if k not in ("users", "rows")})
     return {"user_recs": facts["rows"], "item_similar": n_sim, "coverage": facts["coverage"],
             "reasons": facts["reasons"]}

@@ -195,11 +195,11 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
     fit = warm & has & (users >= map_min_users)
     uidx = index_of(pos[C.USER_ID].to_numpy(), model.user_ids)
     ok = (ci >= 0) & (uidx >= 0)
-    by_item = pd.Series(uidx[ok]).groupby(ci[ok]).apply(np.asarray)
+    liked = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (uidx[ok], ci[ok])),
+                          shape=(len(model.user_ids), len(item_ids)))
     fit_idx = np.flatnonzero(fit)
     rmap = fit_ridge_map(emb[fit_idx], factors[fit_idx], np.asarray(model.user_factors),
-                         [by_item.get(i, np.zeros(0, dtype=np.int64)) for i in fit_idx],
-                         seed=seed)
+                         liked[:, fit_idx], seed=seed)
     if rmap is not None:
         factors[new] = rmap.predict(emb[new])
     else:

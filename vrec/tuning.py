@@ -4,9 +4,11 @@ The run's interaction pairs are split as of the run (``user``: each user's lates
 ``tune_fraction`` of positive pairs by last event; ``time``: pairs whose last event falls
 in the last ``tune_days``), a CF model with the run's ALS settings is fit on the rest, and
 the hybrid ranker (the production code) builds lists for a sample of validation users at
-each (visual weight, history shrink) of the grid. The pair with the best NDCG@k wins;
-ties go to the earlier grid point, and the grid always holds (0, 0) = CF only, so the
-chosen blend is never worse than CF only on the window.
+each (visual weight, history shrink) of the grid. CF only (0, 0) is the default; a
+blend replaces it only when its mean per-user NDCG@k beats CF only by more than
+``tune_min_gain_se`` standard errors of the paired per-user difference, and then the
+best such blend wins. The chosen blend is therefore never worse than CF only on the
+window, and noise does not move it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings
 from vrec.hybrid import ListPolicy, UserBatch, assemble, candidates
-from vrec.metrics import mean_ndcg
+from vrec.metrics import ndcg_at_k
 
 
 def split_pairs(pairs: pd.DataFrame, *, mode: str, fraction: float, days: float,
@@ -56,6 +58,21 @@ def policy_from(recs: RecsSettings, blend: dict | None = None) -> ListPolicy:
     if blend and blend.get("chosen"):
         p = dataclasses.replace(p, **blend["chosen"])
     return p
+
+
+def gate_slots(policy: ListPolicy, map_quality: dict | None, min_auc: float
+               ) -> tuple[ListPolicy, str | None]:
+    """Reserved new-arrival slots only when the cold-start map ranks held-out warm items
+    for their users with AUC >= ``min_auc``: a map no better than chance would spend list
+    places on noise. Returns the policy to use and why slots were turned off (or None)."""
+    if policy.new_arrival_slots == 0:
+        return policy, None
+    a = (map_quality or {}).get("auc_mapped")
+    if a is None or not a >= min_auc:
+        why = (f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}" if a is not None
+               else f"no cold-start map ({(map_quality or {}).get('skipped', 'not fit')})")
+        return dataclasses.replace(policy, new_arrival_slots=0), why
+    return policy, None
 
 
 def profile_weights(pairs: pd.DataFrame, end: pd.Timestamp, half_life: float | None
@@ -126,23 +143,33 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
                              half_life=recs.profile_half_life_days)
     relevant = {u: set(g) for u, g in val[val[C.USER_ID].isin(set(users))]
                 .groupby(C.USER_ID)[C.ITEM_ID]}
-    base = _policy(recs)
+    base, out["slots_off"] = gate_slots(_policy(recs), quality, recs.new_arrival_min_auc)
     cands = candidates(batch, space, base)
 
-    def score(policy: ListPolicy) -> float:
+    def per_user(policy: ListPolicy) -> np.ndarray:
         lists = assemble(batch, space, cands, policy)
         ids = space.item_ids[lists["item"].to_numpy()]
         per = pd.Series(ids).groupby(lists["user_id"].to_numpy()).apply(list).to_dict()
-        return round(mean_ndcg(per, relevant, recs.k), 5)
+        return np.asarray([ndcg_at_k(per.get(u, []), relevant[u], recs.k) for u in relevant])
+
+    def score(policy: ListPolicy) -> float:
+        return round(float(per_user(policy).mean()), 5)
 
     grid = [(0.0, 0.0)] + [(b, h) for b in recs.tune_grid for h in recs.tune_shrink_grid
                            if (b, h) != (0.0, 0.0)]
-    best = None
-    for b, h in grid:
-        v = score(dataclasses.replace(base, visual_weight=b, history_shrink=h))
-        out["grid"][f"{b:g}/{h:g}"] = v
-        if best is None or v > best[0]:
-            best = (v, b, h)
+    cf_only = per_user(dataclasses.replace(base, visual_weight=0.0, history_shrink=0.0))
+    best = (round(float(cf_only.mean()), 5), 0.0, 0.0)
+    out["grid"]["0/0"] = best[0]
+    for b, h in grid[1:]:
+        v = per_user(dataclasses.replace(base, visual_weight=b, history_shrink=h))
+        d = v - cf_only
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        mean = round(float(v.mean()), 5)
+        out["grid"][f"{b:g}/{h:g}"] = mean
+        # a blend must beat CF only by more than tune_min_gain_se standard errors of the
+        # paired per-user difference: 3 SE covers the ~11 grid points compared (Bonferroni)
+        if d.mean() > recs.tune_min_gain_se * se and mean > best[0]:
+            best = (mean, b, h)
     out["cf_only_ndcg"] = out["grid"]["0/0"]
     out["als_only_ndcg"] = score(dataclasses.replace(
         base, visual_weight=0.0, history_shrink=0.0, new_arrival_slots=0, mmr_penalty=0.0,
