@@ -104,3 +104,49 @@ def test_movielens_poster_embeddings_quality_report(ml_runs):
           f"quarantine {reasons}, mean top-1 cosine {top1:.3f} vs random pairs {rand:.3f}")
     assert len(vec) / with_image >= 0.98
     assert top1 > rand + 0.1
+
+
+def _eval(dataset):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from realdata_embeddings import DATASETS, dataset_embeddings
+
+    from vrec import evaluation
+
+    vec = dataset_embeddings(dataset)  # cached in benchmarks/.cache after the first run
+    if dataset == "movielens":
+        return evaluation.run_movielens(DATASETS / "movielens-small", vec)
+    return evaluation.run_fashion(DATASETS / "fashion-small", vec)
+
+
+def test_hybrid_on_movielens_never_loses_to_als():
+    """Posters are a weak taste signal: the tuned hybrid must not lose to ALS beyond noise,
+    and a cold-start map no better than chance must not take list places."""
+    r = _eval("movielens")
+    print(f"\nMovieLens hybrid: {r['ndcg_all']} diff {r['hybrid_vs_als_all']} cold {r['cold']} "
+          f"map {r['map_quality']} tuning {r['tuning']['chosen']} slots_off {r['slots_off']}")
+    assert r["users"] > 550
+    d = r["hybrid_vs_als_all"]
+    assert d["diff"] >= -2 * d["stderr"]
+    assert r["tuning"]["chosen_ndcg"] >= r["tuning"]["cf_only_ndcg"]
+    if r["map_quality"]["auc_mapped"] < 0.55:
+        assert r["new_arrival_slots"] == 0 and r["slots_off"]
+    assert r["ndcg_all"]["als"] > 2 * r["ndcg_all"]["visual"]
+
+
+def test_hybrid_on_fashion_reaches_cold_items_and_keeps_warm_quality():
+    """Real photos, simulated shoppers: new arrivals must reach the users who like their
+    look (ALS cannot recommend them at all), without losing on all users beyond noise."""
+    r = _eval("fashion")
+    print(f"\nfashion hybrid: {r['ndcg_all']} diff {r['hybrid_vs_als_all']} "
+          f"no-slots diff {r['hybrid_no_slots_vs_als_all']} cold {r['cold']} "
+          f"map {r['map_quality']} tuning {r['tuning']['chosen']}")
+    cold = r["cold"]
+    assert cold["users_with_cold_relevant"] > 300
+    assert cold["auc_map"] > 0.65 and cold["auc_map"] > cold["auc_visual_cosine"]
+    assert cold["ndcg"]["hybrid"] > 0 and cold["ndcg"]["als"] == 0 and cold["hit_rate_hybrid"] > 0
+    assert r["lists_with_new_arrival"] > 0.9
+    slots, blend = r["hybrid_vs_als_all"], r["hybrid_no_slots_vs_als_all"]
+    assert blend["diff"] >= -2 * blend["stderr"]
+    assert slots["diff"] >= -3 * slots["stderr"]  # the reserved place costs a little

@@ -3,7 +3,8 @@
 :func:`evaluate_hybrid` trains the CF model on the training pairs, tunes the blend on a
 validation window carved from the training pairs only (as the nightly run does), and
 scores the test users with the production ranker under four list policies: hybrid
-(tuned), ALS only, visual only, and the ALS-only list's counterpart. Cold items are
+(tuned blend, reserved new-arrival slots when the map qualifies), the same without the
+slots, ALS only, and visual only. Cold items are
 test items with an image and no training pairs.
 """
 
@@ -72,6 +73,7 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
     policies = {
         "hybrid": hybrid,
+        "hybrid_no_slots": dataclasses.replace(hybrid, new_arrival_slots=0),
         "als": dataclasses.replace(hybrid, visual_weight=0.0, history_shrink=0.0, **plain),
         "visual": dataclasses.replace(hybrid, visual_weight=1.0, history_shrink=0.0, **plain),
     }
@@ -111,6 +113,7 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
         "slots_off": slots_off,
         "ndcg_all": {name: round(float(v.mean()), 5) for name, v in ndcg.items()},
         "hybrid_vs_als_all": _paired(ndcg["hybrid"], ndcg["als"]),
+        "hybrid_no_slots_vs_als_all": _paired(ndcg["hybrid_no_slots"], ndcg["als"]),
         "cold": {"items_new": len(new_ids), "users_with_cold_relevant": len(cold_rel),
                  "auc_map": round(float(np.nanmean(auc_map)), 4) if auc_map else None,
                  "auc_visual_cosine": round(float(np.nanmean(auc_cos)), 4) if auc_cos else None,
