@@ -44,7 +44,7 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
     env = {"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG}
     if stage == "build_recs" and SALT_CONN_ID:
         # rendered at run time from the connection (Airflow masks connection passwords)
-        env["VREC_USER_SALT"] = "{{ conn.%s.password }}" % SALT_CONN_ID
+        env["VREC_USER_SALT"] = "{{ conn." + SALT_CONN_ID + ".password }}"
     return SparkSubmitOperator(
         task_id=stage,
         application=str(JOBS / f"{stage}.py"),

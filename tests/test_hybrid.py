@@ -8,8 +8,17 @@ import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import CFSettings, PrivacySettings, RecsSettings
-from vrec.hybrid import (ItemSpace, ListPolicy, UserBatch, auc, fit_ridge_map, greedy_pick,
-                         l2_normalise, rank_batch, user_visual_weight)
+from vrec.hybrid import (
+    ItemSpace,
+    ListPolicy,
+    UserBatch,
+    auc,
+    fit_ridge_map,
+    greedy_pick,
+    l2_normalise,
+    rank_batch,
+    user_visual_weight,
+)
 from vrec.privacy import PrivacyError, pseudonym, pseudonym_col, resolve_salt
 
 RNG = np.random.default_rng(7)

@@ -26,7 +26,6 @@ from vrec import warehouse as W
 from vrec.config import Settings
 
 
-
 def _rd(settings: Settings, ds: str) -> Path:
     return W.run_dir(settings.paths.warehouse_root, ds)
 

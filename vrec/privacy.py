@@ -29,9 +29,9 @@ def resolve_salt(privacy: PrivacySettings, environ: dict | None = None) -> str |
     env = os.environ if environ is None else environ
     salt = env.get(privacy.salt_env, "")
     if len(salt) < MIN_SALT_CHARS:
+        what = "unset" if not salt else f"shorter than {MIN_SALT_CHARS} characters"
         raise PrivacyError(
-            f"privacy.pseudonymize is on but ${privacy.salt_env} is "
-            f"{'unset' if not salt else 'shorter than %d characters' % MIN_SALT_CHARS}; "
+            f"privacy.pseudonymize is on but ${privacy.salt_env} is {what}; "
             "set it (or VREC_SALT_CONN_ID for the DAG) or turn pseudonymisation off")
     return salt
 
