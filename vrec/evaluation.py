@@ -49,21 +49,14 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
                     vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
                     end: pd.Timestamp, seed: int = 0) -> dict:
     """Hybrid vs ALS-only vs visual-only on held-out relevant items (see module doc)."""
-    from vrec.cf import CFModel, build_matrix, fit_implicit
-    from vrec.recs import build_item_space
-    from vrec.tuning import batch_from_pairs, gate_slots, policy_from, tune_blend
+    from vrec.tuning import batch_from_pairs, fit_space, gate_slots, policy_from, tune_blend
 
     t0 = time.perf_counter()
     pos = train[train["weight"] > 0]
     trending = pos[C.ITEM_ID].value_counts().index.astype(str).tolist()
     tuned = tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=end, seed=seed)
-    uids, iids, mat = build_matrix(train, cf.alpha)
-    uf, itf, _ = fit_implicit(mat, cf)
-    model = CFModel(user_ids=uids, item_ids=iids, user_factors=uf, item_factors=itf,
-                    params={}, version="eval")
-    space, _, map_quality = build_item_space(
-        model, catalog, vectors, train, trending, cold_item_max_users=recs.cold_item_max_users,
-        map_min_users=recs.map_min_users, seed=seed)
+    model, space, map_quality = fit_space(train, catalog, vectors, trending, cf=cf, recs=recs,
+                                          seed=seed)
     users = np.asarray(sorted(relevant), dtype=object)
     batch = batch_from_pairs(users, train, space=space, model=model, end=end,
                              half_life=recs.profile_half_life_days)

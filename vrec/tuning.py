@@ -109,12 +109,29 @@ def batch_from_pairs(users: np.ndarray, pairs: pd.DataFrame, *, space, model, en
     return UserBatch(np.asarray(users), uf, in_model, hist.tocsr(), seen, [])
 
 
+def fit_space(train: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
+              trending_ids: list[str], *, cf: CFSettings, recs: RecsSettings, seed: int = 0,
+              matrix=None):
+    """(CF model fit with implicit on ``train``, its item space, the map quality), as the
+    tuning and the offline evaluation use them."""
+    from vrec.cf import CFModel, build_matrix, fit_implicit
+    from vrec.recs import build_item_space
+
+    uids, iids, mat = matrix or build_matrix(train, cf.alpha)
+    uf, itf, _ = fit_implicit(mat, cf)
+    model = CFModel(user_ids=uids, item_ids=iids, user_factors=uf, item_factors=itf,
+                    params={}, version="offline")
+    space, _, quality = build_item_space(
+        model, catalog, vectors, train, trending_ids, cold_item_max_users=recs.cold_item_max_users,
+        map_min_users=recs.map_min_users, seed=seed)
+    return model, space, quality
+
+
 def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
                trending_ids: list[str], *, cf: CFSettings, recs: RecsSettings,
                end: pd.Timestamp, seed: int = 0) -> dict:
     """Choose (visual_weight, history_shrink) on a validation window; see module doc."""
-    from vrec.cf import CFModel, build_matrix, fit_implicit
-    from vrec.recs import build_item_space
+    from vrec.cf import build_matrix
 
     t0 = time.perf_counter()
     train, val = split_pairs(pairs, mode=recs.tune_split, fraction=recs.tune_fraction,
@@ -132,12 +149,8 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
         out["skipped"] = f"{len(users)} validation users < tune_min_users {recs.tune_min_users}"
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
-    uf, itf, _ = fit_implicit(mat, cf)
-    model = CFModel(user_ids=uids, item_ids=iids, user_factors=uf, item_factors=itf,
-                    params={}, version="tuning")
-    space, _, quality = build_item_space(
-        model, catalog, vectors, train, trending_ids, cold_item_max_users=recs.cold_item_max_users,
-        map_min_users=recs.map_min_users, seed=seed)
+    model, space, quality = fit_space(train, catalog, vectors, trending_ids, cf=cf, recs=recs,
+                                      seed=seed, matrix=(uids, iids, mat))
     cut = end if recs.tune_split == "user" else end - pd.Timedelta(days=recs.tune_days)
     batch = batch_from_pairs(users, train, space=space, model=model, end=cut,
                              half_life=recs.profile_half_life_days)
