@@ -237,9 +237,9 @@ def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_
     shutil.copytree(s.paths.warehouse_root, wh, symlinks=True)
     s2 = s.model_copy(update={"paths": s.paths.model_copy(update={"warehouse_root": wh}),
                               "cf": s.cf.model_copy(update={"engine": "spark_mllib"})})
+    pipeline.embed_items(spark, s2, DS)  # the DAG's order: the blend tuning needs the vectors
     res = pipeline.train_cf(spark, s2, DS)
     assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")
-    pipeline.embed_items(spark, s2, DS)
     pipeline.score_users(spark, s2, DS)
     pipeline.build_recs(spark, s2, DS)
     pipeline.validate_outputs(s2, DS)
