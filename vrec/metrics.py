@@ -17,9 +17,3 @@ def ndcg_at_k(recommended: Sequence, relevant: Iterable, k: int) -> float:
     idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(rel), k)))
     return dcg / idcg
 
-
-def mean_ndcg(lists: dict, relevant: dict, k: int) -> float:
-    """Mean NDCG@k over the users of ``relevant`` (a missing list counts as empty)."""
-    if not relevant:
-        return float("nan")
-    return sum(ndcg_at_k(lists.get(u, []), rel, k) for u, rel in relevant.items()) / len(relevant)

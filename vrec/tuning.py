@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings
@@ -98,8 +99,6 @@ def batch_from_pairs(users: np.ndarray, pairs: pd.DataFrame, *, space, model, en
     ok = c >= 0
     w = profile_weights(p, end, half_life)
     h = ok & (w > 0)
-    import scipy.sparse as sp
-
     hist = sp.csr_matrix((w[h].astype(np.float32), (r[h], c[h])), shape=(len(users), space.n))
     seen = seen_matrix(r[ok], c[ok], len(users), space.n)
     uidx = index_of(users, model.user_ids)
