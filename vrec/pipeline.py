@@ -244,8 +244,8 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
         if recall is not None and recall < r.faiss_recall_floor:
             raise RuntimeError(f"FAISS item_similar recall@{r.similar_k} {recall:.3f} is below "
                                f"recs.faiss_recall_floor {r.faiss_recall_floor}")
-        facts = list_facts(pd.read_parquet(clear), space,
-                           pd.read_parquet(rd / "user_profile", columns=[C.USER_ID, "segment"]))
+        facts = list_facts(spark, spark.read.parquet(str(rd / "out" / "user_recs")), space,
+                           spark.read.parquet(str(rd / "user_profile")))
         n_sim = spark.read.parquet(str(rd / "out" / "item_similar")).count()
         timer.record(facts["users"], facts["rows"], 0, item_similar_rows=n_sim,
                      similar_engine=r.similar_engine, faiss_recall=recall,
@@ -259,18 +259,25 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
             "reasons": facts["reasons"]}
 
 
-def list_facts(recs: pd.DataFrame, space, profile: pd.DataFrame) -> dict:
-    """Numbers about the published lists for run_stats: users, rows, catalog coverage
-    (distinct recommended items / catalog items), rows per reason, the share of lists
-    holding a new arrival, and the cold users (trending lists)."""
-    cold = set(profile.loc[profile["segment"] == "cold", C.USER_ID])
-    new_ids = set(space.item_ids[np.asarray(space.new, dtype=bool)])
-    has_new = recs[C.ITEM_ID].isin(new_ids).groupby(recs[C.USER_ID]).any()
-    return {"users": int(recs[C.USER_ID].nunique()), "rows": int(len(recs)),
-            "coverage": round(recs[C.ITEM_ID].nunique() / max(1, space.n), 4),
-            "reasons": recs["reason"].value_counts().to_dict(),
-            "lists_with_new_arrival": round(float(has_new.mean()) if len(has_new) else 0.0, 4),
-            "new_arrivals": len(new_ids), "cold_users": len(cold)}
+def list_facts(spark, recs, space, profile) -> dict:
+    """Numbers about the lists for run_stats, aggregated in Spark: users, rows, catalog
+    coverage (distinct recommended items / catalog items), rows per reason, the share of
+    lists holding a new arrival, and the cold users (trending lists)."""
+    from pyspark.sql import functions as F
+
+    new_ids = space.item_ids[np.asarray(space.new, dtype=bool)].astype(str).tolist()
+    tot = recs.agg(F.countDistinct(C.USER_ID).alias("users"), F.count("*").alias("rows"),
+                   F.countDistinct(C.ITEM_ID).alias("items")).first()
+    new = spark.createDataFrame([(i,) for i in new_ids], "item_id string")
+    with_new = (recs.join(F.broadcast(new), C.ITEM_ID, "left_semi")
+                .select(C.USER_ID).distinct().count()) if new_ids else 0
+    return {"users": int(tot["users"]), "rows": int(tot["rows"]),
+            "coverage": round(tot["items"] / max(1, space.n), 4),
+            "reasons": {r["reason"]: int(r["count"])
+                        for r in recs.groupBy("reason").count().collect()},
+            "lists_with_new_arrival": round(with_new / max(1, tot["users"]), 4),
+            "new_arrivals": len(new_ids),
+            "cold_users": profile.where(F.col("segment") == "cold").count()}
 
 
 # ---------------------------------------------------------------- validate_outputs
