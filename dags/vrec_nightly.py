@@ -1,10 +1,12 @@
 """
 ### vrec_nightly
 
-Nightly batch recommendations: validate inputs (Great Expectations) → build the as-of
+Nightly batch recommendations (every stage but publish is a Spark job):
+validate inputs (Great Expectations; critical failures stop the run) → build the as-of
 interaction matrix (Spark) → embed new item images (Spark + pretrained CNN) → train
 implicit ALS → score all users (Spark) → blend collaborative and visual scores into
-`user_recs` and `item_similar` → validate outputs (GX) → publish atomically.
+`user_recs` and `item_similar` → validate outputs (GX; gates publish) → publish atomically.
+GX Data Docs: `<warehouse>/reports/gx/data_docs/index.html`.
 
 Each task works on the run's logical date `ds` and overwrites that date's staging area on
 rerun, so clearing a task or backfilling a range is safe. A run for `ds` only reads events
@@ -70,22 +72,6 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
 )
 def vrec_nightly():
     @task
-    def validate_inputs(ds: str | None = None) -> dict:
-        """GX on the day's landed events and the catalog snapshot; fails on critical."""
-        from vrec import pipeline
-        from vrec.config import load_settings
-
-        return pipeline.validate_inputs(load_settings(CONFIG), ds)
-
-    @task
-    def validate_outputs(ds: str | None = None) -> dict:
-        """GX on the staged user_recs and item_similar; fails on critical."""
-        from vrec import pipeline
-        from vrec.config import load_settings
-
-        return pipeline.validate_outputs(load_settings(CONFIG), ds)
-
-    @task
     def publish(ds: str | None = None) -> dict:
         """Atomically publish the run's tables for ds; returns the manifest summary."""
         from vrec import pipeline
@@ -96,13 +82,11 @@ def vrec_nightly():
                 "rows": {t: v["rows"] for t, v in m["tables"].items()}}
 
     stages = [_spark_stage(s) for s in
-              ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs")]
-    first = validate_inputs()
-    prev = first
-    for op in stages:
-        prev >> op
-        prev = op
-    prev >> validate_outputs() >> publish()
+              ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
+               "build_recs", "validate_outputs")]
+    for up, down in zip(stages, stages[1:]):
+        up >> down
+    stages[-1] >> publish()
 
 
 vrec_nightly()

@@ -242,7 +242,7 @@ def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_
     assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")
     pipeline.score_users(spark, s2, DS)
     pipeline.build_recs(spark, s2, DS)
-    pipeline.validate_outputs(s2, DS)
+    pipeline.validate_outputs(spark, s2, DS)
     recs = pd.read_parquet(W.run_dir(wh, DS) / "out" / "user_recs")
     assert recs["model_version"].str.startswith("spark_mllib-als-").all()
     assert CFModel.load(W.run_dir(wh, DS) / "model").params["device"] == "spark"

@@ -67,10 +67,10 @@ def staged(spark, tiny_raw, tmp_path_factory):
                              "recs": s.recs.model_copy(update={"map_min_users": 1})})
     results = {}
     for ds in (PREV, DS):
-        results[ds] = {"validate_inputs": pipeline.validate_inputs(s, ds)}
+        results[ds] = {"validate_inputs": pipeline.validate_inputs(spark, s, ds)}
         for stage in ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs"):
             results[ds][stage] = getattr(pipeline, stage)(spark, s, ds)
-        results[ds]["validate_outputs"] = pipeline.validate_outputs(s, ds)
+        results[ds]["validate_outputs"] = pipeline.validate_outputs(spark, s, ds)
         results[ds]["publish"] = pipeline.publish(s, ds)
     return s, results
 
@@ -141,7 +141,7 @@ def test_run_stats_record_every_stage(staged):
     assert (stats["seconds"] >= 0).all()
 
 
-def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged):
+def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged, spark):
     s, _ = staged
     folder = W.run_dir(s.paths.warehouse_root, DS) / "out" / "user_recs"
     original = {p: p.read_bytes() for p in folder.glob("*.parquet")}
@@ -151,8 +151,8 @@ def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged)
         for p in original:
             p.unlink()
         df.to_parquet(folder / "part-broken.parquet", index=False)
-        with pytest.raises(ValidationFailed, match="expect_column_values_to_be_in_set.*not-in-catalog"):
-            pipeline.validate_outputs(s, DS)
+        with pytest.raises(ValidationFailed, match=r"user_recs: expect_column_values_to_be_in_set .*known_item.* observed 3 unexpected"):
+            pipeline.validate_outputs(spark, s, DS)
     finally:
         for p in folder.glob("*.parquet"):
             p.unlink()
@@ -222,7 +222,7 @@ def test_run_stats_details_record_coverage_blend_and_the_cold_start_map(staged):
     assert tuned is not None and "grid" in tuned
 
 
-def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw):
+def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw, spark):
     import shutil
     raw = tmp_path / "raw"
     shutil.copytree(tiny_raw / "catalog", raw / "catalog")
@@ -231,7 +231,7 @@ def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw):
     ev.to_parquet(raw / "events" / f"ds={DS}" / "part-0.parquet", index=False)
     s = settings_for(raw, tmp_path / "wh", tmp_path)
     with pytest.raises(ValidationFailed, match="expect_column_to_exist.*event_type"):
-        pipeline.validate_inputs(s, DS)
+        pipeline.validate_inputs(spark, s, DS)
 
 
 def test_duplicate_cache_rows_do_not_duplicate_vectors(staged, spark):

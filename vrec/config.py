@@ -151,6 +151,13 @@ class RecsSettings(_Section):
         return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
 
 
+class ValidationSettings(_Section):
+    """Validation knobs that are run parameters rather than suite thresholds (those are
+    the ``mostly`` values in ``expectations/expectations/*.json``)."""
+
+    max_event_age_days: float | None = Field(None, gt=0)
+
+
 class PrivacySettings(_Section):
     """Pseudonymisation of user ids in published tables (README "Privacy")."""
 
@@ -174,6 +181,7 @@ class Settings(_Section):
     weights: EventWeights = EventWeights()
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
+    validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()
     publish: PublishSettings = PublishSettings()
 

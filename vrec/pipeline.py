@@ -24,6 +24,7 @@ import pandas as pd
 from vrec import columns as C
 from vrec import warehouse as W
 from vrec.config import Settings
+from vrec.validation import docs_index
 
 
 def _rd(settings: Settings, ds: str) -> Path:
@@ -39,31 +40,45 @@ def _write(df, path: Path, *, files: int = 1, sort: list[str] | None = None) -> 
 
 # ---------------------------------------------------------------- validate_inputs
 
-def validate_inputs(settings: Settings, ds: str) -> dict:
-    """GX on the day's landed events and the catalog snapshot; fails on critical."""
+def validate_inputs(spark, settings: Settings, ds: str) -> dict:
+    """GX on the day's landed events (Spark) and the catalog snapshot (pandas); a
+    critical failure fails the task before anything downstream runs."""
     from vrec.rawio import catalog_snapshot_ds, partition_dir
-    from vrec.validation import raise_on_failure, validate_frame
+    from vrec.validation import (catalog_frame, events_frame, raise_on_failure, validate_all)
 
-    raw = settings.paths.raw_root
-    timer = W.StageTimer(settings.paths.warehouse_root, ds, "validate_inputs")
+    raw, wh = settings.paths.raw_root, settings.paths.warehouse_root
+    timer = W.StageTimer(wh, ds, "validate_inputs")
     snap = catalog_snapshot_ds(raw, ds)
     catalog = pd.read_parquet(partition_dir(raw, "catalog", snap))
     ev_dir = partition_dir(raw, "events", ds)
-    events = pd.read_parquet(ev_dir) if ev_dir.is_dir() else pd.DataFrame(
-        columns=list(C.EVENT_COLUMNS))
-    params = {"event_types": list(C.EVENT_TYPES),
-              "catalog_item_ids": set(catalog[C.ITEM_ID].dropna().astype(str)) if C.ITEM_ID in catalog else set()}
-    results = [validate_frame(catalog, "raw_catalog", params)]
-    if len(events):
-        results.append(validate_frame(events, "raw_events", params))
-    folder = _rd(settings, ds) / "validation"
-    for r in results:
-        W.write_json(folder / f"{r.suite}.json", r.to_dict())
-    raise_on_failure(results)
+    if not ev_dir.is_dir() or not any(ev_dir.glob("*.parquet")):
+        raise FileNotFoundError(f"no events landed for ds={ds}: {ev_dir} has no Parquet files "
+                                "(an upstream export failed, or the date is outside the data)")
+    ids = catalog[C.ITEM_ID].dropna().astype(str) if C.ITEM_ID in catalog else pd.Series([], dtype=str)
+    catalog_ids = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: ids.unique()}),
+                                        schema="item_id string")
+    events = events_frame(spark, ev_dir, catalog_ids, ds,
+                          settings.validation.max_event_age_days).cache()
+    try:
+        n_events = events.count()
+        results = validate_all(wh, ds, {
+            "raw_catalog": (catalog_frame(catalog, settings.paths.image_root), len(catalog)),
+            "raw_events": (events, n_events)}, {"event_types": list(C.EVENT_TYPES)},
+            _rd(settings, ds) / "validation")
+    finally:  # a cached plan would serve stale rows to a rerun after the files changed
+        events.unpersist()
     warnings = sum(len(r.warnings) for r in results)
-    timer.record(len(events) + len(catalog), len(events) + len(catalog), 0,
-                 warnings=warnings, catalog_snapshot=snap)
-    return {"events": len(events), "catalog": len(catalog), "warnings": warnings}
+    timer.record(n_events + len(catalog), n_events + len(catalog), 0, warnings=warnings,
+                 catalog_snapshot=snap, validation=_summary(results),
+                 data_docs=str(docs_index(wh)))
+    raise_on_failure(results)
+    return {"events": n_events, "catalog": len(catalog), "warnings": warnings}
+
+
+def _summary(results) -> dict:
+    return {r.suite: {"success": r.success, "rows": r.rows, "evaluated": r.evaluated,
+                      "failed": [f["expectation"] for f in r.failures],
+                      "warnings": [f["expectation"] for f in r.warnings]} for r in results}
 
 
 # ---------------------------------------------------------------- build_interactions
@@ -282,32 +297,38 @@ def list_facts(spark, recs, space, profile) -> dict:
 
 # ---------------------------------------------------------------- validate_outputs
 
-def validate_outputs(settings: Settings, ds: str) -> dict:
-    """GX on user_recs and item_similar before publish; fails on critical."""
-    from vrec.validation import raise_on_failure, validate_frame
+def validate_outputs(spark, settings: Settings, ds: str) -> dict:
+    """GX on the staged user_recs, per-user lists, item_similar (Spark) and the run's item
+    vectors (pandas) before publish; a critical failure fails the task."""
+    from vrec.validation import (embeddings_frame, raise_on_failure, recs_frames,
+                                 similar_frame, validate_all)
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     timer = W.StageTimer(wh, ds, "validate_outputs")
-    recs = pd.read_parquet(rd / "out" / "user_recs")
-    sim = pd.read_parquet(rd / "out" / "item_similar")
-    catalog_ids = set(pd.read_parquet(rd / "catalog", columns=[C.ITEM_ID])[C.ITEM_ID])
-    params = {"k": settings.recs.k, "similar_k": settings.recs.similar_k,
-              "catalog_item_ids": catalog_ids}
-    results = [validate_frame(recs, "user_recs", params), validate_frame(sim, "item_similar", params)]
-    # Scores must be non-increasing by rank within each user (not expressible per row).
-    bad = recs.sort_values([C.USER_ID, "rank"]).groupby(C.USER_ID)["score"].apply(
-        lambda s: bool((np.diff(s.to_numpy()) > 1e-9).any()))
-    if bad.any():
-        results[0].success = False
-        results[0].failures.append({"expectation": "scores_non_increasing_by_rank", "kwargs": {},
-                                    "observed": f"{int(bad.sum())} users violate it",
-                                    "severity": "critical"})
-    for r in results:
-        W.write_json(rd / "validation" / f"{r.suite}.json", r.to_dict())
+    catalog_ids = spark.read.parquet(str(rd / "catalog")).select(C.ITEM_ID)
+    recs, lists = recs_frames(spark.read.parquet(str(rd / "out" / "user_recs")),
+                              spark.read.parquet(str(rd / "out" / "user_profile")),
+                              catalog_ids, settings.recs.k)
+    recs, lists = recs.cache(), lists.cache()
+    sim = similar_frame(spark.read.parquet(str(rd / "out" / "item_similar"))).cache()
+    vectors = pd.read_parquet(rd / "item_vectors")
+    ids = set(pd.read_parquet(rd / "catalog", columns=[C.ITEM_ID])[C.ITEM_ID].astype(str))
+    emb = embeddings_frame(vectors, ids)
+    try:
+        frames = {"user_recs": (recs, recs.count()), "user_lists": (lists, lists.count()),
+                  "item_similar": (sim, sim.count()), "item_embeddings": (emb, len(emb))}
+        dim = int(emb["dim"].mode().iloc[0]) if len(emb) else 0
+        results = validate_all(wh, ds, frames, {"k": settings.recs.k,
+                                                "similar_k": settings.recs.similar_k, "dim": dim},
+                               rd / "validation")
+    finally:  # a cached plan would serve stale rows to a rerun after the files changed
+        for df in (recs, lists, sim):
+            df.unpersist()
+    rows = sum(n for _, n in frames.values())
+    timer.record(rows, rows, 0, warnings=sum(len(r.warnings) for r in results),
+                 validation=_summary(results), data_docs=str(docs_index(wh)))
     raise_on_failure(results)
-    timer.record(len(recs) + len(sim), len(recs) + len(sim), 0,
-                 warnings=sum(len(r.warnings) for r in results))
-    return {"user_recs": len(recs), "item_similar": len(sim)}
+    return {name: n for name, (_, n) in frames.items()}
 
 
 # ---------------------------------------------------------------- publish

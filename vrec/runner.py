@@ -8,8 +8,9 @@ import traceback
 
 from vrec.warehouse import check_ds
 
-SPARK_STAGES = ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs")
-LOCAL_STAGES = ("validate_inputs", "validate_outputs", "publish")
+SPARK_STAGES = ("validate_inputs", "build_interactions", "embed_items", "train_cf",
+                "score_users", "build_recs", "validate_outputs")
+LOCAL_STAGES = ("publish",)
 
 
 def parse_args(argv: list[str], stage: str) -> argparse.Namespace:

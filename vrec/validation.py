@@ -1,22 +1,30 @@
-"""Great Expectations gates. GX is imported lazily, inside the functions.
+"""Great Expectations gates (README "Data validation"). GX is imported lazily.
 
-Suites are declarative JSON files in ``expectations/`` (one per table). Each expectation
-carries ``meta.severity``: ``critical`` failures fail the task; ``warning`` failures are
-recorded. String kwargs that start with ``$`` are filled from run parameters (for
-example ``$catalog_item_ids``).
+Suites live in the File Data Context ``expectations/`` (see :mod:`vrec.gxcontext`), one
+per table; each expectation has a GX ``severity``: ``critical`` failures fail the task
+before anything downstream runs, ``warning`` ones are recorded. Suite parameters
+(``{"$PARAMETER": "k"}``) are filled per run. Before validation vrec adds a few derived
+columns a declarative suite cannot compute itself (``known_item``, ``ts_not_future``,
+``is_duplicate``, ``image_ok``, ``norm``...); the functions below build those frames.
+
+Results are stored per ds: as JSON in the run's staging area (``validation/<suite>.json``)
+and in GX's validation results store under ``<warehouse>/reports/gx/validations/``;
+Data Docs are rebuilt into ``<warehouse>/reports/gx/data_docs/index.html``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "expectations"
+from vrec import columns as C
+
 log = logging.getLogger(__name__)
 
 
@@ -33,26 +41,22 @@ class SuiteResult:
     failures: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
     evaluated: int = 0
+    rows: int | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         return {"suite": self.suite, "success": self.success, "evaluated": self.evaluated,
-                "failures": self.failures, "warnings": self.warnings}
+                "rows": self.rows, "failures": self.failures, "warnings": self.warnings}
 
 
-def load_suite(name: str, params: dict, suites_dir: Path = SUITES_DIR) -> dict:
-    """Read ``<name>.json`` and substitute ``$param`` kwargs."""
-    path = suites_dir / f"{name}.json"
-    spec = json.loads(path.read_text())
-    for exp in spec["expectations"]:
-        for key, value in list(exp["kwargs"].items()):
-            if isinstance(value, str) and value.startswith("$"):
-                pname = value[1:]
-                if pname not in params:
-                    raise KeyError(f"suite {name}: parameter {value} not supplied")
-                v = params[pname]
-                exp["kwargs"][key] = sorted(v) if isinstance(v, (set, frozenset)) else v
-    return spec
+def reports_dir(warehouse: str | Path) -> Path:
+    """Where GX results and Data Docs of every run go."""
+    return Path(warehouse) / "reports" / "gx"
+
+
+def docs_index(warehouse: str | Path) -> Path:
+    """The Data Docs start page."""
+    return reports_dir(warehouse) / "data_docs" / "index.html"
 
 
 def _observed(result: dict) -> str:
@@ -61,43 +65,65 @@ def _observed(result: dict) -> str:
     if "unexpected_count" in result:
         sample = result.get("partial_unexpected_list") or []
         return (f"{result['unexpected_count']} unexpected "
-                f"({result.get('unexpected_percent', 0):.2f}%), e.g. {sample[:3]}")
+                f"({result.get('unexpected_percent') or 0:.2f}%), e.g. {sample[:3]}")
     return "column or table missing" if not result else json.dumps(result, default=str)[:200]
 
 
-def validate_frame(df: pd.DataFrame, suite_name: str, params: dict | None = None) -> SuiteResult:
-    """Run one suite on a pandas DataFrame with GX's pandas engine."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+def _param(value):
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
-    spec = load_suite(suite_name, params or {})
-    ctx = gx.get_context(mode="ephemeral")
-    try:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    except Exception:  # progress bars are cosmetic
-        pass
-    suite = ctx.suites.add(gx.ExpectationSuite(name=spec["name"], expectations=spec["expectations"]))
-    asset = ctx.data_sources.add_pandas(f"pandas_{suite_name}").add_dataframe_asset(suite_name)
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
-        batch_parameters={"dataframe": df})
-    res = batch.validate(suite)
-    out = SuiteResult(suite=suite_name, success=True, evaluated=len(res.results))
+def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> SuiteResult:
+    """Run the validation definition ``suite`` (its engine's asset) on ``df`` (pandas or
+    Spark) with suite parameters; results are stored in the context's store under ds."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    vd = ctx.validation_definitions.get(suite)
+    res = vd.run(batch_parameters={"dataframe": df},
+                 expectation_parameters={k: _param(v) for k, v in (params or {}).items()},
+                 run_id=RunIdentifier(run_name=ds, run_time=dt.datetime.now(dt.UTC)),
+                 result_format="SUMMARY")
+    out = SuiteResult(suite=suite, success=True, evaluated=len(res.results))
     for r in res.results:
         if r.success:
             continue
         cfg = r.expectation_config
         kwargs = {k: v for k, v in cfg.kwargs.items()
                   if k != "batch_id" and not (isinstance(v, list) and len(v) > 10)}
+        sev = getattr(cfg.severity, "value", str(cfg.severity)).lower()
         rec = {"expectation": cfg.type, "kwargs": kwargs, "observed": _observed(r.result or {}),
-               "severity": (cfg.meta or {}).get("severity", "critical")}
-        if rec["severity"] == "critical":
+               "severity": sev}
+        if sev == "critical":
             out.success = False
             out.failures.append(rec)
         else:
             out.warnings.append(rec)
     return out
+
+
+def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict,
+                 staging: Path) -> list[SuiteResult]:
+    """Run each suite on its frame, store the results (staging JSON + GX store), rebuild
+    Data Docs. ``frames`` maps suite -> (dataframe, row count or None)."""
+    from vrec.gxcontext import open_context
+
+    ctx = open_context(reports_dir(warehouse))
+    results = []
+    for suite, (df, rows) in frames.items():
+        r = run_suite(ctx, df, suite, params, ds=ds)
+        r.rows = rows
+        results.append(r)
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / f"{suite}.json").write_text(json.dumps(r.to_dict(), indent=2, default=str))
+    try:
+        ctx.build_data_docs()
+    except Exception as exc:  # docs are a report; a rendering problem must not hide results
+        log.warning("building GX Data Docs failed: %s", exc)
+    return results
 
 
 def raise_on_failure(results: list[SuiteResult]) -> None:
@@ -106,3 +132,102 @@ def raise_on_failure(results: list[SuiteResult]) -> None:
              for r in results for f in r.failures]
     if lines:
         raise ValidationFailed("critical expectations failed:\n  " + "\n  ".join(lines))
+
+
+# ---------------------------------------------------------------- frames with derived columns
+
+def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
+                 max_event_age_days: float | None):
+    """The day's landed events as read (types untouched) plus known_item, ts_not_future,
+    ts_in_window and is_duplicate (each False where it cannot be computed)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from vrec.interactions import end_of_ds
+
+    df = spark.read.parquet(str(events_dir))
+    cols = set(df.columns)
+    end = end_of_ds(ds)
+    false = F.lit(False)
+    if C.ITEM_ID in cols:
+        known = catalog_ids.select(F.col(C.ITEM_ID).alias("_k")).distinct()
+        df = df.join(F.broadcast(known), df[C.ITEM_ID].cast("string") == known["_k"], "left")
+        df = df.withColumn("known_item", F.col("_k").isNotNull()).drop("_k")
+    else:
+        df = df.withColumn("known_item", false)
+    ts = F.col(C.TS).cast("timestamp") if C.TS in cols else None
+    df = df.withColumn("ts_not_future", F.coalesce(ts < F.lit(end), false) if ts is not None
+                       else false)
+    if ts is not None and max_event_age_days:
+        start = end - dt.timedelta(days=max_event_age_days)
+        df = df.withColumn("ts_in_window", F.coalesce(ts >= F.lit(start), false))
+    else:
+        df = df.withColumn("ts_in_window", F.lit(ts is not None))
+    key = [c for c in (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS) if c in cols]
+    if key:
+        w = Window.partitionBy(*key).orderBy(F.lit(1))
+        df = df.withColumn("is_duplicate", F.row_number().over(w) > 1)
+    else:
+        df = df.withColumn("is_duplicate", false)
+    return df
+
+
+def catalog_frame(catalog: pd.DataFrame, image_root: str | Path) -> pd.DataFrame:
+    """The catalog snapshot plus image_ok (image_uri resolves to a non-empty file)."""
+    from vrec.embed import resolve_image_path
+
+    out = catalog.copy()
+    uris = out[C.IMAGE_URI] if C.IMAGE_URI in out else pd.Series([None] * len(out))
+
+    def ok(uri) -> bool:
+        try:
+            p = resolve_image_path(uri if isinstance(uri, str) else None, image_root)
+            return p is not None and p.is_file() and p.stat().st_size > 0
+        except OSError:
+            return False
+
+    out["image_ok"] = [ok(u) for u in uris]
+    return out
+
+
+def embeddings_frame(vectors: pd.DataFrame, catalog_ids: set) -> pd.DataFrame:
+    """item_id, dim, norm, has_nan, known_item of the run's item vectors."""
+    vecs = [np.asarray(v, dtype=np.float64) for v in vectors["embedding"]]
+    return pd.DataFrame({
+        C.ITEM_ID: vectors[C.ITEM_ID].astype(str).to_numpy(),
+        "dim": [len(v) for v in vecs],
+        "norm": [float(np.linalg.norm(v)) if not np.isnan(v).any() else 0.0 for v in vecs],
+        "has_nan": [bool(np.isnan(v).any()) for v in vecs],
+        "known_item": vectors[C.ITEM_ID].astype(str).isin(catalog_ids).to_numpy()})
+
+
+def recs_frames(recs, profile, catalog_ids, k: int):
+    """(user_recs plus known_item, user_lists): one row per user of user_profile with
+    n, contiguous (ranks 1..n), non_increasing (scores), full (n = k)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    known = catalog_ids.select(F.col(C.ITEM_ID).alias("_k")).distinct()
+    rows = (recs.join(F.broadcast(known), recs[C.ITEM_ID] == known["_k"], "left")
+            .withColumn("known_item", F.col("_k").isNotNull()).drop("_k"))
+    w = Window.partitionBy(C.USER_ID).orderBy("rank")
+    step = recs.withColumn("_rise", F.col("score") > F.lag("score").over(w) + F.lit(1e-9))
+    per = step.groupBy(C.USER_ID).agg(
+        F.count("*").alias("n"), F.min("rank").alias("_lo"), F.max("rank").alias("_hi"),
+        F.countDistinct("rank").alias("_d"),
+        F.max(F.coalesce(F.col("_rise"), F.lit(False))).alias("_rises"))
+    lists = (profile.select(C.USER_ID).join(per, C.USER_ID, "full_outer")
+             .fillna(0, subset=["n"])
+             .select(C.USER_ID, "n",
+                     ((F.col("n") == 0) | ((F.col("_lo") == 1) & (F.col("_hi") == F.col("n"))
+                                           & (F.col("_d") == F.col("n")))).alias("contiguous"),
+                     (~F.coalesce(F.col("_rises"), F.lit(False))).alias("non_increasing"),
+                     (F.col("n") == k).alias("full")))
+    return rows, lists
+
+
+def similar_frame(sim):
+    """item_similar plus self_pair."""
+    from pyspark.sql import functions as F
+
+    return sim.withColumn("self_pair", F.col(C.ITEM_ID) == F.col("similar_item_id"))
