@@ -32,7 +32,8 @@ def test_clean_events_quarantines_each_bad_row_with_its_reason(spark):
         ("u2", "nope", "view", None, _ts("2026-11-20 12:00"), "2026-11-20"),
         ("u2", "i1", "rating", None, _ts("2026-11-20 12:00"), "2026-11-20"),
         ("u3", "i1", "view", None, _ts("2026-11-20 12:00"), "2026-11-19"),   # landed a day early: future
-        ("u3", "i1", "view", None, _ts("2026-11-21 01:00"), "2026-11-21"),   # after ds: not visible
+        ("u3", "i1", "view", None, _ts("2026-11-21 01:00"), "2026-11-21"),   # landed after ds: not read
+        ("u4", "i1", "view", None, _ts("2026-11-22 01:00"), "2026-11-20"),   # stamped after ds: future
     ]
     ev = spark.createDataFrame(rows, "user_id string, item_id string, event_type string, "
                                      "value double, ts timestamp, landed_ds string")
@@ -41,7 +42,8 @@ def test_clean_events_quarantines_each_bad_row_with_its_reason(spark):
     assert good.count() == 1
     reasons = sorted(r.reason for r in bad.collect())
     assert reasons == sorted(["duplicate_event", "null_user_id", "unknown_event_type",
-                              "unknown_item_id", "rating_without_value", "future_timestamp"])
+                              "unknown_item_id", "rating_without_value", "future_timestamp",
+                              "future_timestamp"])
 
 
 def test_weights_hand_example(spark):

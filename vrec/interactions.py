@@ -78,16 +78,18 @@ def dedupe_catalog(catalog):
 def clean_events(events, catalog, ds: str):
     """Split events into (good, bad). ``bad`` has key, reason, landed_ds.
 
-    Drops, as-of ``ds``, events with ts at or after the end of ds without reporting them
-    (they belong to later runs). Each rejected row gets the first failing reason in
-    ``QUARANTINE_REASONS`` order.
+    Only partitions landed on or before ``ds`` count. Each rejected row gets the first
+    failing reason in ``QUARANTINE_REASONS`` order; an event stamped at or after the end
+    of its landing day is ``future_timestamp`` (so a run never uses its own future).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    end = end_of_ds(ds)
     landed_end = F.to_timestamp(F.date_add(F.to_date(F.col("landed_ds")), 1))
-    ev = events.where(F.col(C.TS).isNull() | (F.col(C.TS) < F.lit(end)))
+    # partitions landed after ds are not the run's; every event with ts at or after the
+    # end of its landing day is quarantined (future_timestamp), so nothing in the run's
+    # future can be used: ts >= end of ds implies ts >= end of its landing day
+    ev = events.where(F.col("landed_ds") <= F.lit(ds))
     known = catalog.select(F.col(C.ITEM_ID).alias("_known")).distinct()
     ev = ev.join(known, ev[C.ITEM_ID] == known["_known"], "left")
     w = Window.partitionBy(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS).orderBy(F.col("landed_ds"))

@@ -1,0 +1,285 @@
+"""The bad-input matrix: each kind of bad input gets its designed outcome (quarantined
+with the right reason and count, or the run fails before publish naming the expectation),
+and what was published before stays unchanged and readable."""
+
+import datetime as dt
+import hashlib
+import io
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vrec import columns as C
+from vrec import pipeline
+from vrec import warehouse as W
+from vrec.sample import SampleSpec, generate_sample
+from vrec.validation import ValidationFailed
+
+from .conftest import settings_for
+
+SPEC = SampleSpec(n_users=60, n_items=48, days=3, end_date=dt.date(2026, 11, 20), seed=5,
+                  image_size=64, missing_image_share=0, corrupt_image_share=0,
+                  dirty_event_share=0)
+DS, PREV = "2026-11-20", "2026-11-19"
+STAGES = ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs")
+
+
+def _run(spark, s, ds):
+    pipeline.validate_inputs(spark, s, ds)
+    for stage in STAGES:
+        getattr(pipeline, stage)(spark, s, ds)
+    pipeline.validate_outputs(spark, s, ds)
+    return pipeline.publish(s, ds)
+
+
+def _published_state(wh: Path) -> dict:
+    """Every published partition's manifest version and a digest of its files."""
+    out = {}
+    for ds in W.published_ds(wh):
+        m = W.manifest(wh, ds)
+        for table in m["tables"]:
+            h = hashlib.sha256()
+            for f in sorted((wh / table / f"ds={ds}").glob("*.parquet")):
+                h.update(f.read_bytes())
+            out[(ds, table)] = (m["version"], h.hexdigest())
+            W.read_table(wh, table, ds)  # readable
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(spark, tmp_path_factory):
+    """A clean sample with PREV published: (raw folder, warehouse, tmp)."""
+    tmp = tmp_path_factory.mktemp("bad")
+    raw = tmp / "raw"
+    generate_sample(raw, SPEC)
+    s = settings_for(raw, tmp / "wh", tmp)
+    _run(spark, s, PREV)
+    return raw, tmp / "wh", tmp
+
+
+def _copy_raw(base_raw: Path, dest: Path) -> Path:
+    shutil.copytree(base_raw, dest)
+    return dest
+
+
+def _events(raw: Path) -> pd.DataFrame:
+    return pd.read_parquet(raw / "events" / f"ds={DS}")
+
+
+def _write_events(raw: Path, df: pd.DataFrame) -> None:
+    folder = raw / "events" / f"ds={DS}"
+    for f in folder.glob("*.parquet"):
+        f.unlink()
+    df.to_parquet(folder / "part-0.parquet", index=False)
+
+
+def _every(df: pd.DataFrame, share: float) -> pd.Index:
+    return df.index[: int(len(df) * share)]
+
+
+def _unknown_items(df):
+    df.loc[_every(df, 0.4), C.ITEM_ID] = "ghost"
+    return df
+
+
+def _null_users(df):
+    df.loc[_every(df, 0.2), C.USER_ID] = None
+    return df
+
+
+def _unknown_types(df):
+    df.loc[_every(df, 0.2), C.EVENT_TYPE] = "teleport"
+    return df
+
+
+def _future(df):
+    df.loc[_every(df, 0.1), C.TS] = pd.Timestamp(DS, tz="UTC") + pd.Timedelta(days=3)
+    return df
+
+
+def _duplicated(df):
+    return pd.concat([df, df.iloc[: int(len(df) * 0.3)]], ignore_index=True)
+
+
+def _missing_column(df):
+    return df.drop(columns=[C.EVENT_TYPE])
+
+
+def _wrong_type(df):
+    return df.assign(**{C.TS: df[C.TS].astype(str)})
+
+
+def _empty(df):
+    return df.iloc[:0]
+
+
+FAILURES = {
+    # case: (change to the day's events, expectation named in the failure)
+    "unknown_item_ids": (_unknown_items, r"raw_events: expect_column_values_to_be_in_set .*known_item"),
+    "null_user_ids": (_null_users, r"raw_events: expect_column_values_to_not_be_null .*user_id"),
+    "unknown_event_types": (_unknown_types, r"raw_events: expect_column_values_to_be_in_set .*event_type"),
+    "future_timestamps": (_future, r"raw_events: expect_column_values_to_be_in_set .*ts_not_future"),
+    "duplicated_events": (_duplicated, r"raw_events: expect_column_values_to_be_in_set .*is_duplicate"),
+    "missing_column": (_missing_column, r"raw_events: expect_column_to_exist .*event_type"),
+    "wrong_type": (_wrong_type, r"raw_events: expect_column_values_to_be_in_type_list .*'ts'.*StringType"),
+    "empty_events_file": (_empty, r"raw_events: expect_table_row_count_to_be_between .*observed 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_bad_events_beyond_tolerance_fail_before_publish(case, base, spark, tmp_path):
+    base_raw, wh, tmp = base
+    change, message = FAILURES[case]
+    raw = _copy_raw(base_raw, tmp_path / "raw")
+    _write_events(raw, change(_events(raw)))
+    s = settings_for(raw, wh, tmp_path)
+    before = _published_state(wh)
+    with pytest.raises(ValidationFailed, match=message):
+        pipeline.validate_inputs(spark, s, DS)
+    assert _published_state(wh) == before
+
+
+def test_catalog_with_many_duplicated_ids_fails_before_publish(base, spark, tmp_path):
+    base_raw, wh, _ = base
+    raw = _copy_raw(base_raw, tmp_path / "raw")
+    folder = raw / "catalog" / f"ds={DS}"
+    cat = pd.read_parquet(folder)
+    for f in folder.glob("*.parquet"):
+        f.unlink()
+    pd.concat([cat, cat.iloc[:10]], ignore_index=True).to_parquet(folder / "part-0.parquet", index=False)
+    before = _published_state(wh)
+    with pytest.raises(ValidationFailed, match=r"raw_catalog: expect_column_values_to_be_unique .*item_id"):
+        pipeline.validate_inputs(spark, settings_for(raw, wh, tmp_path), DS)
+    assert _published_state(wh) == before
+
+
+def test_missing_events_partition_fails_with_a_clear_message(base, spark, tmp_path):
+    base_raw, wh, _ = base
+    raw = _copy_raw(base_raw, tmp_path / "raw")
+    shutil.rmtree(raw / "events" / f"ds={DS}")
+    before = _published_state(wh)
+    with pytest.raises(FileNotFoundError, match=f"no events landed for ds={DS}"):
+        pipeline.validate_inputs(spark, settings_for(raw, wh, tmp_path), DS)
+    assert _published_state(wh) == before
+
+
+# ---------------------------------------------------------------- ordinary dirt: quarantined
+
+def _image_bytes(kind: str, original: bytes) -> bytes:
+    if kind == "truncated":
+        return original[: len(original) // 3]
+    if kind == "not_an_image":
+        return b"<html>this is not an image</html>"
+    buf = io.BytesIO()
+    if kind == "one_pixel":
+        Image.new("RGB", (1, 1), (200, 10, 10)).save(buf, "PNG")
+    else:  # cmyk
+        Image.open(io.BytesIO(original)).convert("CMYK").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+IMAGES = {"truncated": "undecodable_image", "not_an_image": "undecodable_image",
+          "one_pixel": "too_small", "cmyk": None}
+EVENT_DIRT = {"unknown_item_id": 2, "null_user_id": 2, "unknown_event_type": 2,
+              "future_timestamp": 1, "duplicate_event": 1}
+
+
+@pytest.fixture(scope="module")
+def dirty(base, spark, tmp_path_factory):
+    """DS with a little of every kind of dirt, run and published over PREV."""
+    base_raw, wh, _ = base
+    tmp = tmp_path_factory.mktemp("dirty")
+    raw = _copy_raw(base_raw, tmp / "raw")
+    ev = _events(raw)
+    i = iter(range(len(ev)))
+    for _ in range(2):
+        ev.loc[next(i), C.ITEM_ID] = "ghost"
+    for _ in range(2):
+        ev.loc[next(i), C.USER_ID] = None
+    for _ in range(2):
+        ev.loc[next(i), C.EVENT_TYPE] = "teleport"
+    ev.loc[next(i), C.TS] = pd.Timestamp(DS, tz="UTC") + pd.Timedelta(days=2)
+    ev = pd.concat([ev, ev.iloc[[next(i)]]], ignore_index=True)
+    _write_events(raw, ev)
+    cat_dir = raw / "catalog" / f"ds={DS}"
+    cat = pd.read_parquet(cat_dir)
+    for f in cat_dir.glob("*.parquet"):
+        f.unlink()
+    pd.concat([cat, cat.iloc[[0]]], ignore_index=True).to_parquet(cat_dir / "part-0.parquet",
+                                                                  index=False)
+    touched = {}
+    for (kind, _), row in zip(IMAGES.items(), cat.iloc[-4:].itertuples()):
+        path = raw / row.image_uri
+        path.write_bytes(_image_bytes(kind, path.read_bytes()))
+        touched[kind] = row.item_id
+    s = settings_for(raw, wh, tmp)
+    before = _published_state(wh)
+    manifest = _run(spark, s, DS)
+    return {"wh": wh, "before": before, "manifest": manifest, "images": touched, "settings": s}
+
+
+def test_dirty_day_publishes_and_keeps_earlier_partitions(dirty):
+    wh = dirty["wh"]
+    assert W.latest_ds(wh) == DS and dirty["manifest"]["ds"] == DS
+    after = _published_state(wh)
+    assert {k: v for k, v in after.items() if k[0] != DS} == \
+        {k: v for k, v in dirty["before"].items() if k[0] != DS}
+
+
+@pytest.mark.parametrize("reason", sorted(EVENT_DIRT))
+def test_each_kind_of_event_dirt_is_quarantined_with_its_count(dirty, reason):
+    q = W.read_table(dirty["wh"], "quarantine", DS)
+    ev = q[q["source"] == "events"]
+    assert (ev["reason"] == reason).sum() == EVENT_DIRT[reason]
+
+
+def test_duplicated_catalog_id_is_quarantined_and_counts_reach_run_stats(dirty):
+    wh = dirty["wh"]
+    q = W.read_table(wh, "quarantine", DS)
+    assert (q[q["source"] == "catalog"]["reason"] == "duplicate_item_id").sum() == 1
+    stats = W.read_table(wh, "run_stats", DS).set_index("stage")
+    assert stats.loc["build_interactions", "rows_quarantined"] == \
+        sum(EVENT_DIRT.values()) + 1
+    items = W.read_table(wh, "items", DS)
+    assert items[C.ITEM_ID].is_unique
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGES))
+def test_each_kind_of_bad_image_gets_its_designed_outcome(dirty, kind):
+    wh, item = dirty["wh"], dirty["images"][kind]
+    q = W.read_table(wh, "quarantine", DS)
+    img = q[(q["source"] == "images") & (q["key"] == item)]
+    vec = pd.read_parquet(W.run_dir(wh, DS) / "item_vectors")
+    if IMAGES[kind] is None:  # CMYK is ordinary: converted to RGB and embedded
+        assert img.empty and item in set(vec[C.ITEM_ID])
+    else:
+        assert list(img["reason"]) == [IMAGES[kind]]
+        assert item not in set(vec[C.ITEM_ID])
+    recs = W.read_table(wh, "user_recs", DS)
+    assert set(recs[C.ITEM_ID]) <= set(W.read_table(wh, "items", DS)[C.ITEM_ID])
+
+
+def test_warnings_for_the_dirt_are_recorded_and_docs_built(dirty):
+    import json
+
+    from vrec.validation import docs_index
+
+    wh = dirty["wh"]
+    res = json.loads((W.run_dir(wh, DS) / "validation" / "raw_events.json").read_text())
+    warned = {(w["expectation"], w["kwargs"].get("column")) for w in res["warnings"]}
+    assert {("expect_column_values_to_be_in_set", "known_item"),
+            ("expect_column_values_to_not_be_null", "user_id"),
+            ("expect_column_values_to_be_in_set", "event_type"),
+            ("expect_column_values_to_be_in_set", "ts_not_future"),
+            ("expect_column_values_to_be_in_set", "is_duplicate")} <= warned
+    assert res["success"] and not res["failures"]
+    index = docs_index(wh)
+    assert index.is_file()
+    pages = list((index.parent / "validations").rglob("*.html"))
+    suites = {p.parts[len(index.parent.parts) + 1] for p in pages}
+    assert {"raw_events", "raw_catalog", "user_recs", "user_lists", "item_similar",
+            "item_embeddings"} <= suites
+    assert any(DS in str(p) for p in pages)
