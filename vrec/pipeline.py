@@ -44,7 +44,7 @@ def validate_inputs(spark, settings: Settings, ds: str) -> dict:
     """GX on the day's landed events (Spark) and the catalog snapshot (pandas); a
     critical failure fails the task before anything downstream runs."""
     from vrec.rawio import catalog_snapshot_ds, partition_dir
-    from vrec.validation import (catalog_frame, events_frame, raise_on_failure, validate_all)
+    from vrec.validation import catalog_frame, events_frame, raise_on_failure, validate_all
 
     raw, wh = settings.paths.raw_root, settings.paths.warehouse_root
     timer = W.StageTimer(wh, ds, "validate_inputs")
@@ -300,8 +300,7 @@ def list_facts(spark, recs, space, profile) -> dict:
 def validate_outputs(spark, settings: Settings, ds: str) -> dict:
     """GX on the staged user_recs, per-user lists, item_similar (Spark) and the run's item
     vectors (pandas) before publish; a critical failure fails the task."""
-    from vrec.validation import (embeddings_frame, raise_on_failure, recs_frames,
-                                 similar_frame, validate_all)
+    from vrec.validation import embeddings_frame, raise_on_failure, recs_frames, similar_frame, validate_all
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     timer = W.StageTimer(wh, ds, "validate_outputs")
