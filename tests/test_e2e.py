@@ -85,3 +85,16 @@ def test_airflow_lists_the_dag(dag_runs):
     out = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "list"],
                          env=dag_runs["env"], capture_output=True, text=True, check=True)
     assert "vrec_nightly" in out.stdout
+
+
+def test_run_summary_links_validation_results_and_data_docs(dag_runs):
+    from vrec.demo import summarize
+    from vrec.validation import docs_index
+
+    wh, days = dag_runs["wh"], dag_runs["days"]
+    text = summarize(wh, days)
+    assert f"Validation for {days[-1]} (Data Docs: {docs_index(wh)})" in text
+    for suite in ("raw_events", "raw_catalog", "user_recs", "user_lists", "item_similar",
+                  "item_embeddings"):
+        assert f"  {suite} " in text
+    assert docs_index(wh).is_file() and W.manifest(wh, days[-1])["data_docs"] == str(docs_index(wh))

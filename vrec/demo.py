@@ -3,6 +3,7 @@ three logical dates through Airflow, then a summary."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -15,6 +16,7 @@ from vrec.airflow_env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
 from vrec.rawio import list_partitions
 from vrec.sample import SampleSpec, generate_sample
+from vrec.validation import docs_index
 
 _VREC_LINE = re.compile(r"(\[vrec\].*?)(\s+\[airflow\.[^\]]*\].*)?$")
 
@@ -27,6 +29,18 @@ def _progress(line: str) -> None:
         print("   !! a task failed: " + line[:200], flush=True)
     elif "FAILED" in line or "Traceback" in line:
         print("   " + line[:300], flush=True)
+
+
+def validation_lines(warehouse: Path, ds: str) -> str:
+    """One line per validated suite of ``ds``: rows, success, failed and warned checks."""
+    lines = [f"\nValidation for {ds} (Data Docs: {docs_index(warehouse)}):"]
+    for stage in ("validate_inputs", "validate_outputs"):
+        rec = json.loads(W.read_table(warehouse, "run_stats", ds).set_index("stage")
+                         .loc[stage, "details"])
+        for suite, r in rec.get("validation", {}).items():
+            lines.append(f"  {suite:<16} rows={r['rows']} {'ok' if r['success'] else 'FAILED'}"
+                         f" warnings={len(r['warnings'])} {', '.join(r['warnings'])[:90]}")
+    return "\n".join(lines)
 
 
 def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
@@ -46,6 +60,7 @@ def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
     for s in pivot.index:
         r = last.loc[s]
         out.append(f"  {s:<20} {int(r.rows_in):>8} -> {int(r.rows_out):<8} q={int(r.rows_quarantined)}")
+    out.append(validation_lines(warehouse, dates[-1]))
     out.append("\nIncremental embedding (new images embedded / reused from cache):")
     for d in dates:
         rec = W.read_stage_stats(warehouse, d).set_index("stage")
@@ -110,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
           + f"; demo total {time.perf_counter() - t0:.0f}s")
     print(f"Tables:   {wh}/<table>/ds=<ds>/ (Parquet; latest ds in {wh}/_manifests/latest.json)")
     print(f"Logs:     {DEFAULT_HOME / 'demo-logs'} and {DEFAULT_HOME / 'logs'}")
+    print(f"Checks:   {docs_index(wh)} (Great Expectations Data Docs, every validation run)")
     print('Query:    .venv/bin/vrec query "SELECT * FROM user_recs LIMIT 10"')
     print(f"DuckDB:   duckdb -c \"SELECT * FROM read_parquet('{wh}/user_recs/*/*.parquet', "
           "hive_partitioning=true) LIMIT 5\"")

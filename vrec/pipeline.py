@@ -352,6 +352,7 @@ def publish(settings: Settings, ds: str) -> dict:
     m = W.publish(wh, ds, staged, extra={
         "model_version": model_meta["version"],
         "blend": json.loads(blend_file.read_text()) if blend_file.is_file() else None,
+        "data_docs": str(docs_index(wh)),
         "stage_stats": json.loads(stats.drop(columns=["details"]).to_json(orient="records"))})
     removed = []
     if settings.publish.retention_days:
