@@ -150,3 +150,23 @@ def test_hybrid_on_fashion_reaches_cold_items_and_keeps_warm_quality():
     slots, blend = r["hybrid_vs_als_all"], r["hybrid_no_slots_vs_als_all"]
     assert blend["diff"] >= -2 * blend["stderr"]
     assert slots["diff"] >= -3 * slots["stderr"]  # the reserved place costs a little
+
+
+def test_movielens_runs_pass_every_suite_and_build_data_docs(ml_runs):
+    """The GX suites run in the DAG on real data: all six pass (warnings recorded)."""
+    import json
+
+    from vrec.validation import docs_index
+
+    wh = ml_runs["wh"]
+    for ds in ml_runs["days"]:
+        stats = W.read_table(wh, "run_stats", ds).set_index("stage")
+        suites = {**json.loads(stats.loc["validate_inputs", "details"])["validation"],
+                  **json.loads(stats.loc["validate_outputs", "details"])["validation"]}
+        print(f"\nMovieLens {ds} validation: " + "; ".join(
+            f"{s}: rows={r['rows']} ok={r['success']} warnings={r['warnings']}"
+            for s, r in suites.items()))
+        assert set(suites) == {"raw_events", "raw_catalog", "item_embeddings", "user_recs",
+                               "user_lists", "item_similar"}
+        assert all(r["success"] and r["rows"] > 0 for r in suites.values())
+    assert docs_index(wh).is_file()
