@@ -70,3 +70,30 @@ def test_matrix_for_more_than_32767_items_trains():
     assert mat.shape == (300, n) and mat.indices.flags.writeable
     uf, itf, _ = fit_implicit(mat, CFSettings(factors=4, iterations=1, gpu="off"))
     assert itf.shape == (n, 4) and np.isfinite(itf).all()
+
+
+def test_ranking_metrics_match_spark_ranking_evaluator(spark):
+    """Parity with MLlib's RankingEvaluator on the same lists (within 1e-9)."""
+    from pyspark.ml.evaluation import RankingEvaluator
+
+    from vrec import metrics as M
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(200):
+        pred = [float(x) for x in rng.choice(60, size=rng.integers(1, 15), replace=False)]
+        label = [float(x) for x in rng.choice(60, size=rng.integers(1, 12), replace=False)]
+        rows.append((pred, label))
+    df = spark.createDataFrame(rows, "prediction array<double>, label array<double>")
+    for k in (1, 5, 10):
+        ours = {
+            "precisionAtK": np.mean([M.precision_at_k(p, lab, k) for p, lab in rows]),
+            "recallAtK": np.mean([M.recall_at_k(p, lab, k) for p, lab in rows]),
+            "ndcgAtK": np.mean([M.ndcg_at_k(p, lab, k) for p, lab in rows]),
+            "meanAveragePrecisionAtK": np.mean([M.average_precision(p, lab, k) for p, lab in rows]),
+        }
+        for name, value in ours.items():
+            theirs = RankingEvaluator(metricName=name, k=k).evaluate(df)
+            assert abs(value - theirs) < 1e-9, (name, k, value, theirs)
+    theirs = RankingEvaluator(metricName="meanAveragePrecision").evaluate(df)
+    assert abs(np.mean([M.average_precision(p, lab) for p, lab in rows]) - theirs) < 1e-9
