@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "VREC__"
 CONFIG_ENV = "VREC_CONFIG"
@@ -172,6 +172,49 @@ class PublishSettings(_Section):
     retention_days: int | None = Field(None, ge=1)
 
 
+class EvalSettings(_Section):
+    """Offline evaluation on a holdout, the quality gate before publish and the run
+    report (README "Offline evaluation, quality gate and run report").
+
+    ``split``: ``time`` trains on events before the end of ds minus ``test_days`` and
+    tests on the following ``test_days`` (the production-like default); ``user`` holds
+    out each user's latest ``test_fraction`` of pairs (users with at least
+    ``min_user_pairs`` pairs). ``gate_max_drop``: publish refuses when hybrid NDCG@
+    ``gate_k`` (all users) is more than this much (absolute) below the last published
+    run's; ``gate`` false turns the gate off.
+    """
+
+    enabled: bool = True
+    split: Literal["time", "user"] = "time"
+    test_days: int = Field(1, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    min_user_pairs: int = Field(5, ge=2)
+    ks: tuple[int, ...] = (10, 50)
+    max_users: int = Field(5000, ge=1)
+    tune: bool = True
+    gate: bool = True
+    gate_k: int = Field(10, ge=1)
+    gate_max_drop: float = Field(0.02, ge=0)
+    report_users: int = Field(6, ge=0)
+    report_history: int = Field(8, ge=1)
+    report_similar: int = Field(4, ge=0)
+    thumb_px: int = Field(96, ge=16, le=512)
+
+    @field_validator("ks", mode="before")
+    @classmethod
+    def _split_ks(cls, v: Any) -> Any:
+        """Accept ``10,50`` from an environment override."""
+        return tuple(int(p) for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _gate_k_in_ks(self) -> EvalSettings:
+        if self.gate_k not in self.ks:
+            raise ValueError(f"eval.gate_k {self.gate_k} must be one of eval.ks {list(self.ks)}")
+        if any(k < 1 for k in self.ks):
+            raise ValueError(f"eval.ks must be positive, got {list(self.ks)}")
+        return self
+
+
 class Settings(_Section):
     """All of vrec's configuration."""
 
@@ -184,6 +227,7 @@ class Settings(_Section):
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()
     publish: PublishSettings = PublishSettings()
+    eval: EvalSettings = EvalSettings()
 
     def resolved(self, base: Path) -> Settings:
         """Return a copy whose relative paths are made absolute against ``base``."""

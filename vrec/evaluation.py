@@ -1,11 +1,25 @@
-"""Offline evaluation of the hybrid ranker on a holdout (README "Quality on real data").
+"""Offline evaluation on a holdout (README "Offline evaluation, quality gate and run report").
 
-:func:`evaluate_hybrid` trains the CF model on the training pairs, tunes the blend on a
-validation window carved from the training pairs only (as the nightly run does), and
-scores the test users with the production ranker under four list policies: hybrid
-(tuned blend, reserved new-arrival slots when the map qualifies), the same without the
-slots, ALS only, and visual only. Cold items are
-test items with an image and no training pairs.
+:func:`evaluate_models` is what the nightly ``evaluate`` stage runs: a holdout as of the
+run (:func:`time_holdout`: train before the end of ds minus H days, test on the following
+H days; :func:`user_holdout`: each user's latest fraction of pairs), a CF model refit on
+the training part with the run's settings, the blend tuned on the training part as the
+nightly ``train_cf`` does, and four models' lists built by the production ranker
+(:mod:`vrec.hybrid`) with restricted inputs:
+
+* ``popularity``: no CF factors, no history: the ranker's trending fill (the order is
+  the training period's number of users per item);
+* ``als``: CF factors only (no visual profile, new arrivals not scored);
+* ``visual``: the visual profile only (visual and new-arrival candidates by picture);
+* ``hybrid``: everything, with the tuned blend and the production list policy.
+
+Metrics (:func:`metric_rows`, definitions in :mod:`vrec.metrics`) are computed at each K
+for the slices ``all`` (test users with a relevant item), ``cold_items`` (relevance
+restricted to items with no training interactions) and ``cold_users`` (test users with
+no training interactions).
+
+:func:`evaluate_hybrid` is the older real-data harness (hybrid vs ALS, cold-start AUC)
+used by ``benchmarks/eval_hybrid.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +32,54 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings
-from vrec.hybrid import assemble, auc, candidates
-from vrec.metrics import ndcg_at_k
+from vrec.hybrid import UserBatch, assemble, auc, candidates
+from vrec.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
+
+MODELS = ("popularity", "als", "visual", "hybrid")
+SLICES = ("all", "cold_items", "cold_users")
+METRICS = ("users", "precision", "recall", "f1", "ndcg", "map", "hit_rate", "coverage",
+           "novelty")
+
+
+@dataclasses.dataclass
+class Holdout:
+    """Training pairs (user_id, item_id, weight, last_ts), the held-out relevant items
+    per user, and the time the training data ends (profile recency is measured from it)."""
+
+    train: pd.DataFrame
+    relevant: dict[str, set[str]]
+    end: pd.Timestamp
+    split: str
+
+    def info(self) -> dict:
+        return {"split": self.split, "train_pairs": int(len(self.train)),
+                "train_users": int(self.train[C.USER_ID].nunique()),
+                "test_users": len(self.relevant),
+                "test_pairs": int(sum(len(v) for v in self.relevant.values())),
+                "train_end": str(self.end)}
+
+
+def _relevant(pairs: pd.DataFrame) -> dict[str, set[str]]:
+    pos = pairs[pairs["weight"] > 0]
+    return {str(u): set(g.astype(str)) for u, g in pos.groupby(C.USER_ID)[C.ITEM_ID]}
+
+
+def time_holdout(train: pd.DataFrame, test: pd.DataFrame, end: pd.Timestamp) -> Holdout:
+    """Global time cutoff: ``train`` = pairs aggregated from events before ``end``;
+    ``test`` = (user_id, item_id, weight) of the events after it. Relevant = test pairs
+    with weight > 0 that the user had no training pair with (seen items are never
+    recommended, so they could not be hit)."""
+    seen = set(zip(train[C.USER_ID].astype(str), train[C.ITEM_ID].astype(str)))
+    t = test[[(str(u), str(i)) not in seen for u, i in zip(test[C.USER_ID], test[C.ITEM_ID])]]
+    return Holdout(train, _relevant(t), end, "time")
+
+
+def user_holdout(pairs: pd.DataFrame, end: pd.Timestamp, *, fraction: float = 0.2,
+                 min_pairs: int = 5) -> Holdout:
+    """Per-user chronological split: each user's latest ``fraction`` of pairs (users with
+    at least ``min_pairs``) is test; relevant = those with weight > 0."""
+    train, test = per_user_chronological_split(pairs, fraction, min_pairs)
+    return Holdout(train, _relevant(test), end, "user")
 
 
 def per_user_chronological_split(pairs: pd.DataFrame, fraction: float = 0.2,
@@ -49,7 +109,7 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
                     vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
                     end: pd.Timestamp, seed: int = 0) -> dict:
     """Hybrid vs ALS-only vs visual-only on held-out relevant items (see module doc)."""
-    from vrec.tuning import batch_from_pairs, fit_space, gate_slots, policy_from, tune_blend
+    from vrec.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
 
     t0 = time.perf_counter()
     pos = train[train["weight"] > 0]
@@ -60,8 +120,9 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
     users = np.asarray(sorted(relevant), dtype=object)
     batch = batch_from_pairs(users, train, space=space, model=model, end=end,
                              half_life=recs.profile_half_life_days)
-    hybrid, slots_off = gate_slots(policy_from(recs, tuned), map_quality,
-                                   recs.new_arrival_min_auc)
+    cold_space = space  # the cold-items analysis below looks at the map even when gated off
+    space, hybrid, slots_off = gate_new_arrivals(space, policy_from(recs, tuned), map_quality,
+                                                 recs.new_arrival_min_auc)
     cands = candidates(batch, space, hybrid)
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
     policies = {
@@ -75,10 +136,10 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
     ndcg = {name: np.array([ndcg_at_k(lists[name].get(u, []), relevant[u], k) for u in users])
             for name in lists}
     # cold items: relevant test items with an image and no training pairs
-    new_ids = set(space.item_ids[np.asarray(space.new, dtype=bool)])
+    new_ids = set(cold_space.item_ids[np.asarray(cold_space.new, dtype=bool)])
     cold_rel = {u: relevant[u] & new_ids for u in users if relevant[u] & new_ids}
-    new_idx = np.flatnonzero(space.new)
-    pos_of = {str(space.item_ids[i]): j for j, i in enumerate(new_idx)}
+    new_idx = np.flatnonzero(cold_space.new)
+    pos_of = {str(cold_space.item_ids[i]): j for j, i in enumerate(new_idx)}
     row_of = {u: r for r, u in enumerate(users)}
     auc_map, auc_cos, hits = [], [], 0
     cold_ndcg = {name: [] for name in lists}
@@ -89,10 +150,10 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
         is_rel = np.zeros(len(new_idx), bool)
         is_rel[[pos_of[i] for i in rel]] = True
         if batch.in_model[r]:
-            s = space.factors[new_idx] @ batch.uf[r]
+            s = cold_space.factors[new_idx] @ batch.uf[r]
             auc_map.append(auc(s[keep & is_rel], s[keep & ~is_rel]))
         if cands.has_profile[r]:
-            s = space.emb[new_idx] @ cands.profiles[r]
+            s = cold_space.emb[new_idx] @ cands.profiles[r]
             auc_cos.append(auc(s[keep & is_rel], s[keep & ~is_rel]))
         hits += bool(set(lists["hybrid"].get(u, [])) & rel)
         for name in lists:
@@ -171,3 +232,152 @@ def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int
     out["simulation"] = {"users": n_users, "days": days, "test_days": test_days,
                          "events": int(len(events)), "items": int(len(items))}
     return out
+
+
+# ---------------------------------------------------------------- the four models (nightly evaluate)
+
+def training_popularity(train: pd.DataFrame) -> pd.Series:
+    """Distinct users with a positive training pair per item, most popular first (ties
+    by item id)."""
+    pos = train[train["weight"] > 0]
+    n = pos.groupby(pos[C.ITEM_ID].astype(str))[C.USER_ID].nunique()
+    return n.sort_index().sort_values(ascending=False, kind="stable")
+
+
+def _restricted(batch: UserBatch, *, cf: bool, profile: bool) -> UserBatch:
+    """The same users with CF factors and/or history (the visual profile) removed."""
+    import scipy.sparse as sp
+
+    n = len(batch.user_ids)
+    return UserBatch(batch.user_ids,
+                     batch.uf if cf else np.zeros_like(batch.uf),
+                     batch.in_model if cf else np.zeros(n, dtype=bool),
+                     batch.hist if profile else sp.csr_matrix(batch.hist.shape, dtype=np.float32),
+                     batch.seen, batch.touched)
+
+
+def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
+                vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
+                ks: tuple[int, ...], tune: bool = True, seed: int = 0
+                ) -> tuple[dict, dict]:
+    """Lists of the four models (module doc) for ``users`` at each K:
+    ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map)."""
+    from vrec.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
+
+    train = holdout.train
+    trending = training_popularity(train).index.tolist()
+    tuned = (tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=holdout.end,
+                        seed=seed) if tune else None)
+    model, space, map_quality = fit_space(train, catalog, vectors, trending, cf=cf, recs=recs,
+                                          seed=seed)
+    batch = batch_from_pairs(users, train, space=space, model=model, end=holdout.end,
+                             half_life=recs.profile_half_life_days)
+    space, hybrid, slots_off = gate_new_arrivals(space, policy_from(recs, tuned), map_quality,
+                                                 recs.new_arrival_min_auc)
+    hybrid = dataclasses.replace(hybrid, candidates=max(hybrid.candidates, *ks))
+    plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
+    no_new = dataclasses.replace(space, new=np.zeros_like(space.new))
+    variants = {
+        "popularity": (_restricted(batch, cf=False, profile=False), space,
+                       dataclasses.replace(hybrid, **plain)),
+        "als": (_restricted(batch, cf=True, profile=False), no_new,
+                dataclasses.replace(hybrid, visual_weight=0.0, history_shrink=0.0, **plain)),
+        "visual": (_restricted(batch, cf=False, profile=True), space,
+                   dataclasses.replace(hybrid, visual_weight=1.0, history_shrink=0.0, **plain)),
+        "hybrid": (batch, space, hybrid),
+    }
+    out = {}
+    for name, (b, s, policy) in variants.items():
+        cands = candidates(b, s, policy)
+        for k in ks:
+            out[(name, k)] = _lists(b, s, cands, dataclasses.replace(policy, k=k))
+    facts = {"blend": {"visual_weight": hybrid.visual_weight,
+                       "history_shrink": hybrid.history_shrink,
+                       "tuned": bool(tuned and tuned.get("chosen")),
+                       "tuning": None if tuned is None else
+                       {key: tuned.get(key) for key in ("chosen", "cf_only_ndcg", "chosen_ndcg",
+                                                         "val_users", "skipped")}},
+             "new_arrival_slots": hybrid.new_arrival_slots, "slots_off": slots_off,
+             "map_quality": map_quality, "catalog_items": int(space.n),
+             "cold_items": int(space.n - len(set(train[C.ITEM_ID].astype(str))
+                                             & set(space.item_ids.astype(str))))}
+    return out, facts
+
+
+def eval_slices(holdout: Holdout, users: np.ndarray, catalog_ids: set[str]) -> dict:
+    """``{slice: {user: relevant items}}`` for the evaluated users (module doc)."""
+    trained_items = set(holdout.train[C.ITEM_ID].astype(str))
+    trained_users = set(holdout.train[C.USER_ID].astype(str))
+    cold_items = catalog_ids - trained_items
+    rel = {u: holdout.relevant[u] for u in users}
+    return {"all": rel,
+            "cold_items": {u: r & cold_items for u, r in rel.items() if r & cold_items},
+            "cold_users": {u: r for u, r in rel.items() if u not in trained_users}}
+
+
+def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Series,
+                n_train_users: int) -> pd.DataFrame:
+    """Rows (model, slice, k, metric, value) for every list set and slice.
+
+    Per user at K: precision, recall, NDCG, MAP (MAP@K: divided by min(|relevant|, K)),
+    hit (any hit); averaged over the slice's users. ``f1`` = 2PR/(P+R) of the averaged
+    precision P and recall R; ``coverage`` = distinct recommended items / catalog items;
+    ``novelty`` = mean over lists of the mean self-information -log2((n_i + 1) /
+    (n_users + 1)) of the recommended items (n_i = training users of item i).
+    A slice without users has only its ``users`` row (0).
+    """
+    info = {str(i): -np.log2((n + 1) / (n_train_users + 1)) for i, n in popularity.items()}
+    cold_info = -np.log2(1 / (n_train_users + 1))
+    rows = []
+    for (model, k), per_user in lists.items():
+        for slice_name, rel in slices.items():
+            base = {"model": model, "slice": slice_name, "k": int(k)}
+            rows.append({**base, "metric": "users", "value": float(len(rel))})
+            if not rel:
+                continue
+            m = {name: [] for name in ("precision", "recall", "ndcg", "map", "hit_rate",
+                                       "novelty")}
+            items: set = set()
+            for u, r in rel.items():
+                top = list(per_user.get(u, []))[:k]
+                items.update(top)
+                m["precision"].append(precision_at_k(top, r, k))
+                m["recall"].append(recall_at_k(top, r, k))
+                m["ndcg"].append(ndcg_at_k(top, r, k))
+                m["map"].append(average_precision(top, r, k))
+                m["hit_rate"].append(float(bool(set(top) & r)))
+                if top:
+                    m["novelty"].append(float(np.mean([info.get(str(i), cold_info) for i in top])))
+            val = {name: float(np.mean(v)) if v else 0.0 for name, v in m.items()}
+            p, rc = val["precision"], val["recall"]
+            val["f1"] = 2 * p * rc / (p + rc) if p + rc > 0 else 0.0
+            val["coverage"] = len(items) / max(1, n_catalog)
+            rows += [{**base, "metric": name, "value": val[name]} for name in METRICS[1:]]
+    return pd.DataFrame(rows, columns=["model", "slice", "k", "metric", "value"])
+
+
+def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
+                    cf: CFSettings, recs: RecsSettings, ks: tuple[int, ...] = (10, 50),
+                    max_users: int = 5000, tune: bool = True, seed: int = 0
+                    ) -> tuple[pd.DataFrame, dict]:
+    """The metrics table (model, slice, k, metric, value) of the four models on a
+    holdout, and facts about the run (split sizes, slices, tuning, seconds)."""
+    t0 = time.perf_counter()
+    users = np.asarray(sorted(holdout.relevant), dtype=object)
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    info = {**holdout.info(), "evaluated_users": int(len(users)), "ks": list(ks)}
+    if len(users) == 0 or holdout.train.empty or not (holdout.train["weight"] > 0).any():
+        info["skipped"] = ("no test users with a relevant item" if len(users) == 0
+                           else "no training interactions before the cutoff")
+        info["seconds"] = round(time.perf_counter() - t0, 2)
+        return pd.DataFrame(columns=["model", "slice", "k", "metric", "value"]), info
+    lists, facts = model_lists(holdout, users, catalog, vectors, cf=cf, recs=recs, ks=ks,
+                               tune=tune, seed=seed)
+    slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))
+    frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
+                        popularity=training_popularity(holdout.train),
+                        n_train_users=int(holdout.train[C.USER_ID].nunique()))
+    info.update(facts, slices={k: len(v) for k, v in slices.items()},
+                seconds=round(time.perf_counter() - t0, 2))
+    return frame, info

@@ -220,7 +220,7 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
     from vrec.cf import CFModel
     from vrec.privacy import pseudonym_col, resolve_salt
     from vrec.recs import build_item_space, build_user_recs, item_similar, save_space, user_inputs
-    from vrec.tuning import gate_slots, policy_from
+    from vrec.tuning import gate_new_arrivals, policy_from
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     r = settings.recs
@@ -231,10 +231,11 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
         space, categories, map_quality = build_item_space(
             model, inp["catalog"], inp["vectors"], inp["pairs"], inp["trending"],
             cold_item_max_users=r.cold_item_max_users, map_min_users=r.map_min_users)
-        save_space(space, rd / "hybrid")
         blend_file = rd / "model" / "blend.json"
         blend = json.loads(blend_file.read_text()) if blend_file.is_file() else None
-        policy, slots_off = gate_slots(policy_from(r, blend), map_quality, r.new_arrival_min_auc)
+        ranked, policy, slots_off = gate_new_arrivals(space, policy_from(r, blend), map_quality,
+                                                      r.new_arrival_min_auc)
+        save_space(ranked, rd / "hybrid")
         version = f"{model.version}+vw{policy.visual_weight:g}h{policy.history_shrink:g}"
         users = user_inputs(spark.read.parquet(str(rd / "interactions")),
                             spark.read.parquet(str(rd / "user_profile")),

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings
-from vrec.hybrid import ListPolicy, UserBatch, assemble, candidates
+from vrec.hybrid import ItemSpace, ListPolicy, UserBatch, assemble, candidates
 from vrec.metrics import ndcg_at_k
 
 
@@ -61,19 +61,23 @@ def policy_from(recs: RecsSettings, blend: dict | None = None) -> ListPolicy:
     return p
 
 
-def gate_slots(policy: ListPolicy, map_quality: dict | None, min_auc: float
-               ) -> tuple[ListPolicy, str | None]:
-    """Reserved new-arrival slots only when the cold-start map ranks held-out warm items
-    for their users with AUC >= ``min_auc``: a map no better than chance would spend list
-    places on noise. Returns the policy to use and why slots were turned off (or None)."""
-    if policy.new_arrival_slots == 0:
-        return policy, None
+def gate_new_arrivals(space: ItemSpace, policy: ListPolicy, map_quality: dict | None,
+                      min_auc: float) -> tuple[ItemSpace, ListPolicy, str | None]:
+    """Use the cold-start map only when it ranks held-out warm items for their users with
+    AUC >= ``min_auc``. Below that (or without a map) a map no better than chance would
+    spend list places on noise: new arrivals get no reserved slots and no predicted CF
+    score (they stay reachable through the visual profile, as plain items). Returns the
+    item space and policy to rank with and why the map was turned off (or None)."""
     a = (map_quality or {}).get("auc_mapped")
-    if a is None or not a >= min_auc:
-        why = (f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}" if a is not None
-               else f"no cold-start map ({(map_quality or {}).get('skipped', 'not fit')})")
-        return dataclasses.replace(policy, new_arrival_slots=0), why
-    return policy, None
+    if a is not None and a >= min_auc:
+        return space, policy, None
+    why = (f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}" if a is not None
+           else f"no cold-start map ({(map_quality or {}).get('skipped', 'not fit')})")
+    new = np.asarray(space.new, dtype=bool)
+    factors = np.array(space.factors, dtype=np.float32)
+    factors[new] = 0.0
+    return (dataclasses.replace(space, new=np.zeros_like(new), factors=factors),
+            dataclasses.replace(policy, new_arrival_slots=0), why)
 
 
 def profile_weights(pairs: pd.DataFrame, end: pd.Timestamp, half_life: float | None
@@ -155,7 +159,8 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
                              half_life=recs.profile_half_life_days)
     relevant = {u: set(g) for u, g in val[val[C.USER_ID].isin(set(users))]
                 .groupby(C.USER_ID)[C.ITEM_ID]}
-    base, out["slots_off"] = gate_slots(_policy(recs), quality, recs.new_arrival_min_auc)
+    space, base, out["slots_off"] = gate_new_arrivals(space, _policy(recs), quality,
+                                                      recs.new_arrival_min_auc)
     cands = candidates(batch, space, base)
 
     def per_user(policy: ListPolicy) -> np.ndarray:
