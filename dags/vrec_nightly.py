@@ -5,8 +5,15 @@ Nightly batch recommendations (every stage but publish is a Spark job):
 validate inputs (Great Expectations; critical failures stop the run) → build the as-of
 interaction matrix (Spark) → embed new item images (Spark + pretrained CNN) → train
 implicit ALS → score all users (Spark) → blend collaborative and visual scores into
-`user_recs` and `item_similar` → validate outputs (GX; gates publish) → publish atomically.
-GX Data Docs: `<warehouse>/reports/gx/data_docs/index.html`.
+`user_recs` and `item_similar` → evaluate four models on a holdout (`eval_metrics`) →
+validate outputs (GX; gates publish) → publish atomically behind the quality gate →
+write the run report.
+GX Data Docs: `<warehouse>/reports/gx/data_docs/index.html`; run report:
+`<warehouse>/reports/runs/vrec_report_<ds>.html`.
+
+Params (Trigger DAG w/ config): `override_quality_gate` (publish even when hybrid NDCG
+dropped more than `eval.gate_max_drop` below the last published run; logged and recorded)
+and `override_reason`.
 
 Each task works on the run's logical date `ds` and overwrites that date's staging area on
 rerun, so clearing a task or backfilling a range is safe. A run for `ds` only reads events
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
@@ -69,24 +76,43 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
     tags=["vrec"],
     doc_md=__doc__,
     default_args={"retries": 0},
+    params={
+        "override_quality_gate": Param(
+            False, type="boolean",
+            description="Publish even when the quality gate refuses (hybrid NDCG dropped more "
+                        "than eval.gate_max_drop below the last published run). Logged."),
+        "override_reason": Param("", type="string",
+                                 description="Why the gate is overridden (recorded)."),
+    },
 )
 def vrec_nightly():
     @task
-    def publish(ds: str | None = None) -> dict:
-        """Atomically publish the run's tables for ds; returns the manifest summary."""
+    def publish(ds: str | None = None, params: dict | None = None) -> dict:
+        """Quality gate, then atomically publish the run's tables for ds."""
         from vrec import pipeline
         from vrec.config import load_settings
 
-        m = pipeline.publish(load_settings(CONFIG), ds)
-        return {"ds": m["ds"], "version": m["version"],
+        p = params or {}
+        m = pipeline.publish(load_settings(CONFIG), ds,
+                             override_gate=bool(p.get("override_quality_gate", False)),
+                             override_reason=str(p.get("override_reason") or ""))
+        return {"ds": m["ds"], "version": m["version"], "gate": m["quality_gate"]["status"],
                 "rows": {t: v["rows"] for t, v in m["tables"].items()}}
+
+    @task
+    def report(ds: str | None = None) -> str:
+        """The self-contained HTML run report of ds; returns its path."""
+        from vrec import pipeline
+        from vrec.config import load_settings
+
+        return pipeline.report(load_settings(CONFIG), ds)["report"]
 
     stages = [_spark_stage(s) for s in
               ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
-               "build_recs", "validate_outputs")]
+               "build_recs", "evaluate", "validate_outputs")]
     for up, down in zip(stages, stages[1:]):
         up >> down
-    stages[-1] >> publish()
+    stages[-1] >> publish() >> report()
 
 
 vrec_nightly()

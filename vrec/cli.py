@@ -63,6 +63,8 @@ def _cmd_run_stage(a: argparse.Namespace) -> int:
     from vrec.runner import run_stage
 
     argv = ["--ds", a.ds] + (["--config", a.config] if a.config else [])
+    if a.override_quality_gate:
+        argv += ["--override-quality-gate", "--override-reason", a.override_reason]
     return run_stage(a.stage, argv)
 
 
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("stage")
     r.add_argument("--ds", required=True)
     r.add_argument("--config", default=None)
+    r.add_argument("--override-quality-gate", action="store_true",
+                   help="publish only: publish even when the quality gate refuses (logged)")
+    r.add_argument("--override-reason", default="", help="publish only: why")
     r.set_defaults(fn=_cmd_run_stage)
 
     d = sub.add_parser("demo", help="the end-to-end demo (what `make demo` runs)")

@@ -32,6 +32,7 @@ TABLES: dict[str, tuple[str, ...]] = {
                      "top_categories", "history_items", "segment"),
     "run_stats": ("stage", "rows_in", "rows_out", "rows_quarantined", "seconds", "details"),
     "quarantine": ("source", "key", "reason"),
+    "eval_metrics": ("model", "slice", "k", "metric", "value"),
 }
 
 # Reasons attached to each recommendation row.

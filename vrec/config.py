@@ -181,7 +181,8 @@ class EvalSettings(_Section):
     out each user's latest ``test_fraction`` of pairs (users with at least
     ``min_user_pairs`` pairs). ``gate_max_drop``: publish refuses when hybrid NDCG@
     ``gate_k`` (all users) is more than this much (absolute) below the last published
-    run's; ``gate`` false turns the gate off.
+    run's (and, across different days, by more than ``gate_noise_z`` standard errors of
+    the difference); ``gate`` false turns the gate off.
     """
 
     enabled: bool = True
@@ -195,6 +196,7 @@ class EvalSettings(_Section):
     gate: bool = True
     gate_k: int = Field(10, ge=1)
     gate_max_drop: float = Field(0.02, ge=0)
+    gate_noise_z: float = Field(2.0, ge=0)
     report_users: int = Field(6, ge=0)
     report_history: int = Field(8, ge=1)
     report_similar: int = Field(4, ge=0)

@@ -37,8 +37,8 @@ from vrec.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at
 
 MODELS = ("popularity", "als", "visual", "hybrid")
 SLICES = ("all", "cold_items", "cold_users")
-METRICS = ("users", "precision", "recall", "f1", "ndcg", "map", "hit_rate", "coverage",
-           "novelty")
+METRICS = ("users", "precision", "recall", "f1", "ndcg", "ndcg_se", "map", "hit_rate",
+           "coverage", "novelty")
 
 
 @dataclasses.dataclass
@@ -320,7 +320,8 @@ def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Ser
     """Rows (model, slice, k, metric, value) for every list set and slice.
 
     Per user at K: precision, recall, NDCG, MAP (MAP@K: divided by min(|relevant|, K)),
-    hit (any hit); averaged over the slice's users. ``f1`` = 2PR/(P+R) of the averaged
+    hit (any hit); averaged over the slice's users; ``ndcg_se`` = standard error of the
+    mean per-user NDCG (the quality gate uses it). ``f1`` = 2PR/(P+R) of the averaged
     precision P and recall R; ``coverage`` = distinct recommended items / catalog items;
     ``novelty`` = mean over lists of the mean self-information -log2((n_i + 1) /
     (n_users + 1)) of the recommended items (n_i = training users of item i).
@@ -349,6 +350,8 @@ def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Ser
                 if top:
                     m["novelty"].append(float(np.mean([info.get(str(i), cold_info) for i in top])))
             val = {name: float(np.mean(v)) if v else 0.0 for name, v in m.items()}
+            n = len(m["ndcg"])
+            val["ndcg_se"] = float(np.std(m["ndcg"], ddof=1) / np.sqrt(n)) if n > 1 else 0.0
             p, rc = val["precision"], val["recall"]
             val["f1"] = 2 * p * rc / (p + rc) if p + rc > 0 else 0.0
             val["coverage"] = len(items) / max(1, n_catalog)

@@ -3,13 +3,14 @@ zone, writes its outputs and a stats record, and returns a small summary dict.
 
 Run staging for ds (``warehouse/_runs/<ds>/``)::
 
-    catalog/ interactions/ item_popularity/ user_profile/   build_interactions
+    events/ catalog/ interactions/ item_popularity/ user_profile/   build_interactions
     item_vectors/                        embed_items
     model/ (model/blend.json)            train_cf (+ blend tuning)
     cf_candidates/                       score_users
     hybrid/ out/user_recs/ out/item_similar/ out/item_popularity/ out/user_profile/
                                          build_recs
     validation/*.json                    validate_inputs, validate_outputs
+    out/eval_metrics/                    evaluate (holdout metrics of four models)
     stats/*.json quarantine/*.parquet    every stage
 """
 
@@ -92,6 +93,9 @@ def build_interactions(spark, settings: Settings, ds: str) -> dict:
     with W.StageTimer(wh, ds, "build_interactions") as timer:
         out = run_build_interactions(spark, settings.paths.raw_root, ds, settings.weights)
         _write(out["catalog"], rd / "catalog")
+        # the cleaned events as of ds: the evaluate stage splits them at a time cutoff
+        _write(out["events"].select(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.TS),
+               rd / "events", sort=[C.TS])
         _write(out["interactions"], rd / "interactions", sort=[C.USER_ID, C.ITEM_ID])
         inter = spark.read.parquet(str(rd / "interactions"))
         _write(item_popularity(out["events"], out["catalog"], ds,
@@ -331,12 +335,99 @@ def validate_outputs(spark, settings: Settings, ds: str) -> dict:
     return {name: n for name, (_, n) in frames.items()}
 
 
+# ---------------------------------------------------------------- evaluate
+
+EVAL_COLUMNS = {"model": "str", "slice": "str", "k": "int32", "metric": "str",
+                "value": "float64"}
+
+
+def holdout_for(spark, settings: Settings, ds: str):
+    """The run's holdout (README "Offline evaluation"): ``time`` aggregates the staged
+    events before the end of ds minus ``eval.test_days`` with the run's weights (decay
+    measured from the cutoff) and tests on the events after it; ``user`` splits the
+    run's interaction pairs per user."""
+    import datetime as dt
+
+    import pyarrow.dataset as pads
+    from pyspark.sql import functions as F
+
+    from vrec.evaluation import time_holdout, user_holdout
+    from vrec.interactions import aggregate_interactions, end_of_ds, event_weight_expr
+
+    e, rd = settings.eval, _rd(settings, ds)
+    end = pd.Timestamp(end_of_ds(ds))
+    if e.split == "user":
+        pairs = pads.dataset(str(rd / "interactions"), format="parquet").to_table(
+            columns=[C.USER_ID, C.ITEM_ID, "weight", "last_ts"]).to_pandas()
+        return user_holdout(pairs, end, fraction=e.test_fraction, min_pairs=e.min_user_pairs)
+    cut_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=e.test_days)).isoformat()
+    cut = end_of_ds(cut_ds)
+    ev = spark.read.parquet(str(rd / "events"))
+    train = (aggregate_interactions(ev.where(F.col(C.TS) < F.lit(cut)), settings.weights, cut_ds)
+             .select(C.USER_ID, C.ITEM_ID, "weight", "last_ts").toPandas())
+    test = (ev.where(F.col(C.TS) >= F.lit(cut))
+            .withColumn("weight", event_weight_expr(settings.weights))
+            .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight")).toPandas())
+    return time_holdout(train, test, pd.Timestamp(cut))
+
+
+def evaluate(spark, settings: Settings, ds: str) -> dict:
+    """Holdout metrics of popularity, ALS-only, visual-only and hybrid lists (the
+    production ranker) at each K and slice: staged as ``eval_metrics``."""
+    from vrec.evaluation import evaluate_models
+
+    wh, rd, e = settings.paths.warehouse_root, _rd(settings, ds), settings.eval
+    with W.StageTimer(wh, ds, "evaluate") as timer:
+        if e.enabled:
+            holdout = holdout_for(spark, settings, ds)
+            inp = _driver_inputs(rd)
+            frame, info = evaluate_models(holdout, inp["catalog"], inp["vectors"], cf=settings.cf,
+                                          recs=settings.recs, ks=e.ks, max_users=e.max_users,
+                                          tune=e.tune)
+        else:
+            frame, info = pd.DataFrame(columns=list(EVAL_COLUMNS)), {"skipped": "eval.enabled is false"}
+        frame = frame.astype(EVAL_COLUMNS)
+        W.write_table_folder(frame, rd / "out" / "eval_metrics")
+        headline = _headline(frame, e.gate_k)
+        print(f"[vrec] {ds} evaluate ({info.get('split', '-')} split, "
+              f"{info.get('evaluated_users', 0)} test users): "
+              + (", ".join(f"{m} NDCG@{e.gate_k} {v:.4f}" for m, v in headline.items())
+                 or info.get("skipped", "nothing measured")), flush=True)
+        timer.record(info.get("test_pairs", 0), len(frame), 0, evaluation=info,
+                     headline=headline)
+    return {"rows": len(frame), "users": info.get("evaluated_users", 0), "headline": headline}
+
+
+def _headline(frame: pd.DataFrame, k: int) -> dict:
+    """NDCG@k over all users per model."""
+    m = frame[(frame["slice"] == "all") & (frame["k"] == k) & (frame["metric"] == "ndcg")]
+    return {str(r.model): round(float(r.value), 5) for r in m.itertuples()}
+
+
 # ---------------------------------------------------------------- publish
 
-def publish(settings: Settings, ds: str) -> dict:
-    """Stage run_stats and quarantine, then publish all tables for ds atomically."""
+def publish(settings: Settings, ds: str, *, override_gate: bool = False,
+            override_reason: str = "") -> dict:
+    """Check the quality gate, stage run_stats and quarantine, then publish all tables
+    for ds atomically. A refused gate writes the run report and raises
+    :class:`vrec.gate.QualityGateError` before anything is published."""
+    from vrec.gate import QualityGateError, quality_gate
+
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     timer = W.StageTimer(wh, ds, "publish")
+    eval_dir = rd / "out" / "eval_metrics"
+    if not eval_dir.is_dir():
+        raise W.PublishError(f"no staged eval_metrics for {ds} ({eval_dir}): run the evaluate "
+                             "stage before publish")
+    evaluation = json.loads((rd / "stats" / "evaluate.json").read_text()).get("evaluation") or {}
+    gate = quality_gate(wh, ds, pd.read_parquet(eval_dir), settings.eval,
+                        split=evaluation.get("split"), override=override_gate,
+                        reason=override_reason)
+    W.StageTimer(wh, ds, "quality_gate").record(0, 0, 0, **gate)
+    print(f"[vrec] {ds} {gate['message']}", flush=True)
+    if gate["status"] == "refused":
+        _report_quietly(settings, ds)
+        raise QualityGateError(gate["message"])
     stats = W.run_stats_frame(wh, ds)
     quarantine = W.staged_quarantine(wh, ds)
     W.write_table_folder(stats, rd / "out" / "run_stats")
@@ -354,6 +445,9 @@ def publish(settings: Settings, ds: str) -> dict:
         "model_version": model_meta["version"],
         "blend": json.loads(blend_file.read_text()) if blend_file.is_file() else None,
         "data_docs": str(docs_index(wh)),
+        "quality_gate": gate,
+        "evaluation": {k: evaluation.get(k) for k in ("split", "ks", "evaluated_users",
+                                                      "train_end")},
         "stage_stats": json.loads(stats.drop(columns=["details"]).to_json(orient="records"))})
     removed = []
     if settings.publish.retention_days:
@@ -365,3 +459,24 @@ def publish(settings: Settings, ds: str) -> dict:
                  sum(t["rows"] for t in m["tables"].values()), 0, version=m["version"],
                  retention_removed=removed)
     return m
+
+
+def _report_quietly(settings: Settings, ds: str) -> None:
+    """Write the run report; a failure here must not hide the gate's message."""
+    from vrec.report import write_report
+
+    try:
+        print(f"[vrec] {ds} run report: {write_report(settings, ds)}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported, the gate error follows
+        print(f"[vrec] {ds} run report could not be written: {exc!r}", flush=True)
+
+
+# ---------------------------------------------------------------- report
+
+def report(settings: Settings, ds: str) -> dict:
+    """Write the self-contained HTML run report of ds (README "Run report")."""
+    from vrec.report import write_report
+
+    path = write_report(settings, ds)
+    print(f"[vrec] {ds} run report: {path}", flush=True)
+    return {"report": str(path)}

@@ -9,8 +9,8 @@ import traceback
 from vrec.warehouse import check_ds
 
 SPARK_STAGES = ("validate_inputs", "build_interactions", "embed_items", "train_cf",
-                "score_users", "build_recs", "validate_outputs")
-LOCAL_STAGES = ("publish",)
+                "score_users", "build_recs", "evaluate", "validate_outputs")
+LOCAL_STAGES = ("publish", "report")
 
 
 def parse_args(argv: list[str], stage: str) -> argparse.Namespace:
@@ -18,6 +18,10 @@ def parse_args(argv: list[str], stage: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=stage, description=f"vrec stage {stage}")
     p.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     p.add_argument("--config", default=None, help="vrec YAML config (default: $VREC_CONFIG)")
+    if stage == "publish":
+        p.add_argument("--override-quality-gate", action="store_true",
+                       help="publish even when the quality gate refuses (logged, recorded)")
+        p.add_argument("--override-reason", default="", help="why the gate is overridden")
     args = p.parse_args(argv)
     try:
         check_ds(args.ds)
@@ -46,6 +50,9 @@ def run_stage(stage: str, argv: list[str]) -> int:
                 result = fn(spark, settings, args.ds)
             finally:
                 spark.stop()
+        elif stage == "publish":
+            result = fn(settings, args.ds, override_gate=args.override_quality_gate,
+                        override_reason=args.override_reason)
         else:
             result = fn(settings, args.ds)
     except Exception as exc:  # report and fail the task

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PUBLISHED_TABLES = ("user_recs", "item_similar", "item_popularity", "user_profile", "items",
-                    "image_duplicates", "run_stats", "quarantine")
+                    "image_duplicates", "run_stats", "quarantine", "eval_metrics")
 KEEP_VERSIONS = 2
 
 

@@ -1,0 +1,380 @@
+"""The run report: one self-contained static HTML file per ds (README "Run report").
+
+``<warehouse>/reports/runs/vrec_report_<ds>.html`` opens from disk with no server: styles,
+trend plots (inline SVG) and thumbnails (JPEG data URIs) are all inside the file. It
+shows the pipeline summary (stages, seconds, rows, quarantines, validation), the quality
+gate, the offline metrics of the four models with trends across published runs, and a
+gallery: sample users' recent history and recommendations (score, reason), and
+item_similar examples. Everything is read from the run's staging area (so a run the
+gate refused still gets its report) and, for the trends, from published partitions.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from vrec import columns as C
+from vrec import warehouse as W
+from vrec.config import Settings
+from vrec.evaluation import METRICS, MODELS, SLICES
+
+STAGES = ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
+          "build_recs", "evaluate", "validate_outputs", "quality_gate", "publish")
+COLORS = {"popularity": "#8c8c8c", "als": "#1f77b4", "visual": "#2ca02c", "hybrid": "#d62728"}
+
+
+def report_path(warehouse: str | Path, ds: str) -> Path:
+    """Where the report of ``ds`` is written."""
+    return Path(warehouse) / "reports" / "runs" / f"vrec_report_{W.check_ds(ds)}.html"
+
+
+def _e(x) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _read(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    import pyarrow.dataset as pads
+
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return pd.DataFrame(columns=columns or [])
+    return pads.dataset(str(folder), format="parquet").to_table(columns=columns).to_pandas()
+
+
+def _stage_records(rd: Path) -> dict[str, dict]:
+    folder = rd / "stats"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} \
+        if folder.is_dir() else {}
+
+
+# ---------------------------------------------------------------- thumbnails
+
+class Thumbs:
+    """JPEG data URIs of catalog images, made once per item."""
+
+    def __init__(self, catalog: pd.DataFrame, image_root: Path, px: int):
+        self.uri = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.IMAGE_URI]))
+        self.root, self.px, self.cache = image_root, px, {}
+
+    def __call__(self, item_id: str) -> str | None:
+        if item_id not in self.cache:
+            self.cache[item_id] = self._make(item_id)
+        return self.cache[item_id]
+
+    def _make(self, item_id: str) -> str | None:
+        from PIL import Image
+
+        from vrec.embed import resolve_image_path
+
+        path = resolve_image_path(self.uri.get(item_id), self.root)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                im.thumbnail((self.px, self.px))
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=82)
+        except Exception:  # noqa: BLE001 - an undecodable image shows as a placeholder
+            return None
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _card(thumbs: Thumbs, titles: dict, item_id: str, lines: list[str]) -> str:
+    src = thumbs(str(item_id))
+    pic = (f'<img src="{src}" alt="{_e(titles.get(str(item_id), item_id))}">' if src else
+           '<div class="noimg">no image</div>')
+    text = "".join(f"<div>{line}</div>" for line in lines)
+    return (f'<figure class="card" title="{_e(item_id)}: {_e(titles.get(str(item_id), ""))}">'
+            f"{pic}<figcaption>{text}</figcaption></figure>")
+
+
+# ---------------------------------------------------------------- plots
+
+def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: int = 460,
+              height: int = 200) -> str:
+    """A small line chart (inline SVG) of one value per ds for each model."""
+    pts = [v for s in series.values() for _, v in s]
+    days = sorted({d for s in series.values() for d, _ in s})
+    if not pts:
+        return f'<div class="plot empty">{_e(title)}: no values yet</div>'
+    lo, hi = min(pts), max(pts)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.01, hi + 0.01
+    ml, mr, mt, mb = 48, 110, 24, 34
+    pw, ph = width - ml - mr, height - mt - mb
+
+    def xy(d: str, v: float) -> tuple[float, float]:
+        i = days.index(d)
+        x = ml + (pw * i / (len(days) - 1) if len(days) > 1 else pw / 2)
+        return x, mt + ph * (1 - (v - lo) / (hi - lo))
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'role="img" aria-label="{_e(title)}" class="plot">',
+           f'<text x="{ml}" y="15" class="pt">{_e(title)}</text>',
+           f'<line x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}" class="ax"/>',
+           f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}" class="ax"/>',
+           f'<text x="{ml - 4}" y="{mt + 4}" class="tick" text-anchor="end">{hi:.3f}</text>',
+           f'<text x="{ml - 4}" y="{mt + ph}" class="tick" text-anchor="end">{lo:.3f}</text>']
+    for d in (days[0], days[-1]) if len(days) > 1 else days:
+        x, _ = xy(d, lo)
+        out.append(f'<text x="{x:.1f}" y="{height - 12}" class="tick" '
+                   f'text-anchor="middle">{_e(d)}</text>')
+    for j, (name, s) in enumerate(series.items()):
+        color = COLORS.get(name, "#444")
+        coords = [xy(d, v) for d, v in sorted(s)]
+        if len(coords) > 1:
+            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                       + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+        for (d, v), (x, y) in zip(sorted(s), coords):
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
+                       f"<title>{_e(name)} {_e(d)}: {v:.4f}</title></circle>")
+        ly = mt + 14 * j + 6
+        out.append(f'<rect x="{ml + pw + 12}" y="{ly - 8}" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{ml + pw + 26}" y="{ly + 1}" class="tick">{_e(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- sections
+
+def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
+    rows = []
+    for s in [s for s in STAGES if s in stats] + [s for s in stats if s not in STAGES]:
+        r = stats[s]
+        rows.append(f"<tr><td>{_e(s)}</td><td class=n>{r.get('seconds', 0):.1f}</td>"
+                    f"<td class=n>{int(r.get('rows_in', 0)):,}</td>"
+                    f"<td class=n>{int(r.get('rows_out', 0)):,}</td>"
+                    f"<td class=n>{int(r.get('rows_quarantined', 0)):,}</td></tr>")
+    total = sum(float(r.get("seconds", 0)) for r in stats.values())
+    out = ["<h2>Pipeline</h2>",
+           "<table><tr><th>stage</th><th>seconds</th><th>rows in</th><th>rows out</th>"
+           "<th>quarantined</th></tr>", *rows,
+           f"<tr class=tot><td>total inside stages</td><td class=n>{total:.1f}</td>"
+           "<td></td><td></td><td></td></tr></table>"]
+    if len(quarantine):
+        q = quarantine.groupby(["source", "reason"]).size().reset_index(name="rows")
+        out.append("<h3>Quarantine</h3><table><tr><th>source</th><th>reason</th><th>rows</th></tr>"
+                   + "".join(f"<tr><td>{_e(r.source)}</td><td>{_e(r.reason)}</td>"
+                             f"<td class=n>{r.rows:,}</td></tr>" for r in q.itertuples())
+                   + "</table>")
+    else:
+        out.append("<p>No rows quarantined.</p>")
+    val = []
+    for stage in ("validate_inputs", "validate_outputs"):
+        for suite, r in (stats.get(stage, {}).get("validation") or {}).items():
+            ok = "ok" if r.get("success") else "FAILED"
+            val.append(f"<tr><td>{_e(suite)}</td><td class=n>{int(r.get('rows', 0)):,}</td>"
+                       f"<td class='{'ok' if r.get('success') else 'bad'}'>{ok}</td>"
+                       f"<td>{_e(', '.join(r.get('failed', [])))}</td>"
+                       f"<td>{_e(', '.join(r.get('warnings', [])))}</td></tr>")
+    if val:
+        docs = (stats.get("validate_outputs") or stats.get("validate_inputs") or {}).get("data_docs")
+        out.append("<h3>Data validation (Great Expectations)</h3><table><tr><th>suite</th>"
+                   "<th>rows</th><th>result</th><th>failed</th><th>warnings</th></tr>"
+                   + "".join(val) + "</table>"
+                   + (f'<p>Data Docs: <a href="file://{_e(docs)}">{_e(docs)}</a></p>' if docs else ""))
+    return "\n".join(out)
+
+
+def _gate_section(stats: dict[str, dict]) -> str:
+    g = stats.get("quality_gate")
+    if not g:
+        return "<h2>Quality gate</h2><p>Not checked yet (publish has not run).</p>"
+    cls = {"refused": "bad", "overridden": "warn"}.get(g.get("status"), "ok")
+    cur = "—" if g.get("current") is None else f"{g['current']:.4f}"
+    prev = "—" if g.get("previous") is None else f"{g['previous']:.4f} ({_e(g.get('previous_ds'))})"
+    return ("<h2>Quality gate</h2>"
+            f"<p class='{cls}'><b>{_e(g.get('status'))}</b>: {_e(g.get('message'))}</p>"
+            f"<table><tr><th>metric</th><th>this run</th><th>last published</th>"
+            f"<th>allowed drop</th></tr><tr><td>{_e(g.get('metric'))}</td><td class=n>{cur}</td>"
+            f"<td class=n>{prev}</td><td class=n>{g.get('max_drop')}</td></tr></table>")
+
+
+def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gate_k: int) -> str:
+    out = ["<h2>Offline evaluation</h2>"]
+    if info:
+        facts = {k: info.get(k) for k in ("split", "train_pairs", "test_users", "evaluated_users",
+                                           "train_end", "slots_off", "skipped") if info.get(k)}
+        blend = info.get("blend") or {}
+        out.append("<p>" + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in facts.items())
+                   + (f"; hybrid blend: visual weight {blend.get('visual_weight')}, history "
+                      f"shrink {blend.get('history_shrink')} (tuned on the training part: "
+                      f"{blend.get('tuned')})" if blend else "") + "</p>")
+    if metrics.empty:
+        out.append("<p>No metrics for this run.</p>")
+        return "\n".join(out)
+    cols = [m for m in METRICS if m != "users"]
+    for sl in SLICES:
+        part = metrics[metrics["slice"] == sl]
+        for k in sorted(part["k"].unique()):
+            pk = part[part["k"] == k]
+            n = pk[pk["metric"] == "users"]["value"]
+            users = int(n.iloc[0]) if len(n) else 0
+            out.append(f"<h3>{_e(sl)} @ K={int(k)} ({users:,} users)</h3>")
+            if users == 0:
+                out.append("<p>No users in this slice.</p>")
+                continue
+            pv = pk.pivot_table(index="model", columns="metric", values="value")
+            rows = "".join(
+                f"<tr><td>{_e(m)}</td>" + "".join(
+                    f"<td class=n>{pv.loc[m, c]:.4f}</td>" if c in pv.columns else "<td></td>"
+                    for c in cols) + "</tr>"
+                for m in MODELS if m in pv.index)
+            out.append("<table class=metrics><tr><th>model</th>"
+                       + "".join(f"<th>{_e(c)}</th>" for c in cols) + f"</tr>{rows}</table>")
+    plots = []
+    kmax = int(metrics["k"].max())
+    for metric, k in (("ndcg", gate_k), ("recall", kmax), ("coverage", kmax)):
+        t = trend[(trend["slice"] == "all") & (trend["k"] == k) & (trend["metric"] == metric)]
+        series = {m: list(zip(g["ds"], g["value"].astype(float)))
+                  for m, g in t.groupby("model")}
+        plots.append(svg_trend({m: series[m] for m in MODELS if m in series},
+                               f"{metric}@{k} (all users) by ds"))
+    out.append("<h3>Trends across runs</h3><div class=plots>" + "".join(plots) + "</div>")
+    return "\n".join(out)
+
+
+def _gallery_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
+    e = settings.eval
+    clear = rd / "user_recs_clear"
+    recs = _read(clear if clear.is_dir() else rd / "out" / "user_recs")
+    out = ["<h2>Gallery: sample users</h2>"]
+    if recs.empty or e.report_users == 0:
+        return "\n".join(out + ["<p>No recommendations staged.</p>"])
+    profile = _read(rd / "user_profile", [C.USER_ID, "segment"])
+    cold = set(profile.loc[profile["segment"] == "cold", C.USER_ID].astype(str))
+    variety = recs.groupby(C.USER_ID)["reason"].nunique().sort_index()
+    warm = [u for u in variety.sort_values(ascending=False, kind="stable").index if u not in cold]
+    users = warm[:max(1, e.report_users - 1)] + sorted(u for u in variety.index if u in cold)[:1]
+    users = users[:e.report_users]
+    pairs = _read(rd / "interactions", [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
+    pseud = clear.is_dir()
+    for n, u in enumerate(users, 1):
+        hist = pairs[(pairs[C.USER_ID].astype(str) == u) & (pairs["weight"] > 0)]
+        hist = hist.sort_values("last_ts", ascending=False).head(e.report_history)
+        label = f"user #{n} (id pseudonymised)" if pseud else f"user {_e(u)}"
+        seg = "cold user: no history in the window" if u in cold else f"{len(hist)} recent items shown"
+        out.append(f"<section class=user><h3>{label} <small>{seg}</small></h3>"
+                   "<div class=row><span class=lab>history</span>"
+                   + ("".join(_card(thumbs, titles, str(r.item_id),
+                                    [f"{pd.Timestamp(r.last_ts):%Y-%m-%d}", f"w {r.weight:.1f}"])
+                              for r in hist.itertuples()) or "<i>none</i>") + "</div>")
+        ur = recs[recs[C.USER_ID].astype(str) == u].sort_values("rank")
+        out.append("<div class=row><span class=lab>recommended</span>"
+                   + "".join(_card(thumbs, titles, str(r.item_id),
+                                   [f"#{int(r.rank)} score {r.score:.3f}", _e(r.reason)]
+                                   + ([f"like {_e(titles.get(str(r.reason_item_id), r.reason_item_id))}"]
+                                      if isinstance(r.reason_item_id, str) and r.reason_item_id else []))
+                             for r in ur.itertuples()) + "</div></section>")
+    return "\n".join(out)
+
+
+def _similar_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
+    sim = _read(rd / "out" / "item_similar")
+    out = ["<h2>Gallery: visually similar items (item_similar)</h2>"]
+    if sim.empty or settings.eval.report_similar == 0:
+        return "\n".join(out + ["<p>No item_similar rows staged.</p>"])
+    pop = _read(rd / "item_popularity", [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
+    have = set(sim[C.ITEM_ID].astype(str))
+    items = [i for i in pop[C.ITEM_ID].astype(str) if i in have][:settings.eval.report_similar]
+    for i in items:
+        s = sim[sim[C.ITEM_ID].astype(str) == i].sort_values("rank").head(6)
+        out.append("<div class=row><span class=lab>item</span>"
+                   + _card(thumbs, titles, i, [_e(titles.get(i, i))[:28]])
+                   + "<span class=lab>similar</span>"
+                   + "".join(_card(thumbs, titles, str(r.similar_item_id),
+                                   [f"#{int(r.rank)} cos {r.similarity:.3f}"])
+                             for r in s.itertuples()) + "</div>")
+    return "\n".join(out)
+
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{margin:0 0 4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px}
+th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.tot td{font-weight:bold}.ok{color:#1a7f37}.bad{color:#b00020;font-weight:bold}.warn{color:#a15c00}
+.row{display:flex;flex-wrap:wrap;align-items:flex-start;gap:6px;margin:6px 0}
+.lab{writing-mode:vertical-rl;transform:rotate(180deg);color:#777;font-size:12px}
+.card{margin:0;width:108px;font-size:11px;text-align:center}
+.card img,.noimg{width:96px;height:96px;object-fit:contain;border:1px solid #ddd;background:#fafafa}
+.noimg{display:flex;align-items:center;justify-content:center;color:#999;margin:auto}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plot .pt{font-size:13px;font-weight:bold}
+.plot .tick{font-size:10px;fill:#555}.plot .ax{stroke:#999}
+section.user{border-top:1px dashed #ddd;padding-top:4px}small{color:#777;font-weight:normal}
+"""
+
+# Counts the thumbnails the browser decoded (shown at the bottom; read by the test).
+SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var el = document.getElementById('img-status');
+  el.setAttribute('data-images-total', imgs.length);
+  el.setAttribute('data-images-loaded', ok);
+  el.textContent = ok + ' of ' + imgs.length + ' thumbnails loaded';
+});
+"""
+
+
+def render_report(settings: Settings, ds: str) -> str:
+    """The report's HTML for ``ds`` (see the module doc)."""
+    wh, rd = Path(settings.paths.warehouse_root), W.run_dir(settings.paths.warehouse_root, ds)
+    stats = _stage_records(rd)
+    catalog = _read(rd / "catalog")
+    titles = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.TITLE].astype(str))) \
+        if len(catalog) else {}
+    thumbs = Thumbs(catalog if len(catalog) else pd.DataFrame(columns=[C.ITEM_ID, C.IMAGE_URI]),
+                    Path(settings.paths.image_root), settings.eval.thumb_px)
+    metrics = _read(rd / "out" / "eval_metrics")
+    past = []
+    for d in W.published_ds(wh)[-30:]:
+        if d < ds:
+            try:
+                past.append(W.read_table(wh, "eval_metrics", d))
+            except FileNotFoundError:
+                continue
+    trend = pd.concat(past + [metrics.assign(ds=ds)], ignore_index=True) if len(metrics) or past \
+        else pd.DataFrame(columns=["ds", "model", "slice", "k", "metric", "value"])
+    gate = stats.get("quality_gate") or {}
+    pub = stats.get("publish") or {}
+    if gate.get("status") == "refused":
+        status = "<span class=bad>REFUSED by the quality gate: not published</span>"
+    elif pub:
+        status = f"<span class=ok>published</span> (version {_e(pub.get('version'))})"
+    else:
+        status = "<span class=warn>not published yet</span>"
+    model = (stats.get("build_recs") or {}).get("model_version", "")
+    body = [f"<h1>vrec run report — {_e(ds)}</h1>",
+            f"<p>Status: {status}. Model: <code>{_e(model)}</code>. Warehouse: "
+            f"<code>{_e(wh)}</code>.</p>",
+            _pipeline_section(stats, W.staged_quarantine(wh, ds)),
+            _gate_section(stats),
+            _metrics_section(metrics, (stats.get("evaluate") or {}).get("evaluation") or {},
+                             trend, settings.eval.gate_k),
+            _gallery_section(rd, settings, thumbs, titles),
+            _similar_section(rd, settings, thumbs, titles),
+            '<p id="img-status" data-images-total="?" data-images-loaded="?">'
+            "thumbnails: page scripts off</p>"]
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>vrec run report {_e(ds)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(body) + f"<script>{SCRIPT}</script></body></html>")
+
+
+def write_report(settings: Settings, ds: str) -> Path:
+    """Render and write the report of ``ds`` atomically; returns its path."""
+    path = report_path(settings.paths.warehouse_root, ds)
+    W._atomic_write_text(path, render_report(settings, ds))
+    return path
+
+
+def images_in(html_text: str) -> int:
+    """Number of <img> tags in a report (used by tests and the demo summary)."""
+    return html_text.count("<img ")
+
