@@ -7,7 +7,7 @@ from pathlib import Path
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 ORDER = ["validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
-         "build_recs", "validate_outputs", "publish"]
+         "build_recs", "evaluate", "validate_outputs", "publish", "report"]
 
 
 def test_dagbag_imports_without_errors_and_wires_stages_in_order():
@@ -20,10 +20,13 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     for up, down in zip(ORDER, ORDER[1:]):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     spark_tasks = {t.task_id for t in dag.tasks if type(t).__name__ == "SparkSubmitOperator"}
-    assert spark_tasks == set(ORDER[:7])
+    assert spark_tasks == set(ORDER[:8])
     bi = dag.get_task("build_interactions")
     assert bi.application.endswith("jobs/build_interactions.py")
     assert "{{ ds }}" in bi.application_args
+    # the operator's override of the quality gate is a DAG param, off by default
+    assert dag.params["override_quality_gate"] is False
+    assert dag.params["override_reason"] == ""
 
 
 def test_dag_file_imports_no_heavy_modules():

@@ -2,6 +2,9 @@
 the published tables read back through `vrec query` and plain DuckDB."""
 
 import datetime as dt
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +36,9 @@ def dag_runs(tmp_path_factory):
     env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
     migrate(env)
     days = [(TINY.end_date - dt.timedelta(days=1)).isoformat(), TINY.end_date.isoformat()]
-    rcs = [dags_test(ds, env, log_path=tmp / f"{ds}.log") for ds in days]
+    # the second day is triggered with the operator's override param, as from the UI
+    confs = [None, {"override_quality_gate": True, "override_reason": "e2e override check"}]
+    rcs = [dags_test(ds, env, log_path=tmp / f"{ds}.log", conf=c) for ds, c in zip(days, confs)]
     return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp, "cfg": cfg, "env": env}
 
 
@@ -98,3 +103,52 @@ def test_run_summary_links_validation_results_and_data_docs(dag_runs):
                   "item_embeddings"):
         assert f"  {suite} " in text
     assert docs_index(wh).is_file() and W.manifest(wh, days[-1])["data_docs"] == str(docs_index(wh))
+
+
+ARTIFACTS = Path(os.environ.get("VREC_TEST_ARTIFACTS",
+                                Path(__file__).resolve().parent.parent / "test-artifacts"))
+
+
+def test_the_dag_evaluates_gates_and_passes_the_override_param(dag_runs):
+    wh, (first, second) = dag_runs["wh"], dag_runs["days"]
+    g1 = W.manifest(wh, first)["quality_gate"]
+    assert g1["status"] == "first_run" and g1["override"] is False
+    g2 = W.manifest(wh, second)["quality_gate"]
+    assert g2["override"] is True and g2["reason"] == "e2e override check"
+    assert g2["previous_ds"] == first and g2["status"] in {"passed", "overridden"}
+    m = W.read_table(wh, "eval_metrics", second)
+    assert set(m["model"]) == {"popularity", "als", "visual", "hybrid"}
+    log = (dag_runs["tmp"] / f"{second}.log").read_text()
+    assert "quality gate" in log and "run report:" in log
+
+
+def test_run_report_renders_in_headless_chromium_with_its_images(dag_runs):
+    """The report opens from disk in a real browser and every thumbnail decodes; the
+    screenshot is kept in test-artifacts/ ($VREC_TEST_ARTIFACTS)."""
+    from vrec.report import report_path
+
+    ds = dag_runs["days"][-1]
+    report = report_path(dag_runs["wh"], ds)
+    assert report.is_file()
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "no chromium on PATH: `make test` installs Debian's chromium package"
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--virtual-time-budget=10000"]
+    dom = subprocess.run(flags + ["--dump-dom", report.as_uri()], capture_output=True,
+                         text=True, timeout=180).stdout
+    total = re.search(r'data-images-total="(\d+)"', dom)
+    loaded = re.search(r'data-images-loaded="(\d+)"', dom)
+    assert total and loaded, dom[-2000:]
+    assert int(total[1]) > 10 and loaded[1] == total[1]
+    assert "vrec run report" in dom and "Offline evaluation" in dom
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"run_report_{ds}.png"
+    shot.unlink(missing_ok=True)
+    subprocess.run(flags + ["--window-size=1400,5000", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, timeout=180, check=True)
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1400, 5000)
+        # not a blank page: the report's tables, plots and thumbnails make many colours
+        assert len(im.convert("RGB").resize((350, 1250)).getcolors(1 << 20)) > 200

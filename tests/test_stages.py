@@ -70,10 +70,15 @@ def staged(spark, tiny_raw, tmp_path_factory):
     results = {}
     for ds in (PREV, DS):
         results[ds] = {"validate_inputs": pipeline.validate_inputs(spark, s, ds)}
-        for stage in ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs"):
+        for stage in ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs",
+                      "evaluate"):
             results[ds][stage] = getattr(pipeline, stage)(spark, s, ds)
         results[ds]["validate_outputs"] = pipeline.validate_outputs(spark, s, ds)
-        results[ds]["publish"] = pipeline.publish(s, ds)
+        # the two tiny days are too noisy to compare (a few test users each): the gate's
+        # own tests are below
+        results[ds]["publish"] = pipeline.publish(s, ds, override_gate=True,
+                                                  override_reason="tiny sample")
+        results[ds]["report"] = pipeline.report(s, ds)
     return s, results
 
 
@@ -288,3 +293,83 @@ def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
     assert (by_user.sort_values(key)[C.ITEM_ID].to_numpy()
             == hashed.sort_values(key)[C.ITEM_ID].to_numpy()).all()
     pipeline.build_recs(spark, s, DS)  # leave the staging area as the other tests expect
+
+
+def test_eval_metrics_are_published_for_four_models_slices_and_ks(staged):
+    s, res = staged
+    m = W.read_table(s.paths.warehouse_root, "eval_metrics", DS)
+    assert set(m["model"]) == {"popularity", "als", "visual", "hybrid"}
+    assert set(m["slice"]) == {"all", "cold_items", "cold_users"} and set(m["k"]) == {10, 50}
+    allk = m[(m["slice"] == "all") & (m["metric"] == "users")]
+    assert (allk["value"] > 0).all()
+    bounded = m[m["metric"].isin(["precision", "recall", "f1", "ndcg", "map", "hit_rate",
+                                  "coverage"])]
+    assert bounded["value"].between(0, 1).all()
+    # the test users are the users with a relevant event on the last day (time split)
+    ev = pd.read_parquet(W.run_dir(s.paths.warehouse_root, DS) / "events")
+    last_day = ev[pd.to_datetime(ev[C.TS], utc=True) >= pd.Timestamp(DS, tz="UTC")]
+    assert 0 < allk["value"].iloc[0] <= last_day[C.USER_ID].nunique()
+    assert res[DS]["evaluate"]["headline"].keys() == {"popularity", "als", "visual", "hybrid"}
+    gate = W.manifest(s.paths.warehouse_root, DS)["quality_gate"]
+    assert gate["status"] in {"passed", "overridden"} and gate["override"] is True
+
+
+def test_run_report_is_one_self_contained_file(staged):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    s, res = staged
+    path = res[DS]["report"]["report"]
+    assert path.endswith(f"reports/runs/vrec_report_{DS}.html")
+    html = open(path).read()
+    for model in ("popularity", "als", "visual", "hybrid"):
+        assert f"<td>{model}</td>" in html
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert len(srcs) > 10 and all(x.startswith("data:image/jpeg;base64,") for x in srcs)
+    with Image.open(io.BytesIO(base64.b64decode(srcs[0].split(",", 1)[1]))) as im:
+        assert max(im.size) <= s.eval.thumb_px
+    assert not re.search(r'(src|href)="https?://', html)  # nothing fetched from a server
+    for section in ("Pipeline", "Quality gate", "Offline evaluation", "Gallery: sample users",
+                    "item_similar"):
+        assert section in html
+    # the trend plot has a point for each published ds up to this one
+    assert f"hybrid {PREV}:" in html and f"hybrid {DS}:" in html
+
+
+def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged, spark, capsys):
+    """Re-running a published day with a config that ranks worse on the same holdout is
+    refused (nothing published changes); the operator override publishes and is logged."""
+    s, _ = staged
+    wh = s.paths.warehouse_root
+
+    def variant(visual_weight: float):
+        return s.model_copy(update={
+            "recs": s.recs.model_copy(update={"tune_blend": False, "history_shrink": 0.0,
+                                              "visual_weight": visual_weight}),
+            # a dozen test users here: a strict tolerance, the gate's arithmetic has unit tests
+            "eval": s.eval.model_copy(update={"split": "user", "tune": False,
+                                              "gate_max_drop": 0.005})})
+
+    good, worse = variant(1.0), variant(0.0)
+    pipeline.evaluate(spark, good, DS)
+    published = pipeline.publish(good, DS)  # first run measured with the per-user split
+    assert published["quality_gate"]["status"] == "first_run"
+    before = W.manifest(wh, DS)["version"]
+    got = pipeline.evaluate(spark, worse, DS)["headline"]["hybrid"]
+    prev = published["quality_gate"]["current"]
+    assert prev - got > worse.eval.gate_max_drop, "setup: the worse config must drop on this data"
+    with pytest.raises(Exception, match="quality gate refused") as err:
+        pipeline.publish(worse, DS)
+    assert f"{got:.4f}" in str(err.value) and f"{prev:.4f}" in str(err.value)
+    assert W.manifest(wh, DS)["version"] == before  # nothing published changed
+    report = open(pipeline.report(worse, DS)["report"]).read()
+    assert "REFUSED by the quality gate" in report
+    m = pipeline.publish(worse, DS, override_gate=True, override_reason="agreed in review")
+    assert m["version"] != before and m["quality_gate"]["status"] == "overridden"
+    assert m["quality_gate"]["reason"] == "agreed in review"
+    assert "quality gate OVERRIDDEN by the operator" in capsys.readouterr().out
+    stats = W.read_table(wh, "run_stats", DS).set_index("stage")
+    assert '"status": "overridden"' in stats.loc["quality_gate", "details"]

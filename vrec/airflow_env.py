@@ -60,13 +60,16 @@ def migrate(env: dict[str, str]) -> None:
 
 
 def dags_test(ds: str, env: dict[str, str], *, log_path: Path,
-              on_line: Callable[[str], None] | None = None) -> int:
+              on_line: Callable[[str], None] | None = None, conf: dict | None = None) -> int:
     """Run ``airflow dags test vrec_nightly <ds>``; stream lines to ``on_line`` and a log.
+    ``conf`` (e.g. ``{"override_quality_gate": true}``) overrides the DAG's params.
 
     Returns the exit code; a run whose tasks failed exits non-zero.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [airflow_bin(), "dags", "test", "vrec_nightly", ds]
+    if conf:
+        cmd += ["--conf", json.dumps(conf)]
     failed = False
     with open(log_path, "w") as log, subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
