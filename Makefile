@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vrec-installed
 
-.PHONY: venv demo test test-real airflow lock lint clean-demo bench
+.PHONY: venv browser demo test test-real airflow lock lint clean-demo bench
 
 # Create or reuse .venv; reinstall only when pyproject.toml or constraints.txt changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,8 +20,17 @@ venv: $(STAMP)
 demo: venv
 	$(PY) -m vrec.demo
 
+# Headless Chromium (Debian's package) for the test that renders the run report.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "[make] installing Debian's chromium (headless browser for the run-report test)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "[make] chromium is missing and apt-get needs root or sudo"; exit 1; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    --no-install-recommends chromium fonts-dejavu-core; }
+
 # pytest exit code 5 ("no tests collected") is a failure, not a pass.
-test: venv
+test: venv browser
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "[make] pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

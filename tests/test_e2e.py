@@ -32,7 +32,8 @@ def dag_runs(tmp_path_factory):
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
                    "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
-                   "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n")
+                   "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
+                   "eval: {gate_min_users: 5}\n")
     env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
     migrate(env)
     days = [(TINY.end_date - dt.timedelta(days=1)).isoformat(), TINY.end_date.isoformat()]

@@ -75,9 +75,9 @@ def test_slices_cold_items_and_cold_users():
 
 # ---------------------------------------------------------------- the gate
 
-def _metrics(ndcg: float, se: float = 0.0, k: int = 10) -> pd.DataFrame:
-    rows = [("hybrid", "all", k, "ndcg", ndcg), ("hybrid", "all", k, "ndcg_se", se),
-            ("als", "all", k, "ndcg", 0.9)]
+def _metrics(ndcg: float, se: float = 0.0, k: int = 10, users: int = 100) -> pd.DataFrame:
+    rows = [("hybrid", "all", k, "users", users), ("hybrid", "all", k, "ndcg", ndcg),
+            ("hybrid", "all", k, "ndcg_se", se), ("als", "all", k, "ndcg", 0.9)]
     return pd.DataFrame(rows, columns=["model", "slice", "k", "metric", "value"])
 
 
@@ -133,6 +133,16 @@ def test_gate_override_is_recorded_and_other_statuses(tmp_path):
     assert quality_gate(wh, "2026-11-20", empty, EvalSettings(), split="time")["status"] == "not_measured"
     assert quality_gate(wh, "2026-11-20", _metrics(0.1), EvalSettings(gate=False),
                         split="time")["status"] == "off"
+    few = quality_gate(wh, "2026-11-20", _metrics(0.1, users=12), EvalSettings(), split="time")
+    assert few["status"] == "too_few_users" and "12 test users" in few["message"]
+
+
+def test_gate_skips_a_previous_run_measured_on_too_few_users(tmp_path):
+    wh = tmp_path / "wh"
+    _publish(wh, tmp_path, "2026-11-18", _metrics(0.20))
+    _publish(wh, tmp_path, "2026-11-19", _metrics(0.90, users=3))  # a near-empty holdout
+    g = quality_gate(wh, "2026-11-20", _metrics(0.19), EvalSettings(), split="time")
+    assert g["status"] == "passed" and g["previous_ds"] == "2026-11-18"
 
 
 def test_eval_settings_reject_a_gate_k_that_is_not_measured():

@@ -4,6 +4,7 @@
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,7 +49,9 @@ def ml_runs(tmp_path_factory):
     cfg = tmp / "vrec.yaml"
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
                    "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '4', "
-                   "spark.ui.enabled: 'false'}}\n")
+                   "spark.ui.enabled: 'false'}}\n"
+                   # MovieLens users rate in single sessions: hold out each user's latest
+                   "eval: {split: user}\n")
     env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
     migrate(env)
     days = ["2018-09-23", "2018-09-24"]
@@ -69,6 +72,13 @@ def test_movielens_dag_publishes_valid_recs(ml_runs):
     assert not rated & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
     items = W.read_table(wh, "items", ds)
     assert set(recs[C.ITEM_ID]) <= set(items[C.ITEM_ID])
+    # the evaluate stage measured the four models with the per-user split; the gate ran
+    for d in ml_runs["days"]:
+        m = W.read_table(wh, "eval_metrics", d)
+        assert set(m["model"]) == {"popularity", "als", "visual", "hybrid"}
+        assert W.manifest(wh, d)["evaluation"]["split"] == "user"
+        print(f"\nMovieLens DAG {d}: gate {W.manifest(wh, d)['quality_gate']['message']}")
+    assert (wh / "reports" / "runs" / f"vrec_report_{ds}.html").is_file()
 
 
 def test_movielens_posters_are_embedded_once(ml_runs):
@@ -118,6 +128,34 @@ def _eval(dataset):
     if dataset == "movielens":
         return evaluation.run_movielens(DATASETS / "movielens-small", vec)
     return evaluation.run_fashion(DATASETS / "fashion-small", vec)
+
+
+def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_popularity():
+    """The four models of the nightly evaluate stage on all of MovieLens-small with the
+    per-user split (the table in the closing note: benchmarks/eval_models.py)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from realdata_embeddings import DATASETS, dataset_embeddings
+
+    from vrec import evaluation
+
+    frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small",
+                                                  dataset_embeddings("movielens"))
+
+    def v(model, metric="ndcg", slice_="all", k=10):
+        m = frame[(frame["model"] == model) & (frame["slice"] == slice_) & (frame["k"] == k)
+                  & (frame["metric"] == metric)]
+        return float(m["value"].iloc[0])
+
+    print("\nMovieLens NDCG@10: " + ", ".join(f"{m} {v(m):.4f}" for m in evaluation.MODELS)
+          + f"; slices {info['slices']}; blend {info['blend']}; slots_off {info['slots_off']}")
+    assert info["evaluated_users"] > 550 and info["slices"]["cold_items"] > 100
+    assert v("hybrid") >= v("als")  # not worse than ALS only
+    assert v("hybrid") - v("popularity") > 2 * np.hypot(v("hybrid", "ndcg_se"),
+                                                       v("popularity", "ndcg_se"))
+    assert v("als") > 2 * v("visual")  # posters are a weak taste signal
+    assert v("hybrid", "recall", k=50) > v("hybrid", "recall", k=10)
 
 
 def test_hybrid_on_movielens_never_loses_to_als():

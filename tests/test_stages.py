@@ -66,7 +66,8 @@ def staged(spark, tiny_raw, tmp_path_factory):
     # a history window of 1.5 days leaves some sample users without history: cold users
     # and the cold-start map may fit on items with one user (few items here)
     s = s.model_copy(update={"weights": EventWeights(history_days=1.5),
-                             "recs": s.recs.model_copy(update={"map_min_users": 1})})
+                             "recs": s.recs.model_copy(update={"map_min_users": 1}),
+                             "eval": s.eval.model_copy(update={"gate_min_users": 5})})
     results = {}
     for ds in (PREV, DS):
         results[ds] = {"validate_inputs": pipeline.validate_inputs(spark, s, ds)}
@@ -351,7 +352,7 @@ def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged
                                               "visual_weight": visual_weight}),
             # a dozen test users here: a strict tolerance, the gate's arithmetic has unit tests
             "eval": s.eval.model_copy(update={"split": "user", "tune": False,
-                                              "gate_max_drop": 0.005})})
+                                              "gate_max_drop": 0.005, "gate_min_users": 5})})
 
     good, worse = variant(1.0), variant(0.0)
     pipeline.evaluate(spark, good, DS)

@@ -182,7 +182,8 @@ class EvalSettings(_Section):
     ``min_user_pairs`` pairs). ``gate_max_drop``: publish refuses when hybrid NDCG@
     ``gate_k`` (all users) is more than this much (absolute) below the last published
     run's (and, across different days, by more than ``gate_noise_z`` standard errors of
-    the difference); ``gate`` false turns the gate off.
+    the difference); runs with fewer than ``gate_min_users`` test users are not compared;
+    ``gate`` false turns the gate off.
     """
 
     enabled: bool = True
@@ -197,6 +198,7 @@ class EvalSettings(_Section):
     gate_k: int = Field(10, ge=1)
     gate_max_drop: float = Field(0.02, ge=0)
     gate_noise_z: float = Field(2.0, ge=0)
+    gate_min_users: int = Field(30, ge=1)
     report_users: int = Field(6, ge=0)
     report_history: int = Field(8, ge=1)
     report_similar: int = Field(4, ge=0)

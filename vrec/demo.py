@@ -15,6 +15,7 @@ from vrec import warehouse as W
 from vrec.airflow_env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
 from vrec.rawio import list_partitions
+from vrec.report import report_path
 from vrec.sample import SampleSpec, generate_sample
 from vrec.validation import docs_index
 
@@ -43,6 +44,23 @@ def validation_lines(warehouse: Path, ds: str) -> str:
     return "\n".join(lines)
 
 
+def evaluation_lines(warehouse: Path, ds: str) -> str:
+    """The offline metrics of the four models (all users) and the quality gate of ``ds``."""
+    m = W.read_table(warehouse, "eval_metrics", ds)
+    gate = W.manifest(warehouse, ds).get("quality_gate") or {}
+    lines = [f"\nOffline evaluation for {ds} (all test users; the report has every slice):"]
+    part = m[(m["slice"] == "all") & m["metric"].isin(["users", "precision", "recall", "ndcg",
+                                                       "map", "hit_rate", "coverage"])]
+    if part.empty:
+        lines.append("  nothing measured")
+    for k, g in part.groupby("k"):
+        pv = g.pivot_table(index="model", columns="metric", values="value")
+        pv = pv.reindex([x for x in ("popularity", "als", "visual", "hybrid") if x in pv.index])
+        lines.append(f"  K={k}\n" + pv.round(4).to_string())
+    lines.append(f"Quality gate: {gate.get('status')}: {gate.get('message')}")
+    return "\n".join(lines)
+
+
 def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
     """Human summary of the published runs for ``dates``."""
     from vrec.query import run_query
@@ -51,7 +69,7 @@ def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
     stats = pd.concat([W.read_table(warehouse, "run_stats", d) for d in dates], ignore_index=True)
     pivot = stats.pivot_table(index="stage", columns="ds", values="seconds", aggfunc="sum")
     order = ["validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
-             "build_recs", "validate_outputs"]
+             "build_recs", "evaluate", "validate_outputs", "quality_gate", "publish"]
     pivot = pivot.reindex([s for s in order if s in pivot.index])
     out.append("Per-stage seconds (inside the stage; spark-submit start-up not included):")
     out.append(pivot.round(1).to_string())
@@ -61,6 +79,7 @@ def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
         r = last.loc[s]
         out.append(f"  {s:<20} {int(r.rows_in):>8} -> {int(r.rows_out):<8} q={int(r.rows_quarantined)}")
     out.append(validation_lines(warehouse, dates[-1]))
+    out.append(evaluation_lines(warehouse, dates[-1]))
     out.append("\nIncremental embedding (new images embedded / reused from cache):")
     for d in dates:
         rec = W.read_stage_stats(warehouse, d).set_index("stage")
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Tables:   {wh}/<table>/ds=<ds>/ (Parquet; latest ds in {wh}/_manifests/latest.json)")
     print(f"Logs:     {DEFAULT_HOME / 'demo-logs'} and {DEFAULT_HOME / 'logs'}")
     print(f"Checks:   {docs_index(wh)} (Great Expectations Data Docs, every validation run)")
+    print(f"Report:   {report_path(wh, dates[-1])} (run report: pipeline, metrics, gallery; "
+          "opens from disk)")
     print('Query:    .venv/bin/vrec query "SELECT * FROM user_recs LIMIT 10"')
     print(f"DuckDB:   duckdb -c \"SELECT * FROM read_parquet('{wh}/user_recs/*/*.parquet', "
           "hive_partitioning=true) LIMIT 5\"")

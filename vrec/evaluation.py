@@ -208,6 +208,26 @@ def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = 
                            cf=cf or CFSettings(), recs=recs or RecsSettings(), end=end)
 
 
+def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, split: str = "user",
+                         recs: RecsSettings | None = None, cf: CFSettings | None = None,
+                         ks: tuple[int, ...] = (10, 50), fraction: float = 0.2,
+                         test_days: int = 28) -> tuple[pd.DataFrame, dict]:
+    """The nightly evaluation's four models on all of MovieLens-small (vrec's default
+    rating weights: relevant = a held-out rating >= 3). ``user``: each user's latest
+    ``fraction`` of ratings; ``time``: the last ``test_days`` days of ratings."""
+    pairs, catalog = movielens_pairs(ml_dir)
+    pairs = pairs.drop(columns=["rating"])
+    end = pairs["last_ts"].max() + pd.Timedelta(seconds=1)
+    if split == "user":
+        h = user_holdout(pairs, end, fraction=fraction)
+    else:
+        cut = end - pd.Timedelta(days=test_days)
+        old = pairs["last_ts"] < cut
+        h = time_holdout(pairs[old], pairs[~old], cut)
+    return evaluate_models(h, catalog, vectors, cf=cf or CFSettings(),
+                           recs=recs or RecsSettings(), ks=ks)
+
+
 def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int = 60,
                 test_days: int = 7, recs: RecsSettings | None = None,
                 cf: CFSettings | None = None, seed: int = 0) -> dict:

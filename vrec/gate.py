@@ -7,7 +7,9 @@ would replace) whose ``eval_metrics`` were measured with the same split. Two dif
 days are measured on different test users, so there the drop must also exceed
 ``eval.gate_noise_z`` standard errors of the difference (sqrt(se1² + se2²), from the
 ``ndcg_se`` rows): small holdouts are noisy and a gate that fires on noise gets
-overridden by habit. ``gate_noise_z: 0`` turns that off. The first run passes; a run whose metric could not be measured (no test
+overridden by habit. ``gate_noise_z: 0`` turns that off. A run (or the compared run) with
+fewer than ``eval.gate_min_users`` test users is not compared (``too_few_users``: passes
+with a warning). The first run passes; a run whose metric could not be measured (no test
 users in the holdout) passes with a warning; an operator can override a refusal (DAG param
 ``override_quality_gate`` with ``override_reason``), which is logged and recorded in the
 manifest and run_stats.
@@ -41,10 +43,10 @@ def gate_value(metrics: pd.DataFrame, k: int, metric: str = GATE_METRIC) -> floa
     return float(m["value"].iloc[0]) if len(m) else None
 
 
-def previous_run(warehouse: str | Path, ds: str, k: int, split: str | None
-                 ) -> tuple[str, float, float] | None:
+def previous_run(warehouse: str | Path, ds: str, k: int, split: str | None,
+                 min_users: int = 0) -> tuple[str, float, float] | None:
     """(ds, gate value, its standard error) of the latest published run on or before
-    ``ds`` measured with ``split``."""
+    ``ds`` measured with ``split`` on at least ``min_users`` test users."""
     for prev in sorted((d for d in W.published_ds(warehouse) if d <= ds), reverse=True):
         ev = (W.manifest(warehouse, prev).get("evaluation") or {})
         if split is not None and ev.get("split") not in (None, split):
@@ -54,6 +56,8 @@ def previous_run(warehouse: str | Path, ds: str, k: int, split: str | None
         except FileNotFoundError:  # published before evaluation existed
             continue
         value = gate_value(metrics, k)
+        if (gate_value(metrics, k, "users") or min_users) < min_users:
+            continue
         if value is not None:
             return prev, value, gate_value(metrics, k, f"{GATE_METRIC}_se") or 0.0
     return None
@@ -76,7 +80,13 @@ def quality_gate(warehouse: str | Path, ds: str, metrics: pd.DataFrame, ev: Eval
         return {**out, "status": "not_measured",
                 "message": f"quality gate: {what} could not be measured for {ds} (no test users "
                            "in the holdout); publishing without a comparison"}
-    prev = previous_run(warehouse, ds, k, split)
+    users = gate_value(metrics, k, "users")
+    if users is not None and users < ev.gate_min_users:
+        return {**out, "status": "too_few_users",
+                "message": f"quality gate: {what} = {current:.4f} measured on {int(users)} test "
+                           f"users < eval.gate_min_users {ev.gate_min_users}: too few to compare; "
+                           "publishing without a comparison"}
+    prev = previous_run(warehouse, ds, k, split, ev.gate_min_users)
     if prev is None:
         return {**out, "status": "first_run",
                 "message": f"quality gate: {what} = {current:.4f}; no earlier published run "

@@ -1,0 +1,59 @@
+"""The nightly offline evaluation on real data (issue 7): popularity, ALS-only,
+visual-only and hybrid through the production ranker on MovieLens-small + posters, per
+slice and K. Prints a Markdown table and writes benchmarks/results/eval_<dataset>_<split>.json.
+
+    .venv/bin/python benchmarks/eval_models.py                 # per-user split (default)
+    .venv/bin/python benchmarks/eval_models.py --split time    # last 28 days of ratings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from realdata_embeddings import DATASETS, dataset_embeddings  # noqa: E402
+
+from vrec import evaluation  # noqa: E402
+
+COLS = ["users", "precision", "recall", "f1", "ndcg", "ndcg_se", "map", "hit_rate",
+        "coverage", "novelty"]
+
+
+def markdown(frame) -> str:
+    """One row per (slice, K, model), one column per metric."""
+    pv = frame.pivot_table(index=["slice", "k", "model"], columns="metric", values="value")
+    lines = ["| slice | K | model | " + " | ".join(COLS) + " |",
+             "|---|---|---|" + "---|" * len(COLS)]
+    keys = [(sl, k, m) for sl in evaluation.SLICES for k in sorted(frame["k"].unique())
+            for m in evaluation.MODELS if (sl, k, m) in pv.index]
+    for sl, k, model in keys:
+        row = pv.loc[(sl, k, model)]
+        if row.get("users", 0) == 0:
+            continue
+        vals = [f"{int(row[c])}" if c == "users" else f"{row[c]:.4f}" for c in COLS]
+        lines.append(f"| {sl} | {k} | {model} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--split", choices=["user", "time"], default="user")
+    a = ap.parse_args(argv)
+    vec = dataset_embeddings("movielens")
+    frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small", vec,
+                                                  split=a.split)
+    out = REPO / "benchmarks" / "results" / f"eval_movielens_{a.split}.json"
+    out.write_text(json.dumps({"info": info, "metrics": frame.to_dict(orient="records")},
+                              indent=1, default=str))
+    print(json.dumps({k: v for k, v in info.items() if k != "map_quality"}, default=str))
+    print(markdown(frame))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
