@@ -86,11 +86,15 @@ def test_retention_removes_old_partitions_and_keeps_the_rest_readable(tmp_path):
         W.write_table_folder(pd.DataFrame({"x": [1, 2]}), folder)
         W.publish(wh, d, {"t": folder})
         (wh / "models" / f"ds={d}").mkdir(parents=True)
+        (wh / "reports" / "runs").mkdir(parents=True, exist_ok=True)
+        (wh / "reports" / "runs" / f"vrec_report_{d}.html").write_text("<html></html>")
     removed = W.apply_retention(wh, "2026-01-25", 10)
     assert removed == ["2026-01-01", "2026-01-10"]
     assert W.published_ds(wh) == ["2026-01-20", "2026-01-25"]
     assert not (wh / "t" / "ds=2026-01-01").exists() and not list((wh / "_versions" / "t").glob("ds=2026-01-0*"))
     assert not (wh / "models" / "ds=2026-01-10").exists()
+    reports = sorted(p.name for p in (wh / "reports" / "runs").iterdir())
+    assert reports == ["vrec_report_2026-01-20.html", "vrec_report_2026-01-25.html"]
     assert len(W.read_table(wh, "t", "2026-01-20")) == 2 and W.latest_ds(wh) == "2026-01-25"
     assert W.apply_retention(wh, "2025-01-01", 1) == []  # a backfill removes nothing newer
     # far ahead: everything is old, but the latest published partition always stays

@@ -241,7 +241,8 @@ def _prune_versions(wh: Path, ds: str, keep: int) -> None:
 
 def apply_retention(warehouse: str | Path, ds: str, days: int) -> list[str]:
     """Remove published partitions older than ``days`` before ``ds`` (tables, versions,
-    manifests, saved models, run staging); the latest published ds is always kept.
+    manifests, saved models, run staging, run reports); the latest published ds is always
+    kept.
     Returns the removed ds values."""
     wh = Path(warehouse)
     cutoff = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
@@ -258,6 +259,7 @@ def apply_retention(warehouse: str | Path, ds: str, days: int) -> list[str]:
                        wh / "_runs" / old]:
             shutil.rmtree(folder, ignore_errors=True)
         (wh / "_manifests" / f"ds={old}.json").unlink(missing_ok=True)
+        (wh / "reports" / "runs" / f"vrec_report_{old}.html").unlink(missing_ok=True)
         removed.append(old)
     return removed
 
