@@ -105,24 +105,54 @@ def _paired(a: np.ndarray, b: np.ndarray) -> dict:
             "stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, 5)}
 
 
+@dataclasses.dataclass
+class EvalFit:
+    """What every offline evaluation fits on its training pairs: the tuned blend (or
+    None), the CF model, the item space before and after the cold-start map gate, the
+    hybrid policy, why the map was off, the users' batch and the map quality."""
+
+    tuned: dict | None
+    model: object
+    space_ungated: object
+    space: object
+    policy: object
+    slots_off: str | None
+    batch: UserBatch
+    map_quality: dict | None
+
+
+def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
+                 vectors: pd.DataFrame, trending: list[str], *, cf: CFSettings,
+                 recs: RecsSettings, end: pd.Timestamp, tune: bool = True, seed: int = 0
+                 ) -> EvalFit:
+    """Tune the blend on the training pairs (as train_cf does), fit the CF model and item
+    space, build the users' batch and apply the cold-start map gate (as build_recs does)."""
+    from vrec.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
+
+    tuned = (tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=end, seed=seed)
+             if tune else None)
+    model, space, map_quality = fit_space(train, catalog, vectors, trending, cf=cf, recs=recs,
+                                          seed=seed)
+    batch = batch_from_pairs(users, train, space=space, model=model, end=end,
+                             half_life=recs.profile_half_life_days)
+    gated, policy, slots_off = gate_new_arrivals(space, policy_from(recs, tuned), map_quality,
+                                                 recs.new_arrival_min_auc)
+    return EvalFit(tuned, model, space, gated, policy, slots_off, batch, map_quality)
+
+
 def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
                     vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
                     end: pd.Timestamp, seed: int = 0) -> dict:
     """Hybrid vs ALS-only vs visual-only on held-out relevant items (see module doc)."""
-    from vrec.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
-
     t0 = time.perf_counter()
     pos = train[train["weight"] > 0]
     trending = pos[C.ITEM_ID].value_counts().index.astype(str).tolist()
-    tuned = tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=end, seed=seed)
-    model, space, map_quality = fit_space(train, catalog, vectors, trending, cf=cf, recs=recs,
-                                          seed=seed)
     users = np.asarray(sorted(relevant), dtype=object)
-    batch = batch_from_pairs(users, train, space=space, model=model, end=end,
-                             half_life=recs.profile_half_life_days)
-    cold_space = space  # the cold-items analysis below looks at the map even when gated off
-    space, hybrid, slots_off = gate_new_arrivals(space, policy_from(recs, tuned), map_quality,
-                                                 recs.new_arrival_min_auc)
+    fit = fit_for_eval(train, users, catalog, vectors, trending, cf=cf, recs=recs, end=end,
+                       seed=seed)
+    tuned, batch, map_quality = fit.tuned, fit.batch, fit.map_quality
+    space, hybrid, slots_off = fit.space, fit.policy, fit.slots_off
+    cold_space = fit.space_ungated  # the cold-items analysis looks at the map even when off
     cands = candidates(batch, space, hybrid)
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
     policies = {
@@ -282,19 +312,12 @@ def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
                 ) -> tuple[dict, dict]:
     """Lists of the four models (module doc) for ``users`` at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map)."""
-    from vrec.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
-
     train = holdout.train
-    trending = training_popularity(train).index.tolist()
-    tuned = (tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=holdout.end,
-                        seed=seed) if tune else None)
-    model, space, map_quality = fit_space(train, catalog, vectors, trending, cf=cf, recs=recs,
-                                          seed=seed)
-    batch = batch_from_pairs(users, train, space=space, model=model, end=holdout.end,
-                             half_life=recs.profile_half_life_days)
-    space, hybrid, slots_off = gate_new_arrivals(space, policy_from(recs, tuned), map_quality,
-                                                 recs.new_arrival_min_auc)
-    hybrid = dataclasses.replace(hybrid, candidates=max(hybrid.candidates, *ks))
+    fit = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
+                       cf=cf, recs=recs, end=holdout.end, tune=tune, seed=seed)
+    tuned, batch, map_quality = fit.tuned, fit.batch, fit.map_quality
+    space, slots_off = fit.space, fit.slots_off
+    hybrid = dataclasses.replace(fit.policy, candidates=max(fit.policy.candidates, *ks))
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
     no_new = dataclasses.replace(space, new=np.zeros_like(space.new))
     variants = {

@@ -149,10 +149,8 @@ def embed_items(spark, settings: Settings, ds: str) -> dict:
 def _driver_inputs(rd: Path) -> dict:
     """Catalog (item_id, category), item vectors, interaction pairs and the trending
     order of a run, read on the driver with pyarrow."""
-    import pyarrow.dataset as pads
-
     def read(name: str, columns: list[str] | None = None) -> pd.DataFrame:
-        return pads.dataset(str(rd / name), format="parquet").to_table(columns=columns).to_pandas()
+        return W.read_folder(rd / name, columns)
 
     pop = read("item_popularity", [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
     return {"catalog": read("catalog", [C.ITEM_ID, C.CATEGORY]),
@@ -341,14 +339,13 @@ EVAL_COLUMNS = {"model": "str", "slice": "str", "k": "int32", "metric": "str",
                 "value": "float64"}
 
 
-def holdout_for(spark, settings: Settings, ds: str):
+def holdout_for(spark, settings: Settings, ds: str, pairs: pd.DataFrame):
     """The run's holdout (README "Offline evaluation"): ``time`` aggregates the staged
     events before the end of ds minus ``eval.test_days`` with the run's weights (decay
     measured from the cutoff) and tests on the events after it; ``user`` splits the
-    run's interaction pairs per user."""
+    run's interaction ``pairs`` per user."""
     import datetime as dt
 
-    import pyarrow.dataset as pads
     from pyspark.sql import functions as F
 
     from vrec.evaluation import time_holdout, user_holdout
@@ -357,8 +354,6 @@ def holdout_for(spark, settings: Settings, ds: str):
     e, rd = settings.eval, _rd(settings, ds)
     end = pd.Timestamp(end_of_ds(ds))
     if e.split == "user":
-        pairs = pads.dataset(str(rd / "interactions"), format="parquet").to_table(
-            columns=[C.USER_ID, C.ITEM_ID, "weight", "last_ts"]).to_pandas()
         return user_holdout(pairs, end, fraction=e.test_fraction, min_pairs=e.min_user_pairs)
     cut_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=e.test_days)).isoformat()
     cut = end_of_ds(cut_ds)
@@ -379,8 +374,8 @@ def evaluate(spark, settings: Settings, ds: str) -> dict:
     wh, rd, e = settings.paths.warehouse_root, _rd(settings, ds), settings.eval
     with W.StageTimer(wh, ds, "evaluate") as timer:
         if e.enabled:
-            holdout = holdout_for(spark, settings, ds)
             inp = _driver_inputs(rd)
+            holdout = holdout_for(spark, settings, ds, inp["pairs"])
             frame, info = evaluate_models(holdout, inp["catalog"], inp["vectors"], cf=settings.cf,
                                           recs=settings.recs, ks=e.ks, max_users=e.max_users,
                                           tune=e.tune)
@@ -419,7 +414,7 @@ def publish(settings: Settings, ds: str, *, override_gate: bool = False,
     if not eval_dir.is_dir():
         raise W.PublishError(f"no staged eval_metrics for {ds} ({eval_dir}): run the evaluate "
                              "stage before publish")
-    evaluation = json.loads((rd / "stats" / "evaluate.json").read_text()).get("evaluation") or {}
+    evaluation = (W.stage_records(wh, ds).get("evaluate") or {}).get("evaluation") or {}
     gate = quality_gate(wh, ds, pd.read_parquet(eval_dir), settings.eval,
                         split=evaluation.get("split"), override=override_gate,
                         reason=override_reason)

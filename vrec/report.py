@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -36,20 +35,6 @@ def report_path(warehouse: str | Path, ds: str) -> Path:
 
 def _e(x) -> str:
     return html.escape("" if x is None else str(x))
-
-
-def _read(folder: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    import pyarrow.dataset as pads
-
-    if not folder.is_dir() or not any(folder.glob("*.parquet")):
-        return pd.DataFrame(columns=columns or [])
-    return pads.dataset(str(folder), format="parquet").to_table(columns=columns).to_pandas()
-
-
-def _stage_records(rd: Path) -> dict[str, dict]:
-    folder = rd / "stats"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} \
-        if folder.is_dir() else {}
 
 
 # ---------------------------------------------------------------- thumbnails
@@ -243,17 +228,17 @@ def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gat
 def _gallery_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
     e = settings.eval
     clear = rd / "user_recs_clear"
-    recs = _read(clear if clear.is_dir() else rd / "out" / "user_recs")
+    recs = W.read_folder(clear if clear.is_dir() else rd / "out" / "user_recs")
     out = ["<h2>Gallery: sample users</h2>"]
     if recs.empty or e.report_users == 0:
         return "\n".join(out + ["<p>No recommendations staged.</p>"])
-    profile = _read(rd / "user_profile", [C.USER_ID, "segment"])
+    profile = W.read_folder(rd / "user_profile", [C.USER_ID, "segment"])
     cold = set(profile.loc[profile["segment"] == "cold", C.USER_ID].astype(str))
     variety = recs.groupby(C.USER_ID)["reason"].nunique().sort_index()
     warm = [u for u in variety.sort_values(ascending=False, kind="stable").index if u not in cold]
     users = warm[:max(1, e.report_users - 1)] + sorted(u for u in variety.index if u in cold)[:1]
     users = users[:e.report_users]
-    pairs = _read(rd / "interactions", [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
+    pairs = W.read_folder(rd / "interactions", [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
     pseud = clear.is_dir()
     for n, u in enumerate(users, 1):
         hist = pairs[(pairs[C.USER_ID].astype(str) == u) & (pairs["weight"] > 0)]
@@ -276,11 +261,11 @@ def _gallery_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict)
 
 
 def _similar_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
-    sim = _read(rd / "out" / "item_similar")
+    sim = W.read_folder(rd / "out" / "item_similar")
     out = ["<h2>Gallery: visually similar items (item_similar)</h2>"]
     if sim.empty or settings.eval.report_similar == 0:
         return "\n".join(out + ["<p>No item_similar rows staged.</p>"])
-    pop = _read(rd / "item_popularity", [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
+    pop = W.read_folder(rd / "item_popularity", [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
     have = set(sim[C.ITEM_ID].astype(str))
     items = [i for i in pop[C.ITEM_ID].astype(str) if i in have][:settings.eval.report_similar]
     for i in items:
@@ -326,13 +311,13 @@ window.addEventListener('load', function () {
 def render_report(settings: Settings, ds: str) -> str:
     """The report's HTML for ``ds`` (see the module doc)."""
     wh, rd = Path(settings.paths.warehouse_root), W.run_dir(settings.paths.warehouse_root, ds)
-    stats = _stage_records(rd)
-    catalog = _read(rd / "catalog")
+    stats = W.stage_records(wh, ds)
+    catalog = W.read_folder(rd / "catalog")
     titles = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.TITLE].astype(str))) \
         if len(catalog) else {}
     thumbs = Thumbs(catalog if len(catalog) else pd.DataFrame(columns=[C.ITEM_ID, C.IMAGE_URI]),
                     Path(settings.paths.image_root), settings.eval.thumb_px)
-    metrics = _read(rd / "out" / "eval_metrics")
+    metrics = W.read_folder(rd / "out" / "eval_metrics")
     past = []
     for d in W.published_ds(wh)[-30:]:
         if d < ds:
@@ -372,9 +357,4 @@ def write_report(settings: Settings, ds: str) -> Path:
     path = report_path(settings.paths.warehouse_root, ds)
     W._atomic_write_text(path, render_report(settings, ds))
     return path
-
-
-def images_in(html_text: str) -> int:
-    """Number of <img> tags in a report (used by tests and the demo summary)."""
-    return html_text.count("<img ")
 

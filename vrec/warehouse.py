@@ -121,10 +121,16 @@ def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataF
     return len(out)
 
 
+def stage_records(warehouse: str | Path, ds: str) -> dict[str, dict]:
+    """Every stage record staged for ``ds`` (``stats/<stage>.json``), by stage name."""
+    folder = run_dir(warehouse, ds) / "stats"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} \
+        if folder.is_dir() else {}
+
+
 def read_stage_stats(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """All stage records staged for ``ds`` (empty frame when none)."""
-    folder = run_dir(warehouse, ds) / "stats"
-    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    recs = list(stage_records(warehouse, ds).values())
     cols = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
     return pd.DataFrame(recs, columns=None if recs else cols)
 
@@ -132,13 +138,23 @@ def read_stage_stats(warehouse: str | Path, ds: str) -> pd.DataFrame:
 def run_stats_frame(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """The run_stats table of ``ds``: stage, rows_in, rows_out, rows_quarantined, seconds
     and ``details`` (the stage's other facts as a JSON object string)."""
-    folder = run_dir(warehouse, ds) / "stats"
     base = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
-    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     rows = [{**{c: r.get(c) for c in base},
              "details": json.dumps({k: v for k, v in r.items() if k not in base},
-                                   sort_keys=True, default=str)} for r in recs]
+                                   sort_keys=True, default=str)}
+            for r in stage_records(warehouse, ds).values()]
     return pd.DataFrame(rows, columns=base + ["details"])
+
+
+def read_folder(folder: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A folder of Parquet files (a staged table) as pandas, optionally some columns;
+    an empty frame when the folder has no Parquet files."""
+    import pyarrow.dataset as pads
+
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return pd.DataFrame(columns=columns or [])
+    return pads.dataset(str(folder), format="parquet").to_table(columns=columns).to_pandas()
 
 
 def staged_quarantine(warehouse: str | Path, ds: str) -> pd.DataFrame:
