@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "[make] installing dependencies into $(VENV) (first time: a few minutes, ~7 GB)"
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -rf vrec.egg-info  # build leftover: a second copy of the entry points beside the repo
 	@touch $(STAMP)
 
 venv: $(STAMP)

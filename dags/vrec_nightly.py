@@ -1,8 +1,9 @@
 """
 ### vrec_nightly
 
-Nightly batch recommendations (every stage but publish is a Spark job):
-validate inputs (Great Expectations; critical failures stop the run) → build the as-of
+Nightly batch recommendations for one UTC day, `ds` (every stage but publish is a
+Spark job): wait for the day's events (`raw/events/ds=<ds>/_SUCCESS`, deferred to the
+triggerer) → validate inputs (Great Expectations; critical failures stop the run) → build the as-of
 interaction matrix (Spark) → embed new item images (Spark + pretrained CNN) → train
 implicit ALS → score all users (Spark) → blend collaborative and visual scores into
 `user_recs` and `item_similar` → evaluate four models on a holdout (`eval_metrics`) →
@@ -15,12 +16,18 @@ Params (Trigger DAG w/ config): `override_quality_gate` (publish even when hybri
 dropped more than `eval.gate_max_drop` below the last published run; logged and recorded)
 and `override_reason`.
 
-Each task works on the run's logical date `ds` and overwrites that date's staging area on
-rerun, so clearing a task or backfilling a range is safe. A run for `ds` only reads events
-with `ts` before the end of `ds`.
+**Which day.** The run for day D has the data interval [D, D+1) UTC and logical date
+D 00:00; the scheduler starts it at D+1 `VREC_RUN_AT` (default 02:00 UTC), so each
+night processes the day that just ended. A backfill from D1 to D2 runs exactly the days
+D1..D2; clearing a run re-runs its day; a manual run processes the day of its logical
+date (without one: the day before it started). Each task overwrites only its ds's staging
+area, so clearing and backfilling are safe. A run for `ds` only reads events with `ts`
+before the end of `ds`.
 
-Environment (all optional): `VREC_CONFIG` (YAML settings file), `VREC_START_DATE`
-(YYYY-MM-DD, default 2000-01-01; dates before it are not run), `VREC_CATCHUP` (true/false, default false),
+Environment (all optional): `VREC_CONFIG` (YAML settings file), `VREC_RUN_AT` (HH:MM UTC,
+default 02:00), `VREC_START_DATE` (YYYY-MM-DD, default 2000-01-01: the first day a run may
+process), `VREC_CATCHUP` (true/false, default false: after a pause only the last complete
+day is scheduled; true: every day since the start date or the last run),
 `VREC_SPARK_CONN_ID` (default `spark_default`; its host is the Spark master, e.g. `local[*]`),
 `VREC_SALT_CONN_ID` (an Airflow connection whose password is the pseudonymisation salt;
 passed to build_recs as `$VREC_USER_SALT` when `privacy.pseudonymize` is on).
@@ -36,9 +43,13 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 
+from vrec.schedule import NightlyTimetable, run_ds
+from vrec.sensors import LandingSensor
+
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
 CONFIG = os.environ.get("VREC_CONFIG", str(REPO / "vrec.yaml"))
+RUN_AT = os.environ.get("VREC_RUN_AT", "02:00")
 # Airflow runs no task for a logical date before start_date (the run "succeeds" empty), so
 # the default is early; with catchup off that schedules nothing extra.
 START_DATE = pendulum.parse(os.environ.get("VREC_START_DATE", "2000-01-01"), tz="UTC")
@@ -46,10 +57,12 @@ CATCHUP = os.environ.get("VREC_CATCHUP", "false").lower() == "true"
 SPARK_CONN_ID = os.environ.get("VREC_SPARK_CONN_ID", "spark_default")
 WORKER_PYTHON = os.environ.get("PYSPARK_PYTHON", sys.executable)
 SALT_CONN_ID = os.environ.get("VREC_SALT_CONN_ID", "")
+# The day a run processes (vrec.schedule.run_ds): every task gets its ds from here.
+DS = "{{ vrec_ds(dag_run.logical_date, dag_run.run_after) }}"
 
 
 def _spark_stage(stage: str) -> SparkSubmitOperator:
-    """A SparkSubmitOperator running ``jobs/<stage>.py --ds {{ ds }}``."""
+    """A SparkSubmitOperator running ``jobs/<stage>.py --ds <the run's ds>``."""
     env = {"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG}
     if stage == "build_recs" and SALT_CONN_ID:
         # rendered at run time from the connection (Airflow masks connection passwords)
@@ -57,7 +70,7 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
     return SparkSubmitOperator(
         task_id=stage,
         application=str(JOBS / f"{stage}.py"),
-        application_args=["--ds", "{{ ds }}", "--config", CONFIG],
+        application_args=["--ds", DS, "--config", CONFIG],
         conn_id=SPARK_CONN_ID,
         name=f"vrec-{stage}",
         conf={"spark.pyspark.python": WORKER_PYTHON,
@@ -69,13 +82,14 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
 
 @dag(
     dag_id="vrec_nightly",
-    schedule="@daily",
+    schedule=NightlyTimetable(RUN_AT),
     start_date=START_DATE,
     catchup=CATCHUP,
     max_active_runs=1,
     tags=["vrec"],
     doc_md=__doc__,
     default_args={"retries": 0},
+    user_defined_macros={"vrec_ds": run_ds},
     params={
         "override_quality_gate": Param(
             False, type="boolean",
@@ -87,32 +101,35 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
 )
 def vrec_nightly():
     @task
-    def publish(ds: str | None = None, params: dict | None = None) -> dict:
-        """Quality gate, then atomically publish the run's tables for ds."""
+    def publish(day: str, params: dict | None = None) -> dict:
+        """Quality gate, then atomically publish the run's tables for its day (ds)."""
         from vrec import pipeline
         from vrec.config import load_settings
 
         p = params or {}
-        m = pipeline.publish(load_settings(CONFIG), ds,
+        m = pipeline.publish(load_settings(CONFIG), day,
                              override_gate=bool(p.get("override_quality_gate", False)),
                              override_reason=str(p.get("override_reason") or ""))
         return {"ds": m["ds"], "version": m["version"], "gate": m["quality_gate"]["status"],
                 "rows": {t: v["rows"] for t, v in m["tables"].items()}}
 
     @task
-    def report(ds: str | None = None) -> str:
-        """The self-contained HTML run report of ds; returns its path."""
+    def report(day: str) -> str:
+        """The self-contained HTML run report of the run's day; returns its path."""
         from vrec import pipeline
         from vrec.config import load_settings
 
-        return pipeline.report(load_settings(CONFIG), ds)["report"]
+        return pipeline.report(load_settings(CONFIG), day)["report"]
 
+    wait = LandingSensor(task_id="wait_for_events", ds=DS, config=CONFIG,
+                         doc_md="Waits (in the triggerer) for `raw/events/ds=<ds>/_SUCCESS`; "
+                                "timeout and interval: the config's `landing` section.")
     stages = [_spark_stage(s) for s in
               ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
                "build_recs", "evaluate", "validate_outputs")]
-    for up, down in zip(stages, stages[1:]):
+    for up, down in zip([wait] + stages, stages):
         up >> down
-    stages[-1] >> publish() >> report()
+    stages[-1] >> publish(day=DS) >> report(day=DS)
 
 
 vrec_nightly()

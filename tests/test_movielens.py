@@ -46,6 +46,9 @@ def test_adapter_writes_ratings_and_catalog(ml_dir, tmp_path):
     assert cat.loc["m10", C.IMAGE_URI].endswith("posters/10.jpg")
     assert cat.loc["m20", C.IMAGE_URI] is None
     assert list_partitions(out, "catalog") == ["2018-02-28"]
+    # every partition carries the completion marker the nightly DAG waits for
+    for source, ds in [("events", p) for p in parts] + [("catalog", "2018-02-28")]:
+        assert (out / source / f"ds={ds}" / "_SUCCESS").is_file(), (source, ds)
 
 
 def test_since_drops_old_ratings(ml_dir, tmp_path):

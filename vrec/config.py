@@ -151,6 +151,18 @@ class RecsSettings(_Section):
         return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
 
 
+class LandingSettings(_Section):
+    """How the nightly DAG waits for a day's events (README "Landing data"): the first
+    task waits until ``raw/events/ds=<ds>/_SUCCESS`` exists or, when ``quiet_minutes`` is
+    not null, until the folder's data files have been untouched that long; it checks every
+    ``poke_seconds`` without holding a worker slot and fails after ``wait_timeout_minutes``
+    with the path it expected."""
+
+    quiet_minutes: float | None = Field(30.0, ge=0)
+    wait_timeout_minutes: float = Field(360.0, gt=0)
+    poke_seconds: float = Field(120.0, gt=0)
+
+
 class ValidationSettings(_Section):
     """Validation knobs that are run parameters rather than suite thresholds (those are
     the ``mostly`` values in ``expectations/expectations/*.json``)."""
@@ -228,6 +240,7 @@ class Settings(_Section):
     weights: EventWeights = EventWeights()
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
+    landing: LandingSettings = LandingSettings()
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()
     publish: PublishSettings = PublishSettings()

@@ -1,0 +1,187 @@
+"""The scheduled night, run by Airflow's real scheduler: `airflow standalone` (scheduler,
+DAG processor, triggerer, API server) on a fresh embedded home, the DAG unpaused, nothing
+triggered by hand. The run hour is set a minute ahead, so one scheduled run falls due
+while the test waits; it must publish the day before its run time. Then, through the
+REST API the UI uses: a backfill's dry run maps D1..D2 to exactly those days, and
+clearing a task of the run re-runs it for the same day. Everything started is stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pendulum
+import psutil
+import pytest
+
+from vrec import warehouse as W
+from vrec.airflow_env import airflow_bin, airflow_env, migrate
+from vrec.sample import generate_sample
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.e2e
+DAG = "vrec_nightly"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, home: Path) -> None:
+    """Stop standalone's process group, then anything else still running on this home."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.pid != os.getpid() and p.environ().get("AIRFLOW_HOME") == str(home):
+                p.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
+class Api:
+    """The Airflow REST API with a token from the simple auth manager's admin password."""
+
+    def __init__(self, base: str, home: Path) -> None:
+        self.base, self.home, self.headers = base, home, {}
+
+    def login(self, deadline: float) -> None:
+        pw_file = self.home / "simple_auth_manager_passwords.json.generated"
+        while time.time() < deadline:
+            try:
+                pw = json.loads(pw_file.read_text())["admin"]
+                r = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": pw},
+                               timeout=10)
+                if r.status_code in (200, 201):
+                    self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                    return
+            except (OSError, ValueError, KeyError, httpx.HTTPError):
+                pass
+            time.sleep(2)
+        raise TimeoutError("the API server never answered /auth/token")
+
+    def get(self, path: str, **params) -> dict:
+        r = httpx.get(f"{self.base}/api/v2{path}", params=params, headers=self.headers, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: dict) -> dict:
+        r = httpx.post(f"{self.base}/api/v2{path}", json=body, headers=self.headers, timeout=60)
+        assert r.status_code < 300, (path, r.status_code, r.text)
+        return r.json()
+
+
+def _wait(what: str, check, deadline: float, log: Path, every: float = 5):
+    while time.time() < deadline:
+        out = check()
+        if out:
+            return out
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; standalone log tail:\n"
+                         + log.read_text()[-4000:])
+
+
+@pytest.fixture(scope="module")
+def scheduled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sched")
+    # the run hour: the next whole minute at least 60 s away; the day it processes is the
+    # day before the run time (computed here independently of vrec.schedule)
+    now = pendulum.now("UTC")
+    run_time = (now + dt.timedelta(seconds=60)).replace(second=0, microsecond=0) + \
+        dt.timedelta(minutes=1)
+    expected = (run_time.date() - dt.timedelta(days=1)).isoformat()
+    raw, wh = tmp / "raw", tmp / "wh"
+    generate_sample(raw, dataclasses.replace(TINY, end_date=dt.date.fromisoformat(expected)))
+    cfg = tmp / "vrec.yaml"
+    cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
+                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
+                   "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
+                   "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
+                   "eval: {gate_min_users: 5}\nlanding: {poke_seconds: 5}\n")
+    port = _free_port()
+    home = tmp / "airflow"
+    env = airflow_env(home, config=cfg, spark_master="local[2]", port=port)
+    env.update({"VREC_RUN_AT": run_time.strftime("%H:%M"), "VREC_START_DATE": expected,
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10"})
+    migrate(env)
+    log = tmp / "standalone.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([airflow_bin(), "standalone"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    api = Api(f"http://localhost:{port}", home)
+    try:
+        api.login(time.time() + 240)
+
+        def finished_scheduled_run():
+            runs = api.get(f"/dags/{DAG}/dagRuns", run_type=["scheduled"])["dag_runs"]
+            done = [r for r in runs if r["state"] in ("success", "failed")]
+            return done[0] if done else None
+
+        run = _wait("the scheduled run to finish", finished_scheduled_run,
+                    run_time.timestamp() + 900, log)
+        yield {"run": run, "expected": expected, "run_time": run_time, "wh": wh, "api": api,
+               "log": log, "raw": raw}
+    finally:
+        _stop(proc, home)
+
+
+def test_the_scheduled_run_published_the_day_before_its_run_time(scheduled):
+    run, expected, wh = scheduled["run"], scheduled["expected"], scheduled["wh"]
+    tis = scheduled["api"].get(f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances")
+    states = {t["task_id"]: t["state"] for t in tis["task_instances"]}
+    assert run["state"] == "success", (states, scheduled["log"].read_text()[-3000:])
+    # made by the scheduler from the timetable, not triggered by hand
+    assert run["run_type"] == "scheduled" and run["triggered_by"] == "timetable"
+    assert run["dag_run_id"] == f"scheduled__{expected}T00:00:00+00:00"
+    run_after = pendulum.parse(run["run_after"])
+    assert run_after == scheduled["run_time"]
+    assert pendulum.parse(run["logical_date"]).date().isoformat() == expected
+    assert pendulum.parse(run["data_interval_start"]) == pendulum.parse(expected)
+    assert pendulum.parse(run["data_interval_end"]) == pendulum.parse(expected) + dt.timedelta(days=1)
+    # it waited for the day's marker, then published that day
+    assert states["wait_for_events"] == "success" and states["report"] == "success"
+    assert W.published_ds(wh) == [expected] and W.latest_ds(wh) == expected
+    assert len(W.read_table(wh, "user_recs", expected)) > 0
+
+
+def test_a_backfill_of_d1_to_d2_plans_exactly_those_days(scheduled):
+    """The dry run behind the UI's backfill dialog, against the running API server."""
+    end = dt.date.fromisoformat(scheduled["expected"])
+    d1, d2 = end - dt.timedelta(days=3), end - dt.timedelta(days=1)
+    out = scheduled["api"].post("/backfills/dry_run", {
+        "dag_id": DAG, "from_date": f"{d1}T00:00:00Z", "to_date": f"{d2}T00:00:00Z",
+        "max_active_runs": 1, "reprocess_behavior": "completed"})
+    assert [pendulum.parse(b["logical_date"]).date() for b in out["backfills"]] == \
+        [d1, d1 + dt.timedelta(days=1), d2]
+
+
+def test_clearing_a_task_reruns_it_for_the_same_day(scheduled):
+    api, run, expected = scheduled["api"], scheduled["run"], scheduled["expected"]
+    run_id = run["dag_run_id"]
+    api.post(f"/dags/{DAG}/clearTaskInstances", {
+        "dag_run_id": run_id, "task_ids": ["report"], "dry_run": False, "only_failed": False})
+
+    def rerun():
+        ti = api.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/report")
+        return ti if ti["try_number"] >= 2 and ti["state"] in ("success", "failed") else None
+
+    ti = _wait("the cleared report task to run again", rerun, time.time() + 300,
+               scheduled["log"], every=3)
+    assert ti["state"] == "success"
+    assert ti["rendered_fields"]["op_kwargs"] == {"day": expected}
