@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
-ORDER = ["validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
+ORDER = ["wait_for_events", "validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
          "build_recs", "evaluate", "validate_outputs", "publish", "report"]
 
 
@@ -20,10 +20,16 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     for up, down in zip(ORDER, ORDER[1:]):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     spark_tasks = {t.task_id for t in dag.tasks if type(t).__name__ == "SparkSubmitOperator"}
-    assert spark_tasks == set(ORDER[:8])
+    assert spark_tasks == set(ORDER[1:9])
+    assert dag.get_task("wait_for_events").task_type == "LandingSensor"
+    assert type(dag.timetable).__name__ == "NightlyTimetable"
     bi = dag.get_task("build_interactions")
     assert bi.application.endswith("jobs/build_interactions.py")
-    assert "{{ ds }}" in bi.application_args
+    # every task gets its day from the one mapping (tests/test_schedule.py renders it)
+    ds = dag.get_task("wait_for_events").ds
+    assert "vrec_ds(" in ds and dag.user_defined_macros["vrec_ds"].__module__ == "vrec.schedule"
+    assert all(dag.get_task(t).application_args[:2] == ["--ds", ds] for t in ORDER[1:9])
+    assert dag.get_task("publish").op_kwargs == {"day": ds} == dag.get_task("report").op_kwargs
     # the operator's override of the quality gate is a DAG param, off by default
     assert dag.params["override_quality_gate"] is False
     assert dag.params["override_reason"] == ""

@@ -33,20 +33,36 @@ def dag_runs(tmp_path_factory):
                    "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
-                   "eval: {gate_min_users: 5}\n")
+                   "eval: {gate_min_users: 5}\n"
+                   "landing: {wait_timeout_minutes: 0.1, poke_seconds: 2}\n")
     env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
     migrate(env)
     days = [(TINY.end_date - dt.timedelta(days=1)).isoformat(), TINY.end_date.isoformat()]
     # the second day is triggered with the operator's override param, as from the UI
     confs = [None, {"override_quality_gate": True, "override_reason": "e2e override check"}]
     rcs = [dags_test(ds, env, log_path=tmp / f"{ds}.log", conf=c) for ds, c in zip(days, confs)]
-    return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp, "cfg": cfg, "env": env}
+    # a day whose events never land: the sensor waits (6 s here), then fails naming the path
+    missing = (TINY.end_date + dt.timedelta(days=1)).isoformat()
+    rc_missing = dags_test(missing, env, log_path=tmp / f"{missing}.log")
+    return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp, "cfg": cfg, "env": env,
+            "missing": missing, "rc_missing": rc_missing}
 
 
 def test_dag_runs_succeed(dag_runs):
     logs = [(dag_runs["tmp"] / f"{d}.log").read_text()[-3000:] for d in dag_runs["days"]]
     assert dag_runs["rcs"] == [0, 0], logs
     assert W.published_ds(dag_runs["wh"]) == dag_runs["days"]
+    assert W.latest_ds(dag_runs["wh"]) == dag_runs["days"][-1]
+
+
+def test_a_day_that_never_lands_fails_waiting_and_publishes_nothing(dag_runs):
+    missing, raw = dag_runs["missing"], dag_runs["raw"]
+    log = (dag_runs["tmp"] / f"{missing}.log").read_text()
+    assert dag_runs["rc_missing"] != 0
+    assert f"waited 6 s for {raw}/events/ds={missing}/_SUCCESS" in log
+    assert "[vrec] waiting for events" in log          # the trigger checked while it waited
+    assert "jobs/validate_inputs.py" not in log          # no stage was submitted
+    assert missing not in W.published_ds(dag_runs["wh"])
     assert W.latest_ds(dag_runs["wh"]) == dag_runs["days"][-1]
 
 

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[airflow] home {env['AIRFLOW_HOME']}; UI http://localhost:{API_PORT}; user admin, "
           f"password in {env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated",
           flush=True)
+    print(f"[airflow] once unpaused, vrec_nightly runs daily at {env.get('VREC_RUN_AT', '02:00')} "
+          "UTC for the previous UTC day (VREC_RUN_AT); backfills run exactly the days picked",
+          flush=True)
     return subprocess.call([airflow_bin(), "standalone"], env=env)
 
 
