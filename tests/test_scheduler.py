@@ -1,9 +1,12 @@
 """The scheduled night, run by Airflow's real scheduler: `airflow standalone` (scheduler,
 DAG processor, triggerer, API server) on a fresh embedded home, the DAG unpaused, nothing
 triggered by hand. The run hour is set a minute ahead, so one scheduled run falls due
-while the test waits; it must publish the day before its run time. Then, through the
-REST API the UI uses: a backfill's dry run maps D1..D2 to exactly those days, and
-clearing a task of the run re-runs it for the same day. Everything started is stopped."""
+while the test waits. The day's events land without their `_SUCCESS` marker, so the run
+must wait (deferred to the triggerer) until the test writes it; then it must publish the
+day before its run time. Then, through the REST API the UI uses: a backfill's dry run
+maps D1..D2 to exactly those days, and clearing a task of the run re-runs it for the same
+day. Everything started is stopped. The run's facts are kept in
+test-artifacts/scheduled_run.json."""
 
 from __future__ import annotations
 
@@ -24,9 +27,11 @@ import pytest
 
 from vrec import warehouse as W
 from vrec.airflow_env import airflow_bin, airflow_env, migrate
+from vrec.landing import MARKER
 from vrec.sample import generate_sample
 
 from .conftest import TINY
+from .test_e2e import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 DAG = "vrec_nightly"
@@ -98,20 +103,23 @@ def _wait(what: str, check, deadline: float, log: Path, every: float = 5):
 @pytest.fixture(scope="module")
 def scheduled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sched")
-    # the run hour: the next whole minute at least 60 s away; the day it processes is the
-    # day before the run time (computed here independently of vrec.schedule)
+    # the run hour: the first whole minute at least 30 s away (standalone is up by then;
+    # a run whose time has passed when the DAG is parsed starts at once); the day it
+    # processes is the day before the run time (computed here, not by vrec.schedule)
     now = pendulum.now("UTC")
-    run_time = (now + dt.timedelta(seconds=60)).replace(second=0, microsecond=0) + \
+    run_time = (now + dt.timedelta(seconds=30)).replace(second=0, microsecond=0) + \
         dt.timedelta(minutes=1)
     expected = (run_time.date() - dt.timedelta(days=1)).isoformat()
     raw, wh = tmp / "raw", tmp / "wh"
     generate_sample(raw, dataclasses.replace(TINY, end_date=dt.date.fromisoformat(expected)))
+    marker = raw / "events" / f"ds={expected}" / MARKER
+    marker.unlink()  # the day's export is not finished yet
     cfg = tmp / "vrec.yaml"
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
                    "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
-                   "eval: {gate_min_users: 5}\nlanding: {poke_seconds: 5}\n")
+                   "eval: {gate_min_users: 5}\nlanding: {poke_seconds: 5, quiet_minutes: null}\n")
     port = _free_port()
     home = tmp / "airflow"
     env = airflow_env(home, config=cfg, spark_master="local[2]", port=port)
@@ -128,6 +136,18 @@ def scheduled(tmp_path_factory):
     try:
         api.login(time.time() + 240)
 
+        def waiting_sensor():
+            runs = api.get(f"/dags/{DAG}/dagRuns", run_type=["scheduled"])["dag_runs"]
+            if not runs:
+                return None
+            ti = api.get(f"/dags/{DAG}/dagRuns/{runs[0]['dag_run_id']}/taskInstances/wait_for_events")
+            return ti if ti["state"] == "deferred" else None
+
+        deferred = _wait("the sensor to defer while the day has no marker", waiting_sensor,
+                         run_time.timestamp() + 600, log, every=3)
+        marker.touch()  # the export finishes
+        landed_at = time.time()
+
         def finished_scheduled_run():
             runs = api.get(f"/dags/{DAG}/dagRuns", run_type=["scheduled"])["dag_runs"]
             done = [r for r in runs if r["state"] in ("success", "failed")]
@@ -136,7 +156,7 @@ def scheduled(tmp_path_factory):
         run = _wait("the scheduled run to finish", finished_scheduled_run,
                     run_time.timestamp() + 900, log)
         yield {"run": run, "expected": expected, "run_time": run_time, "wh": wh, "api": api,
-               "log": log, "raw": raw}
+               "log": log, "raw": raw, "deferred": deferred, "landed_at": landed_at}
     finally:
         _stop(proc, home)
 
@@ -158,6 +178,24 @@ def test_the_scheduled_run_published_the_day_before_its_run_time(scheduled):
     assert states["wait_for_events"] == "success" and states["report"] == "success"
     assert W.published_ds(wh) == [expected] and W.latest_ds(wh) == expected
     assert len(W.read_table(wh, "user_recs", expected)) > 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "scheduled_run.json").write_text(json.dumps({
+        "dag_run_id": run["dag_run_id"], "run_type": run["run_type"],
+        "triggered_by": run["triggered_by"], "run_after": run["run_after"],
+        "logical_date": run["logical_date"], "start_date": run["start_date"],
+        "end_date": run["end_date"], "state": run["state"], "published_ds": W.published_ds(wh),
+        "latest_ds": W.latest_ds(wh), "tasks": states}, indent=2))
+
+
+def test_the_run_waited_in_the_triggerer_until_the_marker_landed(scheduled):
+    """Late data is waited for: the sensor deferred (no worker slot) while the day had
+    no _SUCCESS, and finished only after the test wrote it."""
+    ti = scheduled["deferred"]
+    assert ti["state"] == "deferred" and ti["task_id"] == "wait_for_events"
+    final = scheduled["api"].get(
+        f"/dags/{DAG}/dagRuns/{scheduled['run']['dag_run_id']}/taskInstances/wait_for_events")
+    assert final["state"] == "success"
+    assert pendulum.parse(final["end_date"]).timestamp() >= scheduled["landed_at"]
 
 
 def test_a_backfill_of_d1_to_d2_plans_exactly_those_days(scheduled):
