@@ -42,7 +42,7 @@ test-real: venv
 
 # airflow standalone (scheduler + API server + UI) on the demo's home and DAGs.
 airflow: venv
-	$(PY) -m vrec.airflow_env standalone
+	$(PY) -m vrec.airflow.env standalone
 
 # Regenerate the lock file from the current venv.
 lock:

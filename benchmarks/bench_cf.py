@@ -146,7 +146,7 @@ def cf_settings(args):
 
 def ndcg_at_k(folder: Path, user_ids, item_ids, uf, itf, k: int = K) -> float:
     """Mean NDCG@k over test users; train items excluded; binary relevance."""
-    from vrec.scoring import seen_for_model, topk_blocked
+    from vrec.spark.candidates import seen_for_model, topk_blocked
 
     test = pd.read_parquet(folder / "test.parquet")
     uix, iix = pd.Index(np.asarray(user_ids, dtype=str)), pd.Index(np.asarray(item_ids, dtype=str))
@@ -167,7 +167,7 @@ def ndcg_at_k(folder: Path, user_ids, item_ids, uf, itf, k: int = K) -> float:
 
 def spark_session(args):
     from vrec.config import Settings
-    from vrec.spark import build_session
+    from vrec.spark.session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     s = Settings(spark={"master": "local[*]", "conf": {
@@ -190,7 +190,7 @@ def group_train(folder: Path, args) -> dict:
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from vrec.cf import build_matrix, train_cf_model
+    from vrec.core.cf import build_matrix, train_cf_model
 
     users, items, mat = build_matrix(pd.read_parquet(folder / "train.parquet"), args.alpha)
     spark = spark_session(args)
@@ -221,8 +221,8 @@ def group_train(folder: Path, args) -> dict:
 def group_topk(folder: Path, args) -> dict:
     """vrec's score_all_users in Spark (cold once, then warm, interleaved with the numpy
     roofline); numpy argpartition once."""
-    from vrec.cf import CFModel
-    from vrec.scoring import score_all_users, seen_for_model
+    from vrec.core.cf import CFModel
+    from vrec.spark.candidates import score_all_users, seen_for_model
 
     m = CFModel.load(folder / "vrec_model")
     uf, itf = np.asarray(m.user_factors), np.asarray(m.item_factors)

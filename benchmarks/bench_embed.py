@@ -44,8 +44,8 @@ def plain_loop(paths: list[Path], backbone: str, batch: int) -> tuple[float, int
     """A plain PyTorch loop over the same files; returns (seconds, images embedded)."""
     import torch
 
-    from vrec import backbones
-    from vrec.imagequality import ImageError, prepare
+    from vrec.images import backbones
+    from vrec.images.imagequality import ImageError, prepare
 
     backbones._CACHE.clear()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from vrec.config import Settings
-    from vrec.embed import run_embed_items
-    from vrec.recs import neighbour_contrast
-    from vrec.spark import build_session
+    from vrec.images.embed import run_embed_items
+    from vrec.spark.ranking import neighbour_contrast
+    from vrec.spark.session import build_session
 
     paths = image_list(a.dataset, a.n)
     print(f"[bench] {a.dataset}: {len(paths)} images, backbone {a.backbone}, batch {a.batch}",

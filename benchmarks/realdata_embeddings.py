@@ -29,8 +29,8 @@ def dataset_embeddings(dataset: str, backbone: str = "efficientnet_lite0",
     """(item_id, embedding) for every readable image of ``dataset``, cached on disk."""
     import torch
 
-    from vrec.backbones import load_backbone
-    from vrec.embed import embed_paths
+    from vrec.images.backbones import load_backbone
+    from vrec.images.embed import embed_paths
 
     out = CACHE / f"{dataset}-{backbone}.parquet"
     if out.is_file():

@@ -43,8 +43,8 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 
-from vrec.schedule import NightlyTimetable, run_ds
-from vrec.sensors import LandingSensor
+from vrec.airflow.schedule import NightlyTimetable, run_ds
+from vrec.airflow.sensors import LandingSensor
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
@@ -57,7 +57,7 @@ CATCHUP = os.environ.get("VREC_CATCHUP", "false").lower() == "true"
 SPARK_CONN_ID = os.environ.get("VREC_SPARK_CONN_ID", "spark_default")
 WORKER_PYTHON = os.environ.get("PYSPARK_PYTHON", sys.executable)
 SALT_CONN_ID = os.environ.get("VREC_SALT_CONN_ID", "")
-# The day a run processes (vrec.schedule.run_ds): every task gets its ds from here.
+# The day a run processes (vrec.airflow.schedule.run_ds): every task gets its ds from here.
 DS = "{{ vrec_ds(dag_run.logical_date, dag_run.run_after) }}"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vrec.config import Settings, load_settings
-from vrec.sample import SampleSpec, generate_sample
+from vrec.data.sample import SampleSpec, generate_sample
 
 # py4j logs on interpreter shutdown after pytest closed its streams: keep it quiet.
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -29,7 +29,7 @@ TINY = SampleSpec(n_users=30, n_items=48, days=4, end_date=dt.date(2026, 11, 20)
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the whole run (2 threads, 2 shuffle partitions)."""
-    from vrec.spark import build_session
+    from vrec.spark.session import build_session
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings = Settings(spark={"master": "local[2]", "conf": {

@@ -14,9 +14,9 @@ from PIL import Image
 
 from vrec import columns as C
 from vrec import pipeline
-from vrec import warehouse as W
-from vrec.sample import SampleSpec, generate_sample
-from vrec.validation import ValidationFailed
+from vrec.data.sample import SampleSpec, generate_sample
+from vrec.io import warehouse as W
+from vrec.io.validation import ValidationFailed
 
 from .conftest import settings_for
 
@@ -268,7 +268,7 @@ def test_each_kind_of_bad_image_gets_its_designed_outcome(dirty, kind):
 def test_warnings_for_the_dirt_are_recorded_and_docs_built(dirty):
     import json
 
-    from vrec.validation import docs_index
+    from vrec.io.validation import docs_index
 
     wh = dirty["wh"]
     res = json.loads((W.run_dir(wh, DS) / "validation" / "raw_events.json").read_text())

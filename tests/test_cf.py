@@ -10,11 +10,11 @@ import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec import pipeline
-from vrec import warehouse as W
-from vrec.cf import CFModel, build_matrix, fit_implicit, train_cf_model, training_pairs
 from vrec.config import CFSettings, EventWeights
-from vrec.interactions import aggregate_interactions
-from vrec.scoring import score_all_users, topk_blocked
+from vrec.core.cf import CFModel, build_matrix, fit_implicit, train_cf_model, training_pairs
+from vrec.io import warehouse as W
+from vrec.spark.candidates import score_all_users, topk_blocked
+from vrec.spark.interactions import aggregate_interactions
 
 from .conftest import TINY
 
@@ -145,7 +145,7 @@ def test_implicit_fit_is_deterministic_with_a_seed():
 def test_gpu_setting_follows_cuda_availability():
     import implicit.gpu
 
-    from vrec.cf import use_gpu
+    from vrec.core.cf import use_gpu
 
     assert use_gpu("off") is False
     assert use_gpu("auto") is bool(implicit.gpu.HAS_CUDA)
@@ -168,7 +168,7 @@ def tiny_run(spark, tiny_raw, tmp_path_factory):
 
 
 def test_driver_read_and_spark_prep_build_the_same_matrix(spark, tiny_run):
-    from vrec.cf import read_pairs_local
+    from vrec.core.cf import read_pairs_local
 
     path = W.run_dir(tiny_run.paths.warehouse_root, DS) / "interactions"
     a = build_matrix(read_pairs_local(path), alpha=2.0)

@@ -27,7 +27,7 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     assert bi.application.endswith("jobs/build_interactions.py")
     # every task gets its day from the one mapping (tests/test_schedule.py renders it)
     ds = dag.get_task("wait_for_events").ds
-    assert "vrec_ds(" in ds and dag.user_defined_macros["vrec_ds"].__module__ == "vrec.schedule"
+    assert "vrec_ds(" in ds and dag.user_defined_macros["vrec_ds"].__module__ == "vrec.airflow.schedule"
     assert all(dag.get_task(t).application_args[:2] == ["--ds", ds] for t in ORDER[1:9])
     assert dag.get_task("publish").op_kwargs == {"day": ds} == dag.get_task("report").op_kwargs
     # the operator's override of the quality gate is a DAG param, off by default

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from vrec import columns as C
-from vrec import warehouse as W
-from vrec.airflow_env import airflow_env, dags_test, migrate
-from vrec.sample import generate_sample
+from vrec.airflow.env import airflow_env, dags_test, migrate
+from vrec.data.sample import generate_sample
+from vrec.io import warehouse as W
 
 from .conftest import TINY
 
@@ -111,7 +111,7 @@ def test_airflow_lists_the_dag(dag_runs):
 
 def test_run_summary_links_validation_results_and_data_docs(dag_runs):
     from vrec.demo import summarize
-    from vrec.validation import docs_index
+    from vrec.io.validation import docs_index
 
     wh, days = dag_runs["wh"], dag_runs["days"]
     text = summarize(wh, days)
@@ -142,7 +142,7 @@ def test_the_dag_evaluates_gates_and_passes_the_override_param(dag_runs):
 def test_run_report_renders_in_headless_chromium_with_its_images(dag_runs):
     """The report opens from disk in a real browser and every thumbnail decodes; the
     screenshot is kept in test-artifacts/ ($VREC_TEST_ARTIFACTS)."""
-    from vrec.report import report_path
+    from vrec.io.report import report_path
 
     ds = dag_runs["days"][-1]
     report = report_path(dag_runs["wh"], ds)

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from vrec import columns as C
-from vrec.backbones import BackboneWeightsError, load_backbone
-from vrec.embed import QualityPolicy, embed_paths, quality_reason, run_embed_items
-from vrec.imagequality import ImageError, hamming_pairs, phash64, prepare, to_rgb
-from vrec.recs import faiss_topk, recall_at_k
-from vrec.scoring import topk_blocked
+from vrec.images.backbones import BackboneWeightsError, load_backbone
+from vrec.images.embed import QualityPolicy, embed_paths, quality_reason, run_embed_items
+from vrec.images.imagequality import ImageError, hamming_pairs, phash64, prepare, to_rgb
+from vrec.spark.candidates import topk_blocked
+from vrec.spark.ranking import faiss_topk, recall_at_k
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -255,7 +255,7 @@ def test_switching_backbone_embeds_all_under_new_key_and_keeps_old(spark, tiny_r
 
 
 def test_item_similar_faiss_engine_matches_exact_on_small_data(spark):
-    from vrec.recs import item_similar
+    from vrec.spark.ranking import item_similar
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 16)).astype(np.float32)
@@ -289,7 +289,7 @@ def test_torchvision_weights_found_in_the_torch_cache(tmp_path, monkeypatch):
     import torch
     import torchvision.models as tvm
 
-    from vrec import backbones
+    from vrec.images import backbones
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     url = tvm.ResNet18_Weights.DEFAULT.url

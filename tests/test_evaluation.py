@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from vrec import columns as C
-from vrec import warehouse as W
 from vrec.config import EvalSettings
-from vrec.evaluation import eval_slices, metric_rows, time_holdout, user_holdout
+from vrec.core.evaluation import eval_slices, metric_rows, time_holdout, user_holdout
 from vrec.gate import quality_gate
+from vrec.io import warehouse as W
 
 
 def _pairs(rows):

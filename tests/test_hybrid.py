@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import CFSettings, PrivacySettings, RecsSettings
-from vrec.hybrid import (
+from vrec.core.ranking import (
     ItemSpace,
     ListPolicy,
     UserBatch,
@@ -217,7 +217,7 @@ def _taste_pairs(n_users=300, seed=3, visual_signal=True, n_cat=15):
 
 @pytest.mark.parametrize("visual_signal", [True, False])
 def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
-    from vrec.tuning import tune_blend
+    from vrec.core.tuning import tune_blend
 
     pairs, catalog, vectors, trending = _taste_pairs(visual_signal=visual_signal)
     recs = RecsSettings(k=5, candidates=20, new_arrival_slots=0, tune_min_users=10)
@@ -235,7 +235,7 @@ def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
 
 
 def test_user_split_holds_out_the_latest_pairs():
-    from vrec.tuning import split_pairs
+    from vrec.core.tuning import split_pairs
 
     t = pd.Timestamp("2026-11-01", tz="UTC")
     pairs = pd.DataFrame({C.USER_ID: ["a"] * 5 + ["b"] * 2, C.ITEM_ID: list("vwxyzpq"),

@@ -11,8 +11,8 @@ import time
 import pandas as pd
 import pytest
 
-from vrec import landing as L
-from vrec.rawio import write_events_partition
+from vrec.io import landing as L
+from vrec.io.rawio import write_events_partition
 
 EVENTS = pd.DataFrame({"user_id": ["u1"], "item_id": ["i1"], "event_type": ["view"],
                        "value": [None], "ts": pd.to_datetime(["2026-11-20 10:00"], utc=True)})
@@ -48,7 +48,7 @@ def test_partition_status_cases(tmp_path):
 
 
 def test_writers_put_the_marker_last_and_take_it_away_first(tmp_path, monkeypatch):
-    import vrec.rawio as R
+    import vrec.io.rawio as R
 
     part = write_events_partition(tmp_path, "2026-11-20", EVENTS).parent
     assert (part / L.MARKER).is_file()
@@ -85,7 +85,7 @@ def _events(trigger):
 
 
 def test_trigger_fires_when_the_marker_lands(tmp_path):
-    from vrec.sensors import LandingTrigger
+    from vrec.airflow.sensors import LandingTrigger
 
     folder = tmp_path / "events" / "ds=2026-11-20"
     now = time.time()
@@ -106,11 +106,11 @@ def test_trigger_fires_when_the_marker_lands(tmp_path):
     assert "_SUCCESS present" in events[0].payload["why"] and events[0].payload["waited"] >= 0.3
     # round trip through the triggerer's serialisation
     cls, kwargs = trigger.serialize()
-    assert cls == "vrec.sensors.LandingTrigger" and LandingTrigger(**kwargs).folder == str(folder)
+    assert cls == "vrec.airflow.sensors.LandingTrigger" and LandingTrigger(**kwargs).folder == str(folder)
 
 
 def test_trigger_gives_up_at_its_deadline(tmp_path):
-    from vrec.sensors import LandingTrigger
+    from vrec.airflow.sensors import LandingTrigger
 
     now = time.time()
     events = _events(LandingTrigger(str(tmp_path / "nope"), 30, 0.05, started=now, deadline=now + 0.3))
@@ -121,7 +121,7 @@ def test_trigger_gives_up_at_its_deadline(tmp_path):
 def test_sensor_passes_a_complete_day_defers_an_incomplete_one_and_fails_naming_the_path(tmp_path):
     from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
-    from vrec.sensors import LandingSensor
+    from vrec.airflow.sensors import LandingSensor
 
     raw = tmp_path / "raw"
     cfg = tmp_path / "vrec.yaml"

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from vrec import columns as C
-from vrec.movielens import adapt_movielens
-from vrec.rawio import list_partitions
+from vrec.data.movielens import adapt_movielens
+from vrec.io.rawio import list_partitions
 
 
 @pytest.fixture()

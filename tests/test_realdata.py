@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from vrec import columns as C
-from vrec import warehouse as W
-from vrec.airflow_env import airflow_env, dags_test, migrate
-from vrec.movielens import adapt_movielens
-from vrec.rawio import list_partitions
+from vrec.airflow.env import airflow_env, dags_test, migrate
+from vrec.data.movielens import adapt_movielens
+from vrec.io import warehouse as W
+from vrec.io.rawio import list_partitions
 
 ML = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "movielens-small"
 pytestmark = pytest.mark.realdata
@@ -99,7 +99,7 @@ def test_movielens_poster_embeddings_quality_report(ml_runs):
     pairs on the real posters (numbers printed for the closing note)."""
     import numpy as np
 
-    from vrec.recs import neighbour_contrast
+    from vrec.spark.ranking import neighbour_contrast
 
     wh, ds = ml_runs["wh"], ml_runs["days"][-1]
     items = W.read_table(wh, "items", ds)
@@ -122,7 +122,7 @@ def _eval(dataset):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from realdata_embeddings import DATASETS, dataset_embeddings
 
-    from vrec import evaluation
+    from vrec.core import evaluation
 
     vec = dataset_embeddings(dataset)  # cached in benchmarks/.cache after the first run
     if dataset == "movielens":
@@ -138,7 +138,7 @@ def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_pop
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from realdata_embeddings import DATASETS, dataset_embeddings
 
-    from vrec import evaluation
+    from vrec.core import evaluation
 
     frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small",
                                                   dataset_embeddings("movielens"))
@@ -194,7 +194,7 @@ def test_movielens_runs_pass_every_suite_and_build_data_docs(ml_runs):
     """The GX suites run in the DAG on real data: all six pass (warnings recorded)."""
     import json
 
-    from vrec.validation import docs_index
+    from vrec.io.validation import docs_index
 
     wh = ml_runs["wh"]
     for ds in ml_runs["days"]:

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from vrec import columns as C
-from vrec.rawio import CATALOG_SCHEMA, EVENTS_SCHEMA, list_partitions
-from vrec.sample import SampleSpec, generate_sample
+from vrec.data.sample import SampleSpec, generate_sample
+from vrec.io.rawio import CATALOG_SCHEMA, EVENTS_SCHEMA, list_partitions
 
 from .conftest import TINY
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from vrec import schedule as S
+from vrec.airflow import schedule as S
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 UTC = pendulum.UTC
@@ -176,7 +176,7 @@ def test_the_plugin_registers_the_timetable_for_the_scheduler():
     from airflow import plugins_manager
     from airflow.utils.types import DagRunType
 
-    assert plugins_manager.get_timetables_plugins()["vrec.schedule.NightlyTimetable"] is \
+    assert plugins_manager.get_timetables_plugins()["vrec.airflow.schedule.NightlyTimetable"] is \
         S.NightlyTimetable
     t = S.NightlyTimetable("07:05")
     assert S.NightlyTimetable.deserialize(t.serialize()) == t

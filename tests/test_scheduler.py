@@ -25,10 +25,10 @@ import pendulum
 import psutil
 import pytest
 
-from vrec import warehouse as W
-from vrec.airflow_env import airflow_bin, airflow_env, migrate
-from vrec.landing import MARKER
-from vrec.sample import generate_sample
+from vrec.airflow.env import airflow_bin, airflow_env, migrate
+from vrec.data.sample import generate_sample
+from vrec.io import warehouse as W
+from vrec.io.landing import MARKER
 
 from .conftest import TINY
 from .test_e2e import ARTIFACTS
@@ -105,7 +105,7 @@ def scheduled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sched")
     # the run hour: the first whole minute at least 30 s away (standalone is up by then;
     # a run whose time has passed when the DAG is parsed starts at once); the day it
-    # processes is the day before the run time (computed here, not by vrec.schedule)
+    # processes is the day before the run time (computed here, not by vrec.airflow.schedule)
     now = pendulum.now("UTC")
     run_time = (now + dt.timedelta(seconds=30)).replace(second=0, microsecond=0) + \
         dt.timedelta(minutes=1)

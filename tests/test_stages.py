@@ -8,10 +8,10 @@ import pytest
 
 from vrec import columns as C
 from vrec import pipeline
-from vrec import warehouse as W
 from vrec.config import EventWeights
-from vrec.interactions import aggregate_interactions, clean_events
-from vrec.validation import ValidationFailed
+from vrec.io import warehouse as W
+from vrec.io.validation import ValidationFailed
+from vrec.spark.interactions import aggregate_interactions, clean_events
 
 from .conftest import TINY, settings_for
 
@@ -244,7 +244,7 @@ def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw, spark):
 
 def test_duplicate_cache_rows_do_not_duplicate_vectors(staged, spark):
     """Regression: a backfill beside the nightly run can append the same key twice."""
-    from vrec.embed import append_to_cache, cache_dir
+    from vrec.images.embed import append_to_cache, cache_dir
 
     s, _ = staged
     wh = s.paths.warehouse_root
@@ -257,7 +257,7 @@ def test_duplicate_cache_rows_do_not_duplicate_vectors(staged, spark):
 
 
 def test_item_popularity_windows_hand_example(spark):
-    from vrec.interactions import item_popularity
+    from vrec.spark.interactions import item_popularity
 
     end = pd.Timestamp("2026-11-21", tz="UTC")
     rows = [("a", "x", end - pd.Timedelta(hours=2)), ("a", "x", end - pd.Timedelta(days=3)),

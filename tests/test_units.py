@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from vrec import columns as C
-from vrec.cf import build_matrix
-from vrec.scoring import topk_blocked
+from vrec.core.cf import build_matrix
+from vrec.spark.candidates import topk_blocked
 
 
 @pytest.mark.parametrize("block", [1, 3, 1000])
@@ -61,8 +61,8 @@ def test_matrix_for_more_than_32767_items_trains():
     implicit's solver rejects ("buffer source array is read-only")."""
     import pandas as pd
 
-    from vrec.cf import fit_implicit
     from vrec.config import CFSettings
+    from vrec.core.cf import fit_implicit
     n = 40_000
     df = pd.DataFrame({C.USER_ID: [f"u{i % 300:03d}" for i in range(n)],
                        C.ITEM_ID: [f"i{i:05d}" for i in range(n)], "weight": 1.0})
@@ -76,7 +76,7 @@ def test_ranking_metrics_match_spark_ranking_evaluator(spark):
     """Parity with MLlib's RankingEvaluator on the same lists (within 1e-9)."""
     from pyspark.ml.evaluation import RankingEvaluator
 
-    from vrec import metrics as M
+    from vrec.core import metrics as M
 
     rng = np.random.default_rng(3)
     rows = []

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vrec import warehouse as W
+from vrec.io import warehouse as W
 
 
 def _stage(folder, df):

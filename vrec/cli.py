@@ -18,7 +18,7 @@ def _date(s: str) -> dt.date:
 
 
 def _cmd_generate(a: argparse.Namespace) -> int:
-    from vrec.sample import SampleSpec, generate_sample
+    from vrec.data.sample import SampleSpec, generate_sample
 
     spec = SampleSpec(n_users=a.n_users, n_items=a.n_items, days=a.days, end_date=a.end_date,
                       seed=a.seed)
@@ -27,7 +27,7 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 
 
 def _cmd_movielens(a: argparse.Namespace) -> int:
-    from vrec.movielens import adapt_movielens
+    from vrec.data.movielens import adapt_movielens
 
     stats = adapt_movielens(a.ml_dir, a.out, posters_dir=a.posters, bulk_until=a.bulk_until,
                             since=a.since, rated_only=a.rated_only)
@@ -40,7 +40,7 @@ def _cmd_query(a: argparse.Namespace) -> int:
     import pandas as pd
 
     from vrec.config import load_settings
-    from vrec.query import run_query
+    from vrec.io.query import run_query
 
     wh = a.warehouse or load_settings(a.config).paths.warehouse_root
     try:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from vrec import warehouse as W
-from vrec.airflow_env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
+from vrec.airflow.env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
-from vrec.rawio import list_partitions
-from vrec.report import report_path
-from vrec.sample import SampleSpec, generate_sample
-from vrec.validation import docs_index
+from vrec.data.sample import SampleSpec, generate_sample
+from vrec.io import warehouse as W
+from vrec.io.rawio import list_partitions
+from vrec.io.report import report_path
+from vrec.io.validation import docs_index
 
 _VREC_LINE = re.compile(r"(\[vrec\].*?)(\s+\[airflow\.[^\]]*\].*)?$")
 
@@ -63,7 +63,7 @@ def evaluation_lines(warehouse: Path, ds: str) -> str:
 
 def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
     """Human summary of the published runs for ``dates``."""
-    from vrec.query import run_query
+    from vrec.io.query import run_query
 
     out: list[str] = []
     stats = pd.concat([W.read_table(warehouse, "run_stats", d) for d in dates], ignore_index=True)

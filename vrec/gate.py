@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vrec import warehouse as W
 from vrec.config import EvalSettings
+from vrec.io import warehouse as W
 
 GATE_MODEL, GATE_SLICE, GATE_METRIC = "hybrid", "all", "ndcg"
 

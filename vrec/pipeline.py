@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec import warehouse as W
 from vrec.config import Settings
-from vrec.validation import docs_index
+from vrec.io import warehouse as W
+from vrec.io.validation import docs_index
 
 
 def _rd(settings: Settings, ds: str) -> Path:
@@ -44,8 +44,8 @@ def _write(df, path: Path, *, files: int = 1, sort: list[str] | None = None) -> 
 def validate_inputs(spark, settings: Settings, ds: str) -> dict:
     """GX on the day's landed events (Spark) and the catalog snapshot (pandas); a
     critical failure fails the task before anything downstream runs."""
-    from vrec.rawio import catalog_snapshot_ds, partition_dir
-    from vrec.validation import catalog_frame, events_frame, raise_on_failure, validate_all
+    from vrec.io.rawio import catalog_snapshot_ds, partition_dir
+    from vrec.io.validation import catalog_frame, events_frame, raise_on_failure, validate_all
 
     raw, wh = settings.paths.raw_root, settings.paths.warehouse_root
     timer = W.StageTimer(wh, ds, "validate_inputs")
@@ -87,7 +87,7 @@ def _summary(results) -> dict:
 def build_interactions(spark, settings: Settings, ds: str) -> dict:
     """Clean and weight events as of ds; write catalog, interactions, item_popularity
     and user_profile."""
-    from vrec.interactions import item_popularity, run_build_interactions, user_profile
+    from vrec.spark.interactions import item_popularity, run_build_interactions, user_profile
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     with W.StageTimer(wh, ds, "build_interactions") as timer:
@@ -120,7 +120,7 @@ def build_interactions(spark, settings: Settings, ds: str) -> dict:
 def embed_items(spark, settings: Settings, ds: str) -> dict:
     """Embed new or changed catalog images; write the run's item vectors and the
     near-duplicate image pairs."""
-    from vrec.embed import QualityPolicy, run_embed_items
+    from vrec.images.embed import QualityPolicy, run_embed_items
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     e = settings.embed
@@ -163,7 +163,7 @@ def _driver_inputs(rd: Path) -> dict:
 
 def train_cf(spark, settings: Settings, ds: str) -> dict:
     """Train the configured CF engine on the run's interactions and save the model."""
-    from vrec.cf import train_cf_model
+    from vrec.core.cf import train_cf_model
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     with W.StageTimer(wh, ds, "train_cf") as timer:
@@ -173,8 +173,8 @@ def train_cf(spark, settings: Settings, ds: str) -> dict:
         n_pairs = spark.read.parquet(str(rd / "interactions")).count()
         blend = None
         if settings.recs.tune_blend:
-            from vrec.interactions import end_of_ds
-            from vrec.tuning import tune_blend
+            from vrec.core.tuning import tune_blend
+            from vrec.spark.interactions import end_of_ds
 
             inp = _driver_inputs(rd)
             blend = tune_blend(inp["pairs"], inp["catalog"], inp["vectors"], inp["trending"],
@@ -195,8 +195,8 @@ def train_cf(spark, settings: Settings, ds: str) -> dict:
 
 def score_users(spark, settings: Settings, ds: str) -> dict:
     """All-user CF top-N candidates with seen items excluded."""
-    from vrec.cf import CFModel
-    from vrec.scoring import score_all_users
+    from vrec.core.cf import CFModel
+    from vrec.spark.candidates import score_all_users
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     r = settings.recs
@@ -219,10 +219,10 @@ def build_recs(spark, settings: Settings, ds: str) -> dict:
     item_similar, and the analyst tables item_popularity and user_profile."""
     from pyspark.sql import functions as F
 
-    from vrec.cf import CFModel
+    from vrec.core.cf import CFModel
+    from vrec.core.tuning import gate_new_arrivals, policy_from
     from vrec.privacy import pseudonym_col, resolve_salt
-    from vrec.recs import build_item_space, build_user_recs, item_similar, save_space, user_inputs
-    from vrec.tuning import gate_new_arrivals, policy_from
+    from vrec.spark.ranking import build_item_space, build_user_recs, item_similar, save_space, user_inputs
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     r = settings.recs
@@ -303,7 +303,13 @@ def list_facts(spark, recs, space, profile) -> dict:
 def validate_outputs(spark, settings: Settings, ds: str) -> dict:
     """GX on the staged user_recs, per-user lists, item_similar (Spark) and the run's item
     vectors (pandas) before publish; a critical failure fails the task."""
-    from vrec.validation import embeddings_frame, raise_on_failure, recs_frames, similar_frame, validate_all
+    from vrec.io.validation import (
+        embeddings_frame,
+        raise_on_failure,
+        recs_frames,
+        similar_frame,
+        validate_all,
+    )
 
     wh, rd = settings.paths.warehouse_root, _rd(settings, ds)
     timer = W.StageTimer(wh, ds, "validate_outputs")
@@ -348,8 +354,8 @@ def holdout_for(spark, settings: Settings, ds: str, pairs: pd.DataFrame):
 
     from pyspark.sql import functions as F
 
-    from vrec.evaluation import time_holdout, user_holdout
-    from vrec.interactions import aggregate_interactions, end_of_ds, event_weight_expr
+    from vrec.core.evaluation import time_holdout, user_holdout
+    from vrec.spark.interactions import aggregate_interactions, end_of_ds, event_weight_expr
 
     e, rd = settings.eval, _rd(settings, ds)
     end = pd.Timestamp(end_of_ds(ds))
@@ -369,7 +375,7 @@ def holdout_for(spark, settings: Settings, ds: str, pairs: pd.DataFrame):
 def evaluate(spark, settings: Settings, ds: str) -> dict:
     """Holdout metrics of popularity, ALS-only, visual-only and hybrid lists (the
     production ranker) at each K and slice: staged as ``eval_metrics``."""
-    from vrec.evaluation import evaluate_models
+    from vrec.core.evaluation import evaluate_models
 
     wh, rd, e = settings.paths.warehouse_root, _rd(settings, ds), settings.eval
     with W.StageTimer(wh, ds, "evaluate") as timer:
@@ -458,7 +464,7 @@ def publish(settings: Settings, ds: str, *, override_gate: bool = False,
 
 def _report_quietly(settings: Settings, ds: str) -> None:
     """Write the run report; a failure here must not hide the gate's message."""
-    from vrec.report import write_report
+    from vrec.io.report import write_report
 
     try:
         print(f"[vrec] {ds} run report: {write_report(settings, ds)}", flush=True)
@@ -470,7 +476,7 @@ def _report_quietly(settings: Settings, ds: str) -> None:
 
 def report(settings: Settings, ds: str) -> dict:
     """Write the self-contained HTML run report of ds (README "Run report")."""
-    from vrec.report import write_report
+    from vrec.io.report import write_report
 
     path = write_report(settings, ds)
     print(f"[vrec] {ds} run report: {path}", flush=True)

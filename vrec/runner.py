@@ -6,7 +6,7 @@ import argparse
 import sys
 import traceback
 
-from vrec.warehouse import check_ds
+from vrec.io.warehouse import check_ds
 
 SPARK_STAGES = ("validate_inputs", "build_interactions", "embed_items", "train_cf",
                 "score_users", "build_recs", "evaluate", "validate_outputs")
@@ -43,7 +43,7 @@ def run_stage(stage: str, argv: list[str]) -> int:
     fn = getattr(pipeline, stage)
     try:
         if stage in SPARK_STAGES:
-            from vrec.spark import build_session
+            from vrec.spark.session import build_session
 
             spark = build_session(settings, f"vrec-{stage}-{args.ds}")
             try:

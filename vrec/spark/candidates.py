@@ -256,7 +256,7 @@ def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, seen: sp.csr
     """
     from threadpoolctl import threadpool_limits
 
-    from vrec.cf import CFModel
+    from vrec.core.cf import CFModel
 
     # Spark runs one task per core: one BLAS thread each, not cores x cores threads
     with threadpool_limits(1, "blas"):
@@ -288,11 +288,11 @@ def score_all_users(spark, model_dir: str | Path, interactions_path: str | Path,
                     seen_event_types: Sequence[str] | None = None, partitions: int | None = None):
     """All-user top-``n`` CF candidates as a Spark DataFrame, seen items excluded.
 
-    ``model_dir`` is a saved :class:`vrec.cf.CFModel` on storage every executor can read
+    ``model_dir`` is a saved :class:`vrec.core.cf.CFModel` on storage every executor can read
     (the warehouse); ``interactions_path`` the run's interactions (see
     :func:`seen_for_model`). Output columns: user_id, rank (1..n), item_id, cf_score.
     """
-    from vrec.cf import CFModel
+    from vrec.core.cf import CFModel
 
     model = CFModel.load(model_dir, mmap=True)
     seen = seen_for_model(interactions_path, model.user_ids, model.item_ids, seen_event_types)

@@ -1,7 +1,7 @@
 """build_recs in Spark: the item space on the driver, the hybrid ranker in tasks.
 
 The ranking itself (profile, candidates, blend, diversity, reserved new-arrival slots,
-reasons) is :mod:`vrec.hybrid`; this module prepares its inputs from the run's tables,
+reasons) is :mod:`vrec.core.ranking`; this module prepares its inputs from the run's tables,
 runs it over all users with ``mapInPandas`` and builds item_similar.
 """
 
@@ -16,11 +16,11 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.hybrid import ItemSpace, ListPolicy, UserBatch, fit_ridge_map, l2_normalise, rank_batch
-from vrec.scoring import topk_blocked
+from vrec.core.ranking import ItemSpace, ListPolicy, UserBatch, fit_ridge_map, l2_normalise, rank_batch
+from vrec.spark.candidates import topk_blocked
 
 if TYPE_CHECKING:
-    from vrec.cf import CFModel
+    from vrec.core.cf import CFModel
 
 RECS_SCHEMA = ("user_id string, rank int, item_id string, score double, cf_score double, "
                "visual_score double, reason string, reason_item_id string, model_version string")
@@ -257,7 +257,7 @@ def hybrid_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, model_di
     """mapInPandas body: user input rows -> user_recs rows (one BLAS thread per task)."""
     from threadpoolctl import threadpool_limits
 
-    from vrec.cf import CFModel
+    from vrec.core.cf import CFModel
 
     space = load_space(space_dir)
     model = CFModel.load(model_dir, mmap=True)
@@ -290,7 +290,7 @@ def user_inputs(interactions, user_profile, *, seen_event_types, half_life_days:
     the categories they touched (Spark DataFrame)."""
     from pyspark.sql import functions as F
 
-    from vrec.interactions import end_of_ds
+    from vrec.spark.interactions import end_of_ds
 
     pw = F.col("weight")
     if half_life_days:

@@ -5,7 +5,7 @@ run (:func:`time_holdout`: train before the end of ds minus H days, test on the 
 H days; :func:`user_holdout`: each user's latest fraction of pairs), a CF model refit on
 the training part with the run's settings, the blend tuned on the training part as the
 nightly ``train_cf`` does, and four models' lists built by the production ranker
-(:mod:`vrec.hybrid`) with restricted inputs:
+(:mod:`vrec.core.ranking`) with restricted inputs:
 
 * ``popularity``: no CF factors, no history: the ranker's trending fill (the order is
   the training period's number of users per item);
@@ -13,7 +13,7 @@ nightly ``train_cf`` does, and four models' lists built by the production ranker
 * ``visual``: the visual profile only (visual and new-arrival candidates by picture);
 * ``hybrid``: everything, with the tuned blend and the production list policy.
 
-Metrics (:func:`metric_rows`, definitions in :mod:`vrec.metrics`) are computed at each K
+Metrics (:func:`metric_rows`, definitions in :mod:`vrec.core.metrics`) are computed at each K
 for the slices ``all`` (test users with a relevant item), ``cold_items`` (relevance
 restricted to items with no training interactions) and ``cold_users`` (test users with
 no training interactions).
@@ -32,8 +32,8 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings
-from vrec.hybrid import UserBatch, assemble, auc, candidates
-from vrec.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
+from vrec.core.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
+from vrec.core.ranking import UserBatch, assemble, auc, candidates
 
 MODELS = ("popularity", "als", "visual", "hybrid")
 SLICES = ("all", "cold_items", "cold_users")
@@ -127,7 +127,7 @@ def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
                  ) -> EvalFit:
     """Tune the blend on the training pairs (as train_cf does), fit the CF model and item
     space, build the users' batch and apply the cold-start map gate (as build_recs does)."""
-    from vrec.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
+    from vrec.core.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
 
     tuned = (tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=end, seed=seed)
              if tune else None)
@@ -261,10 +261,10 @@ def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, split: str = "user",
 def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int = 60,
                 test_days: int = 7, recs: RecsSettings | None = None,
                 cf: CFSettings | None = None, seed: int = 0) -> dict:
-    """Simulated shoppers (vrec.fashion); global time cutoff: train on the first
+    """Simulated shoppers (vrec.data.fashion); global time cutoff: train on the first
     ``days - test_days`` days, test on clicks of the last ``test_days``; items arriving
     in the test days are new arrivals with real photos and no history."""
-    from vrec.fashion import load_styles, simulate_shoppers
+    from vrec.data.fashion import load_styles, simulate_shoppers
 
     styles = load_styles(folder, set(vectors[C.ITEM_ID].astype(str)))
     events, items = simulate_shoppers(styles, n_users=n_users, days=days, seed=seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vrec import columns as C
 from vrec.config import EventWeights
-from vrec.rawio import catalog_snapshot_ds, event_partitions_until, partition_dir
+from vrec.io.rawio import catalog_snapshot_ds, event_partitions_until, partition_dir
 
 QUARANTINE_REASONS = (
     "null_user_id", "null_item_id", "null_ts", "unknown_event_type", "future_timestamp",

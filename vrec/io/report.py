@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from vrec import columns as C
-from vrec import warehouse as W
 from vrec.config import Settings
-from vrec.evaluation import METRICS, MODELS, SLICES
+from vrec.core.evaluation import METRICS, MODELS, SLICES
+from vrec.io import warehouse as W
 
 STAGES = ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
           "build_recs", "evaluate", "validate_outputs", "quality_gate", "publish")
@@ -54,7 +54,7 @@ class Thumbs:
     def _make(self, item_id: str) -> str | None:
         from PIL import Image
 
-        from vrec.embed import resolve_image_path
+        from vrec.images.embed import resolve_image_path
 
         path = resolve_image_path(self.uri.get(item_id), self.root)
         if path is None or not path.is_file():

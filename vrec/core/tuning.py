@@ -22,8 +22,8 @@ import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings
-from vrec.hybrid import ItemSpace, ListPolicy, UserBatch, assemble, candidates
-from vrec.metrics import ndcg_at_k
+from vrec.core.metrics import ndcg_at_k
+from vrec.core.ranking import ItemSpace, ListPolicy, UserBatch, assemble, candidates
 
 
 def split_pairs(pairs: pd.DataFrame, *, mode: str, fraction: float, days: float,
@@ -94,8 +94,8 @@ def batch_from_pairs(users: np.ndarray, pairs: pd.DataFrame, *, space, model, en
                      half_life: float | None) -> UserBatch:
     """A :class:`UserBatch` for ``users`` from their (training) pairs: history = pairs
     with weight > 0, seen = all pairs."""
-    from vrec.recs import index_of
-    from vrec.scoring import seen_matrix
+    from vrec.spark.candidates import seen_matrix
+    from vrec.spark.ranking import index_of
 
     p = pairs[pairs[C.USER_ID].isin(set(users))]
     r = index_of(p[C.USER_ID].to_numpy(), users)
@@ -117,8 +117,8 @@ def fit_space(train: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
               matrix=None):
     """(CF model fit with implicit on ``train``, its item space, the map quality), as the
     tuning and the offline evaluation use them."""
-    from vrec.cf import CFModel, build_matrix, fit_implicit
-    from vrec.recs import build_item_space
+    from vrec.core.cf import CFModel, build_matrix, fit_implicit
+    from vrec.spark.ranking import build_item_space
 
     uids, iids, mat = matrix or build_matrix(train, cf.alpha)
     uf, itf, _ = fit_implicit(mat, cf)
@@ -134,7 +134,7 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
                trending_ids: list[str], *, cf: CFSettings, recs: RecsSettings,
                end: pd.Timestamp, seed: int = 0) -> dict:
     """Choose (visual_weight, history_shrink) on a validation window; see module doc."""
-    from vrec.cf import build_matrix
+    from vrec.core.cf import build_matrix
 
     t0 = time.perf_counter()
     train, val = split_pairs(pairs, mode=recs.tune_split, fraction=recs.tune_fraction,

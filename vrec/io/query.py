@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vrec import warehouse as W
+from vrec.io import warehouse as W
 
 
 def connect(warehouse: str | Path, ds: str | None = None):

@@ -7,7 +7,7 @@ waits for that marker. Writers that cannot write a marker are still accepted onc
 folder holds data files that nobody has touched for ``landing.quiet_minutes``; set it to
 null to require the marker.
 
-Pure functions on the file system, no Airflow: the sensor in ``vrec.sensors`` calls them.
+Pure functions on the file system, no Airflow: the sensor in ``vrec.airflow.sensors`` calls them.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.backbones import Backbone, load_backbone
-from vrec.imagequality import ImageError, hamming_pairs, prepare
+from vrec.images.backbones import Backbone, load_backbone
+from vrec.images.imagequality import ImageError, hamming_pairs, prepare
 
 
 def resolve_image_path(uri: str | None, image_root: str | Path) -> Path | None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vrec import columns as C
-from vrec.landing import clear_marker, write_marker
+from vrec.io.landing import clear_marker, write_marker
 
 EVENTS_SCHEMA = pa.schema([
     (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
@@ -32,7 +32,7 @@ def partition_dir(root: str | Path, source: str, ds: dt.date | str) -> Path:
 
 def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> Path:
     """Replace a partition's files: marker off, old files out, the new file in by rename,
-    marker on last (the nightly DAG waits for it, see ``vrec.landing``)."""
+    marker on last (the nightly DAG waits for it, see ``vrec.io.landing``)."""
     folder.mkdir(parents=True, exist_ok=True)
     clear_marker(folder)
     for old in folder.glob("*.parquet"):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO / ".airflow"
 API_PORT = 8089  # off 8080 (common) and 8793 (the scheduler's log server)
 
@@ -86,7 +86,7 @@ def dags_test(ds: str, env: dict[str, str], *, log_path: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vrec.airflow_env standalone|env``: start ``airflow standalone`` on the
+    """``python -m vrec.airflow.env standalone|env``: start ``airflow standalone`` on the
     embedded home (what ``make airflow`` runs), or print the environment to export."""
     args = sys.argv[1:] if argv is None else argv
     env = airflow_env(DEFAULT_HOME, config=REPO / "vrec.yaml")

@@ -7,7 +7,7 @@ bound to the asset of its engine). ``uncommitted/`` is ignored. Validation resul
 Data Docs go to the warehouse (``<warehouse>/reports/gx/``): the yml's stores read
 ``${VREC_GX_RESULTS}``, which :func:`open_context` sets.
 
-After adding a suite file, register it: ``.venv/bin/python -m vrec.gxcontext``.
+After adding a suite file, register it: ``.venv/bin/python -m vrec.io.gxcontext``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CONTEXT_DIR = Path(__file__).resolve().parent.parent / "expectations"
+CONTEXT_DIR = Path(__file__).resolve().parents[2] / "expectations"
 RESULTS_ENV = "VREC_GX_RESULTS"
 # engine per suite: Spark for tables that grow with events or users, pandas for per-item ones
 SUITE_ENGINES = {"raw_events": "spark", "raw_catalog": "pandas", "item_embeddings": "pandas",

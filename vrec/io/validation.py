@@ -1,6 +1,6 @@
 """Great Expectations gates (README "Data validation"). GX is imported lazily.
 
-Suites live in the File Data Context ``expectations/`` (see :mod:`vrec.gxcontext`), one
+Suites live in the File Data Context ``expectations/`` (see :mod:`vrec.io.gxcontext`), one
 per table; each expectation has a GX ``severity``: ``critical`` failures fail the task
 before anything downstream runs, ``warning`` ones are recorded. Suite parameters
 (``{"$PARAMETER": "k"}``) are filled per run. Before validation vrec adds a few derived
@@ -109,7 +109,7 @@ def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict,
                  staging: Path) -> list[SuiteResult]:
     """Run each suite on its frame, store the results (staging JSON + GX store), rebuild
     Data Docs. ``frames`` maps suite -> (dataframe, row count or None)."""
-    from vrec.gxcontext import open_context
+    from vrec.io.gxcontext import open_context
 
     ctx = open_context(reports_dir(warehouse))
     results = []
@@ -143,7 +143,7 @@ def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from vrec.interactions import end_of_ds
+    from vrec.spark.interactions import end_of_ds
 
     df = spark.read.parquet(str(events_dir))
     cols = set(df.columns)
@@ -174,7 +174,7 @@ def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
 
 def catalog_frame(catalog: pd.DataFrame, image_root: str | Path) -> pd.DataFrame:
     """The catalog snapshot plus image_ok (image_uri resolves to a non-empty file)."""
-    from vrec.embed import resolve_image_path
+    from vrec.images.embed import resolve_image_path
 
     out = catalog.copy()
     uris = out[C.IMAGE_URI] if C.IMAGE_URI in out else pd.Series([None] * len(out))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.rawio import write_catalog_snapshot, write_events_partition
+from vrec.io.rawio import write_catalog_snapshot, write_events_partition
 
 log = logging.getLogger(__name__)
 

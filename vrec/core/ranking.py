@@ -36,7 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.scoring import topk_blocked
+from vrec.spark.candidates import topk_blocked
 
 REASON_CODES = (C.REASON_COLLABORATIVE, C.REASON_SIMILAR, C.REASON_NEW_ARRIVAL,
                 C.REASON_TRENDING)

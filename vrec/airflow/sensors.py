@@ -1,4 +1,4 @@
-"""The Airflow side of ``vrec.landing``: a deferrable sensor that waits for the day's
+"""The Airflow side of ``vrec.io.landing``: a deferrable sensor that waits for the day's
 events partition without holding a worker slot (the triggerer checks the folder), and
 fails with the path it expected when the wait runs out."""
 
@@ -15,7 +15,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from vrec.landing import partition_status, timeout_message
+from vrec.io.landing import partition_status, timeout_message
 
 
 class LandingTrigger(BaseTrigger):
@@ -29,7 +29,7 @@ class LandingTrigger(BaseTrigger):
         self.started, self.deadline = started, deadline
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("vrec.sensors.LandingTrigger", {
+        return ("vrec.airflow.sensors.LandingTrigger", {
             "folder": self.folder, "quiet_minutes": self.quiet_minutes,
             "poke_seconds": self.poke_seconds, "started": self.started, "deadline": self.deadline})
 
@@ -61,8 +61,8 @@ class LandingSensor(BaseSensorOperator):
 
     def _target(self) -> tuple[Path, Any]:
         from vrec.config import load_settings
-        from vrec.rawio import partition_dir
-        from vrec.warehouse import check_ds
+        from vrec.io.rawio import partition_dir
+        from vrec.io.warehouse import check_ds
 
         settings = load_settings(self.config)
         check_ds(self.ds)

@@ -1,0 +1,1 @@
+"""Images to vectors: backbones, decoding and quality facts, the batch embedding loop."""

@@ -1,0 +1,1 @@
+"""Files and external systems: the warehouse, the raw landing zone, Great Expectations, queries, the run report."""
