@@ -1,19 +1,23 @@
-"""Benchmark scenarios `cf-*`: vrec's ALS stage and all-user top-K against their peers.
+"""Benchmark scenarios `cf-*`: vrec's CF, candidates and ranking stages against peers.
 
 Same matrix, same rank / iterations / regularization / alpha, same run, same machine:
 
-  train   raw ``implicit`` fit on a prebuilt CSR (the peer; fit only) and vrec's
-          train_cf_model (engine ``implicit``: read the Parquet pairs, build the CSR, fit),
-          interleaved --rounds times in one process with a Spark session up; medians
-          Spark MLlib ``ALS(implicitPrefs=True)`` fit (ids indexed by StringIndexer)
-  top-K   numpy blocked matrix product only (the roofline: no selection, no output)
-          interleaved with vrec's score_all_users in Spark, end to end (seen items
-          excluded, rows written to Spark's ``noop`` sink); the first, cold call (Python
-          workers starting) reported apart; medians of the warm calls
-          numpy product + argpartition (the obvious implementation), once
-          MLlib ``recommendForAllUsers`` (no exclusion) after its fit, to the ``noop`` sink
-  quality NDCG@10 of every fitted model on a time holdout, scored the same way (train
-          items excluded).
+  train       raw ``implicit`` fit on a prebuilt CSR (the peer; fit only) and vrec's
+              fit_cf (engine ``implicit``: read the Parquet pairs, build the CSR, fit),
+              interleaved --rounds times in one process with a Spark session up; medians
+              Spark MLlib ``ALS(implicitPrefs=True)`` fit (ids indexed by StringIndexer)
+  candidates  the candidates stage's work: the item space (with synthetic clustered
+              1280-d image vectors, so the visual and new-arrival sources and the ridge
+              map do real work), then every user's CF, visual and new-arrival top-N
+              (N = 50) in Spark to the ``noop`` sink; the first, cold call reported apart,
+              medians of the warm calls, interleaved with the numpy roofline: the CF and
+              the visual matrix products of the same shapes in one process (no
+              selection, no output); numpy CF product + argpartition top-K once
+              MLlib ``recommendForAllUsers`` (CF only, no exclusion), to the ``noop`` sink
+  rank        build_recs' ranking of the staged candidates in Spark (cold, then warm
+              medians) against the same ranker in one process over all users (the peer)
+  quality     NDCG@10 of every fitted model on a time holdout, scored the same way (train
+              items excluded).
 
 Each group runs in its own process so peak memory (RSS of the process tree, JVM
 included, sampled every 0.2 s) is per group. Scenarios:
@@ -86,15 +90,28 @@ def synth_events(users: int, items: int, pairs: int, seed: int) -> pd.DataFrame:
                          "event_type": et, "day": day})
 
 
+START = pd.Timestamp("2026-01-01", tz="UTC")
+
+
 def aggregate(ev: pd.DataFrame) -> pd.DataFrame:
-    """vrec's default event weights (view 1, click 2, cart 4, purchase 8) summed per pair."""
+    """vrec's default event weights (view 1, click 2, cart 4, purchase 8) summed per pair,
+    with the pair's last event time and its event types (as build_interactions writes)."""
     w = ev["event_type"].map({"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0})
-    return (ev.assign(weight=w).groupby(["user_id", "item_id"], as_index=False)
-            .agg(weight=("weight", "sum"), n_events=("weight", "size")))
+    bit = ev["event_type"].map({t: 1 << j for j, t in enumerate(EVENT_P)})
+    out = (ev.assign(weight=w, bit=bit).groupby(["user_id", "item_id"], as_index=False)
+           .agg(weight=("weight", "sum"), n_events=("weight", "size"), day=("day", "max")))
+    bits = (ev.assign(bit=bit).drop_duplicates(["user_id", "item_id", "bit"])
+            .groupby(["user_id", "item_id"])["bit"].sum())
+    names = {m: [t for j, t in enumerate(EVENT_P) if m >> j & 1] for m in range(1 << len(EVENT_P))}
+    out["event_types"] = bits.reindex(pd.MultiIndex.from_frame(out[["user_id", "item_id"]])) \
+        .map(names).to_numpy()
+    out["last_ts"] = START + pd.to_timedelta(out.pop("day"), unit="D")
+    return out
 
 
 def prepare(scenario: str) -> dict:
-    """Write train.parquet (user_id, item_id, weight, n_events) and test.parquet."""
+    """Write train.parquet (user_id, item_id, weight, n_events, last_ts, event_types) and
+    test.parquet."""
     folder = CACHE / scenario
     meta_path = folder / "meta.json"
     if meta_path.is_file():
@@ -112,7 +129,9 @@ def prepare(scenario: str) -> dict:
         # vrec's rating weight: 2 * value / 5 at >= 3 stars, 0 below (seen, not trained)
         train = pd.DataFrame({"user_id": tr["user_id"], "item_id": tr["item_id"],
                               "weight": np.where(tr["rating"] >= 3, 2.0 * tr["rating"] / 5, 0.0),
-                              "n_events": 1})
+                              "n_events": 1,
+                              "last_ts": pd.to_datetime(tr["timestamp"], unit="s", utc=True),
+                              "event_types": [["rating"]] * len(tr)})
         test = te[te["rating"] >= 3][["user_id", "item_id"]]
         split = "per-user chronological, last 20% of each user's ratings; relevant = rating >= 3"
     else:
@@ -124,6 +143,7 @@ def prepare(scenario: str) -> dict:
     known = set(zip(train["user_id"], train["item_id"]))
     test = test[[p not in known for p in zip(test["user_id"], test["item_id"])]]
     test = test[test["user_id"].isin(set(train["user_id"])) & test["item_id"].isin(set(train["item_id"]))]
+    train["last_ts"] = train["last_ts"].astype("datetime64[us, UTC]")  # Spark reads micros
     train.to_parquet(folder / "train.parquet", index=False)
     test.to_parquet(folder / "test.parquet", index=False)
     meta = {"scenario": scenario, "split": split, "train_pairs": int(len(train)),
@@ -144,13 +164,24 @@ def cf_settings(args):
                       regularization=args.regularization, alpha=args.alpha, gpu="off")
 
 
+def seen_csr(folder: Path, user_ids, item_ids):
+    """users x items CSR of the training pairs (all of them count as seen)."""
+    from vrec.core.topk import seen_matrix
+
+    train = pd.read_parquet(folder / "train.parquet", columns=["user_id", "item_id"])
+    uix, iix = pd.Index(np.asarray(user_ids, dtype=str)), pd.Index(np.asarray(item_ids, dtype=str))
+    u, i = uix.get_indexer(train["user_id"]), iix.get_indexer(train["item_id"])
+    ok = (u >= 0) & (i >= 0)
+    return seen_matrix(u[ok], i[ok], len(uix), len(iix))
+
+
 def ndcg_at_k(folder: Path, user_ids, item_ids, uf, itf, k: int = K) -> float:
     """Mean NDCG@k over test users; train items excluded; binary relevance."""
-    from vrec.spark.candidates import seen_for_model, topk_blocked
+    from vrec.core.topk import topk_blocked
 
     test = pd.read_parquet(folder / "test.parquet")
     uix, iix = pd.Index(np.asarray(user_ids, dtype=str)), pd.Index(np.asarray(item_ids, dtype=str))
-    seen = seen_for_model(folder / "train.parquet", uix.to_numpy(), iix.to_numpy())
+    seen = seen_csr(folder, user_ids, item_ids)
     test = test.assign(u=uix.get_indexer(test["user_id"]), i=iix.get_indexer(test["item_id"]))
     test = test[(test["u"] >= 0) & (test["i"] >= 0)]
     rel = test.groupby("u")["i"].apply(set)
@@ -184,13 +215,14 @@ def _median(xs: list[float]) -> float:
 
 
 def group_train(folder: Path, args) -> dict:
-    """Raw implicit fit on a prebuilt CSR vs vrec's train_cf_model from the Parquet pairs,
+    """Raw implicit fit on a prebuilt CSR vs vrec's fit_cf from the Parquet pairs,
     interleaved ``--rounds`` times in one process with a Spark session up (as in the
     stage); medians reported."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    from vrec.core.cf import build_matrix, train_cf_model
+    from vrec.core.cf import build_matrix
+    from vrec.spark.cf import fit_cf
 
     users, items, mat = build_matrix(pd.read_parquet(folder / "train.parquet"), args.alpha)
     spark = spark_session(args)
@@ -205,7 +237,8 @@ def group_train(folder: Path, args) -> dict:
                 raw.fit(mat, show_progress=False)
                 raw_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            model = train_cf_model(spark, folder / "train.parquet", cf_settings(args), ds="2026-01-01")
+            model = fit_cf(folder / "train.parquet", cf_settings(args), spark=spark,
+                           ds="2026-01-01")
             vrec_s.append(time.perf_counter() - t)
         model.save(folder / "vrec_model")
     finally:
@@ -218,26 +251,65 @@ def group_train(folder: Path, args) -> dict:
                                      model.user_factors, model.item_factors)}
 
 
-def group_topk(folder: Path, args) -> dict:
-    """vrec's score_all_users in Spark (cold once, then warm, interleaved with the numpy
-    roofline); numpy argpartition once."""
+DIM = 1280  # EfficientNet-Lite0's pooled features
+N_CANDIDATES = 50
+
+
+def synthetic_vectors(item_ids: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Clustered unit vectors (64 clusters) standing in for CNN features, one per item."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(64, DIM)).astype(np.float32)
+    emb = centres[rng.integers(0, 64, len(item_ids))] + 0.6 * rng.normal(
+        size=(len(item_ids), DIM)).astype(np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def group_candidates(folder: Path, args) -> dict:
+    """The candidates stage's work (item space, then every user's three top-N in Spark),
+    cold once then warm, interleaved with the numpy roofline of its two products."""
+    from vrec.config import RecsSettings
     from vrec.core.cf import CFModel
-    from vrec.spark.candidates import score_all_users, seen_for_model
+    from vrec.core.itemspace import build_item_space, gate_new_arrivals
+    from vrec.spark.candidates import retrieve_all
+    from vrec.spark.users import user_rows
 
     m = CFModel.load(folder / "vrec_model")
     uf, itf = np.asarray(m.user_factors), np.asarray(m.item_factors)
+    pairs = pd.read_parquet(folder / "train.parquet")
+    catalog_ids = np.asarray(sorted(set(pairs["item_id"].astype(str))), dtype=object)
+    emb = synthetic_vectors(catalog_ids)
+    catalog = pd.DataFrame({"item_id": catalog_ids, "category": [f"c{j % 40}" for j in
+                                                                 range(len(catalog_ids))]})
+    vectors = pd.DataFrame({"item_id": catalog_ids, "embedding": list(emb)})
+    trending = pairs.groupby("item_id")["user_id"].nunique().sort_values(ascending=False)
+    recs = RecsSettings(candidates=N_CANDIDATES, cold_item_max_users=2)
+    t = time.perf_counter()
+    space, quality = build_item_space(m, catalog, vectors, pairs, trending.index.tolist(), recs)
+    space, _ = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
+    space_s = time.perf_counter() - t
+    space_dir = space.save(folder / "space")
+    end = pd.to_datetime(pairs["last_ts"], utc=True).max() + pd.Timedelta(seconds=1)
     spark = spark_session(args)
-    model, inter = folder / "vrec_model", folder / "train.parquet"
 
-    def vrec_once() -> float:
+    def vrec_once(sink: str = "noop") -> float:
         t = time.perf_counter()
-        score_all_users(spark, model, inter, n=K).write.format("noop").mode("overwrite").save()
+        out = retrieve_all(spark, user_rows(spark.read.parquet(str(folder / "train.parquet"))),
+                           space_dir=space_dir, model_dir=folder / "vrec_model", recs=recs, end=end)
+        if sink == "noop":
+            out.write.format("noop").mode("overwrite").save()
+        else:
+            out.write.mode("overwrite").parquet(sink)
         return time.perf_counter() - t
+
+    seen = seen_csr(folder, m.user_ids, space.item_ids)
+    hist = seen.astype(np.float32)  # the profile product's shape (weights do not matter here)
 
     def product_once() -> float:
         t = time.perf_counter()
         for s in range(0, len(uf), 1024):
             _ = uf[s:s + 1024] @ itf.T
+            p = hist[s:s + 1024] @ space.emb
+            _ = np.asarray(p, dtype=np.float32) @ space.emb.T
         return time.perf_counter() - t
 
     try:
@@ -246,22 +318,61 @@ def group_topk(folder: Path, args) -> dict:
         for _ in range(args.rounds):
             prod.append(product_once())
             warm.append(vrec_once())
-        rows = score_all_users(spark, model, inter, n=K).count()
+        vrec_once(str(folder / "candidates"))
+        stored = spark.read.parquet(str(folder / "candidates"))
+        rows = stored.count()
+        cands = stored.selectExpr("sum(size(items))").first()[0]
     finally:
         spark.stop()
-    seen = seen_for_model(inter, m.user_ids, m.item_ids)
+    seen_cf = seen_csr(folder, m.user_ids, m.item_ids)
     t = time.perf_counter()
     for s in range(0, len(uf), 1024):
         blk = uf[s:s + 1024] @ itf.T
-        sub = seen[s:s + 1024]
+        sub = seen_cf[s:s + 1024]
         blk[np.repeat(np.arange(len(blk)), np.diff(sub.indptr)), sub.indices] = -np.inf
         part = np.argpartition(-blk, K - 1, axis=1)[:, :K]
         ps = np.take_along_axis(blk, part, axis=1)
         _ = np.take_along_axis(part, np.argsort(-ps, axis=1), axis=1)
     argp = time.perf_counter() - t
-    return {"vrec_topk_cold_s": cold, "vrec_topk_s": _median(warm), "vrec_topk_runs": warm,
-            "numpy_product_s": _median(prod), "numpy_product_runs": prod,
-            "numpy_argpartition_topk_s": argp, "vrec_topk_rows": int(rows)}
+    return {"item_space_s": space_s, "candidates_cold_s": cold, "candidates_s": _median(warm),
+            "candidates_runs": warm, "numpy_products_s": _median(prod),
+            "numpy_products_runs": prod, "numpy_cf_argpartition_topk_s": argp,
+            "candidate_users": int(rows), "candidates_per_user": round(cands / max(1, rows), 1),
+            "new_arrivals": int(space.new.sum()), "map_auc": quality.get("auc_mapped")}
+
+
+def group_rank(folder: Path, args) -> dict:
+    """build_recs' ranking in Spark (cold, then warm medians) vs the same ranker in one
+    process over the same candidates."""
+    from vrec.config import RecsSettings
+    from vrec.core.itemspace import ItemSpace
+    from vrec.core.ranking import rank
+    from vrec.core.retrieval import RankInput
+    from vrec.spark.ranking import rank_all
+
+    policy = RecsSettings()
+    space_dir = folder / "space"
+    spark = spark_session(args)
+
+    def vrec_once() -> float:
+        t = time.perf_counter()
+        rank_all(spark, spark.read.parquet(str(folder / "candidates")), space_dir=space_dir,
+                 policy=policy, model_version="bench").write.format("noop").mode("overwrite").save()
+        return time.perf_counter() - t
+
+    try:
+        cold = vrec_once()
+        warm = [vrec_once() for _ in range(args.rounds)]
+    finally:
+        spark.stop()
+    space = ItemSpace.load(space_dir)
+    frame = pd.read_parquet(folder / "candidates")
+    t = time.perf_counter()
+    for s in range(0, len(frame), 256):
+        rank(RankInput.from_frame(frame.iloc[s:s + 256]), space, policy)
+    one = time.perf_counter() - t
+    return {"rank_cold_s": cold, "rank_s": _median(warm), "rank_runs": warm,
+            "rank_one_process_s": one, "ranked_users": int(len(frame))}
 
 
 def group_mllib(folder: Path, args) -> dict:
@@ -302,7 +413,8 @@ def group_mllib(folder: Path, args) -> dict:
             "mllib_ndcg10": ndcg_at_k(folder, users, items, uf, itf)}
 
 
-GROUPS = {"train": group_train, "topk": group_topk, "mllib": group_mllib}
+GROUPS = {"train": group_train, "candidates": group_candidates, "rank": group_rank,
+          "mllib": group_mllib}
 
 
 # ---------------------------------------------------------------- driver
@@ -359,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", choices=list(SCENARIOS), required=True)
     ap.add_argument("--group", choices=list(GROUPS), help=argparse.SUPPRESS)
-    ap.add_argument("--groups", default="train,topk,mllib")
+    ap.add_argument("--groups", default="train,candidates,rank,mllib")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats (medians)")
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=10)
@@ -377,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] {args.scenario}: {meta}", flush=True)
     path = args.out / f"cf_{args.scenario}.json"
     res: dict = {}
-    if path.is_file() and args.groups != "train,topk,mllib":  # a partial rerun updates its groups
+    if path.is_file() and args.groups != "train,candidates,rank,mllib":  # a partial rerun updates its groups
         res = json.loads(path.read_text()).get("results", {})
     for g in args.groups.split(","):
         res.update(run_group(g, args))
@@ -386,11 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         ratios["vrec_train / implicit_fit"] = res["vrec_train_s"] / res["implicit_fit_s"]
     if {"mllib_fit_s", "vrec_train_s"} <= res.keys():
         ratios["mllib_fit / vrec_train"] = res["mllib_fit_s"] / res["vrec_train_s"]
-    if {"vrec_topk_s", "numpy_product_s"} <= res.keys():
-        ratios["vrec_topk / numpy_product"] = res["vrec_topk_s"] / res["numpy_product_s"]
-        ratios["numpy_argpartition / numpy_product"] = res["numpy_argpartition_topk_s"] / res["numpy_product_s"]
-    if {"mllib_recommend_all_s", "vrec_topk_s"} <= res.keys():
-        ratios["mllib_recommend_all / vrec_topk"] = res["mllib_recommend_all_s"] / res["vrec_topk_s"]
+    if {"candidates_s", "numpy_products_s"} <= res.keys():
+        ratios["candidates / numpy_products"] = res["candidates_s"] / res["numpy_products_s"]
+    if {"rank_s", "rank_one_process_s"} <= res.keys():
+        ratios["rank (Spark) / rank (one process)"] = res["rank_s"] / res["rank_one_process_s"]
+    if {"mllib_recommend_all_s", "candidates_s"} <= res.keys():
+        ratios["mllib_recommend_all (CF only) / candidates (3 sources)"] = \
+            res["mllib_recommend_all_s"] / res["candidates_s"]
     record = {"scenario": f"cf-{args.scenario}", "date": time.strftime("%Y-%m-%d"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
               "params": {"factors": args.factors, "iterations": args.iterations,

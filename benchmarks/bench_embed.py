@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     a = ap.parse_args(argv)
 
-    from vrec.config import Settings
-    from vrec.images.embed import run_embed_items
-    from vrec.spark.ranking import neighbour_contrast
+    from harness import neighbour_contrast
+
+    from vrec.config import EmbedSettings, Settings
+    from vrec.spark.embed import run_embed_items
     from vrec.spark.session import build_session
 
     paths = image_list(a.dataset, a.n)
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     cat = spark.createDataFrame(pd.DataFrame({"item_id": [p.stem for p in paths],
                                               "image_uri": [str(p) for p in paths]}))
     with tempfile.TemporaryDirectory() as tmp:
-        kw = dict(warehouse=tmp, image_root=tmp, backbone=a.backbone, batch_size=a.batch,
-                  ds="2026-01-01")
+        kw = dict(warehouse=tmp, image_root=tmp, ds="2026-01-01",
+                  embed=EmbedSettings(backbone=a.backbone, batch_size=a.batch))
         t = time.perf_counter()
         first = run_embed_items(spark, cat, **kw)
         t_spark = time.perf_counter() - t

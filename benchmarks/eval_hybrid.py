@@ -16,9 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import harness as evaluation  # noqa: E402
 from realdata_embeddings import DATASETS, dataset_embeddings  # noqa: E402
-
-from vrec import evaluation  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -16,9 +16,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import harness as evaluation  # noqa: E402
 from realdata_embeddings import DATASETS, dataset_embeddings  # noqa: E402
 
-from vrec import evaluation  # noqa: E402
+from vrec.core.evaluation import MODELS, SLICES  # noqa: E402
 
 COLS = ["users", "precision", "recall", "f1", "ndcg", "ndcg_se", "map", "hit_rate",
         "coverage", "novelty"]
@@ -29,8 +30,8 @@ def markdown(frame) -> str:
     pv = frame.pivot_table(index=["slice", "k", "model"], columns="metric", values="value")
     lines = ["| slice | K | model | " + " | ".join(COLS) + " |",
              "|---|---|---|" + "---|" * len(COLS)]
-    keys = [(sl, k, m) for sl in evaluation.SLICES for k in sorted(frame["k"].unique())
-            for m in evaluation.MODELS if (sl, k, m) in pv.index]
+    keys = [(sl, k, m) for sl in SLICES for k in sorted(frame["k"].unique())
+            for m in MODELS if (sl, k, m) in pv.index]
     for sl, k, model in keys:
         row = pv.loc[(sl, k, model)]
         if row.get("users", 0) == 0:

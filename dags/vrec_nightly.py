@@ -1,14 +1,16 @@
 """
 ### vrec_nightly
 
-Nightly batch recommendations for one UTC day, `ds` (every stage but publish is a
-Spark job): wait for the day's events (`raw/events/ds=<ds>/_SUCCESS`, deferred to the
-triggerer) → validate inputs (Great Expectations; critical failures stop the run) → build the as-of
-interaction matrix (Spark) → embed new item images (Spark + pretrained CNN) → train
-implicit ALS → score all users (Spark) → blend collaborative and visual scores into
-`user_recs` and `item_similar` → evaluate four models on a holdout (`eval_metrics`) →
+Nightly batch recommendations for one UTC day, `ds`: wait for the day's events
+(`raw/events/ds=<ds>/_SUCCESS`, deferred to the triggerer), then one task per stage of
+`vrec/stages/__init__.py`, in its order (Spark stages run `jobs/stage.py <stage>` through
+the SparkSubmitOperator; publish and report run here): validate inputs (Great
+Expectations; critical failures stop the run) → build the as-of interactions → embed new
+item images (pretrained CNN) → train ALS (and tune the blend) → candidates (every user's
+CF, visual and new-arrival top-N) → build_recs (rank them into `user_recs`; visual
+neighbours into `item_similar`) → evaluate four models on a holdout (`eval_metrics`) →
 validate outputs (GX; gates publish) → publish atomically behind the quality gate →
-write the run report.
+the run report.
 GX Data Docs: `<warehouse>/reports/gx/data_docs/index.html`; run report:
 `<warehouse>/reports/runs/vrec_report_<ds>.html`.
 
@@ -41,10 +43,11 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, chain, dag, task
 
 from vrec.airflow.schedule import NightlyTimetable, run_ds
 from vrec.airflow.sensors import LandingSensor
+from vrec.stages import STAGES, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
@@ -61,22 +64,24 @@ SALT_CONN_ID = os.environ.get("VREC_SALT_CONN_ID", "")
 DS = "{{ vrec_ds(dag_run.logical_date, dag_run.run_after) }}"
 
 
-def _spark_stage(stage: str) -> SparkSubmitOperator:
-    """A SparkSubmitOperator running ``jobs/<stage>.py --ds <the run's ds>``."""
+def _spark_stage(stage: Stage) -> SparkSubmitOperator:
+    """A SparkSubmitOperator running ``jobs/stage.py <stage> --ds <the run's ds>``."""
     env = {"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG}
-    if stage == "build_recs" and SALT_CONN_ID:
+    if stage.name == "build_recs" and SALT_CONN_ID:
         # rendered at run time from the connection (Airflow masks connection passwords)
         env["VREC_USER_SALT"] = "{{ conn." + SALT_CONN_ID + ".password }}"
     return SparkSubmitOperator(
-        task_id=stage,
-        application=str(JOBS / f"{stage}.py"),
-        application_args=["--ds", DS, "--config", CONFIG],
+        task_id=stage.name,
+        application=str(JOBS / "stage.py"),
+        application_args=[stage.name, "--ds", DS, "--config", CONFIG],
         conn_id=SPARK_CONN_ID,
-        name=f"vrec-{stage}",
+        name=f"vrec-{stage.name}",
         conf={"spark.pyspark.python": WORKER_PYTHON,
               "spark.pyspark.driver.python": WORKER_PYTHON},
         env_vars=env,
-        doc_md=f"Spark job `jobs/{stage}.py` for the run's ds.",
+        doc_md=f"{stage.summary}.\n\nSpark job `jobs/stage.py {stage.name}` for the run's ds; "
+               f"reads {', '.join(stage.inputs) or 'the raw zone'}; writes "
+               f"{', '.join(stage.outputs) or 'its record'}.",
     )
 
 
@@ -101,35 +106,28 @@ def _spark_stage(stage: str) -> SparkSubmitOperator:
 )
 def vrec_nightly():
     @task
-    def publish(day: str, params: dict | None = None) -> dict:
-        """Quality gate, then atomically publish the run's tables for its day (ds)."""
-        from vrec import pipeline
+    def local_stage(stage: str, day: str, params: dict | None = None) -> dict:
+        """A local (non-Spark) stage for the run's day; publish takes the gate override."""
         from vrec.config import load_settings
+        from vrec.runner import run_stage
 
         p = params or {}
-        m = pipeline.publish(load_settings(CONFIG), day,
-                             override_gate=bool(p.get("override_quality_gate", False)),
-                             override_reason=str(p.get("override_reason") or ""))
-        return {"ds": m["ds"], "version": m["version"], "gate": m["quality_gate"]["status"],
-                "rows": {t: v["rows"] for t, v in m["tables"].items()}}
-
-    @task
-    def report(day: str) -> str:
-        """The self-contained HTML run report of the run's day; returns its path."""
-        from vrec import pipeline
-        from vrec.config import load_settings
-
-        return pipeline.report(load_settings(CONFIG), day)["report"]
+        out = run_stage(load_settings(CONFIG), stage, day, params={
+            "override_gate": bool(p.get("override_quality_gate", False)),
+            "override_reason": str(p.get("override_reason") or "")})
+        if stage == "publish":
+            return {"ds": out["ds"], "version": out["version"],
+                    "gate": out["quality_gate"]["status"],
+                    "rows": {t: v["rows"] for t, v in out["tables"].items()}}
+        return out
 
     wait = LandingSensor(task_id="wait_for_events", ds=DS, config=CONFIG,
                          doc_md="Waits (in the triggerer) for `raw/events/ds=<ds>/_SUCCESS`; "
                                 "timeout and interval: the config's `landing` section.")
-    stages = [_spark_stage(s) for s in
-              ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
-               "build_recs", "evaluate", "validate_outputs")]
-    for up, down in zip([wait] + stages, stages):
-        up >> down
-    stages[-1] >> publish(day=DS) >> report(day=DS)
+    tasks = [_spark_stage(s) if s.engine == "spark"
+             else local_stage.override(task_id=s.name, doc_md=s.summary)(s.name, DS)
+             for s in STAGES]
+    chain(wait, *tasks)
 
 
 vrec_nightly()

@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 from vrec import columns as C
-from vrec import pipeline
 from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.validation import ValidationFailed
+from vrec.stages import NAMES
+from vrec.stages.layout import run as run_stage
 
 from .conftest import settings_for
 
@@ -24,18 +25,14 @@ SPEC = SampleSpec(n_users=60, n_items=48, days=3, end_date=dt.date(2026, 11, 20)
                   image_size=64, missing_image_share=0, corrupt_image_share=0,
                   dirty_event_share=0)
 DS, PREV = "2026-11-20", "2026-11-19"
-STAGES = ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs", "evaluate")
 
 
 def _run(spark, s, ds):
     # these tests are about bad input and publish safety; a few dozen test users a day make
     # day-to-day NDCG too noisy to gate on (the gate has its own tests)
     s = s.model_copy(update={"eval": s.eval.model_copy(update={"gate": False})})
-    pipeline.validate_inputs(spark, s, ds)
-    for stage in STAGES:
-        getattr(pipeline, stage)(spark, s, ds)
-    pipeline.validate_outputs(spark, s, ds)
-    return pipeline.publish(s, ds)
+    out = {name: run_stage(name, s, ds, spark=spark) for name in NAMES[:NAMES.index("publish") + 1]}
+    return out["publish"]
 
 
 def _published_state(wh: Path) -> dict:
@@ -141,7 +138,7 @@ def test_bad_events_beyond_tolerance_fail_before_publish(case, base, spark, tmp_
     s = settings_for(raw, wh, tmp_path)
     before = _published_state(wh)
     with pytest.raises(ValidationFailed, match=message):
-        pipeline.validate_inputs(spark, s, DS)
+        run_stage("validate_inputs", s, DS, spark=spark)
     assert _published_state(wh) == before
 
 
@@ -155,7 +152,7 @@ def test_catalog_with_many_duplicated_ids_fails_before_publish(base, spark, tmp_
     pd.concat([cat, cat.iloc[:10]], ignore_index=True).to_parquet(folder / "part-0.parquet", index=False)
     before = _published_state(wh)
     with pytest.raises(ValidationFailed, match=r"raw_catalog: expect_column_values_to_be_unique .*item_id"):
-        pipeline.validate_inputs(spark, settings_for(raw, wh, tmp_path), DS)
+        run_stage("validate_inputs", settings_for(raw, wh, tmp_path), DS, spark=spark)
     assert _published_state(wh) == before
 
 
@@ -165,7 +162,7 @@ def test_missing_events_partition_fails_with_a_clear_message(base, spark, tmp_pa
     shutil.rmtree(raw / "events" / f"ds={DS}")
     before = _published_state(wh)
     with pytest.raises(FileNotFoundError, match=f"no events landed for ds={DS}"):
-        pipeline.validate_inputs(spark, settings_for(raw, wh, tmp_path), DS)
+        run_stage("validate_inputs", settings_for(raw, wh, tmp_path), DS, spark=spark)
     assert _published_state(wh) == before
 
 
@@ -266,13 +263,12 @@ def test_each_kind_of_bad_image_gets_its_designed_outcome(dirty, kind):
 
 
 def test_warnings_for_the_dirt_are_recorded_and_docs_built(dirty):
-    import json
 
     from vrec.io.validation import docs_index
 
     wh = dirty["wh"]
-    res = json.loads((W.run_dir(wh, DS) / "validation" / "raw_events.json").read_text())
-    warned = {(w["expectation"], w["kwargs"].get("column")) for w in res["warnings"]}
+    res = W.stage_records(wh, DS)["validate_inputs"]["validation"]["raw_events"]
+    warned = {(w["expectation"], w["kwargs"].get("column")) for w in res["warned"]}
     assert {("expect_column_values_to_be_in_set", "known_item"),
             ("expect_column_values_to_not_be_null", "user_id"),
             ("expect_column_values_to_be_in_set", "event_type"),

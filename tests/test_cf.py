@@ -9,12 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec import pipeline
-from vrec.config import CFSettings, EventWeights
-from vrec.core.cf import CFModel, build_matrix, fit_implicit, train_cf_model, training_pairs
+from vrec.config import CFSettings, EventWeights, RecsSettings
+from vrec.core.cf import CFModel, build_matrix, fit_implicit
+from vrec.core.topk import topk_blocked
 from vrec.io import warehouse as W
-from vrec.spark.candidates import score_all_users, topk_blocked
+from vrec.spark.cf import fit_cf, training_pairs
 from vrec.spark.interactions import aggregate_interactions
+from vrec.stages.layout import run as run_stage
 
 from .conftest import TINY
 
@@ -163,12 +164,13 @@ def tiny_run(spark, tiny_raw, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("cf")
     s = settings_for(tiny_raw, tmp / "wh", tmp)
-    pipeline.build_interactions(spark, s, DS)
+    for stage in ("validate_inputs", "build_interactions"):
+        run_stage(stage, s, DS, spark=spark)
     return s
 
 
 def test_driver_read_and_spark_prep_build_the_same_matrix(spark, tiny_run):
-    from vrec.core.cf import read_pairs_local
+    from vrec.spark.cf import read_pairs_local
 
     path = W.run_dir(tiny_run.paths.warehouse_root, DS) / "interactions"
     a = build_matrix(read_pairs_local(path), alpha=2.0)
@@ -177,23 +179,36 @@ def test_driver_read_and_spark_prep_build_the_same_matrix(spark, tiny_run):
     assert abs(a[2] - b[2]).max() < 1e-6
 
 
-def _check_candidates(cands: pd.DataFrame, inter: pd.DataFrame, model: CFModel, n: int):
-    assert set(cands[C.USER_ID]) == set(model.user_ids)
-    by_user = cands.sort_values([C.USER_ID, "rank"]).groupby(C.USER_ID)
-    assert by_user["rank"].apply(lambda r: r.tolist() == list(range(1, len(r) + 1))).all()
-    assert by_user["cf_score"].apply(lambda s: (np.diff(s.to_numpy()) <= 1e-6).all()).all()
-    assert (by_user.size() == n).all()
-    assert not set(zip(inter[C.USER_ID], inter[C.ITEM_ID])) & set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
-    assert set(cands[C.ITEM_ID]) <= set(model.item_ids)
+def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.DataFrame:
+    """The candidates stage's Spark retrieval for every user of the tiny run, CF only (no
+    images: an empty item space of vectors), as a frame of user_id, item_id, cf."""
+    from vrec.core.itemspace import build_item_space
+    from vrec.spark.candidates import retrieve_all
+    from vrec.spark.interactions import end_of_ds
+    from vrec.spark.users import user_rows
+
+    rd = W.run_dir(s.paths.warehouse_root, DS)
+    catalog = pd.read_parquet(rd / "catalog", columns=[C.ITEM_ID, C.CATEGORY])
+    pairs = pd.read_parquet(rd / "interactions")
+    no_vectors = pd.DataFrame({C.ITEM_ID: pd.Series(dtype=str), "embedding": []})
+    space, _ = build_item_space(model, catalog, no_vectors, pairs, [], recs)
+    model_dir, space_dir = model.save(tmp_path / "model"), space.save(tmp_path / "space")
+    rows = user_rows(spark.read.parquet(str(rd / "interactions")))
+    out = retrieve_all(spark, rows, space_dir=space_dir, model_dir=model_dir, recs=recs,
+                       end=pd.Timestamp(end_of_ds(DS))).toPandas()
+    long = out[[C.USER_ID, "items", "cf"]].explode(["items", "cf"]).dropna(subset=["items"])
+    return pd.DataFrame({C.USER_ID: long[C.USER_ID].to_numpy(),
+                         C.ITEM_ID: space.item_ids[long["items"].astype(int).to_numpy()],
+                         "cf": long["cf"].astype(float).to_numpy()})
 
 
 @pytest.mark.parametrize("engine", ["implicit", "spark_mllib"])
-def test_both_engines_produce_valid_candidates(spark, tiny_run, engine, tmp_path):
+def test_both_engines_feed_the_candidates_with_the_exact_cf_top_n(spark, tiny_run, engine,
+                                                                  tmp_path):
     s = tiny_run
     path = W.run_dir(s.paths.warehouse_root, DS) / "interactions"
-    inter_df = spark.read.parquet(str(path))
     cf = CFSettings(engine=engine, factors=8, iterations=5)
-    model = train_cf_model(spark, path, cf, ds=DS)
+    model = fit_cf(path, cf, spark=spark, ds=DS)
     assert model.version.startswith(f"{engine}-als-{DS}-")
     assert model.user_factors.shape == (len(model.user_ids), 8)
     assert np.isfinite(model.item_factors).all() and np.abs(model.item_factors).sum() > 0
@@ -202,26 +217,30 @@ def test_both_engines_produce_valid_candidates(spark, tiny_run, engine, tmp_path
     assert list(loaded.user_ids) == list(model.user_ids) == sorted(model.user_ids)
     assert loaded.params["engine"] == engine and loaded.version == model.version
     n = 10
-    cands = score_all_users(spark, tmp_path / engine, path, n=n).toPandas()
-    inter = inter_df.toPandas()
-    _check_candidates(cands, inter[inter[C.USER_ID].isin(model.user_ids)], loaded, n)
-    # the scores are the model's own inner products
-    row = cands.iloc[0]
-    u = list(loaded.user_ids).index(row[C.USER_ID])
-    i = list(loaded.item_ids).index(row[C.ITEM_ID])
-    assert row["cf_score"] == pytest.approx(float(loaded.user_factors[u] @ loaded.item_factors[i]), rel=1e-4)
+    cands = _candidates(spark, tmp_path, s, loaded, RecsSettings(candidates=n))
+    inter = spark.read.parquet(str(path)).toPandas()
+    assert set(cands[C.USER_ID]) == set(inter[C.USER_ID])
+    assert not set(zip(inter[C.USER_ID], inter[C.ITEM_ID])) & set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
+    # each user's candidates are exactly the model's top n unseen items, scored x_u . y_i
+    uf = {u: loaded.user_factors[i] for i, u in enumerate(loaded.user_ids)}
+    seen = inter.groupby(C.USER_ID)[C.ITEM_ID].apply(set)
+    for u, got in cands.groupby(C.USER_ID):
+        scores = loaded.item_factors @ uf[u]
+        order = [loaded.item_ids[j] for j in np.argsort(-scores, kind="stable")
+                 if loaded.item_ids[j] not in seen[u]]
+        assert set(got[C.ITEM_ID]) == set(order[:n]), u
+        j = list(loaded.item_ids).index(got[C.ITEM_ID].iloc[0])
+        assert got["cf"].iloc[0] == pytest.approx(float(scores[j]), rel=1e-4)
 
 
 def test_seen_event_types_decide_what_is_excluded(spark, tiny_run, tmp_path):
     """With only purchases counting as seen, a merely viewed item may come back."""
     s = tiny_run
     path = W.run_dir(s.paths.warehouse_root, DS) / "interactions"
-    inter_df = spark.read.parquet(str(path))
-    model = train_cf_model(spark, path, CFSettings(factors=8, iterations=5), ds=DS)
-    n = 40
-    cands = score_all_users(spark, model.save(tmp_path / "m"), path, n=n,
-                            seen_event_types=("purchase",)).toPandas()
-    inter = inter_df.toPandas()
+    model = fit_cf(path, CFSettings(factors=8, iterations=5), spark=spark, ds=DS)
+    cands = _candidates(spark, tmp_path, s, model,
+                        RecsSettings(candidates=40, seen_event_types=("purchase",)))
+    inter = spark.read.parquet(str(path)).toPandas()
     got = set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
     bought = inter[inter["event_types"].apply(lambda t: "purchase" in list(t))]
     viewed_only = inter[inter["event_types"].apply(lambda t: "purchase" not in list(t))]
@@ -230,19 +249,26 @@ def test_seen_event_types_decide_what_is_excluded(spark, tiny_run, tmp_path):
 
 
 def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_run, tmp_path):
-    """cf.engine=spark_mllib through the stage functions: same model format, same scoring,
-    and the published run passes output validation."""
+    """cf.engine=spark_mllib through the stages: same model format, same retrieval and
+    ranking, output validation passes, and the tuning and evaluation refits use MLlib too."""
     s = tiny_run
     wh = tmp_path / "wh"
     shutil.copytree(s.paths.warehouse_root, wh, symlinks=True)
     s2 = s.model_copy(update={"paths": s.paths.model_copy(update={"warehouse_root": wh}),
                               "cf": s.cf.model_copy(update={"engine": "spark_mllib"})})
-    pipeline.embed_items(spark, s2, DS)  # the DAG's order: the blend tuning needs the vectors
-    res = pipeline.train_cf(spark, s2, DS)
+    s2 = s2.model_copy(update={"recs": s2.recs.model_copy(update={"tune_min_users": 5}),
+                               "eval": s2.eval.model_copy(update={"split": "user"})})
+    run_stage("embed_items", s2, DS, spark=spark)  # the blend tuning needs the vectors
+    res = run_stage("train_cf", s2, DS, spark=spark)
     assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")
-    pipeline.score_users(spark, s2, DS)
-    pipeline.build_recs(spark, s2, DS)
-    pipeline.validate_outputs(spark, s2, DS)
-    recs = pd.read_parquet(W.run_dir(wh, DS) / "out" / "user_recs")
+    for stage in ("candidates", "build_recs", "evaluate", "validate_outputs"):
+        run_stage(stage, s2, DS, spark=spark)
+    from vrec.stages.layout import RunLayout
+
+    run = RunLayout(wh, DS)
+    recs = pd.read_parquet(run.path("user_recs"))
     assert recs["model_version"].str.startswith("spark_mllib-als-").all()
-    assert CFModel.load(W.run_dir(wh, DS) / "model").params["device"] == "spark"
+    assert CFModel.load(run.path("model")).params["device"] == "spark"
+    tuned = run.record("train_cf")["blend"]
+    assert tuned["cf"] == {"engine": "spark_mllib", "device": "spark"}, tuned
+    assert run.record("evaluate")["evaluation"]["cf"] == {"engine": "spark_mllib", "device": "spark"}

@@ -9,11 +9,13 @@ import pytest
 from PIL import Image
 
 from vrec import columns as C
+from vrec.config import EmbedSettings
+from vrec.core.similar import faiss_topk, recall_at_k
+from vrec.core.topk import topk_blocked
 from vrec.images.backbones import BackboneWeightsError, load_backbone
-from vrec.images.embed import QualityPolicy, embed_paths, quality_reason, run_embed_items
+from vrec.images.embed import embed_paths, quality_reason
 from vrec.images.imagequality import ImageError, hamming_pairs, phash64, prepare, to_rgb
-from vrec.spark.candidates import topk_blocked
-from vrec.spark.ranking import faiss_topk, recall_at_k
+from vrec.spark.embed import run_embed_items
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -94,7 +96,7 @@ def test_quality_policy_reasons(tmp_path):
     paths["missing"] = tmp_path / "missing.jpg"
     bb = load_backbone("efficientnet_lite0", device="cpu")
     res = embed_paths([str(p) for p in paths.values()], bb, batch_size=2)
-    got = {name: quality_reason(r.error, r.width, r.height, r.pixel_std, QualityPolicy())
+    got = {name: quality_reason(r.error, r.width, r.height, r.pixel_std, EmbedSettings())
            for name, r in zip(paths, res.itertuples())}
     assert got == {"ok": None, "tiny": "too_small", "blank": "near_blank", "cmyk": None,
                    "trunc": "undecodable_image", "missing": "missing_image_file"}
@@ -235,16 +237,16 @@ def test_switching_backbone_embeds_all_under_new_key_and_keeps_old(spark, tiny_r
     cat = pd.read_parquet(tiny_raw / "catalog" / "ds=2026-11-20")
     catalog = spark.createDataFrame(cat[[C.ITEM_ID, C.IMAGE_URI]])
     first = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
-                            backbone="efficientnet_lite0", batch_size=8, ds="2026-11-20")
+                            embed=EmbedSettings(batch_size=8), ds="2026-11-20")
     again = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
-                            backbone="efficientnet_lite0", batch_size=8, ds="2026-11-20")
+                            embed=EmbedSettings(batch_size=8), ds="2026-11-20")
     assert first["embedded_new"] > 30 and again["embedded_new"] == 0
     torch.manual_seed(0)
     wpath = tmp_path / "r18.pth"
     torch.save(tvm.resnet18(weights=None).state_dict(), wpath)
     other = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
-                            backbone="resnet18", weights_path=str(wpath), batch_size=8,
-                            ds="2026-11-20")
+                            embed=EmbedSettings(backbone="resnet18", weights_path=wpath,
+                                                batch_size=8), ds="2026-11-20")
     assert other["embedded_new"] == first["embedded_new"]
     assert len(other["vectors"]["embedding"].iloc[0]) == 512
     cache = pd.concat(pd.read_parquet(p) for p in (Path(wh) / "item_embeddings").glob("*.parquet"))
@@ -255,7 +257,7 @@ def test_switching_backbone_embeds_all_under_new_key_and_keeps_old(spark, tiny_r
 
 
 def test_item_similar_faiss_engine_matches_exact_on_small_data(spark):
-    from vrec.spark.ranking import item_similar
+    from vrec.spark.similar import item_similar
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 16)).astype(np.float32)
@@ -278,7 +280,7 @@ def test_catalog_whose_images_are_all_missing_does_not_crash(spark, tmp_path):
     catalog = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: ["a", "b", "c"],
                                                   C.IMAGE_URI: ["gone.jpg", None, "x/y.png"]}))
     res = run_embed_items(spark, catalog, warehouse=tmp_path / "wh", image_root=tmp_path,
-                          backbone="efficientnet_lite0", batch_size=4, ds="2026-11-20")
+                          embed=EmbedSettings(batch_size=4), ds="2026-11-20")
     assert res["embedded_new"] == 0 and res["vectors"].empty
     assert sorted(res["quarantine"]["reason"]) == ["missing_image_file", "missing_image_file",
                                                    "no_image_uri"]
@@ -317,7 +319,7 @@ def test_near_duplicate_images_are_flagged_but_still_embedded(spark, tiny_raw, t
                          C.IMAGE_URI: [str(tiny_raw / good[0]), str(tmp_path / "copy.jpg"),
                                        str(tmp_path / "reencoded.jpg"), str(tiny_raw / good[5])]})
     res = run_embed_items(spark, spark.createDataFrame(rows), warehouse=tmp_path / "wh",
-                          image_root=tmp_path, backbone="efficientnet_lite0", batch_size=4,
+                          image_root=tmp_path, embed=EmbedSettings(batch_size=4),
                           ds="2026-11-20")
     pairs = {tuple(sorted((a, b))) for a, b in zip(res["duplicates"][C.ITEM_ID],
                                                     res["duplicates"]["duplicate_of"])}

@@ -1,5 +1,5 @@
-"""The hybrid ranker, the cold-start map, blend tuning and privacy (numpy; no Spark
-except where a Spark expression must match its Python twin)."""
+"""Retrieval and the hybrid ranker, the user builder, the cold-start map, blend tuning and
+privacy (numpy; no Spark except where a Spark expression must match its Python twin)."""
 
 import numpy as np
 import pandas as pd
@@ -8,21 +8,25 @@ import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import CFSettings, PrivacySettings, RecsSettings
-from vrec.core.ranking import (
-    ItemSpace,
-    ListPolicy,
-    UserBatch,
-    auc,
-    fit_ridge_map,
-    greedy_pick,
-    l2_normalise,
-    rank_batch,
-    user_visual_weight,
-)
+from vrec.core.coldstart import auc, fit_ridge_map, l2_normalise
+from vrec.core.itemspace import ItemSpace
+from vrec.core.ranking import greedy_pick, rank, user_visual_weight
+from vrec.core.retrieval import retrieve
+from vrec.core.users import UserBatch
 from vrec.privacy import PrivacyError, pseudonym, pseudonym_col, resolve_salt
 
 RNG = np.random.default_rng(7)
 DIM, F = 12, 6
+
+
+def ListPolicy(**kw) -> RecsSettings:  # noqa: N802 - reads like the settings it builds
+    """The ``recs`` settings of a test list (no history shrink unless given)."""
+    return RecsSettings(**{"history_shrink": 0.0, **kw})
+
+
+def rank_batch(batch, space, policy):
+    """Retrieval then ranking, as the candidates and build_recs stages run them."""
+    return rank(retrieve(batch, space, policy.candidates), space, policy)
 
 
 def _space(n_warm=60, n_new=10, n_cat=3, seed=0):
@@ -38,11 +42,13 @@ def _space(n_warm=60, n_new=10, n_cat=3, seed=0):
     warm = np.arange(n) < n_warm
     new = ~warm
     liked = sp.random(40, n_warm, density=0.2, format="csr", random_state=seed)
-    m = fit_ridge_map(emb[warm], factors[warm], rng.normal(size=(40, F)), liked, seed=seed)
-    factors[new] = m.predict(emb[new])
+    if n_new:
+        m = fit_ridge_map(emb[warm], factors[warm], rng.normal(size=(40, F)), liked, seed=seed)
+        factors[new] = m.predict(emb[new])
     space = ItemSpace(item_ids=np.array([f"i{j:03d}" for j in range(n)]), emb=emb,
                       has_vec=np.ones(n, bool), factors=factors, warm=warm, new=new,
-                      category=cat.astype(np.int64), trending=np.arange(n)[::-1].copy())
+                      category=cat.astype(np.int64), trending=np.arange(n)[::-1].copy(),
+                      category_names=np.array([f"c{c}" for c in range(n_cat)]))
     return space, proj, centres
 
 
@@ -222,8 +228,11 @@ def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
     pairs, catalog, vectors, trending = _taste_pairs(visual_signal=visual_signal)
     recs = RecsSettings(k=5, candidates=20, new_arrival_slots=0, tune_min_users=10)
     # two factors cannot hold 15 taste clusters: CF underfits, the pictures can fill in
-    out = tune_blend(pairs, catalog, vectors, trending, cf=CFSettings(factors=2, iterations=5),
-                     recs=recs, end=pd.Timestamp("2026-11-02", tz="UTC"))
+    from vrec.spark.cf import fit_cf
+
+    cf = CFSettings(factors=2, iterations=5)
+    out = tune_blend(pairs, catalog, vectors, trending, recs=recs,
+                     end=pd.Timestamp("2026-11-02", tz="UTC"), fit=lambda p: fit_cf(p, cf))
     assert out["val_users"] >= 250 and out["chosen"] is not None
     assert out["chosen_ndcg"] >= out["cf_only_ndcg"]
     chosen = (out["chosen"]["visual_weight"], out["chosen"]["history_shrink"])
@@ -266,3 +275,40 @@ def test_salt_required_when_pseudonymisation_is_on():
     with pytest.raises(PrivacyError, match="shorter"):
         resolve_salt(on, environ={"VREC_USER_SALT": "short"})
     assert resolve_salt(on, environ={"VREC_USER_SALT": "x" * 20}) == "x" * 20
+
+
+def test_the_user_builder_applies_seen_decay_and_touched_rules_on_a_hand_example():
+    """One builder for production, tuning and evaluation: history = weight > 0 with the
+    profile decay, seen = pairs whose event types meet recs.seen_event_types, touched =
+    the top 3 categories by events (ties by name); users without pairs get empty rows."""
+    from vrec.core.cf import CFModel
+    from vrec.core.users import pairs_by_user, user_batch
+
+    space, _, _ = _space(n_warm=6, n_new=0, n_cat=3)  # items i000..i005, categories c0 c1 c2 c0 c1 c2
+    end = pd.Timestamp("2026-11-21", tz="UTC")
+    t = lambda days: end - pd.Timedelta(days=days)  # noqa: E731
+    pairs = pd.DataFrame([
+        ("a", "i000", 2.0, t(10), ["view", "purchase"], 3),
+        ("a", "i001", 0.0, t(1), ["rating"], 1),           # a low rating: seen, no history
+        ("a", "i002", 1.0, t(0), ["view"], 1),
+        ("a", "nope", 5.0, t(0), ["view"], 9),             # not in the catalog: ignored
+        ("b", "i004", 1.0, t(0), ["view"], 2),
+    ], columns=[C.USER_ID, C.ITEM_ID, "weight", "last_ts", "event_types", "n_events"])
+    model = CFModel(np.array(["a"]), space.item_ids, np.ones((1, F), np.float32),
+                    space.factors, {}, "v")
+    rows = pairs_by_user(pairs, users=np.array(["a", "b", "cold"]))
+    assert list(rows[C.USER_ID]) == ["a", "b", "cold"] and rows.loc[2, "items"] == []
+    recs = RecsSettings(profile_half_life_days=10.0, seen_event_types=("purchase", "rating"))
+    b = user_batch(rows, space, model, recs, end)
+    h = b.hist.toarray()
+    assert np.allclose(h[0, [0, 2]], [2.0 * 0.5, 1.0]) and h[0, 1] == 0  # decay over 10 days
+    assert b.seen.toarray()[0].nonzero()[0].tolist() == [0, 1]  # purchase, rating; not view
+    assert b.seen.toarray()[1].sum() == 0 and list(b.n_hist) == [2, 1, 0]
+    assert list(b.in_model) == [True, False, False] and np.abs(b.uf[1:]).sum() == 0
+    # a: c0 has 3 events, c1 1, c2 1 (ties by name); b: c1
+    assert [space.category_names[c] for c in b.touched[0]] == ["c0", "c1", "c2"]
+    assert [space.category_names[c] for c in b.touched[1]] == ["c1"] and len(b.touched[2]) == 0
+    # without decay the history weights are the pair weights
+    plain = user_batch(rows, space, model, RecsSettings(profile_half_life_days=None), end)
+    assert np.allclose(plain.hist.toarray()[0, [0, 2]], [2.0, 1.0])
+    assert plain.seen.toarray()[0].nonzero()[0].tolist() == [0, 1, 2]  # every type is seen

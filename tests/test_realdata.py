@@ -97,9 +97,12 @@ def test_movielens_posters_are_embedded_once(ml_runs):
 def test_movielens_poster_embeddings_quality_report(ml_runs):
     """Share embedded, quarantine by reason, and top-1 visual neighbour cosine vs random
     pairs on the real posters (numbers printed for the closing note)."""
+    import sys
+
     import numpy as np
 
-    from vrec.spark.ranking import neighbour_contrast
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from harness import neighbour_contrast
 
     wh, ds = ml_runs["wh"], ml_runs["days"][-1]
     items = W.read_table(wh, "items", ds)
@@ -120,9 +123,8 @@ def _eval(dataset):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import harness as evaluation
     from realdata_embeddings import DATASETS, dataset_embeddings
-
-    from vrec.core import evaluation
 
     vec = dataset_embeddings(dataset)  # cached in benchmarks/.cache after the first run
     if dataset == "movielens":
@@ -136,9 +138,10 @@ def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_pop
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import harness as evaluation
     from realdata_embeddings import DATASETS, dataset_embeddings
 
-    from vrec.core import evaluation
+    from vrec.core.evaluation import MODELS
 
     frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small",
                                                   dataset_embeddings("movielens"))
@@ -148,7 +151,7 @@ def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_pop
                   & (frame["metric"] == metric)]
         return float(m["value"].iloc[0])
 
-    print("\nMovieLens NDCG@10: " + ", ".join(f"{m} {v(m):.4f}" for m in evaluation.MODELS)
+    print("\nMovieLens NDCG@10: " + ", ".join(f"{m} {v(m):.4f}" for m in MODELS)
           + f"; slices {info['slices']}; blend {info['blend']}; slots_off {info['slots_off']}")
     assert info["evaluated_users"] > 550 and info["slices"]["cold_items"] > 100
     assert v("hybrid") >= v("als")  # not worse than ALS only

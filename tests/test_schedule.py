@@ -13,11 +13,11 @@ import pendulum
 import pytest
 
 from vrec.airflow import schedule as S
+from vrec.stages import NAMES, STAGES
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 UTC = pendulum.UTC
-TASKS = ["wait_for_events", "validate_inputs", "build_interactions", "embed_items", "train_cf",
-         "score_users", "build_recs", "evaluate", "validate_outputs", "publish", "report"]
+TASKS = ["wait_for_events", *NAMES]
 
 
 def _dag(monkeypatch, **env):
@@ -49,8 +49,8 @@ def _rendered_ds(dag, logical_date, run_after) -> dict[str, str]:
         task.render_template_fields({"dag_run": run, "params": {}}, jinja_env=dag.get_template_env())
         if task_id == "wait_for_events":
             out[task_id] = task.ds
-        elif task_id in ("publish", "report"):
-            out[task_id] = task.op_kwargs["day"]
+        elif task_id in {s.name for s in STAGES if s.engine == "local"}:
+            out[task_id] = task.op_args[1]
         else:
             args = task.application_args
             out[task_id] = args[args.index("--ds") + 1]

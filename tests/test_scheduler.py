@@ -222,4 +222,4 @@ def test_clearing_a_task_reruns_it_for_the_same_day(scheduled):
     ti = _wait("the cleared report task to run again", rerun, time.time() + 300,
                scheduled["log"], every=3)
     assert ti["state"] == "success"
-    assert ti["rendered_fields"]["op_kwargs"] == {"day": expected}
+    assert ti["rendered_fields"]["op_args"] == ["report", expected]

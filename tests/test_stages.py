@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 
 from vrec import columns as C
-from vrec import pipeline
 from vrec.config import EventWeights
 from vrec.io import warehouse as W
 from vrec.io.validation import ValidationFailed
 from vrec.spark.interactions import aggregate_interactions, clean_events
+from vrec.stages import NAMES
+from vrec.stages.layout import RunLayout
+from vrec.stages.layout import run as run_stage
 
 from .conftest import TINY, settings_for
 
@@ -69,17 +71,11 @@ def staged(spark, tiny_raw, tmp_path_factory):
                              "recs": s.recs.model_copy(update={"map_min_users": 1}),
                              "eval": s.eval.model_copy(update={"gate_min_users": 5})})
     results = {}
+    # the two tiny days are too noisy to compare (a few test users each): the gate's own
+    # tests are below
+    params = {"override_gate": True, "override_reason": "tiny sample"}
     for ds in (PREV, DS):
-        results[ds] = {"validate_inputs": pipeline.validate_inputs(spark, s, ds)}
-        for stage in ("build_interactions", "embed_items", "train_cf", "score_users", "build_recs",
-                      "evaluate"):
-            results[ds][stage] = getattr(pipeline, stage)(spark, s, ds)
-        results[ds]["validate_outputs"] = pipeline.validate_outputs(spark, s, ds)
-        # the two tiny days are too noisy to compare (a few test users each): the gate's
-        # own tests are below
-        results[ds]["publish"] = pipeline.publish(s, ds, override_gate=True,
-                                                  override_reason="tiny sample")
-        results[ds]["report"] = pipeline.report(s, ds)
+        results[ds] = {name: run_stage(name, s, ds, spark=spark, params=params) for name in NAMES}
     return s, results
 
 
@@ -144,14 +140,13 @@ def test_item_similar_finds_same_category_lookalikes(staged):
 def test_run_stats_record_every_stage(staged):
     s, _ = staged
     stats = W.read_table(s.paths.warehouse_root, "run_stats", DS)
-    assert set(stats["stage"]) >= {"validate_inputs", "build_interactions", "embed_items",
-                                   "train_cf", "score_users", "build_recs", "validate_outputs"}
+    assert set(stats["stage"]) >= set(NAMES[:NAMES.index("publish")]) | {"quality_gate"}
     assert (stats["seconds"] >= 0).all()
 
 
 def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged, spark):
     s, _ = staged
-    folder = W.run_dir(s.paths.warehouse_root, DS) / "out" / "user_recs"
+    folder = RunLayout(s.paths.warehouse_root, DS).path("user_recs")
     original = {p: p.read_bytes() for p in folder.glob("*.parquet")}
     try:
         df = pd.read_parquet(folder)
@@ -160,12 +155,14 @@ def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged,
             p.unlink()
         df.to_parquet(folder / "part-broken.parquet", index=False)
         with pytest.raises(ValidationFailed, match=r"user_recs: expect_column_values_to_be_in_set .*known_item.* observed 3 unexpected"):
-            pipeline.validate_outputs(spark, s, DS)
+            run_stage("validate_outputs", s, DS, spark=spark)
+        assert RunLayout(s.paths.warehouse_root, DS).record("validate_outputs")["status"] == "failed"
     finally:
         for p in folder.glob("*.parquet"):
             p.unlink()
         for p, data in original.items():
             p.write_bytes(data)
+    run_stage("validate_outputs", s, DS, spark=spark)  # the record the later tests need
 
 
 def test_cold_users_get_unseen_trending_lists_in_their_categories(staged):
@@ -239,21 +236,22 @@ def test_validate_inputs_fails_on_missing_column(tmp_path, tiny_raw, spark):
     ev.to_parquet(raw / "events" / f"ds={DS}" / "part-0.parquet", index=False)
     s = settings_for(raw, tmp_path / "wh", tmp_path)
     with pytest.raises(ValidationFailed, match="expect_column_to_exist.*event_type"):
-        pipeline.validate_inputs(spark, s, DS)
+        run_stage("validate_inputs", s, DS, spark=spark)
 
 
 def test_duplicate_cache_rows_do_not_duplicate_vectors(staged, spark):
     """Regression: a backfill beside the nightly run can append the same key twice."""
-    from vrec.images.embed import append_to_cache, cache_dir
+    from vrec.spark.embed import append_to_cache, cache_dir, run_embed_items
 
     s, _ = staged
     wh = s.paths.warehouse_root
     rows = pd.concat(pd.read_parquet(p) for p in cache_dir(wh).glob("*.parquet"))
     append_to_cache(rows, wh, DS)
-    res = pipeline.embed_items(spark, s, DS)
-    vec = pd.read_parquet(W.run_dir(wh, DS) / "item_vectors")
+    catalog = spark.read.parquet(str(RunLayout(wh, DS).path("catalog")))
+    res = run_embed_items(spark, catalog, warehouse=wh, image_root=s.paths.image_root,
+                          embed=s.embed, ds=DS)
     assert res["embedded_new"] == 0
-    assert vec[C.ITEM_ID].is_unique
+    assert res["vectors"][C.ITEM_ID].is_unique
 
 
 def test_item_popularity_windows_hand_example(spark):
@@ -278,14 +276,14 @@ def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
     from vrec.privacy import pseudonym
 
     s, _ = staged
-    rd = W.run_dir(s.paths.warehouse_root, DS)
-    clear = pd.read_parquet(rd / "out" / "user_recs")
+    run = RunLayout(s.paths.warehouse_root, DS)
+    clear = pd.read_parquet(run.path("user_recs"))
     salt = "a-test-salt-of-enough-length"
     monkeypatch.setenv("VREC_USER_SALT", salt)
     on = s.model_copy(update={"privacy": s.privacy.model_copy(update={"pseudonymize": True})})
-    pipeline.build_recs(spark, on, DS)
-    hashed = pd.read_parquet(rd / "out" / "user_recs")
-    prof = pd.read_parquet(rd / "out" / "user_profile")
+    run_stage("build_recs", on, DS, spark=spark)
+    hashed = pd.read_parquet(run.path("user_recs_pseudonymized"))
+    prof = pd.read_parquet(run.path("user_profile_pseudonymized"))
     want = {pseudonym(u, salt) for u in clear[C.USER_ID]}
     assert set(hashed[C.USER_ID]) == want == set(prof[C.USER_ID])
     assert not set(hashed[C.USER_ID]) & set(clear[C.USER_ID])
@@ -293,7 +291,12 @@ def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
     key = [C.USER_ID, "rank"]
     assert (by_user.sort_values(key)[C.ITEM_ID].to_numpy()
             == hashed.sort_values(key)[C.ITEM_ID].to_numpy()).all()
-    pipeline.build_recs(spark, s, DS)  # leave the staging area as the other tests expect
+    # publish refuses lists that validate_outputs has not seen since build_recs re-ran
+    with pytest.raises(Exception, match="validate_outputs ran before the latest run of build_recs"):
+        run_stage("publish", on, DS)
+    run_stage("build_recs", s, DS, spark=spark)  # leave the staging area as the later tests expect
+    assert not run.path("user_recs_pseudonymized").exists()
+    run_stage("validate_outputs", s, DS, spark=spark)
 
 
 def test_eval_metrics_are_published_for_four_models_slices_and_ks(staged):
@@ -355,22 +358,92 @@ def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged
                                               "gate_max_drop": 0.005, "gate_min_users": 5})})
 
     good, worse = variant(1.0), variant(0.0)
-    pipeline.evaluate(spark, good, DS)
-    published = pipeline.publish(good, DS)  # first run measured with the per-user split
+    run_stage("evaluate", good, DS, spark=spark)
+    published = run_stage("publish", good, DS)  # first run measured with the per-user split
     assert published["quality_gate"]["status"] == "first_run"
     before = W.manifest(wh, DS)["version"]
-    got = pipeline.evaluate(spark, worse, DS)["headline"]["hybrid"]
+    got = run_stage("evaluate", worse, DS, spark=spark)["headline"]["hybrid"]
     prev = published["quality_gate"]["current"]
     assert prev - got > worse.eval.gate_max_drop, "setup: the worse config must drop on this data"
     with pytest.raises(Exception, match="quality gate refused") as err:
-        pipeline.publish(worse, DS)
+        run_stage("publish", worse, DS)
     assert f"{got:.4f}" in str(err.value) and f"{prev:.4f}" in str(err.value)
     assert W.manifest(wh, DS)["version"] == before  # nothing published changed
-    report = open(pipeline.report(worse, DS)["report"]).read()
+    assert RunLayout(wh, DS).record("publish")["status"] == "failed"
+    from vrec.io.report import report_path
+
+    report = report_path(wh, DS).read_text()  # written by the refused publish
     assert "REFUSED by the quality gate" in report
-    m = pipeline.publish(worse, DS, override_gate=True, override_reason="agreed in review")
+    m = run_stage("publish", worse, DS, params={"override_gate": True,
+                                                "override_reason": "agreed in review"})
     assert m["version"] != before and m["quality_gate"]["status"] == "overridden"
     assert m["quality_gate"]["reason"] == "agreed in review"
     assert "quality gate OVERRIDDEN by the operator" in capsys.readouterr().out
     stats = W.read_table(wh, "run_stats", DS).set_index("stage")
     assert '"status": "overridden"' in stats.loc["quality_gate", "details"]
+
+
+def test_every_staged_folder_is_declared_and_read_by_a_later_stage_or_published(staged):
+    """The stage contract on a real run: nothing is staged that no later stage reads and
+    no table publishes, and nothing is staged outside the declared layout."""
+    from vrec.stages import STAGES, producer
+    from vrec.stages.layout import ARTIFACTS, BOOKKEEPING
+    from vrec.stages.publish import PSEUDONYMIZED, PUBLISHED_FROM
+
+    s, _ = staged
+    run = RunLayout(s.paths.warehouse_root, DS)
+    declared = {path: name for name, path in ARTIFACTS.items()}
+    parents = {p.split("/")[0] for p in declared if "/" in p}
+    on_disk = set()
+    for entry in run.root.iterdir():
+        if entry.name in parents:
+            on_disk |= {f"{entry.name}/{sub.name}" for sub in entry.iterdir()}
+        else:
+            on_disk.add(entry.name)
+    assert on_disk - set(BOOKKEEPING) <= set(declared), "undeclared staging entries"
+    published = set(PUBLISHED_FROM.values()) | set(PSEUDONYMIZED.values())
+    position = {st.name: i for i, st in enumerate(STAGES)}
+    for path in sorted(on_disk - set(BOOKKEEPING)):
+        name = declared[path]
+        made_by = producer(name)
+        readers = [st.name for st in STAGES
+                   if name in st.inputs and position[st.name] > position[made_by.name]]
+        assert readers or name in published, f"{name} is staged by {made_by.name} but never read"
+        assert name in run.record(made_by.name)["outputs_written"]
+    # every stage's record says it ran and succeeded, with the outputs it wrote
+    for st in STAGES:
+        rec = run.record(st.name)
+        assert rec["status"] == "succeeded", (st.name, rec)
+        assert set(rec["outputs_written"]) <= set(st.outputs)
+
+
+def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
+    """Parity: the in-memory path that tuning and evaluate use (one user builder, the same
+    retrieval and ranker) on the run's production inputs gives exactly the published lists."""
+    import json
+
+    from vrec.core.cf import CFModel
+    from vrec.core.itemspace import ItemSpace, ranking_policy
+    from vrec.core.ranking import rank, to_user_recs
+    from vrec.core.retrieval import retrieve
+    from vrec.core.users import pairs_by_user, user_batch
+    from vrec.spark.interactions import end_of_ds
+    from vrec.stages.common import PAIR_COLUMNS
+
+    s, _ = staged
+    wh = s.paths.warehouse_root
+    run = RunLayout(wh, DS)
+    model = CFModel.load(run.path("model"))
+    space = ItemSpace.load(run.path("item_space"), mmap=False)
+    policy = ranking_policy(s.recs, json.loads(run.path("blend").read_text()),
+                            ItemSpace.meta(run.path("item_space"))["slots_off"])
+    pairs = W.read_folder(run.path("interactions"), PAIR_COLUMNS)
+    batch = user_batch(pairs_by_user(pairs), space, model, s.recs, pd.Timestamp(end_of_ds(DS)))
+    mine = to_user_recs(rank(retrieve(batch, space, s.recs.candidates), space, policy), space, "")
+    published = W.read_table(wh, "user_recs", DS)
+    key = [C.USER_ID, "rank"]
+    a = mine.sort_values(key).reset_index(drop=True)
+    b = published.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert (a[key + [C.ITEM_ID, "reason"]].to_numpy() == b[key + [C.ITEM_ID, "reason"]].to_numpy()).all()
+    assert np.allclose(a["score"], b["score"])

@@ -5,7 +5,7 @@ import pytest
 
 from vrec import columns as C
 from vrec.core.cf import build_matrix
-from vrec.spark.candidates import topk_blocked
+from vrec.core.topk import topk_blocked
 
 
 @pytest.mark.parametrize("block", [1, 3, 1000])

@@ -60,12 +60,12 @@ def _cmd_query(a: argparse.Namespace) -> int:
 
 
 def _cmd_run_stage(a: argparse.Namespace) -> int:
-    from vrec.runner import run_stage
+    from vrec.runner import main
 
-    argv = ["--ds", a.ds] + (["--config", a.config] if a.config else [])
+    argv = [a.stage, "--ds", a.ds] + (["--config", a.config] if a.config else [])
     if a.override_quality_gate:
         argv += ["--override-quality-gate", "--override-reason", a.override_reason]
-    return run_stage(a.stage, argv)
+    return main(argv)
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-rows", type=int, default=100)
     q.set_defaults(fn=_cmd_query)
 
-    r = sub.add_parser("run-stage", help="run one pipeline stage without Airflow")
+    from vrec.stages import NAMES
+
+    r = sub.add_parser("run-stage", help="run one stage for one day without Airflow "
+                                         f"({', '.join(NAMES)})")
     r.add_argument("stage")
     r.add_argument("--ds", required=True)
     r.add_argument("--config", default=None)

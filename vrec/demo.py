@@ -16,6 +16,7 @@ from vrec.config import load_settings
 from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.rawio import list_partitions
+from vrec.io.report import STAGES as REPORT_STAGES
 from vrec.io.report import report_path
 from vrec.io.validation import docs_index
 
@@ -68,8 +69,7 @@ def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
     out: list[str] = []
     stats = pd.concat([W.read_table(warehouse, "run_stats", d) for d in dates], ignore_index=True)
     pivot = stats.pivot_table(index="stage", columns="ds", values="seconds", aggfunc="sum")
-    order = ["validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
-             "build_recs", "evaluate", "validate_outputs", "quality_gate", "publish"]
+    order = list(REPORT_STAGES)
     pivot = pivot.reindex([s for s in order if s in pivot.index])
     out.append("Per-stage seconds (inside the stage; spark-submit start-up not included):")
     out.append(pivot.round(1).to_string())

@@ -1,11 +1,12 @@
-"""Offline evaluation on a holdout (README "Offline evaluation, quality gate and run report").
+"""Offline evaluation on a holdout (docs/evaluation.md).
 
 :func:`evaluate_models` is what the nightly ``evaluate`` stage runs: a holdout as of the
 run (:func:`time_holdout`: train before the end of ds minus H days, test on the following
 H days; :func:`user_holdout`: each user's latest fraction of pairs), a CF model refit on
-the training part with the run's settings, the blend tuned on the training part as the
-nightly ``train_cf`` does, and four models' lists built by the production ranker
-(:mod:`vrec.core.ranking`) with restricted inputs:
+the training part with the run's engine and settings, the blend tuned on the training
+part as the nightly ``train_cf`` does, users built by the one builder (vrec.core.users),
+and four models' lists from the production retrieval and ranker (vrec.core.retrieval,
+vrec.core.ranking) with restricted inputs:
 
 * ``popularity``: no CF factors, no history: the ranker's trending fill (the order is
   the training period's number of users per item);
@@ -18,22 +19,30 @@ for the slices ``all`` (test users with a relevant item), ``cold_items`` (releva
 restricted to items with no training interactions) and ``cold_users`` (test users with
 no training interactions).
 
-:func:`evaluate_hybrid` is the older real-data harness (hybrid vs ALS, cold-start AUC)
-used by ``benchmarks/eval_hybrid.py``.
+The real-data harnesses built on it live in ``benchmarks/harness.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.config import CFSettings, RecsSettings
+from vrec.config import RecsSettings
+from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
-from vrec.core.ranking import UserBatch, assemble, auc, candidates
+from vrec.core.ranking import lists_by_user, rank
+from vrec.core.retrieval import retrieve
+from vrec.core.tuning import tune_blend
+from vrec.core.users import UserBatch, pairs_by_user, user_batch
+
+if TYPE_CHECKING:
+    from vrec.core.cf import CFModel
 
 MODELS = ("popularity", "als", "visual", "hybrid")
 SLICES = ("all", "cold_items", "cold_users")
@@ -93,198 +102,39 @@ def per_user_chronological_split(pairs: pd.DataFrame, fraction: float = 0.2,
     return p[~test], p[test]
 
 
-def _lists(batch, space, cands, policy) -> dict:
-    df = assemble(batch, space, cands, policy)
-    ids = space.item_ids[df["item"].to_numpy()]
-    return pd.Series(ids).groupby(df["user_id"].to_numpy()).apply(list).to_dict()
-
-
-def _paired(a: np.ndarray, b: np.ndarray) -> dict:
-    d = a - b
-    return {"diff": round(float(d.mean()), 5),
-            "stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, 5)}
-
-
 @dataclasses.dataclass
 class EvalFit:
     """What every offline evaluation fits on its training pairs: the tuned blend (or
     None), the CF model, the item space before and after the cold-start map gate, the
-    hybrid policy, why the map was off, the users' batch and the map quality."""
+    ranking policy, why new arrivals were off, the users' batch and the map quality."""
 
     tuned: dict | None
-    model: object
-    space_ungated: object
-    space: object
-    policy: object
+    model: CFModel
+    space_ungated: ItemSpace
+    space: ItemSpace
+    policy: RecsSettings
     slots_off: str | None
     batch: UserBatch
     map_quality: dict | None
 
 
 def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
-                 vectors: pd.DataFrame, trending: list[str], *, cf: CFSettings,
-                 recs: RecsSettings, end: pd.Timestamp, tune: bool = True, seed: int = 0
-                 ) -> EvalFit:
-    """Tune the blend on the training pairs (as train_cf does), fit the CF model and item
-    space, build the users' batch and apply the cold-start map gate (as build_recs does)."""
-    from vrec.core.tuning import batch_from_pairs, fit_space, gate_new_arrivals, policy_from, tune_blend
-
-    tuned = (tune_blend(train, catalog, vectors, trending, cf=cf, recs=recs, end=end, seed=seed)
-             if tune else None)
-    model, space, map_quality = fit_space(train, catalog, vectors, trending, cf=cf, recs=recs,
+                 vectors: pd.DataFrame, trending: list[str], *, recs: RecsSettings,
+                 end: pd.Timestamp, fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
+                 seed: int = 0) -> EvalFit:
+    """Tune the blend on the training pairs (as train_cf does), fit the CF model with the
+    run's engine (``fit``), build the item space and gate it (as the candidates stage
+    does) and the users' batch with the one builder (vrec.core.users)."""
+    tuned = (tune_blend(train, catalog, vectors, trending, recs=recs, end=end, fit=fit,
+                        seed=seed) if tune else None)
+    model = fit(train)
+    space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
                                           seed=seed)
-    batch = batch_from_pairs(users, train, space=space, model=model, end=end,
-                             half_life=recs.profile_half_life_days)
-    gated, policy, slots_off = gate_new_arrivals(space, policy_from(recs, tuned), map_quality,
-                                                 recs.new_arrival_min_auc)
-    return EvalFit(tuned, model, space, gated, policy, slots_off, batch, map_quality)
+    gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc)
+    batch = user_batch(pairs_by_user(train, users), gated, model, recs, end)
+    return EvalFit(tuned, model, space, gated, ranking_policy(recs, tuned, slots_off), slots_off,
+                   batch, map_quality)
 
-
-def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
-                    vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
-                    end: pd.Timestamp, seed: int = 0) -> dict:
-    """Hybrid vs ALS-only vs visual-only on held-out relevant items (see module doc)."""
-    t0 = time.perf_counter()
-    pos = train[train["weight"] > 0]
-    trending = pos[C.ITEM_ID].value_counts().index.astype(str).tolist()
-    users = np.asarray(sorted(relevant), dtype=object)
-    fit = fit_for_eval(train, users, catalog, vectors, trending, cf=cf, recs=recs, end=end,
-                       seed=seed)
-    tuned, batch, map_quality = fit.tuned, fit.batch, fit.map_quality
-    space, hybrid, slots_off = fit.space, fit.policy, fit.slots_off
-    cold_space = fit.space_ungated  # the cold-items analysis looks at the map even when off
-    cands = candidates(batch, space, hybrid)
-    plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
-    policies = {
-        "hybrid": hybrid,
-        "hybrid_no_slots": dataclasses.replace(hybrid, new_arrival_slots=0),
-        "als": dataclasses.replace(hybrid, visual_weight=0.0, history_shrink=0.0, **plain),
-        "visual": dataclasses.replace(hybrid, visual_weight=1.0, history_shrink=0.0, **plain),
-    }
-    lists = {name: _lists(batch, space, cands, p) for name, p in policies.items()}
-    k = recs.k
-    ndcg = {name: np.array([ndcg_at_k(lists[name].get(u, []), relevant[u], k) for u in users])
-            for name in lists}
-    # cold items: relevant test items with an image and no training pairs
-    new_ids = set(cold_space.item_ids[np.asarray(cold_space.new, dtype=bool)])
-    cold_rel = {u: relevant[u] & new_ids for u in users if relevant[u] & new_ids}
-    new_idx = np.flatnonzero(cold_space.new)
-    pos_of = {str(cold_space.item_ids[i]): j for j, i in enumerate(new_idx)}
-    row_of = {u: r for r, u in enumerate(users)}
-    auc_map, auc_cos, hits = [], [], 0
-    cold_ndcg = {name: [] for name in lists}
-    for u, rel in cold_rel.items():
-        r = row_of[u]
-        seen = set(batch.seen.indices[batch.seen.indptr[r]:batch.seen.indptr[r + 1]])
-        keep = np.asarray([i not in seen for i in new_idx])
-        is_rel = np.zeros(len(new_idx), bool)
-        is_rel[[pos_of[i] for i in rel]] = True
-        if batch.in_model[r]:
-            s = cold_space.factors[new_idx] @ batch.uf[r]
-            auc_map.append(auc(s[keep & is_rel], s[keep & ~is_rel]))
-        if cands.has_profile[r]:
-            s = cold_space.emb[new_idx] @ cands.profiles[r]
-            auc_cos.append(auc(s[keep & is_rel], s[keep & ~is_rel]))
-        hits += bool(set(lists["hybrid"].get(u, [])) & rel)
-        for name in lists:
-            cold_ndcg[name].append(ndcg_at_k(lists[name].get(u, []), rel, k))
-    with_new = np.mean([bool(set(lists["hybrid"].get(u, [])) & new_ids) for u in users])
-    return {
-        "users": int(len(users)), "train_pairs": int(len(train)), "k": k,
-        "tuning": {key: tuned.get(key) for key in ("chosen", "grid", "cf_only_ndcg",
-                                                    "chosen_ndcg", "val_users", "skipped")},
-        "map_quality": map_quality, "new_arrival_slots": hybrid.new_arrival_slots,
-        "slots_off": slots_off,
-        "ndcg_all": {name: round(float(v.mean()), 5) for name, v in ndcg.items()},
-        "hybrid_vs_als_all": _paired(ndcg["hybrid"], ndcg["als"]),
-        "hybrid_no_slots_vs_als_all": _paired(ndcg["hybrid_no_slots"], ndcg["als"]),
-        "cold": {"items_new": len(new_ids), "users_with_cold_relevant": len(cold_rel),
-                 "auc_map": round(float(np.nanmean(auc_map)), 4) if auc_map else None,
-                 "auc_visual_cosine": round(float(np.nanmean(auc_cos)), 4) if auc_cos else None,
-                 "ndcg": {n: round(float(np.mean(v)), 5) if v else None
-                          for n, v in cold_ndcg.items()},
-                 "hit_rate_hybrid": round(hits / max(1, len(cold_rel)), 4)},
-        "lists_with_new_arrival": round(float(with_new), 4),
-        "coverage": {name: round(len({i for lst in lists[name].values() for i in lst})
-                                 / space.n, 4) for name in lists},
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-
-
-def movielens_pairs(ml_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(pairs, catalog) from MovieLens CSVs with vrec's default rating weights
-    (rating >= 3: 2·r/5, else weight 0 = seen only)."""
-    from pathlib import Path
-
-    r = pd.read_csv(Path(ml_dir) / "ratings.csv")
-    m = pd.read_csv(Path(ml_dir) / "movies.csv")
-    pairs = pd.DataFrame({
-        C.USER_ID: r["userId"].astype(str), C.ITEM_ID: r["movieId"].astype(str),
-        "weight": np.where(r["rating"] >= 3.0, 2.0 * r["rating"] / 5.0, 0.0),
-        "rating": r["rating"], "last_ts": pd.to_datetime(r["timestamp"], unit="s", utc=True)})
-    catalog = pd.DataFrame({C.ITEM_ID: m["movieId"].astype(str),
-                            C.CATEGORY: m["genres"].str.split("|").str[0]})
-    return pairs, catalog
-
-
-def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = None,
-                  cf: CFSettings | None = None) -> dict:
-    """Per-user chronological split (last 20%; relevant = test ratings >= 3.5)."""
-    pairs, catalog = movielens_pairs(ml_dir)
-    train, test = per_user_chronological_split(pairs)
-    rel = test[test["rating"] >= 3.5].groupby(C.USER_ID)[C.ITEM_ID].apply(set).to_dict()
-    end = pairs["last_ts"].max() + pd.Timedelta(seconds=1)
-    return evaluate_hybrid(train.drop(columns=["rating"]), rel, catalog, vectors,
-                           cf=cf or CFSettings(), recs=recs or RecsSettings(), end=end)
-
-
-def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, split: str = "user",
-                         recs: RecsSettings | None = None, cf: CFSettings | None = None,
-                         ks: tuple[int, ...] = (10, 50), fraction: float = 0.2,
-                         test_days: int = 28) -> tuple[pd.DataFrame, dict]:
-    """The nightly evaluation's four models on all of MovieLens-small (vrec's default
-    rating weights: relevant = a held-out rating >= 3). ``user``: each user's latest
-    ``fraction`` of ratings; ``time``: the last ``test_days`` days of ratings."""
-    pairs, catalog = movielens_pairs(ml_dir)
-    pairs = pairs.drop(columns=["rating"])
-    end = pairs["last_ts"].max() + pd.Timedelta(seconds=1)
-    if split == "user":
-        h = user_holdout(pairs, end, fraction=fraction)
-    else:
-        cut = end - pd.Timedelta(days=test_days)
-        old = pairs["last_ts"] < cut
-        h = time_holdout(pairs[old], pairs[~old], cut)
-    return evaluate_models(h, catalog, vectors, cf=cf or CFSettings(),
-                           recs=recs or RecsSettings(), ks=ks)
-
-
-def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int = 60,
-                test_days: int = 7, recs: RecsSettings | None = None,
-                cf: CFSettings | None = None, seed: int = 0) -> dict:
-    """Simulated shoppers (vrec.data.fashion); global time cutoff: train on the first
-    ``days - test_days`` days, test on clicks of the last ``test_days``; items arriving
-    in the test days are new arrivals with real photos and no history."""
-    from vrec.data.fashion import load_styles, simulate_shoppers
-
-    styles = load_styles(folder, set(vectors[C.ITEM_ID].astype(str)))
-    events, items = simulate_shoppers(styles, n_users=n_users, days=days, seed=seed)
-    cut = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=days - test_days)
-    ev = events.assign(weight=2.0)
-    tr, te = ev[ev[C.TS] < cut], ev[ev[C.TS] >= cut]
-    train = tr.groupby([C.USER_ID, C.ITEM_ID], as_index=False).agg(
-        weight=("weight", "sum"), last_ts=(C.TS, "max"))
-    seen = set(zip(train[C.USER_ID], train[C.ITEM_ID]))
-    te = te[[(u, i) not in seen for u, i in zip(te[C.USER_ID], te[C.ITEM_ID])]]
-    rel = te.groupby(C.USER_ID)[C.ITEM_ID].apply(set).to_dict()
-    catalog = pd.DataFrame({C.ITEM_ID: items[C.ITEM_ID], C.CATEGORY: items["masterCategory"]})
-    out = evaluate_hybrid(train, rel, catalog, vectors, cf=cf or CFSettings(),
-                          recs=recs or RecsSettings(), end=cut, seed=seed)
-    out["simulation"] = {"users": n_users, "days": days, "test_days": test_days,
-                         "events": int(len(events)), "items": int(len(items))}
-    return out
-
-
-# ---------------------------------------------------------------- the four models (nightly evaluate)
 
 def training_popularity(train: pd.DataFrame) -> pd.Series:
     """Distinct users with a positive training pair per item, most popular first (ties
@@ -307,41 +157,42 @@ def _restricted(batch: UserBatch, *, cf: bool, profile: bool) -> UserBatch:
 
 
 def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
-                vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
-                ks: tuple[int, ...], tune: bool = True, seed: int = 0
+                vectors: pd.DataFrame, *, recs: RecsSettings, ks: tuple[int, ...],
+                fit: Callable[[pd.DataFrame], CFModel], tune: bool = True, seed: int = 0
                 ) -> tuple[dict, dict]:
     """Lists of the four models (module doc) for ``users`` at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map)."""
     train = holdout.train
-    fit = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
-                       cf=cf, recs=recs, end=holdout.end, tune=tune, seed=seed)
-    tuned, batch, map_quality = fit.tuned, fit.batch, fit.map_quality
-    space, slots_off = fit.space, fit.slots_off
-    hybrid = dataclasses.replace(fit.policy, candidates=max(fit.policy.candidates, *ks))
+    f = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
+                     recs=recs, end=holdout.end, fit=fit, tune=tune, seed=seed)
+    space = f.space
+    hybrid = f.policy.model_copy(update={"candidates": max(f.policy.candidates, *ks)})
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
     no_new = dataclasses.replace(space, new=np.zeros_like(space.new))
     variants = {
-        "popularity": (_restricted(batch, cf=False, profile=False), space,
-                       dataclasses.replace(hybrid, **plain)),
-        "als": (_restricted(batch, cf=True, profile=False), no_new,
-                dataclasses.replace(hybrid, visual_weight=0.0, history_shrink=0.0, **plain)),
-        "visual": (_restricted(batch, cf=False, profile=True), space,
-                   dataclasses.replace(hybrid, visual_weight=1.0, history_shrink=0.0, **plain)),
-        "hybrid": (batch, space, hybrid),
+        "popularity": (_restricted(f.batch, cf=False, profile=False), space,
+                       hybrid.model_copy(update=plain)),
+        "als": (_restricted(f.batch, cf=True, profile=False), no_new,
+                hybrid.model_copy(update=dict(visual_weight=0.0, history_shrink=0.0, **plain))),
+        "visual": (_restricted(f.batch, cf=False, profile=True), space,
+                   hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0, **plain))),
+        "hybrid": (f.batch, space, hybrid),
     }
     out = {}
     for name, (b, s, policy) in variants.items():
-        cands = candidates(b, s, policy)
+        inp = retrieve(b, s, policy.candidates)
         for k in ks:
-            out[(name, k)] = _lists(b, s, cands, dataclasses.replace(policy, k=k))
+            out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)
+    tuned = f.tuned
     facts = {"blend": {"visual_weight": hybrid.visual_weight,
                        "history_shrink": hybrid.history_shrink,
                        "tuned": bool(tuned and tuned.get("chosen")),
                        "tuning": None if tuned is None else
                        {key: tuned.get(key) for key in ("chosen", "cf_only_ndcg", "chosen_ndcg",
                                                          "val_users", "skipped")}},
-             "new_arrival_slots": hybrid.new_arrival_slots, "slots_off": slots_off,
-             "map_quality": map_quality, "catalog_items": int(space.n),
+             "cf": {k: f.model.params.get(k) for k in ("engine", "device")},
+             "new_arrival_slots": hybrid.new_arrival_slots, "slots_off": f.slots_off,
+             "map_quality": f.map_quality, "catalog_items": int(space.n),
              "cold_items": int(space.n - len(set(train[C.ITEM_ID].astype(str))
                                              & set(space.item_ids.astype(str))))}
     return out, facts
@@ -403,8 +254,9 @@ def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Ser
 
 
 def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
-                    cf: CFSettings, recs: RecsSettings, ks: tuple[int, ...] = (10, 50),
-                    max_users: int = 5000, tune: bool = True, seed: int = 0
+                    recs: RecsSettings, fit: Callable[[pd.DataFrame], CFModel],
+                    ks: tuple[int, ...] = (10, 50), max_users: int = 5000, tune: bool = True,
+                    seed: int = 0
                     ) -> tuple[pd.DataFrame, dict]:
     """The metrics table (model, slice, k, metric, value) of the four models on a
     holdout, and facts about the run (split sizes, slices, tuning, seconds)."""
@@ -418,7 +270,7 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
                            else "no training interactions before the cutoff")
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return pd.DataFrame(columns=["model", "slice", "k", "metric", "value"]), info
-    lists, facts = model_lists(holdout, users, catalog, vectors, cf=cf, recs=recs, ks=ks,
+    lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, ks=ks, fit=fit,
                                tune=tune, seed=seed)
     slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],

@@ -1,9 +1,9 @@
-"""The hybrid ranker: CF, visual profile and new arrivals in one list per user.
+"""The hybrid ranker: one list per user from the retrieved candidates (vrec.core.retrieval).
 
-Everything here is plain numpy over *catalog-indexed* arrays (see :class:`ItemSpace`),
-so the nightly build_recs stage (inside Spark tasks) and the blend tuning (on the
-driver, on a validation window) run exactly the same code. README "How a list is built"
-documents the formulas; in short, for a user ``u`` with history ``H``:
+Everything here is plain numpy over *catalog-indexed* arrays (vrec.core.itemspace), so
+the nightly build_recs stage (inside Spark tasks), the blend tuning and the offline
+evaluation (on the driver) run exactly the same code. docs/ranking.md documents the
+formulas; in short, for a user ``u`` with history ``H``:
 
 * profile ``p_u`` = L2-normalised sum over ``H`` of ``w_ui · e_i`` (``w_ui`` = the pair's
   interaction weight times recency ``0.5 ** (age_days / profile_half_life_days)``);
@@ -29,92 +29,19 @@ documents the formulas; in short, for a user ``u`` with history ``H``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.spark.candidates import topk_blocked
+from vrec.config import RecsSettings
+from vrec.core.itemspace import ItemSpace
+from vrec.core.retrieval import RankInput
 
 REASON_CODES = (C.REASON_COLLABORATIVE, C.REASON_SIMILAR, C.REASON_NEW_ARRIVAL,
                 C.REASON_TRENDING)
 R_CF, R_SIM, R_NEW, R_TREND = range(4)
-
-
-@dataclass(frozen=True)
-class ListPolicy:
-    """How one list is assembled (the ``recs`` settings the ranker needs)."""
-
-    k: int = 10
-    candidates: int = 50
-    visual_weight: float = 0.2
-    history_shrink: float = 0.0
-    normalize: str = "zscore"
-    new_arrival_slots: int = 1
-    mmr_penalty: float = 0.0
-    max_per_category: int = 0
-    cold_user_categories: bool = True
-
-
-@dataclass
-class ItemSpace:
-    """The catalog as the ranker sees it; row ``i`` of every array is catalog item ``i``.
-
-    ``emb``: L2-normalised image embeddings (zero rows for items without one);
-    ``factors``: ALS factors of warm items, predicted factors of new arrivals, zeros
-    otherwise; ``warm``: has an ALS factor; ``new``: new arrival (predicted factor);
-    ``category``: integer category code (-1 unknown); ``trending``: catalog indices in
-    trending order.
-    """
-
-    item_ids: np.ndarray
-    emb: np.ndarray
-    has_vec: np.ndarray
-    factors: np.ndarray
-    warm: np.ndarray
-    new: np.ndarray
-    category: np.ndarray
-    trending: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return len(self.item_ids)
-
-
-@dataclass
-class UserBatch:
-    """A batch of users: CF factors (zeros and ``in_model`` False when the model lacks
-    the user), history CSR of profile weights, seen CSR (excluded), categories touched."""
-
-    user_ids: np.ndarray
-    uf: np.ndarray
-    in_model: np.ndarray
-    hist: sp.csr_matrix
-    seen: sp.csr_matrix
-    touched: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def n_hist(self) -> np.ndarray:
-        return np.diff(self.hist.indptr)
-
-
-# ---------------------------------------------------------------- building blocks
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
-
-
-def profiles(hist: sp.csr_matrix, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(L2-normalised visual profiles, has_profile) for each row of a history CSR whose
-    values are profile weights; items without an embedding have zero rows in ``emb``."""
-    p = np.asarray(hist.astype(np.float32) @ emb, dtype=np.float32)
-    ok = np.linalg.norm(p, axis=1) > 0
-    return l2_normalise(p), ok
+LIST_COLUMNS = ("user_id", "rank", "item", "score", "cf_score", "visual_score", "reason",
+                "reason_item")
 
 
 def user_visual_weight(beta: float, shrink: float, n_hist: np.ndarray, in_model: np.ndarray,
@@ -210,80 +137,19 @@ def trending_for(n: int, exclude: set[int], trending: np.ndarray, category: np.n
     return out
 
 
-# ---------------------------------------------------------------- candidates
-
-@dataclass
-class Candidates:
-    """Per user: candidate catalog indices with raw and normalised scores."""
-
-    items: list[np.ndarray]
-    cf: list[np.ndarray]
-    vis: list[np.ndarray]
-    ncf: list[np.ndarray]
-    nvis: list[np.ndarray]
-    has_profile: np.ndarray
-    profiles: np.ndarray
-
-
-def _topk_rows(q: np.ndarray, items: np.ndarray, k: int, exclude) -> np.ndarray:
-    if len(q) == 0 or items.shape[0] == 0 or k <= 0:
-        return np.full((len(q), 0), -1, dtype=np.int64)
-    idx, _ = topk_blocked(q, items, min(k, items.shape[0]), exclude=exclude)
-    return idx
-
-
-def candidates(batch: UserBatch, space: ItemSpace, policy: ListPolicy) -> Candidates:
-    """The union of CF, visual and new-arrival top-N for each user, with scores."""
-    P, has_p = profiles(batch.hist, space.emb)
-    N = policy.candidates
-    seen = batch.seen.tocsr()
-    warm_idx = np.flatnonzero(space.warm)
-    new_idx = np.flatnonzero(space.new)
-    vec_idx = np.flatnonzero(space.has_vec)
-    cf_top = _topk_rows(batch.uf, space.factors[warm_idx], N, seen[:, warm_idx])
-    vis_top = _topk_rows(P, space.emb[vec_idx], N, seen[:, vec_idx])
-    # new arrivals: through the CF space when the user has factors, else by the picture
-    new_q = np.where(batch.in_model[:, None], batch.uf, 0).astype(np.float32)
-    new_cf = _topk_rows(new_q, space.factors[new_idx], N, seen[:, new_idx])
-    new_vis = _topk_rows(P, space.emb[new_idx], N, seen[:, new_idx])
-    out = Candidates([], [], [], [], [], has_p, P)
-    for r in range(len(batch.user_ids)):
-        parts = []
-        if batch.in_model[r]:
-            parts += [warm_idx[cf_top[r][cf_top[r] >= 0]], new_idx[new_cf[r][new_cf[r] >= 0]]]
-        if has_p[r]:
-            parts += [vec_idx[vis_top[r][vis_top[r] >= 0]]]
-            if not batch.in_model[r]:
-                parts += [new_idx[new_vis[r][new_vis[r] >= 0]]]
-        cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        cf = (space.factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
-            else np.full(len(cand), np.nan)
-        cf[~(space.warm[cand] | space.new[cand])] = np.nan
-        vis = (space.emb[cand] @ P[r]).astype(np.float64) if has_p[r] \
-            else np.full(len(cand), np.nan)
-        vis[~space.has_vec[cand]] = np.nan
-        out.items.append(cand)
-        out.cf.append(cf)
-        out.vis.append(vis)
-        out.ncf.append(normalise(cf, policy.normalize))
-        out.nvis.append(normalise(vis, policy.normalize))
-    return out
-
-
 # ---------------------------------------------------------------- lists
 
-def assemble(batch: UserBatch, space: ItemSpace, cands: Candidates, policy: ListPolicy
-             ) -> pd.DataFrame:
-    """Final lists for a batch: columns user_id, rank, item (catalog index), score,
-    cf_score, visual_score, reason, reason_item (catalog index or -1)."""
-    bu = user_visual_weight(policy.visual_weight, policy.history_shrink, batch.n_hist,
-                            batch.in_model, cands.has_profile)
-    cols: dict[str, list] = {k: [] for k in ("user_id", "rank", "item", "score", "cf_score",
-                                             "visual_score", "reason", "reason_item")}
-    hist = batch.hist
-    for r, uid in enumerate(batch.user_ids):
-        cand = cands.items[r]
-        c_cf, c_vis = (1.0 - bu[r]) * cands.ncf[r], bu[r] * cands.nvis[r]
+def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame:
+    """Final lists for a batch of users (:data:`LIST_COLUMNS`): ``item`` and
+    ``reason_item`` are catalog indices (-1: none); see the module doc."""
+    ncf = [normalise(v, policy.normalize) for v in inp.cf]
+    nvis = [normalise(v, policy.normalize) for v in inp.vis]
+    bu = user_visual_weight(policy.visual_weight, policy.history_shrink, inp.n_hist,
+                            inp.in_model, inp.has_profile)
+    cols: dict[str, list] = {k: [] for k in LIST_COLUMNS}
+    for r, uid in enumerate(inp.user_ids):
+        cand = inp.items[r]
+        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * nvis[r]
         blend = c_cf + c_vis
         is_new = space.new[cand]
         pick, gain = greedy_pick(blend, space.emb[cand], space.category[cand], is_new,
@@ -292,20 +158,18 @@ def assemble(batch: UserBatch, space: ItemSpace, cands: Candidates, policy: List
                                  max_per_category=policy.max_per_category)
         items = cand[pick]
         reason = np.where(is_new[pick], R_NEW,
-                          np.where((c_vis[pick] > c_cf[pick]) & ~np.isnan(cands.vis[r][pick]),
+                          np.where((c_vis[pick] > c_cf[pick]) & ~np.isnan(inp.vis[r][pick]),
                                    R_SIM, R_CF))
-        h = hist.indices[hist.indptr[r]:hist.indptr[r + 1]]
-        h = h[space.has_vec[h]]
+        h = inp.hist[r]
         reason_item = np.full(len(items), -1, dtype=np.int64)
         explain = (reason != R_CF) & space.has_vec[items]
         if len(h) and explain.any():
             sims = space.emb[items[explain]] @ space.emb[h].T
             reason_item[explain] = h[np.argmax(sims, axis=1)]
-        cf_raw, vis_raw = cands.cf[r][pick], cands.vis[r][pick]
+        cf_raw, vis_raw = inp.cf[r][pick], inp.vis[r][pick]
         if len(items) < policy.k:
-            seen = set(batch.seen.indices[batch.seen.indptr[r]:batch.seen.indptr[r + 1]].tolist())
-            touched = batch.touched[r] if batch.touched and policy.cold_user_categories else None
-            fill = trending_for(policy.k - len(items), seen | set(items.tolist()),
+            touched = inp.touched[r] if policy.cold_user_categories else None
+            fill = trending_for(policy.k - len(items), set(inp.seen[r].tolist()) | set(items.tolist()),
                                 space.trending, space.category, touched)
             base = float(gain[-1]) if len(gain) else 0.0
             items = np.concatenate([items, np.asarray(fill, dtype=np.int64)])
@@ -326,104 +190,19 @@ def assemble(batch: UserBatch, space: ItemSpace, cands: Candidates, policy: List
     return pd.DataFrame(cols)
 
 
-def rank_batch(batch: UserBatch, space: ItemSpace, policy: ListPolicy) -> pd.DataFrame:
-    """Candidates, blend and list assembly for one batch (see the module docstring)."""
-    return assemble(batch, space, candidates(batch, space, policy), policy)
+def lists_by_user(lists: pd.DataFrame, space: ItemSpace) -> dict[str, list[str]]:
+    """``{user_id: [item_id, ...]}`` in rank order, from :func:`rank`'s output."""
+    ids = space.item_ids[lists["item"].to_numpy()]
+    return pd.Series(ids).groupby(lists["user_id"].to_numpy()).apply(list).to_dict()
 
 
-# ---------------------------------------------------------------- cold start: image -> factors
-
-def fit_ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge regression with an intercept: (W, b) minimising |xW + b - y|² + lam·|W|²."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    mx, my = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - mx, y - my
-    if x.shape[0] < x.shape[1]:  # dual form: n x n system
-        a = np.linalg.solve(xc @ xc.T + lam * np.eye(len(xc)), yc)
-        w = xc.T @ a
-    else:
-        w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ yc)
-    return w, my - mx @ w
-
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Probability that a positive outscores a negative (ties count half)."""
-    pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    allv = np.concatenate([pos, neg])
-    ranks = pd.Series(allv).rank(method="average").to_numpy()
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def per_user_auc(user_factors: np.ndarray, item_vecs: np.ndarray, liked: sp.csr_matrix,
-                 max_users: int = 2000, seed: int = 0) -> float:
-    """Mean over users of the AUC of ranking a set of items by ``x_u · y_i``: the items
-    the user interacted with (``liked``: users x these items) against the others. This
-    is the ranking a cold-start path has to get right."""
-    counts = np.diff(liked.indptr)
-    rows = np.flatnonzero((counts > 0) & (counts < liked.shape[1]))
-    if len(rows) > max_users:
-        rows = np.random.default_rng(seed).choice(rows, max_users, replace=False)
-    if len(rows) == 0:
-        return float("nan")
-    scores = np.asarray(user_factors[rows], dtype=np.float64) @ np.asarray(item_vecs).T
-    vals = []
-    for r, s in zip(rows, scores):
-        mask = np.zeros(liked.shape[1], dtype=bool)
-        mask[liked.indices[liked.indptr[r]:liked.indptr[r + 1]]] = True
-        vals.append(auc(s[mask], s[~mask]))
-    return float(np.mean(vals))
-
-
-@dataclass
-class RidgeMap:
-    """Image embedding -> ALS item factor, fit on warm items."""
-
-    w: np.ndarray
-    b: np.ndarray
-    lam: float
-    quality: dict
-
-    def predict(self, emb: np.ndarray) -> np.ndarray:
-        return (np.asarray(emb, dtype=np.float64) @ self.w + self.b).astype(np.float32)
-
-
-def fit_ridge_map(emb: np.ndarray, factors: np.ndarray, user_factors: np.ndarray,
-                  liked: sp.csr_matrix, *, lams=(1.0, 10.0, 100.0, 1000.0),
-                  holdout: float = 0.2, seed: int = 0) -> RidgeMap | None:
-    """Fit the content-to-factor map on warm items, choosing lambda on a held-out share.
-
-    ``liked`` is users x these items (interactions). Lambda is chosen by the per-user
-    AUC of ranking the held-out items with their predicted factors (what cold start
-    needs); quality also reports that AUC with the true ALS factors (the ceiling), the
-    R² of the predicted factors and their mean cosine to the true ones. Returns None
-    when fewer than 20 warm items with an image are given.
-    """
-    n = len(emb)
-    if n < 20:
-        return None
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n)
-    n_te = max(1, int(round(holdout * n)))
-    te, tr = perm[:n_te], perm[n_te:]
-    y_te = np.asarray(factors[te], dtype=np.float64)
-    liked_te = sp.csr_matrix(liked)[:, te].tocsr()
-    best = None
-    for lam in lams:
-        w, b = fit_ridge(emb[tr], factors[tr], lam)
-        pred = emb[te] @ w + b
-        a = per_user_auc(user_factors, pred, liked_te, seed=seed)
-        if best is None or a > best[0]:
-            best = (a, lam, pred)
-    a, lam, pred = best
-    ss_tot = ((y_te - y_te.mean(axis=0)) ** 2).sum()
-    r2 = 1.0 - ((pred - y_te) ** 2).sum() / ss_tot if ss_tot > 0 else 0.0
-    cos = float(np.mean((l2_normalise(pred) * l2_normalise(y_te)).sum(axis=1)))
-    quality = {"warm_items": int(n), "heldout_items": int(n_te), "lambda": float(lam),
-               "r2": round(float(r2), 4), "cosine": round(cos, 4),
-               "auc_mapped": round(float(a), 4),
-               "auc_true_factors": round(per_user_auc(user_factors, y_te, liked_te, seed=seed), 4)}
-    w, b = fit_ridge(emb, factors, lam)
-    return RidgeMap(w, b, lam, quality)
+def to_user_recs(lists: pd.DataFrame, space: ItemSpace, model_version: str) -> pd.DataFrame:
+    """:func:`rank`'s output in the published ``user_recs`` shape (item ids, not indices)."""
+    ri = lists["reason_item"].to_numpy()
+    return pd.DataFrame({
+        C.USER_ID: lists["user_id"].astype(str), "rank": lists["rank"].astype(np.int32),
+        C.ITEM_ID: space.item_ids[lists["item"].to_numpy()].astype(str),
+        "score": lists["score"].astype(float), "cf_score": lists["cf_score"].astype(float),
+        "visual_score": lists["visual_score"].astype(float), "reason": lists["reason"],
+        "reason_item_id": [str(space.item_ids[i]) if i >= 0 else None for i in ri],
+        "model_version": model_version})

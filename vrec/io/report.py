@@ -1,4 +1,4 @@
-"""The run report: one self-contained static HTML file per ds (README "Run report").
+"""The run report: one self-contained static HTML file per ds (docs/evaluation.md "Run report").
 
 ``<warehouse>/reports/runs/vrec_report_<ds>.html`` opens from disk with no server: styles,
 trend plots (inline SVG) and thumbnails (JPEG data URIs) are all inside the file. It
@@ -22,9 +22,11 @@ from vrec import columns as C
 from vrec.config import Settings
 from vrec.core.evaluation import METRICS, MODELS, SLICES
 from vrec.io import warehouse as W
+from vrec.stages import NAMES
+from vrec.stages.layout import RunLayout
 
-STAGES = ("validate_inputs", "build_interactions", "embed_items", "train_cf", "score_users",
-          "build_recs", "evaluate", "validate_outputs", "quality_gate", "publish")
+# the stages in order, with publish's quality gate record just before publish
+STAGES = tuple(x for n in NAMES for x in (("quality_gate", n) if n == "publish" else (n,)))
 COLORS = {"popularity": "#8c8c8c", "als": "#1f77b4", "visual": "#2ca02c", "hybrid": "#d62728"}
 
 
@@ -225,25 +227,24 @@ def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gat
     return "\n".join(out)
 
 
-def _gallery_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
+def _gallery_section(run: RunLayout, settings: Settings, thumbs: Thumbs, titles: dict,
+                     pseudonymized: bool) -> str:
     e = settings.eval
-    clear = rd / "user_recs_clear"
-    recs = W.read_folder(clear if clear.is_dir() else rd / "out" / "user_recs")
+    recs = W.read_folder(run.path("user_recs"))
     out = ["<h2>Gallery: sample users</h2>"]
     if recs.empty or e.report_users == 0:
         return "\n".join(out + ["<p>No recommendations staged.</p>"])
-    profile = W.read_folder(rd / "user_profile", [C.USER_ID, "segment"])
+    profile = W.read_folder(run.path("user_profile"), [C.USER_ID, "segment"])
     cold = set(profile.loc[profile["segment"] == "cold", C.USER_ID].astype(str))
     variety = recs.groupby(C.USER_ID)["reason"].nunique().sort_index()
     warm = [u for u in variety.sort_values(ascending=False, kind="stable").index if u not in cold]
     users = warm[:max(1, e.report_users - 1)] + sorted(u for u in variety.index if u in cold)[:1]
     users = users[:e.report_users]
-    pairs = W.read_folder(rd / "interactions", [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
-    pseud = clear.is_dir()
+    pairs = W.read_folder(run.path("interactions"), [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
     for n, u in enumerate(users, 1):
         hist = pairs[(pairs[C.USER_ID].astype(str) == u) & (pairs["weight"] > 0)]
         hist = hist.sort_values("last_ts", ascending=False).head(e.report_history)
-        label = f"user #{n} (id pseudonymised)" if pseud else f"user {_e(u)}"
+        label = f"user #{n} (id pseudonymised)" if pseudonymized else f"user {_e(u)}"
         seg = "cold user: no history in the window" if u in cold else f"{len(hist)} recent items shown"
         out.append(f"<section class=user><h3>{label} <small>{seg}</small></h3>"
                    "<div class=row><span class=lab>history</span>"
@@ -260,12 +261,13 @@ def _gallery_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict)
     return "\n".join(out)
 
 
-def _similar_section(rd: Path, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
-    sim = W.read_folder(rd / "out" / "item_similar")
+def _similar_section(run: RunLayout, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
+    sim = W.read_folder(run.path("item_similar"))
     out = ["<h2>Gallery: visually similar items (item_similar)</h2>"]
     if sim.empty or settings.eval.report_similar == 0:
         return "\n".join(out + ["<p>No item_similar rows staged.</p>"])
-    pop = W.read_folder(rd / "item_popularity", [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
+    pop = W.read_folder(run.path("item_popularity"),
+                        [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
     have = set(sim[C.ITEM_ID].astype(str))
     items = [i for i in pop[C.ITEM_ID].astype(str) if i in have][:settings.eval.report_similar]
     for i in items:
@@ -310,14 +312,15 @@ window.addEventListener('load', function () {
 
 def render_report(settings: Settings, ds: str) -> str:
     """The report's HTML for ``ds`` (see the module doc)."""
-    wh, rd = Path(settings.paths.warehouse_root), W.run_dir(settings.paths.warehouse_root, ds)
+    wh = Path(settings.paths.warehouse_root)
+    run = RunLayout(wh, ds)
     stats = W.stage_records(wh, ds)
-    catalog = W.read_folder(rd / "catalog")
+    catalog = W.read_folder(run.path("catalog"))
     titles = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.TITLE].astype(str))) \
         if len(catalog) else {}
     thumbs = Thumbs(catalog if len(catalog) else pd.DataFrame(columns=[C.ITEM_ID, C.IMAGE_URI]),
                     Path(settings.paths.image_root), settings.eval.thumb_px)
-    metrics = W.read_folder(rd / "out" / "eval_metrics")
+    metrics = W.read_folder(run.path("eval_metrics"))
     past = []
     for d in W.published_ds(wh)[-30:]:
         if d < ds:
@@ -331,7 +334,7 @@ def render_report(settings: Settings, ds: str) -> str:
     pub = stats.get("publish") or {}
     if gate.get("status") == "refused":
         status = "<span class=bad>REFUSED by the quality gate: not published</span>"
-    elif pub:
+    elif pub.get("status") == "succeeded":
         status = f"<span class=ok>published</span> (version {_e(pub.get('version'))})"
     else:
         status = "<span class=warn>not published yet</span>"
@@ -343,8 +346,9 @@ def render_report(settings: Settings, ds: str) -> str:
             _gate_section(stats),
             _metrics_section(metrics, (stats.get("evaluate") or {}).get("evaluation") or {},
                              trend, settings.eval.gate_k),
-            _gallery_section(rd, settings, thumbs, titles),
-            _similar_section(rd, settings, thumbs, titles),
+            _gallery_section(run, settings, thumbs, titles,
+                             bool((stats.get("build_recs") or {}).get("pseudonymized"))),
+            _similar_section(run, settings, thumbs, titles),
             '<p id="img-status" data-images-total="?" data-images-loaded="?">'
             "thumbnails: page scripts off</p>"]
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"

@@ -105,9 +105,9 @@ def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> SuiteResu
     return out
 
 
-def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict,
-                 staging: Path) -> list[SuiteResult]:
-    """Run each suite on its frame, store the results (staging JSON + GX store), rebuild
+def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict
+                 ) -> list[SuiteResult]:
+    """Run each suite on its frame, store the results (GX's results store), rebuild
     Data Docs. ``frames`` maps suite -> (dataframe, row count or None)."""
     from vrec.io.gxcontext import open_context
 
@@ -117,13 +117,21 @@ def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict,
         r = run_suite(ctx, df, suite, params, ds=ds)
         r.rows = rows
         results.append(r)
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / f"{suite}.json").write_text(json.dumps(r.to_dict(), indent=2, default=str))
     try:
         ctx.build_data_docs()
     except Exception as exc:  # docs are a report; a rendering problem must not hide results
         log.warning("building GX Data Docs failed: %s", exc)
     return results
+
+
+def summarize(results: list[SuiteResult]) -> dict:
+    """Per suite, for the stage record (and run_stats.details): success, rows, rows
+    evaluated, the names of failed and warned expectations (``failed``, ``warnings``)
+    and each of them with its arguments and observed value (``failures``, ``warned``)."""
+    return {r.suite: {"success": r.success, "rows": r.rows, "evaluated": r.evaluated,
+                      "failed": [f["expectation"] for f in r.failures],
+                      "warnings": [f["expectation"] for f in r.warnings],
+                      "failures": r.failures, "warned": r.warnings} for r in results}
 
 
 def raise_on_failure(results: list[SuiteResult]) -> None:

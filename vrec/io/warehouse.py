@@ -22,9 +22,7 @@ import datetime as dt
 import json
 import os
 import shutil
-import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -68,33 +66,10 @@ def write_json(path: Path, data: dict) -> None:
 
 # ---------------------------------------------------------------- stage bookkeeping
 
-@dataclass
-class StageTimer:
-    """Times one stage and records its row counts in the run's staging area."""
-
-    warehouse: Path
-    ds: str
-    stage: str
-    started: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> StageTimer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def record(self, rows_in: int, rows_out: int, rows_quarantined: int = 0, **extra) -> dict:
-        """Write ``stats/<stage>.json``; returns the record."""
-        rec = {"stage": self.stage, "rows_in": int(rows_in), "rows_out": int(rows_out),
-               "rows_quarantined": int(rows_quarantined),
-               "seconds": round(time.perf_counter() - self.started, 3), **extra}
-        write_json(run_dir(self.warehouse, self.ds) / "stats" / f"{self.stage}.json", rec)
-        print(f"[vrec] {self.ds} {self.stage}: in={rec['rows_in']} out={rec['rows_out']} "
-              f"quarantined={rec['rows_quarantined']} {rec['seconds']:.1f}s", flush=True)
-        return rec
+def write_stage_record(warehouse: str | Path, ds: str, stage: str, record: dict) -> dict:
+    """Write a stage's record ``stats/<stage>.json`` (atomically); returns it."""
+    write_json(run_dir(warehouse, ds) / "stats" / f"{stage}.json", record)
+    return record
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:
@@ -137,12 +112,14 @@ def read_stage_stats(warehouse: str | Path, ds: str) -> pd.DataFrame:
 
 def run_stats_frame(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """The run_stats table of ``ds``: stage, rows_in, rows_out, rows_quarantined, seconds
-    and ``details`` (the stage's other facts as a JSON object string)."""
+    and ``details`` (the stage's other facts as a JSON object string), for every record
+    but those of stages still running or failed."""
     base = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
     rows = [{**{c: r.get(c) for c in base},
              "details": json.dumps({k: v for k, v in r.items() if k not in base},
                                    sort_keys=True, default=str)}
-            for r in stage_records(warehouse, ds).values()]
+            for r in stage_records(warehouse, ds).values()
+            if r.get("status") not in ("running", "failed")]
     return pd.DataFrame(rows, columns=base + ["details"])
 
 

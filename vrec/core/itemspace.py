@@ -1,0 +1,181 @@
+"""The catalog as retrieval and ranking see it: one row per catalog item, in item-id order.
+
+:func:`build_item_space` aligns the run's CF factors, image embeddings, categories and
+trending order on the catalog, marks new arrivals (an image and at most
+``recs.cold_item_max_users`` users) and predicts their factors with the cold-start map
+(:mod:`vrec.core.coldstart`). :func:`gate_new_arrivals` turns new arrivals off when that
+map ranks no better than ``recs.new_arrival_min_auc``. The candidates stage saves the
+space (``.npy`` files that Spark tasks memory-map) and build_recs ranks over the same one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from vrec import columns as C
+from vrec.config import RecsSettings
+from vrec.core.coldstart import fit_ridge_map, l2_normalise
+
+if TYPE_CHECKING:
+    from vrec.core.cf import CFModel
+
+ARRAYS = ("item_ids", "emb", "has_vec", "factors", "warm", "new", "category", "trending",
+          "category_names")
+
+
+@dataclass
+class ItemSpace:
+    """The catalog as the ranker sees it; row ``i`` of every array is catalog item ``i``.
+
+    ``emb``: L2-normalised image embeddings (zero rows for items without one);
+    ``factors``: ALS factors of warm items, predicted factors of new arrivals, zeros
+    otherwise; ``warm``: has an ALS factor; ``new``: new arrival (predicted factor);
+    ``category``: code into ``category_names`` (-1 unknown); ``trending``: catalog
+    indices in trending order (every item once).
+    """
+
+    item_ids: np.ndarray
+    emb: np.ndarray
+    has_vec: np.ndarray
+    factors: np.ndarray
+    warm: np.ndarray
+    new: np.ndarray
+    category: np.ndarray
+    trending: np.ndarray
+    category_names: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.item_ids)
+
+    def save(self, folder: str | Path, meta: dict | None = None) -> Path:
+        """One ``.npy`` per array (tasks memory-map them) and ``meta.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ARRAYS:
+            arr = getattr(self, name)
+            np.save(folder / f"{name}.npy",
+                    np.asarray(arr).astype(str) if name in ("item_ids", "category_names") else arr)
+        (folder / "meta.json").write_text(json.dumps(meta or {}, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, *, mmap: bool = True) -> ItemSpace:
+        """Read a space written by :meth:`save`."""
+        mode = "r" if mmap else None
+        return cls(**{n: np.load(Path(folder) / f"{n}.npy", mmap_mode=mode) for n in ARRAYS})
+
+    @staticmethod
+    def meta(folder: str | Path) -> dict:
+        """The ``meta.json`` written with the space (map quality, why slots are off)."""
+        return json.loads((Path(folder) / "meta.json").read_text())
+
+
+def catalog_embedding_matrix(item_ids: np.ndarray, vectors: pd.DataFrame
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """(emb, has_vec) aligned with ``item_ids``; rows without a vector are zeros."""
+    index = {str(i): j for j, i in enumerate(item_ids)}
+    dim = len(vectors["embedding"].iloc[0]) if len(vectors) else 1
+    emb = np.zeros((len(item_ids), dim), dtype=np.float32)
+    has = np.zeros(len(item_ids), dtype=bool)
+    for iid, vec in zip(vectors[C.ITEM_ID], vectors["embedding"]):
+        j = index.get(str(iid))
+        if j is not None:
+            emb[j] = np.asarray(vec, dtype=np.float32)
+            has[j] = True
+    return emb, has
+
+
+def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    """Position of each value in ``universe`` (-1 when absent)."""
+    lookup = {str(v): i for i, v in enumerate(universe)}
+    return np.asarray([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+
+
+def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFrame,
+                     pairs: pd.DataFrame, trending_ids: list[str], recs: RecsSettings, *,
+                     seed: int = 0) -> tuple[ItemSpace, dict]:
+    """The catalog-indexed arrays of the ranker and the cold-start map's quality
+    (``skipped`` with the reason when too few warm items have an image).
+
+    New arrivals are items with an embedding and at most ``recs.cold_item_max_users``
+    distinct users (pairs with weight > 0); their factors come from the ridge map fit on
+    warm items with an image and at least ``recs.map_min_users`` users.
+    """
+    item_ids = np.asarray(sorted(catalog[C.ITEM_ID].astype(str)), dtype=object)
+    cats = catalog.set_index(catalog[C.ITEM_ID].astype(str))[C.CATEGORY].reindex(item_ids)
+    names = sorted(str(c) for c in cats.dropna().unique())
+    code = {c: j for j, c in enumerate(names)}
+    category = np.asarray([code.get(str(c), -1) if pd.notna(c) else -1 for c in cats],
+                          dtype=np.int64)
+    emb, has = catalog_embedding_matrix(item_ids, vectors)
+    emb = l2_normalise(emb)
+    pos = pairs[pairs["weight"] > 0]
+    ci = index_of(pos[C.ITEM_ID].to_numpy(), item_ids)
+    users = np.bincount(ci[ci >= 0], minlength=len(item_ids))
+    mpos = index_of(item_ids, model.item_ids)
+    in_model = mpos >= 0
+    new = has & (users <= recs.cold_item_max_users)
+    warm = in_model & ~new
+    f = np.asarray(model.item_factors).shape[1]
+    factors = np.zeros((len(item_ids), f), dtype=np.float32)
+    factors[warm] = np.asarray(model.item_factors)[mpos[warm]]
+    fit = warm & has & (users >= recs.map_min_users)
+    uidx = index_of(pos[C.USER_ID].to_numpy(), model.user_ids)
+    ok = (ci >= 0) & (uidx >= 0)
+    liked = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (uidx[ok], ci[ok])),
+                          shape=(len(model.user_ids), len(item_ids)))
+    fit_idx = np.flatnonzero(fit)
+    rmap = fit_ridge_map(emb[fit_idx], factors[fit_idx], np.asarray(model.user_factors),
+                         liked[:, fit_idx], seed=seed)
+    if rmap is not None:
+        factors[new] = rmap.predict(emb[new])
+    else:
+        new[:] = False  # no map: new arrivals are reached through the visual path only
+    t = index_of(np.asarray(trending_ids), item_ids)
+    t = t[t >= 0]
+    rest = np.setdiff1d(np.arange(len(item_ids)), t)
+    space = ItemSpace(item_ids=item_ids.astype(str), emb=emb, has_vec=has, factors=factors,
+                      warm=warm, new=new, category=category,
+                      trending=np.concatenate([t, rest]).astype(np.int64),
+                      category_names=np.asarray(names, dtype=str))
+    quality = ({"skipped": f"{len(fit_idx)} warm items with an image and >= "
+                           f"{recs.map_min_users} users; the map needs 20", "new_arrivals": 0}
+               if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())})
+    return space, quality
+
+
+def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float
+                      ) -> tuple[ItemSpace, str | None]:
+    """Use the cold-start map only when it ranks held-out warm items for their users with
+    AUC >= ``min_auc``. Below that (or without a map) a map no better than chance would
+    spend list places on noise: new arrivals get no predicted CF score and no reserved
+    slots (they stay reachable through the visual profile, as plain items). Returns the
+    space to retrieve and rank with, and why new arrivals were turned off (or None)."""
+    a = (map_quality or {}).get("auc_mapped")
+    if a is not None and a >= min_auc:
+        return space, None
+    why = (f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}" if a is not None
+           else f"no cold-start map ({(map_quality or {}).get('skipped', 'not fit')})")
+    new = np.asarray(space.new, dtype=bool)
+    factors = np.array(space.factors, dtype=np.float32)
+    factors[new] = 0.0
+    return dataclasses.replace(space, new=np.zeros_like(new), factors=factors), why
+
+
+def ranking_policy(recs: RecsSettings, blend: dict | None = None,
+                   slots_off: str | None = None) -> RecsSettings:
+    """The ``recs`` settings a run ranks with: the tuned blend (``blend['chosen']``) when
+    there is one, and no reserved new-arrival slots when the map gate turned them off."""
+    update = dict((blend or {}).get("chosen") or {})
+    if slots_off:
+        update["new_arrival_slots"] = 0
+    return recs.model_copy(update=update) if update else recs

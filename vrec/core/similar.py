@@ -1,0 +1,58 @@
+"""Visual "more like this": exact and approximate nearest neighbours of L2-normalised
+image embeddings (cosine similarity), and the recall of the approximation.
+
+Pure numpy (FAISS for the approximate index); ``vrec.spark.similar`` runs it over the
+catalog and checks the recall floor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vrec import columns as C
+from vrec.core.topk import topk_blocked
+
+
+def neighbour_rows(ids: np.ndarray, rows: np.ndarray, idx: np.ndarray, sc: np.ndarray,
+                   k: int) -> pd.DataFrame:
+    """item_similar rows (item_id, rank, similar_item_id, similarity) for query ``rows``
+    given their top-k neighbour indices and scores (-1 pads are dropped)."""
+    keep = idx.ravel() >= 0
+    return pd.DataFrame({
+        C.ITEM_ID: np.repeat(ids[rows], k)[keep],
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(rows))[keep],
+        "similar_item_id": ids[idx.ravel()[keep]],
+        "similarity": np.clip(sc.ravel()[keep].astype(float), -1.0, 1.0)})
+
+
+def exact_topk(emb: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k neighbours of ``emb[rows]`` among all rows (self excluded)."""
+    return topk_blocked(emb[rows], emb, k, exclude=[np.array([r]) for r in rows])
+
+
+def faiss_topk(emb: np.ndarray, k: int, *, m: int = 32, ef_search: int = 128
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-k neighbours (self excluded) by inner product with a FAISS HNSW
+    index; for L2-normalised rows that is cosine similarity."""
+    import faiss
+
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = max(ef_search, k + 1)
+    index.add(x)
+    sc, idx = index.search(x, k + 1)
+    out_i = np.full((len(x), k), -1, dtype=np.int64)
+    out_s = np.full((len(x), k), -np.inf, dtype=np.float32)
+    for r in range(len(x)):
+        keep = (idx[r] != r) & (idx[r] >= 0)
+        ii, ss = idx[r][keep][:k], sc[r][keep][:k]
+        out_i[r, :len(ii)], out_s[r, :len(ss)] = ii, ss
+    return out_i, out_s
+
+
+def recall_at_k(exact: np.ndarray, approx: np.ndarray) -> float:
+    """Mean share of each row's exact top-k found in its approximate top-k."""
+    hits = [len(set(e[e >= 0]) & set(a[a >= 0])) / max(1, (e >= 0).sum())
+            for e, a in zip(exact, approx)]
+    return float(np.mean(hits)) if hits else 1.0

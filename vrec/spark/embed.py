@@ -1,0 +1,143 @@
+"""embed_items in Spark: hash every catalog image, embed those the cache lacks
+(``mapInPandas``, model loaded once per worker), apply the quality thresholds, find
+near-duplicates.
+
+Vectors are cached in ``warehouse/item_embeddings/`` keyed by (model_name, content_hash)
+where content_hash is the SHA-256 of the image bytes and model_name is the backbone's
+version. A night embeds only hashes the cache lacks; switching backbone embeds everything
+under the new key and keeps the old. The cache also holds each image's quality facts, so
+undecodable images are not retried and thresholds apply at read time.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vrec import columns as C
+from vrec.config import EmbedSettings
+from vrec.images.embed import hash_images, make_embed_fn, model_version, quality_reason
+from vrec.images.imagequality import hamming_pairs
+
+CACHE_SCHEMA = ("model_name string, content_hash string, dim int, "
+                "embedding array<float>, error string, width int, height int, "
+                "pixel_std double, phash long")
+
+
+def cache_dir(warehouse: str | Path) -> Path:
+    """Folder of the item_embeddings cache."""
+    return Path(warehouse) / "item_embeddings"
+
+
+def read_cache(spark, warehouse: str | Path, version: str):
+    """The cached rows of one model version (None when the cache is empty)."""
+    from pyspark.sql import functions as F
+
+    folder = cache_dir(warehouse)
+    if not any(folder.glob("*.parquet")):
+        return None
+    # Concurrent runs (a backfill beside the nightly run) may both embed a new image:
+    # keep one row per key.
+    return (spark.read.schema(CACHE_SCHEMA).parquet(str(folder))
+            .where(F.col("model_name") == version).dropDuplicates(["content_hash"]))
+
+
+def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str) -> int:
+    """Add new cache rows as one Parquet file, written to a temp name then renamed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if rows.empty:
+        return 0
+    folder = cache_dir(warehouse)
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("model_name", pa.string()), ("content_hash", pa.string()),
+                        ("dim", pa.int32()), ("embedding", pa.list_(pa.float32())),
+                        ("error", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                        ("pixel_std", pa.float64()), ("phash", pa.int64())])
+    table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)
+    name = f"part-{ds}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, folder / name)
+    return len(rows)
+
+
+def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
+                    embed: EmbedSettings, ds: str) -> dict:
+    """Embed the catalog's new images and return the run's item vectors.
+
+    Returns a dict with ``vectors`` (pandas: item_id, content_hash, embedding),
+    ``quarantine`` (pandas: key, reason), ``duplicates`` (pandas: item_id,
+    duplicate_of, hamming, cosine) and counts ``embedded_new``, ``reused``, ``items``.
+    Inference runs in Spark; the run's vectors are then collected on the driver for the
+    quality policy and duplicate search (fine to a few hundred thousand items).
+    """
+    from pyspark.sql import functions as F
+
+    backbone, batch_size, policy = embed.backbone, embed.batch_size, embed
+    weights_path = str(embed.weights_path) if embed.weights_path else None
+    allow_download, arrow_batch = embed.allow_download, embed.arrow_batch
+    version = model_version(backbone, weights_path, allow_download)
+    parallelism = max(1, spark.sparkContext.defaultParallelism)
+    threads = max(1, (os.cpu_count() or 1) // parallelism)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch))
+    items = catalog.select(C.ITEM_ID, C.IMAGE_URI).repartition(parallelism)
+    hashed = items.mapInPandas(
+        lambda it: hash_images(it, str(image_root)),
+        "item_id string, path string, content_hash string, error string").localCheckpoint()
+    cache = read_cache(spark, warehouse, version)
+    wanted = hashed.where(F.col("content_hash").isNotNull()).dropDuplicates(["content_hash"])
+    todo = wanted if cache is None else wanted.join(
+        cache.select("content_hash"), "content_hash", "left_anti")
+    todo_pd = todo.select("content_hash", "path").toPandas()
+    n_new = len(todo_pd)
+    if n_new:
+        print(f"[vrec] {ds} embed_items: embedding {n_new} new images with {version} "
+              f"({parallelism} workers x {threads} threads)", flush=True)
+        n_parts = max(1, min(parallelism, n_new // max(1, batch_size) or 1))
+        fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
+                 .mapInPandas(make_embed_fn(backbone, batch_size, threads, weights_path,
+                                            allow_download),
+                              CACHE_SCHEMA)
+                 .toPandas())
+        append_to_cache(fresh, warehouse, ds)
+        cache = read_cache(spark, warehouse, version)
+    if cache is None:  # nothing embeddable, ever (e.g. every image missing)
+        cache = spark.createDataFrame([], CACHE_SCHEMA)
+    joined = hashed.join(
+        cache.select("content_hash", "embedding", F.col("error").alias("embed_error"),
+                     "width", "height", "pixel_std", "phash"),
+        "content_hash", "left").toPandas()
+    reasons = [
+        str(e) if isinstance(e, str) else quality_reason(ee, w, h, s, policy)
+        for e, ee, w, h, s in zip(joined["error"], joined["embed_error"], joined["width"],
+                                  joined["height"], joined["pixel_std"])
+    ]
+    joined["reason"] = reasons
+    ok = joined["reason"].isna() & joined["embedding"].notna()
+    vectors = joined.loc[ok, [C.ITEM_ID, "content_hash", "embedding"]].reset_index(drop=True)
+    bad = joined.loc[~ok, [C.ITEM_ID]].rename(columns={C.ITEM_ID: "key"})
+    bad["reason"] = joined.loc[~ok, "reason"].fillna("not_embedded").to_numpy()
+    kept = joined.loc[ok].sort_values(C.ITEM_ID)
+    pairs = hamming_pairs(kept[C.ITEM_ID].tolist(), kept["phash"].astype("int64").to_numpy(),
+                          policy.duplicate_hamming)
+    # A perceptual hash alone confuses different products shot the same way (same pose,
+    # white background); a pair counts only when the CNN embeddings agree as well.
+    vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
+    rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
+    dups = pd.DataFrame([r for r in rows if r[3] >= policy.duplicate_min_cosine],
+                        columns=[C.ITEM_ID, "duplicate_of", "hamming", "cosine"]).astype(
+        {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
+    dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str), "reason": "near_duplicate_image"})
+    quarantine = pd.concat([d for d in (bad, dup_q.drop_duplicates("key")) if len(d)],
+                           ignore_index=True) if len(bad) or len(dup_q) else bad
+    return {"vectors": vectors, "quarantine": quarantine,
+            "duplicates": dups, "embedded_new": n_new,
+            "reused": int(joined["content_hash"].dropna().nunique()) - n_new,
+            "model_version": version,
+            "items": len(joined)}

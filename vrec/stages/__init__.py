@@ -1,0 +1,110 @@
+"""The nightly stages, declared once.
+
+Every consumer iterates :data:`STAGES`: the Airflow DAG (one task per stage, in this
+order), the runner behind ``jobs/stage.py`` and ``vrec run-stage``, the run report, the
+demo and the tests. A stage is a module ``vrec/stages/<name>.py`` with a function
+``run(ctx)`` (see :mod:`vrec.stages.layout` for ``ctx``) plus one entry here naming its
+engine and the staged artifacts it reads and writes. The runner enforces the entry: a
+stage can open only the inputs it declares, each must come from a stage that succeeded
+for the same ds, and its declared outputs are cleared before it runs.
+
+Artifacts live under ``<warehouse>/_runs/<ds>/`` at the paths of
+:data:`vrec.stages.layout.ARTIFACTS`. This module imports nothing heavy: the scheduler
+parses the DAG, which imports it, all the time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One nightly stage: its name (and module), engine, staged inputs and outputs, the
+    stages that must have succeeded for the same ds first (beyond those producing its
+    inputs), and one line on what it does."""
+
+    name: str
+    engine: Literal["spark", "local"]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    summary: str
+    requires: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"vrec.stages.{self.name}"
+
+    def function(self):
+        """The stage's ``run(ctx)`` (imported on call)."""
+        return importlib.import_module(self.module).run
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("validate_inputs", "spark", (), (),
+          "Great Expectations on the day's events (Spark) and the catalog snapshot; "
+          "critical failures stop the run"),
+    Stage("build_interactions", "spark", (),
+          ("events", "catalog", "interactions", "item_popularity", "user_profile"),
+          "events as of the end of ds -> cleaned, weighted (user, item) pairs; bad rows "
+          "quarantined; item_popularity and user_profile",
+          requires=("validate_inputs",)),
+    Stage("embed_items", "spark", ("catalog",), ("item_vectors", "image_duplicates"),
+          "new or changed item images -> CNN vectors (incremental cache); bad images "
+          "quarantined; near-duplicate pairs"),
+    Stage("train_cf", "spark", ("interactions", "catalog", "item_vectors", "item_popularity"),
+          ("model", "blend"),
+          "ALS (implicit on one node, or Spark MLlib) on the pairs; the blend tuned on a "
+          "validation window"),
+    Stage("candidates", "spark",
+          ("interactions", "catalog", "item_vectors", "item_popularity", "model"),
+          ("item_space", "candidates"),
+          "the item space (factors, images, cold-start map) and every user's CF, visual and "
+          "new-arrival top-N with raw scores"),
+    Stage("build_recs", "spark",
+          ("candidates", "item_space", "model", "blend", "user_profile", "item_vectors"),
+          ("user_recs", "item_similar", "user_recs_pseudonymized", "user_profile_pseudonymized"),
+          "rank each user's candidates (blend, diversity, new-arrival slots, reasons, "
+          "trending fill) -> user_recs; visual neighbours -> item_similar"),
+    Stage("evaluate", "spark",
+          ("events", "interactions", "catalog", "item_vectors", "item_popularity"),
+          ("eval_metrics",),
+          "a holdout as of ds: popularity, ALS, visual and hybrid through the same "
+          "retrieval and ranker -> eval_metrics"),
+    Stage("validate_outputs", "spark",
+          ("user_recs", "user_profile", "item_similar", "item_vectors", "catalog"), (),
+          "Great Expectations on user_recs, per-user lists, item_similar and the item "
+          "vectors; critical failures stop the run before publish"),
+    Stage("publish", "local",
+          ("user_recs", "item_similar", "item_popularity", "user_profile", "catalog",
+           "image_duplicates", "eval_metrics", "model", "blend", "user_recs_pseudonymized",
+           "user_profile_pseudonymized"),
+          ("run_stats", "quarantine_table"),
+          "quality gate on hybrid NDCG, then every table of ds published atomically",
+          requires=("validate_outputs",)),
+    Stage("report", "local",
+          ("catalog", "user_recs", "user_profile", "interactions", "item_similar",
+           "item_popularity", "eval_metrics"), (),
+          "one self-contained HTML report of the run",
+          requires=("publish",)),
+)
+
+NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+
+def get(name: str) -> Stage:
+    """The stage called ``name`` (ValueError listing the stages otherwise)."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown stage {name!r}; stages: {', '.join(NAMES)}")
+
+
+def producer(artifact: str) -> Stage:
+    """The one stage that writes ``artifact``."""
+    for s in STAGES:
+        if artifact in s.outputs:
+            return s
+    raise ValueError(f"no stage writes {artifact!r}")

@@ -1,0 +1,23 @@
+"""embed_items: embed new or changed catalog images (Spark + the CNN, incremental cache);
+write the run's item vectors and the near-duplicate image pairs; quarantine bad images."""
+
+from __future__ import annotations
+
+
+def run(ctx) -> dict:
+    from vrec.io import warehouse as W
+    from vrec.spark.embed import run_embed_items
+
+    spark, ds, e = ctx.spark, ctx.ds, ctx.settings.embed
+    res = run_embed_items(spark, spark.read.parquet(str(ctx.input("catalog"))),
+                          warehouse=ctx.warehouse, image_root=ctx.settings.paths.image_root,
+                          embed=e, ds=ds)
+    W.write_table_folder(res["vectors"], ctx.output("item_vectors"))
+    W.write_table_folder(res["duplicates"], ctx.output("image_duplicates"))
+    nq = W.write_quarantine(ctx.warehouse, ds, "images", res["quarantine"])
+    ctx.record(res["items"], len(res["vectors"]), nq, embedded_new=res["embedded_new"],
+               reused=res["reused"], model_version=res["model_version"],
+               near_duplicates=len(res["duplicates"]),
+               reasons=res["quarantine"]["reason"].value_counts().to_dict())
+    return {"vectors": len(res["vectors"]), "embedded_new": res["embedded_new"],
+            "reused": res["reused"], "near_duplicates": len(res["duplicates"])}

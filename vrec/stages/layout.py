@@ -1,0 +1,215 @@
+"""The staging layout of a run and the context a stage runs in.
+
+Every staged path of a run is here (:data:`ARTIFACTS`, relative to
+``<warehouse>/_runs/<ds>/``); nothing else builds paths into a run's staging area. Besides
+artifacts, a run holds bookkeeping: ``stats/<stage>.json`` (each stage's record: status,
+rows, seconds, facts, which outputs it wrote) and ``quarantine/<source>.parquet`` (rows a
+stage set aside, with reasons); publish turns both into the ``run_stats`` and
+``quarantine`` tables.
+
+:func:`run` is how every stage runs (``jobs/stage.py``, ``vrec run-stage``, the DAG's
+local tasks, the tests): it checks that each declared input comes from a stage that
+succeeded for this ds (and each required stage succeeded), clears the stage's declared
+outputs, records ``running``, calls ``run(ctx)`` and records ``succeeded`` (with the
+outputs actually written) or ``failed`` (with the error).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vrec import stages as registry
+from vrec.config import Settings
+from vrec.io import warehouse as W
+
+ARTIFACTS: dict[str, str] = {
+    # build_interactions
+    "events": "events",                    # cleaned events as of ds (the time holdout splits them)
+    "catalog": "catalog",                  # the catalog snapshot the run uses (published as items)
+    "interactions": "interactions",        # weighted (user, item) pairs
+    "item_popularity": "item_popularity",
+    "user_profile": "user_profile",
+    # embed_items
+    "item_vectors": "item_vectors",        # the run's item embeddings
+    "image_duplicates": "image_duplicates",
+    # train_cf
+    "model": "model",                      # CF factors and ids (.npy) + model.json
+    "blend": "blend.json",                 # the blend used by build_recs (tuned or configured)
+    # candidates
+    "item_space": "item_space",            # catalog-indexed arrays the ranker uses (.npy)
+    "candidates": "candidates",            # per user: candidates with raw scores
+    # build_recs
+    "user_recs": "user_recs",              # ranked lists with clear user ids
+    "item_similar": "item_similar",
+    "user_recs_pseudonymized": "pseudonymized/user_recs",      # privacy.pseudonymize only
+    "user_profile_pseudonymized": "pseudonymized/user_profile",
+    # evaluate
+    "eval_metrics": "eval_metrics",
+    # publish
+    "run_stats": "publish/run_stats",
+    "quarantine_table": "publish/quarantine",
+}
+BOOKKEEPING = ("stats", "quarantine")
+
+
+class StageInputError(RuntimeError):
+    """A stage's input is missing, or comes from a stage that has not succeeded."""
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run's staging area."""
+
+    warehouse: Path
+    ds: str
+
+    @property
+    def root(self) -> Path:
+        return W.run_dir(self.warehouse, self.ds)
+
+    def path(self, artifact: str) -> Path:
+        """Where ``artifact`` is staged."""
+        if artifact not in ARTIFACTS:
+            raise KeyError(f"unknown artifact {artifact!r}")
+        return self.root / ARTIFACTS[artifact]
+
+    def record(self, stage: str) -> dict:
+        """The stage's record for this ds ({} when it never ran)."""
+        return W.stage_records(self.warehouse, self.ds).get(stage, {})
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``run(ctx)`` gets: settings, ds, the Spark session (Spark stages),
+    parameters (e.g. publish's gate override), and checked access to its paths."""
+
+    stage: registry.Stage
+    settings: Settings
+    ds: str
+    spark: Any = None
+    params: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(Path(self.settings.paths.warehouse_root), self.ds)
+
+    @property
+    def warehouse(self) -> Path:
+        return Path(self.settings.paths.warehouse_root)
+
+    def input(self, artifact: str) -> Path:
+        """The path of a declared input that its producer wrote for this ds."""
+        if artifact not in self.stage.inputs:
+            raise StageInputError(f"stage {self.stage.name} does not declare {artifact!r} as "
+                                  "an input (vrec/stages/__init__.py)")
+        if not self.has(artifact):
+            raise StageInputError(f"{artifact} was not written for ds={self.ds} by "
+                                  f"{registry.producer(artifact).name}")
+        return self.layout.path(artifact)
+
+    def has(self, artifact: str) -> bool:
+        """Whether a declared input was written by its (succeeded) producer."""
+        rec = self.layout.record(registry.producer(artifact).name)
+        return rec.get("status") == "succeeded" and artifact in rec.get("outputs_written", [])
+
+    def output(self, artifact: str) -> Path:
+        """The path of a declared output (cleared before the stage ran)."""
+        if artifact not in self.stage.outputs:
+            raise StageInputError(f"stage {self.stage.name} does not declare {artifact!r} as "
+                                  "an output (vrec/stages/__init__.py)")
+        path = self.layout.path(artifact)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record(self, rows_in: int, rows_out: int, rows_quarantined: int = 0, **extra) -> None:
+        """The stage's row counts and facts (written into its record when it ends)."""
+        self.stats = {"rows_in": int(rows_in), "rows_out": int(rows_out),
+                      "rows_quarantined": int(rows_quarantined), **extra}
+        print(f"[vrec] {self.ds} {self.stage.name}: in={rows_in} out={rows_out} "
+              f"quarantined={rows_quarantined}", flush=True)
+
+
+def needed(stage: registry.Stage) -> list[str]:
+    """The stages that must have succeeded before ``stage``: the producers of its inputs
+    and its ``requires``, in pipeline order."""
+    names = {registry.producer(a).name for a in stage.inputs} | set(stage.requires)
+    return [s.name for s in registry.STAGES if s.name in names]
+
+
+def check_inputs(stage: registry.Stage, layout: RunLayout) -> None:
+    """Raise :class:`StageInputError` unless every stage ``stage`` needs (transitively)
+    succeeded for this ds, each after the stages it needs: a stage re-run after one that
+    read its outputs makes that reader stale (e.g. build_recs re-run after
+    validate_outputs: publish refuses until validate_outputs runs again)."""
+    records = W.stage_records(layout.warehouse, layout.ds)
+    order = " -> ".join(registry.NAMES)
+
+    def check(name: str, reader: str, reader_started: int | None) -> None:
+        rec = records.get(name, {})
+        status = rec.get("status")
+        if status != "succeeded":
+            raise StageInputError(
+                f"{stage.name} for ds={layout.ds} needs {name} to have succeeded for that ds "
+                f"first (its record says {status or 'never ran'}); run the stages in order: "
+                f"{order}")
+        if reader_started is not None and rec.get("finished_seq", 0) > reader_started:
+            raise StageInputError(
+                f"{stage.name} for ds={layout.ds}: {reader} ran before the latest run of "
+                f"{name}, so it read older outputs; run {reader} again (order: {order})")
+        for dep in needed(registry.get(name)):
+            check(dep, name, rec.get("started_seq", 0))
+
+    for name in needed(stage):
+        check(name, stage.name, None)
+
+
+def _next_seq(layout: RunLayout) -> int:
+    """A counter over the records of one ds: orders stage starts and ends without clocks."""
+    recs = W.stage_records(layout.warehouse, layout.ds).values()
+    return 1 + max([int(r.get(k, 0)) for r in recs for k in ("started_seq", "finished_seq")],
+                   default=0)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run(stage_name: str, settings: Settings, ds: str, *, spark=None,
+        params: dict | None = None) -> dict:
+    """Run one stage for ``ds`` under the contract (module doc); returns its summary."""
+    stage = registry.get(stage_name)
+    W.check_ds(ds)
+    layout = RunLayout(Path(settings.paths.warehouse_root), ds)
+    check_inputs(stage, layout)
+    for artifact in stage.outputs:
+        path = layout.path(artifact)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    base = {"stage": stage.name, "engine": stage.engine, "started_at": _now(),
+            "started_seq": _next_seq(layout)}
+    W.write_stage_record(layout.warehouse, ds, stage.name, {**base, "status": "running"})
+    ctx = StageContext(stage, settings, ds, spark=spark, params=dict(params or {}))
+    t0 = time.perf_counter()
+    try:
+        summary = stage.function()(ctx)
+    except BaseException as exc:
+        W.write_stage_record(layout.warehouse, ds, stage.name, {
+            **base, **ctx.stats, "status": "failed", "finished_at": _now(),
+            "finished_seq": _next_seq(layout),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        raise
+    written = [a for a in stage.outputs if layout.path(a).exists()]
+    W.write_stage_record(layout.warehouse, ds, stage.name, {
+        **base, "rows_in": 0, "rows_out": 0, "rows_quarantined": 0, **ctx.stats,
+        "status": "succeeded", "finished_at": _now(), "finished_seq": _next_seq(layout),
+        "seconds": round(time.perf_counter() - t0, 3), "outputs_written": written})
+    return summary

@@ -1,0 +1,88 @@
+"""publish: the quality gate on hybrid NDCG (docs/evaluation.md), then run_stats and
+quarantine staged, the CF model kept under ``models/ds=<ds>/``, and every table of ds
+published atomically (docs/operations.md "Atomic publish"). A refused gate writes the run
+report and fails before anything is published."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from vrec.io import warehouse as W
+
+# published table -> the staged artifact it comes from (the pseudonymised form replaces
+# user_recs and user_profile when privacy.pseudonymize is on)
+PUBLISHED_FROM = {"user_recs": "user_recs", "item_similar": "item_similar",
+                  "item_popularity": "item_popularity", "user_profile": "user_profile",
+                  "items": "catalog", "image_duplicates": "image_duplicates",
+                  "run_stats": "run_stats", "quarantine": "quarantine_table",
+                  "eval_metrics": "eval_metrics"}
+PSEUDONYMIZED = {"user_recs": "user_recs_pseudonymized",
+                 "user_profile": "user_profile_pseudonymized"}
+
+
+def run(ctx) -> dict:
+    from vrec.gate import QualityGateError, quality_gate
+    from vrec.io.validation import docs_index
+
+    wh, ds, s = ctx.warehouse, ctx.ds, ctx.settings
+    evaluation = ctx.layout.record("evaluate").get("evaluation") or {}
+    gate = quality_gate(wh, ds, pd.read_parquet(ctx.input("eval_metrics")), s.eval,
+                        split=evaluation.get("split"),
+                        override=bool(ctx.params.get("override_gate")),
+                        reason=str(ctx.params.get("override_reason") or ""))
+    # not a stage: publish's verdict, kept as a record (its status is the gate's)
+    W.write_stage_record(wh, ds, "quality_gate", {
+        "stage": "quality_gate", "rows_in": 0, "rows_out": 0, "rows_quarantined": 0,
+        "seconds": 0.0, **gate})
+    print(f"[vrec] {ds} {gate['message']}", flush=True)
+    if gate["status"] == "refused":
+        _report_quietly(s, ds)
+        raise QualityGateError(gate["message"])
+    pseudo = s.privacy.pseudonymize
+    if pseudo and not ctx.has("user_recs_pseudonymized"):
+        raise W.PublishError(f"privacy.pseudonymize is on but build_recs for {ds} staged clear "
+                             "user ids only (it ran with pseudonymisation off): rerun build_recs")
+    stats = W.run_stats_frame(wh, ds)
+    W.write_table_folder(stats, ctx.output("run_stats"))
+    W.write_table_folder(W.staged_quarantine(wh, ds), ctx.output("quarantine_table"))
+    staged = {}
+    for table, artifact in PUBLISHED_FROM.items():
+        source = PSEUDONYMIZED[table] if pseudo and table in PSEUDONYMIZED else artifact
+        staged[table] = ctx.output(source) if source in ctx.stage.outputs else ctx.input(source)
+    model_meta = json.loads((ctx.input("model") / "model.json").read_text())
+    # keep the model next to the tables: analysts and later runs can reload it
+    model_dir = Path(wh) / "models" / f"ds={ds}"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    shutil.copytree(ctx.input("model"), model_dir)
+    m = W.publish(wh, ds, staged, extra={
+        "model_version": model_meta["version"],
+        "blend": json.loads(ctx.input("blend").read_text()),
+        "data_docs": str(docs_index(wh)),
+        "quality_gate": gate,
+        "evaluation": {k: evaluation.get(k) for k in ("split", "ks", "evaluated_users",
+                                                      "train_end")},
+        "stage_stats": json.loads(stats.drop(columns=["details"]).to_json(orient="records"))})
+    removed = []
+    if s.publish.retention_days:
+        removed = W.apply_retention(wh, ds, s.publish.retention_days)
+        if removed:
+            print(f"[vrec] retention {s.publish.retention_days} days: removed partitions "
+                  f"{removed}", flush=True)
+    rows = sum(t["rows"] for t in m["tables"].values())
+    ctx.record(rows, rows, 0, version=m["version"], retention_removed=removed)
+    return m
+
+
+def _report_quietly(settings, ds: str) -> None:
+    """Write the run report; a failure here must not hide the gate's message."""
+    from vrec.io.report import write_report
+
+    try:
+        print(f"[vrec] {ds} run report: {write_report(settings, ds)}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - reported, the gate error follows
+        print(f"[vrec] {ds} run report could not be written: {exc!r}", flush=True)

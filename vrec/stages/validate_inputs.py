@@ -1,0 +1,47 @@
+"""validate_inputs: Great Expectations on the day's landed events (Spark) and the catalog
+snapshot (pandas). A critical failure fails the stage before anything downstream runs;
+warnings and every result go into the stage record (and GX's results and Data Docs)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vrec import columns as C
+
+
+def run(ctx) -> dict:
+    from vrec.io.rawio import catalog_snapshot_ds, partition_dir
+    from vrec.io.validation import (
+        catalog_frame,
+        docs_index,
+        events_frame,
+        raise_on_failure,
+        summarize,
+        validate_all,
+    )
+
+    spark, ds, paths = ctx.spark, ctx.ds, ctx.settings.paths
+    snap = catalog_snapshot_ds(paths.raw_root, ds)
+    catalog = pd.read_parquet(partition_dir(paths.raw_root, "catalog", snap))
+    ev_dir = partition_dir(paths.raw_root, "events", ds)
+    if not ev_dir.is_dir() or not any(ev_dir.glob("*.parquet")):
+        raise FileNotFoundError(f"no events landed for ds={ds}: {ev_dir} has no Parquet files "
+                                "(an upstream export failed, or the date is outside the data)")
+    ids = catalog[C.ITEM_ID].dropna().astype(str) if C.ITEM_ID in catalog else pd.Series([], dtype=str)
+    catalog_ids = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: ids.unique()}),
+                                        schema="item_id string")
+    events = events_frame(spark, ev_dir, catalog_ids, ds,
+                          ctx.settings.validation.max_event_age_days).cache()
+    try:
+        n_events = events.count()
+        results = validate_all(ctx.warehouse, ds, {
+            "raw_catalog": (catalog_frame(catalog, paths.image_root), len(catalog)),
+            "raw_events": (events, n_events)}, {"event_types": list(C.EVENT_TYPES)})
+    finally:  # a cached plan would serve stale rows to a rerun after the files changed
+        events.unpersist()
+    warnings = sum(len(r.warnings) for r in results)
+    ctx.record(n_events + len(catalog), n_events + len(catalog), 0, warnings=warnings,
+               catalog_snapshot=snap, validation=summarize(results),
+               data_docs=str(docs_index(ctx.warehouse)))
+    raise_on_failure(results)
+    return {"events": n_events, "catalog": len(catalog), "warnings": warnings}
