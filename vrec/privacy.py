@@ -1,4 +1,4 @@
-"""Pseudonymisation of user ids in published tables (README "Privacy").
+"""Pseudonymisation of user ids in published tables (docs/privacy.md).
 
 A pseudonym is ``u_`` + the first 32 hex digits of SHA-256(salt + U+001F + user_id):
 stable for a salt (re-runs and later days join on it), unrelated across salts, and not

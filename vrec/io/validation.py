@@ -1,4 +1,4 @@
-"""Great Expectations gates (README "Data validation"). GX is imported lazily.
+"""Great Expectations gates (docs/validation.md). GX is imported lazily.
 
 Suites live in the File Data Context ``expectations/`` (see :mod:`vrec.io.gxcontext`), one
 per table; each expectation has a GX ``severity``: ``critical`` failures fail the task

@@ -22,12 +22,9 @@ from vrec.config import RecsSettings
 from vrec.core.retrieval import SPARK_SCHEMA, retrieve
 from vrec.core.users import user_batch
 
-BATCH_USERS = 256
-
 
 def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, model_dir: str,
-                         recs: RecsSettings, end: pd.Timestamp,
-                         batch_users: int = BATCH_USERS) -> Iterator[pd.DataFrame]:
+                         recs: RecsSettings, end: pd.Timestamp) -> Iterator[pd.DataFrame]:
     """mapInPandas body: user rows -> candidate rows (one BLAS thread per task)."""
     from threadpoolctl import threadpool_limits
 
@@ -40,8 +37,8 @@ def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, mode
     user_index = {str(v): i for i, v in enumerate(model.user_ids)}
     with threadpool_limits(1, "blas"):
         for df in frames:
-            for s in range(0, len(df), batch_users):
-                batch = user_batch(df.iloc[s:s + batch_users], space, model, recs, end,
+            for s in range(0, len(df), recs.batch_users):
+                batch = user_batch(df.iloc[s:s + recs.batch_users], space, model, recs, end,
                                    item_index=item_index, user_index=user_index)
                 yield retrieve(batch, space, recs.candidates).to_frame()
 

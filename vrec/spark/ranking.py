@@ -17,12 +17,10 @@ from vrec.core.retrieval import RankInput
 
 RECS_SCHEMA = ("user_id string, rank int, item_id string, score double, cf_score double, "
                "visual_score double, reason string, reason_item_id string, model_version string")
-BATCH_USERS = 256
 
 
 def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy: RecsSettings,
-                      model_version: str, batch_users: int = BATCH_USERS
-                      ) -> Iterator[pd.DataFrame]:
+                      model_version: str) -> Iterator[pd.DataFrame]:
     """mapInPandas body: candidate rows -> user_recs rows (one BLAS thread per task)."""
     from threadpoolctl import threadpool_limits
 
@@ -31,8 +29,9 @@ def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy:
     space = ItemSpace.load(space_dir)
     with threadpool_limits(1, "blas"):
         for df in frames:
-            for s in range(0, len(df), batch_users):
-                lists = rank(RankInput.from_frame(df.iloc[s:s + batch_users]), space, policy)
+            for s in range(0, len(df), policy.batch_users):
+                lists = rank(RankInput.from_frame(df.iloc[s:s + policy.batch_users]), space,
+                             policy)
                 if len(lists):
                     yield to_user_recs(lists, space, model_version)
 
