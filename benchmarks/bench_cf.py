@@ -312,12 +312,19 @@ def group_candidates(folder: Path, args) -> dict:
             _ = np.asarray(p, dtype=np.float32) @ space.emb.T
         return time.perf_counter() - t
 
+    def rows_once() -> float:  # regrouping the pairs per user alone (part of the stage)
+        t = time.perf_counter()
+        user_rows(spark.read.parquet(str(folder / "train.parquet"))).write.format("noop") \
+            .mode("overwrite").save()
+        return time.perf_counter() - t
+
     try:
         cold = vrec_once()
         warm, prod = [], []
         for _ in range(args.rounds):
             prod.append(product_once())
             warm.append(vrec_once())
+        rows_s = rows_once()
         vrec_once(str(folder / "candidates"))
         stored = spark.read.parquet(str(folder / "candidates"))
         rows = stored.count()
@@ -335,7 +342,7 @@ def group_candidates(folder: Path, args) -> dict:
         _ = np.take_along_axis(part, np.argsort(-ps, axis=1), axis=1)
     argp = time.perf_counter() - t
     return {"item_space_s": space_s, "candidates_cold_s": cold, "candidates_s": _median(warm),
-            "candidates_runs": warm, "numpy_products_s": _median(prod),
+            "candidates_runs": warm, "user_rows_s": rows_s, "numpy_products_s": _median(prod),
             "numpy_products_runs": prod, "numpy_cf_argpartition_topk_s": argp,
             "candidate_users": int(rows), "candidates_per_user": round(cands / max(1, rows), 1),
             "new_arrivals": int(space.new.sum()), "map_auc": quality.get("auc_mapped")}

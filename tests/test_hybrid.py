@@ -298,6 +298,10 @@ def test_the_user_builder_applies_seen_decay_and_touched_rules_on_a_hand_example
                     space.factors, {}, "v")
     rows = pairs_by_user(pairs, users=np.array(["a", "b", "cold"]))
     assert list(rows[C.USER_ID]) == ["a", "b", "cold"] and rows.loc[2, "items"] == []
+    # the time unit of the frame does not matter (Parquet readers give us or ns)
+    micros = pairs.assign(last_ts=pairs["last_ts"].astype("datetime64[us, UTC]"))
+    assert pairs_by_user(micros, users=np.array(["a"]))["last_s"][0] == rows["last_s"][0]
+    assert rows["last_s"][0][0] == (end - pd.Timedelta(days=10)).timestamp()
     recs = RecsSettings(profile_half_life_days=10.0, seen_event_types=("purchase", "rating"))
     b = user_batch(rows, space, model, recs, end)
     h = b.hist.toarray()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,9 @@ class ItemSpace:
     category: np.ndarray
     trending: np.ndarray
     category_names: np.ndarray
+    # search structures built from these arrays (vrec.core.retrieval); a replaced space
+    # (dataclasses.replace) starts with an empty cache
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n(self) -> int:

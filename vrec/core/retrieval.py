@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.core.coldstart import l2_normalise
 from vrec.core.itemspace import ItemSpace
-from vrec.core.topk import topk_blocked
+from vrec.core.topk import TopK
 from vrec.core.users import UserBatch
 
 # the stored form: one row per user, arrays of catalog indices and scores
@@ -87,11 +88,47 @@ def profiles(hist, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return l2_normalise(p), ok
 
 
-def _topk_rows(q: np.ndarray, items: np.ndarray, k: int, exclude) -> np.ndarray:
-    if len(q) == 0 or items.shape[0] == 0 or k <= 0:
-        return np.full((len(q), 0), -1, dtype=np.int64)
-    idx, _ = topk_blocked(q, items, min(k, items.shape[0]), exclude=exclude)
-    return idx
+@dataclass
+class Source:
+    """One candidate source's items (catalog rows), their position by catalog row (-1:
+    not in the source) and the top-k index over their vectors, built once per space."""
+
+    rows: np.ndarray
+    local: np.ndarray
+    index: TopK
+
+    def top(self, queries: np.ndarray, k: int, seen, who: np.ndarray) -> np.ndarray:
+        """Catalog rows of each query's top ``k`` source items, seen items excluded, for
+        the users flagged in ``who`` (-1 pads; rows of other users stay -1)."""
+        out = np.full((len(queries), min(k, len(self.rows))), -1, dtype=np.int64)
+        who = np.flatnonzero(who)
+        if len(who) == 0 or out.shape[1] == 0:
+            return out
+        queries, seen = queries[who], seen[who]
+        cols = self.local[seen.indices]
+        keep = cols >= 0
+        owner = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+        counts = np.bincount(owner[keep], minlength=seen.shape[0])
+        excl = sp.csr_matrix((np.ones(int(keep.sum()), np.int8), cols[keep],
+                              np.concatenate([[0], np.cumsum(counts)])),
+                             shape=(seen.shape[0], len(self.rows)))
+        idx, _ = self.index.search(queries, out.shape[1], exclude=excl)
+        out[who] = np.where(idx >= 0, self.rows[np.maximum(idx, 0)], -1)
+        return out
+
+
+def source(space: ItemSpace, name: str) -> Source:
+    """The ``warm`` (CF factors), ``visual`` (embeddings), ``new`` (predicted factors) or
+    ``new_visual`` (new arrivals' embeddings) source of ``space``, cached on it."""
+    if name not in space.cache:
+        mask, vectors = {"warm": (space.warm, space.factors), "visual": (space.has_vec, space.emb),
+                         "new": (space.new, space.factors),
+                         "new_visual": (space.new, space.emb)}[name]
+        rows = np.flatnonzero(mask)
+        local = np.full(space.n, -1, dtype=np.int64)
+        local[rows] = np.arange(len(rows))
+        space.cache[name] = Source(rows, local, TopK(np.asarray(vectors)[rows], prune=name in ("warm", "new")))
+    return space.cache[name]
 
 
 def retrieve(batch: UserBatch, space: ItemSpace, n: int) -> RankInput:
@@ -99,15 +136,12 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int) -> RankInput:
     union, and the raw scores of every candidate (see the module doc)."""
     P, has_p = profiles(batch.hist, space.emb)
     seen = batch.seen.tocsr()
-    warm_idx = np.flatnonzero(space.warm)
-    new_idx = np.flatnonzero(space.new)
-    vec_idx = np.flatnonzero(space.has_vec)
-    cf_top = _topk_rows(batch.uf, space.factors[warm_idx], n, seen[:, warm_idx])
-    vis_top = _topk_rows(P, space.emb[vec_idx], n, seen[:, vec_idx])
+    seen.sort_indices()
+    cf_top = source(space, "warm").top(batch.uf, n, seen, batch.in_model)
+    vis_top = source(space, "visual").top(P, n, seen, has_p)
     # new arrivals: through the CF space when the user has factors, else by the picture
-    new_q = np.where(batch.in_model[:, None], batch.uf, 0).astype(np.float32)
-    new_cf = _topk_rows(new_q, space.factors[new_idx], n, seen[:, new_idx])
-    new_vis = _topk_rows(P, space.emb[new_idx], n, seen[:, new_idx])
+    new_cf = source(space, "new").top(batch.uf, n, seen, batch.in_model)
+    new_vis = source(space, "new_visual").top(P, n, seen, has_p & ~batch.in_model)
     hist = batch.hist
     out = RankInput(batch.user_ids, batch.in_model, has_p, batch.n_hist, [], [],
                     list(batch.touched) if batch.touched else
@@ -115,11 +149,11 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int) -> RankInput:
     for r in range(len(batch.user_ids)):
         parts = []
         if batch.in_model[r]:
-            parts += [warm_idx[cf_top[r][cf_top[r] >= 0]], new_idx[new_cf[r][new_cf[r] >= 0]]]
+            parts += [cf_top[r][cf_top[r] >= 0], new_cf[r][new_cf[r] >= 0]]
         if has_p[r]:
-            parts += [vec_idx[vis_top[r][vis_top[r] >= 0]]]
+            parts += [vis_top[r][vis_top[r] >= 0]]
             if not batch.in_model[r]:
-                parts += [new_idx[new_vis[r][new_vis[r] >= 0]]]
+                parts += [new_vis[r][new_vis[r] >= 0]]
         cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         cf = (space.factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
             else np.full(len(cand), np.nan)

@@ -59,14 +59,14 @@ def _select_threshold(block: np.ndarray, k: int, groups: int
     return gr[gi], gg[gi] * g + off, vals.ravel()[hit]
 
 
-def _select_partition(block: np.ndarray, m: int, k: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, col, score) of each row's top k by argpartition (small catalogs)."""
-    b = len(block)
+def _select_kth(block: np.ndarray, m: int, k: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, col, score) of every entry at or above each row's k-th largest score (the
+    top k and any ties with it), by one partition per row: for dense rows where no
+    threshold can skip much (e.g. unit-norm image embeddings)."""
     s = block[:, :m]
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (b, 1))
-    rows = np.repeat(np.arange(b), part.shape[1])
-    cols = part.ravel()
+    kth = np.partition(s, m - k, axis=1)[:, m - k]
+    rows, cols = np.nonzero(s >= kth[:, None])
     return rows, cols, s[rows, cols]
 
 
@@ -116,82 +116,110 @@ def topk_blocked(queries: np.ndarray, items: np.ndarray, k: int, *,
     (idx, scores) : ((n, k) int64, (n, k) float32), each row sorted by descending score,
     ties broken by the lower item index (the same order as a stable argsort).
     """
-    n, m = len(queries), len(items)
-    idx_out = np.full((n, k), -1, dtype=np.int64)
-    sc_out = np.full((n, k), -np.inf, dtype=np.float32)
-    if n == 0 or m == 0 or k == 0:
+    return TopK(items, prune=prune).search(queries, k, exclude=exclude, block_size=block_size,
+                                           block_memory_mb=block_memory_mb)
+
+
+class TopK:
+    """Items prepared once for many :meth:`search` calls: sorted by descending norm into
+    one contiguous float32 copy (so batches of queries do not re-sort or copy them)."""
+
+    def __init__(self, items: np.ndarray, *, prune: bool = True) -> None:
+        items = np.asarray(items, dtype=np.float32)
+        self.m = len(items)
+        self.prune = prune
+        # float32 norms: the bound below keeps a 1e-4 relative margin
+        norms = np.sqrt(np.einsum("ij,ij->i", items, items)).astype(np.float64) \
+            if self.m else np.zeros(0)
+        self.perm = np.argsort(-norms, kind="stable") if prune else np.arange(self.m)
+        self.sorted_items = np.ascontiguousarray(items[self.perm])
+        self.sorted_norms = norms[self.perm]
+        self.inv = np.empty(self.m, dtype=np.int64)
+        self.inv[self.perm] = np.arange(self.m)
+        self._heads: dict[tuple[int, int], np.ndarray] = {}
+
+    def search(self, queries: np.ndarray, k: int, *,
+               exclude: Sequence[np.ndarray] | sp.spmatrix | None = None,
+               block_size: int = 512, block_memory_mb: int = 256
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for each query row (see :func:`topk_blocked`)."""
+        n, m = len(queries), self.m
+        idx_out = np.full((n, k), -1, dtype=np.int64)
+        sc_out = np.full((n, k), -np.inf, dtype=np.float32)
+        if n == 0 or m == 0 or k == 0:
+            return idx_out, sc_out
+        k_eff = min(k, m)
+        prune, perm = self.prune, self.perm
+        sorted_items, sorted_norms = self.sorted_items, self.sorted_norms
+        c0 = min(m, max(HEAD_MIN_PER_K * k_eff, m // HEAD_SHARE)) if prune else m
+        groups = max(4 * k_eff, -(-c0 // GROUP_COLUMNS))
+        # the group threshold pays off when the norm order lets later chunks be skipped;
+        # without pruning one partition per row is cheaper than ranking its survivors
+        use_threshold = prune and c0 >= 8 * k_eff and groups <= c0
+        width = groups * -(-c0 // groups) if use_threshold else c0
+        head = self._heads.get((c0, width))
+        if head is None:  # the head chunk, padded to whole groups: built once per width
+            head = np.zeros((width, sorted_items.shape[1]), dtype=np.float32)
+            head[:c0] = sorted_items[:c0]
+            self._heads[(c0, width)] = head
+        step = max(1024, -(-(m - c0) // TAIL_CHUNKS))
+        bs = max(1, min(block_size, (block_memory_mb << 20) // max(1, 4 * max(width, step))))
+        buf = np.empty((min(bs, n), width), dtype=np.float32)
+        excl = _as_csr(exclude, n, m)
+        if excl is not None:  # exclusions as positions in the norm order
+            excl = sp.csr_matrix((excl.data, self.inv[excl.indices], excl.indptr),
+                                 shape=excl.shape)
+        for start in range(0, n, bs):
+            q = np.ascontiguousarray(queries[start:start + bs], dtype=np.float32)
+            b = len(q)
+            qn = np.linalg.norm(q.astype(np.float64), axis=1)
+            blk = buf[:b]
+            np.matmul(q, head.T, out=blk)
+            blk[:, c0:] = -np.inf
+            er = ec = None
+            if excl is not None:
+                sub = excl[start:start + b]
+                er, ec = np.repeat(np.arange(b), np.diff(sub.indptr)), sub.indices
+                h = ec < c0
+                blk[er[h], ec[h]] = -np.inf
+            if use_threshold:
+                r, c, v = _select_threshold(blk, k_eff, groups)
+            else:
+                r, c, v = _select_kth(blk, c0, k_eff)
+            fin = np.isfinite(v)  # padding columns only ever carry -inf
+            best_c, best_v = _rank_rows(b, k_eff, r[fin], perm[c[fin]], v[fin])
+            a = c0
+            while a < m:
+                e = min(m, a + step)
+                t = best_v[:, -1].astype(np.float64)
+                # float32 products may exceed the exact bound by rounding: keep a margin
+                rows = np.flatnonzero(qn * sorted_norms[a] * (1 + 1e-4) + 1e-6 >= t)
+                if not len(rows):
+                    break
+                s = q[rows] @ sorted_items[a:e].T
+                if er is not None:
+                    where = np.full(b, -1, dtype=np.int64)
+                    where[rows] = np.arange(len(rows))
+                    x = (ec >= a) & (ec < e) & (where[er] >= 0)
+                    s[where[er[x]], ec[x] - a] = -np.inf
+                hit = np.flatnonzero(s >= t[rows][:, None].astype(np.float32))
+                if len(hit):
+                    hr, hc = np.divmod(hit, e - a)
+                    touched = np.unique(hr)
+                    local = np.full(len(rows), -1, dtype=np.int64)
+                    local[touched] = np.arange(len(touched))
+                    tr = rows[touched]
+                    pr = np.repeat(np.arange(len(touched)), k_eff)
+                    cc, vv = _rank_rows(
+                        len(touched), k_eff,
+                        np.concatenate([pr, local[hr]]),
+                        np.concatenate([best_c[tr].ravel(), perm[hc + a]]),
+                        np.concatenate([best_v[tr].ravel(), s.ravel()[hit]]))
+                    best_c[tr], best_v[tr] = cc, vv
+                a = e
+            idx_out[start:start + b, :k_eff] = best_c
+            sc_out[start:start + b, :k_eff] = best_v
         return idx_out, sc_out
-    k_eff = min(k, m)
-    items = np.asarray(items, dtype=np.float32)
-    norms = np.linalg.norm(items.astype(np.float64), axis=1)
-    perm = np.argsort(-norms, kind="stable") if prune else np.arange(m)
-    sorted_items = np.ascontiguousarray(items[perm])
-    sorted_norms = norms[perm]
-    c0 = min(m, max(HEAD_MIN_PER_K * k_eff, m // HEAD_SHARE)) if prune else m
-    groups = max(4 * k_eff, -(-c0 // GROUP_COLUMNS))
-    use_threshold = c0 >= 8 * k_eff and groups <= c0
-    width = groups * -(-c0 // groups) if use_threshold else c0
-    head = np.zeros((width, items.shape[1]), dtype=np.float32)
-    head[:c0] = sorted_items[:c0]
-    step = max(1024, -(-(m - c0) // TAIL_CHUNKS))
-    bs = max(1, min(block_size, (block_memory_mb << 20) // max(1, 4 * max(width, step))))
-    buf = np.empty((min(bs, n), width), dtype=np.float32)
-    excl = _as_csr(exclude, n, m)
-    if excl is not None:  # exclusions as positions in the norm order
-        inv = np.empty(m, dtype=np.int64)
-        inv[perm] = np.arange(m)
-        excl = sp.csr_matrix((excl.data, inv[excl.indices], excl.indptr), shape=excl.shape)
-    for start in range(0, n, bs):
-        q = np.ascontiguousarray(queries[start:start + bs], dtype=np.float32)
-        b = len(q)
-        qn = np.linalg.norm(q.astype(np.float64), axis=1)
-        blk = buf[:b]
-        np.matmul(q, head.T, out=blk)
-        blk[:, c0:] = -np.inf
-        er = ec = None
-        if excl is not None:
-            sub = excl[start:start + b]
-            er, ec = np.repeat(np.arange(b), np.diff(sub.indptr)), sub.indices
-            h = ec < c0
-            blk[er[h], ec[h]] = -np.inf
-        if use_threshold:
-            r, c, v = _select_threshold(blk, k_eff, groups)
-        else:
-            r, c, v = _select_partition(blk, c0, k_eff)
-        fin = np.isfinite(v)  # padding columns only ever carry -inf
-        best_c, best_v = _rank_rows(b, k_eff, r[fin], perm[c[fin]], v[fin])
-        a = c0
-        while a < m:
-            e = min(m, a + step)
-            t = best_v[:, -1].astype(np.float64)
-            # float32 products may exceed the exact bound by rounding: keep a margin
-            rows = np.flatnonzero(qn * sorted_norms[a] * (1 + 1e-4) + 1e-6 >= t)
-            if not len(rows):
-                break
-            s = q[rows] @ sorted_items[a:e].T
-            if er is not None:
-                where = np.full(b, -1, dtype=np.int64)
-                where[rows] = np.arange(len(rows))
-                x = (ec >= a) & (ec < e) & (where[er] >= 0)
-                s[where[er[x]], ec[x] - a] = -np.inf
-            hit = np.flatnonzero(s >= t[rows][:, None].astype(np.float32))
-            if len(hit):
-                hr, hc = np.divmod(hit, e - a)
-                touched = np.unique(hr)
-                local = np.full(len(rows), -1, dtype=np.int64)
-                local[touched] = np.arange(len(touched))
-                tr = rows[touched]
-                pr = np.repeat(np.arange(len(touched)), k_eff)
-                cc, vv = _rank_rows(
-                    len(touched), k_eff,
-                    np.concatenate([pr, local[hr]]),
-                    np.concatenate([best_c[tr].ravel(), perm[hc + a]]),
-                    np.concatenate([best_v[tr].ravel(), s.ravel()[hit]]))
-                best_c[tr], best_v[tr] = cc, vv
-            a = e
-        idx_out[start:start + b, :k_eff] = best_c
-        sc_out[start:start + b, :k_eff] = best_v
-    return idx_out, sc_out
 
 
 def seen_matrix(user_index, item_index, n_users: int, n_items: int) -> sp.csr_matrix:

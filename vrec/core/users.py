@@ -60,7 +60,9 @@ def pairs_by_user(pairs: pd.DataFrame, users: np.ndarray | None = None) -> pd.Da
     p = pairs.copy()
     p[C.USER_ID] = p[C.USER_ID].astype(str)
     p[C.ITEM_ID] = p[C.ITEM_ID].astype(str)
-    p["last_s"] = pd.to_datetime(p["last_ts"], utc=True).astype("int64") / 1e9
+    # seconds since the epoch whatever the frame's time unit (ns, us or ms)
+    p["last_s"] = (pd.to_datetime(p["last_ts"], utc=True)
+                   - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     if "event_types" not in p:
         p["event_types"] = None
     if "n_events" not in p:

@@ -13,6 +13,7 @@ batch: the space and model are memory-mapped (shared through the page cache:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,19 +23,33 @@ from vrec.config import RecsSettings
 from vrec.core.retrieval import SPARK_SCHEMA, retrieve
 from vrec.core.users import user_batch
 
+_LOADED: dict[tuple, tuple] = {}
+
+
+def _load(space_dir: str, model_dir: str):
+    """The space (with its search indexes, built on first use) and model, once per Python
+    worker and version of the files: Spark reuses workers across the stage's tasks."""
+    from vrec.core.cf import CFModel
+    from vrec.core.itemspace import ItemSpace
+
+    stamp = tuple(os.stat(p).st_mtime_ns for p in (Path(space_dir) / "meta.json",
+                                                   Path(model_dir) / "model.json"))
+    key = (space_dir, model_dir, stamp)
+    if key not in _LOADED:
+        _LOADED.clear()
+        space = ItemSpace.load(space_dir)
+        model = CFModel.load(model_dir, mmap=True)
+        _LOADED[key] = (space, model, {str(v): i for i, v in enumerate(space.item_ids)},
+                        {str(v): i for i, v in enumerate(model.user_ids)})
+    return _LOADED[key]
+
 
 def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, model_dir: str,
                          recs: RecsSettings, end: pd.Timestamp) -> Iterator[pd.DataFrame]:
     """mapInPandas body: user rows -> candidate rows (one BLAS thread per task)."""
     from threadpoolctl import threadpool_limits
 
-    from vrec.core.cf import CFModel
-    from vrec.core.itemspace import ItemSpace
-
-    space = ItemSpace.load(space_dir)
-    model = CFModel.load(model_dir, mmap=True)
-    item_index = {str(v): i for i, v in enumerate(space.item_ids)}
-    user_index = {str(v): i for i, v in enumerate(model.user_ids)}
+    space, model, item_index, user_index = _load(space_dir, model_dir)
     with threadpool_limits(1, "blas"):
         for df in frames:
             for s in range(0, len(df), recs.batch_users):
