@@ -497,7 +497,14 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"cf_{args.scenario}.json"
     res: dict = {}
     if path.is_file() and args.groups != "train,candidates,rank,mllib":  # a partial rerun updates its groups
-        res = json.loads(path.read_text()).get("results", {})
+        old = json.loads(path.read_text())
+        res = old.get("results", {})
+        # the score_users stage (CF-only top-K) was replaced by the candidates stage: keep its
+        # last figures apart, labelled, for the before/after comparison
+        stale = {k: res.pop(k) for k in list(res) if k.startswith(
+            ("vrec_topk", "numpy_product_s", "numpy_product_runs", "numpy_argpartition", "topk_peak"))}
+        if stale:
+            res["removed_score_users"] = {"measured": old.get("date"), **stale}
     for g in args.groups.split(","):
         res.update(run_group(g, args))
     ratios = {}

@@ -60,3 +60,14 @@ def test_jobs_reject_bad_arguments():
     out = subprocess.run([sys.executable, str(job), "score_users", "--ds", "2026-11-20"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown stage 'score_users'" in out.stderr
+
+
+def test_a_stage_run_out_of_order_says_what_to_run_first(tmp_path):
+    """The runner checks the stage contract before starting Spark: one line, exit 1."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{raw_root: {tmp_path / 'raw'}, warehouse_root: {tmp_path / 'wh'}}}\n")
+    out = subprocess.run([sys.executable, str(DAGS.parent / "jobs" / "stage.py"), "build_recs",
+                          "--ds", "2026-11-20", "--config", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "needs build_interactions to have succeeded for that ds first" in out.stderr
+    assert "Traceback" not in out.stderr and "SparkContext" not in out.stderr

@@ -32,9 +32,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_stage(settings, stage: str, ds: str, *, params: dict | None = None) -> dict:
     """Run one stage in this process, with a Spark session for Spark stages."""
-    from vrec.stages.layout import run
+    from pathlib import Path
+
+    from vrec.stages.layout import RunLayout, check_inputs, run
 
     st = registry.get(stage)
+    check_inputs(st, RunLayout(Path(settings.paths.warehouse_root), ds))  # before Spark starts
     if st.engine != "spark":
         return run(stage, settings, ds, params=params)
     from vrec.spark.session import build_session
@@ -53,8 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     params = {"override_gate": args.override_quality_gate,
               "override_reason": args.override_reason}
+    from vrec.stages.layout import StageInputError
+
     try:
         result = run_stage(load_settings(args.config), args.stage, args.ds, params=params)
+    except StageInputError as exc:  # out of order, or a stale input: the message says what to run
+        print(f"[vrec] {args.ds} {args.stage} cannot run: {exc}", file=sys.stderr, flush=True)
+        return 1
     except Exception as exc:  # report and fail the task
         traceback.print_exc()
         print(f"[vrec] {args.ds} {args.stage} FAILED: {exc}", file=sys.stderr, flush=True)
