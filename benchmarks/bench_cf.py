@@ -267,7 +267,7 @@ def synthetic_vectors(item_ids: np.ndarray, seed: int = 0) -> np.ndarray:
 def group_candidates(folder: Path, args) -> dict:
     """The candidates stage's work (item space, then every user's three top-N in Spark),
     cold once then warm, interleaved with the numpy roofline of its two products."""
-    from vrec.config import RecsSettings
+    from vrec.config import RecsSettings, VisualSettings
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import build_item_space, gate_new_arrivals
     from vrec.spark.candidates import retrieve_all
@@ -284,7 +284,9 @@ def group_candidates(folder: Path, args) -> dict:
     trending = pairs.groupby("item_id")["user_id"].nunique().sort_values(ascending=False)
     recs = RecsSettings(candidates=N_CANDIDATES, cold_item_max_users=2)
     t = time.perf_counter()
-    space, quality = build_item_space(m, catalog, vectors, pairs, trending.index.tolist(), recs)
+    visual = VisualSettings()
+    space, quality = build_item_space(m, catalog, vectors, pairs, trending.index.tolist(), recs,
+                                      visual=visual)
     space, _ = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
     space_s = time.perf_counter() - t
     space_dir = space.save(folder / "space")
@@ -294,7 +296,8 @@ def group_candidates(folder: Path, args) -> dict:
     def vrec_once(sink: str = "noop") -> float:
         t = time.perf_counter()
         out = retrieve_all(spark, user_rows(spark.read.parquet(str(folder / "train.parquet"))),
-                           space_dir=space_dir, model_dir=folder / "vrec_model", recs=recs, end=end)
+                           space_dir=space_dir, model_dir=folder / "vrec_model", recs=recs,
+                           visual=visual, end=end)
         if sink == "noop":
             out.write.format("noop").mode("overwrite").save()
         else:

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.config import CFSettings, EventWeights, RecsSettings
+from vrec.config import CFSettings, EventWeights, RecsSettings, VisualSettings
 from vrec.core.cf import CFModel, build_matrix, fit_implicit
 from vrec.core.topk import topk_blocked
 from vrec.io import warehouse as W
@@ -195,7 +195,7 @@ def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.Da
     model_dir, space_dir = model.save(tmp_path / "model"), space.save(tmp_path / "space")
     rows = user_rows(spark.read.parquet(str(rd / "interactions")))
     out = retrieve_all(spark, rows, space_dir=space_dir, model_dir=model_dir, recs=recs,
-                       end=pd.Timestamp(end_of_ds(DS))).toPandas()
+                       visual=VisualSettings(), end=pd.Timestamp(end_of_ds(DS))).toPandas()
     long = out[[C.USER_ID, "items", "cf"]].explode(["items", "cf"]).dropna(subset=["items"])
     return pd.DataFrame({C.USER_ID: long[C.USER_ID].to_numpy(),
                          C.ITEM_ID: space.item_ids[long["items"].astype(int).to_numpy()],

@@ -7,12 +7,13 @@ import pytest
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.config import CFSettings, PrivacySettings, RecsSettings
+from vrec.config import CFSettings, PrivacySettings, RecsSettings, VisualSettings
 from vrec.core.coldstart import auc, fit_ridge_map, l2_normalise
 from vrec.core.itemspace import ItemSpace
 from vrec.core.ranking import greedy_pick, rank, user_visual_weight
 from vrec.core.retrieval import retrieve
 from vrec.core.users import UserBatch
+from vrec.core.visual import fit_pca, gram
 from vrec.privacy import PrivacyError, pseudonym, pseudonym_col, resolve_salt
 
 RNG = np.random.default_rng(7)
@@ -24,9 +25,12 @@ def ListPolicy(**kw) -> RecsSettings:  # noqa: N802 - reads like the settings it
     return RecsSettings(**{"history_shrink": 0.0, **kw})
 
 
-def rank_batch(batch, space, policy):
+VISUAL = VisualSettings(dim=8)
+
+
+def rank_batch(batch, space, policy, visual=VISUAL):
     """Retrieval then ranking, as the candidates and build_recs stages run them."""
-    return rank(retrieve(batch, space, policy.candidates), space, policy)
+    return rank(retrieve(batch, space, policy.candidates, visual), space, policy)
 
 
 def _space(n_warm=60, n_new=10, n_cat=3, seed=0):
@@ -45,10 +49,13 @@ def _space(n_warm=60, n_new=10, n_cat=3, seed=0):
     if n_new:
         m = fit_ridge_map(emb[warm], factors[warm], rng.normal(size=(40, F)), liked, seed=seed)
         factors[new] = m.predict(emb[new])
+    pca = fit_pca(emb, 8)
+    z = pca.project(emb)
     space = ItemSpace(item_ids=np.array([f"i{j:03d}" for j in range(n)]), emb=emb,
                       has_vec=np.ones(n, bool), factors=factors, warm=warm, new=new,
                       category=cat.astype(np.int64), trending=np.arange(n)[::-1].copy(),
-                      category_names=np.array([f"c{c}" for c in range(n_cat)]))
+                      category_names=np.array([f"c{c}" for c in range(n_cat)]),
+                      pref_z=z, pref_gram=gram(z))
     return space, proj, centres
 
 
@@ -231,7 +238,7 @@ def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
     from vrec.spark.cf import fit_cf
 
     cf = CFSettings(factors=2, iterations=5)
-    out = tune_blend(pairs, catalog, vectors, trending, recs=recs,
+    out = tune_blend(pairs, catalog, vectors, trending, recs=recs, visual=VisualSettings(dim=8),
                      end=pd.Timestamp("2026-11-02", tz="UTC"), fit=lambda p: fit_cf(p, cf))
     assert out["val_users"] >= 250 and out["chosen"] is not None
     assert out["chosen_ndcg"] >= out["cf_only_ndcg"]

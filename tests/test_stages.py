@@ -439,7 +439,8 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
                             ItemSpace.meta(run.path("item_space"))["slots_off"])
     pairs = W.read_folder(run.path("interactions"), PAIR_COLUMNS)
     batch = user_batch(pairs_by_user(pairs), space, model, s.recs, pd.Timestamp(end_of_ds(DS)))
-    mine = to_user_recs(rank(retrieve(batch, space, s.recs.candidates), space, policy), space, "")
+    inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=policy.pref_mix < 1)
+    mine = to_user_recs(rank(inp, space, policy), space, "")
     published = W.read_table(wh, "user_recs", DS)
     key = [C.USER_ID, "rank"]
     a = mine.sort_values(key).reset_index(drop=True)

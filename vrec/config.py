@@ -144,6 +144,44 @@ class CFSettings(_Section):
     """Users with fewer events are left out of training (after the item filter)."""
     min_item_events: int = Field(1, ge=1)
     """Items with fewer events are left out of training."""
+    visual_prior: float = Field(0.0, ge=0)
+    """Image-regularised ALS: pull each item's factor towards a learned projection of its image features with this strength (0: plain ALS; implicit engine only; tuned per run)."""
+    tune: bool = True
+    """Tune factors, regularization, alpha and visual_prior on the validation window (docs/ranking.md "Tuning the CF model"); the configured values are the starting point."""
+    tune_factors: tuple[int, ...] = (32, 64, 128)
+    """Ranks tried by the CF tuning."""
+    tune_regularization: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    """Regularizations tried by the CF tuning."""
+    tune_alpha: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
+    """Alphas tried by the CF tuning."""
+    tune_visual_prior: tuple[float, ...] = (0.0, 30.0, 100.0, 300.0)
+    """Image-prior strengths tried by the CF tuning (implicit engine)."""
+    tune_every_days: int = Field(7, ge=0)
+    """Reuse the last tuning (of an earlier or the same day) for this many days while the data size stays within 20% (0: tune every run)."""
+
+    @field_validator("tune_factors", "tune_regularization", "tune_alpha", "tune_visual_prior",
+                     mode="before")
+    @classmethod
+    def _split_grid(cls, v: Any) -> Any:
+        """Accept ``32,64`` from an environment override."""
+        return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+
+
+class VisualSettings(_Section):
+    """The learned visual preference model (docs/ranking.md "Visual preference"): item
+    images reduced to ``dim`` dimensions by a PCA fit on the catalog, and one preference
+    vector per user fit to the user's confidence-weighted interactions with the item
+    features held fixed (one ALS half-step, closed form). It scores every item with a
+    usable picture, new arrivals included."""
+
+    dim: int = Field(128, ge=2)
+    """PCA dimensions of the image features."""
+    whiten: bool = False
+    """Scale each PCA dimension to unit variance."""
+    regularization: float = Field(10.0, ge=0)
+    """L2 penalty of the preference vectors."""
+    alpha: float = Field(2.0, ge=0)
+    """Confidence = 1 + alpha * pair weight."""
 
 
 class RecsSettings(_Section):
@@ -166,6 +204,10 @@ class RecsSettings(_Section):
     """Recency of history items in the visual profile (null: no recency)."""
     new_arrival_slots: int = Field(1, ge=0)
     """List places reserved for new arrivals (used only when the cold-start map is trusted)."""
+    pref_mix: float = Field(0.5, ge=0, le=1)
+    """Share of the visual score taken from the learned preference model (the rest from the mean profile); replaced per run by the tuned value when tune_blend."""
+    new_arrival_pref: float = Field(0.5, ge=0, le=1)
+    """Reserved new-arrival slots pick by (1 - this) x the cold-start map's CF score + this x the preference model's score (normalised); tuned per run."""
     new_arrival_min_auc: float = Field(0.55, ge=0, le=1)
     """The cold-start map's held-out AUC needed before new arrivals get predicted CF scores and slots."""
     cold_item_max_users: int = Field(0, ge=0)
@@ -183,9 +225,13 @@ class RecsSettings(_Section):
     tune_blend: bool = True
     """Tune visual_weight and history_shrink per run on a validation window."""
     tune_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5)
-    """Visual weights tried (env form: 0,0.1,0.2)."""
+    """Visual weights tried (env form: 0,0.1,0.2); when the best is the largest, larger values are tried too (up to 1)."""
     tune_shrink_grid: tuple[float, ...] = (0.0, 5.0)
     """History shrinks tried."""
+    tune_pref_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
+    """Preference-model shares of the visual score tried (pref_mix)."""
+    tune_new_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
+    """new_arrival_pref values tried (how reserved slots pick new arrivals)."""
     tune_split: Literal["user", "time"] = "user"
     """Validation window: each user's latest tune_fraction of pairs, or the last tune_days."""
     tune_fraction: float = Field(0.2, gt=0, lt=1)
@@ -209,7 +255,8 @@ class RecsSettings(_Section):
     seen_event_types: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
     """Event types that make an item seen: never recommended back to that user (env form: purchase,add_to_cart)."""
 
-    @field_validator("seen_event_types", "tune_grid", "tune_shrink_grid", mode="before")
+    @field_validator("seen_event_types", "tune_grid", "tune_shrink_grid", "tune_pref_grid",
+                     "tune_new_grid", mode="before")
     @classmethod
     def _split_csv(cls, v: Any) -> Any:
         """Accept ``purchase,add_to_cart`` from an environment override."""
@@ -329,6 +376,7 @@ class Settings(_Section):
     weights: EventWeights = EventWeights()
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
+    visual: VisualSettings = VisualSettings()
     landing: LandingSettings = LandingSettings()
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()

@@ -5,13 +5,14 @@ run (:func:`time_holdout`: train before the end of ds minus H days, test on the 
 H days; :func:`user_holdout`: each user's latest fraction of pairs), a CF model refit on
 the training part with the run's engine and settings, the blend tuned on the training
 part as the nightly ``train_cf`` does, users built by the one builder (vrec.core.users),
-and four models' lists from the production retrieval and ranker (vrec.core.retrieval,
+and five models' lists from the production retrieval and ranker (vrec.core.retrieval,
 vrec.core.ranking) with restricted inputs:
 
 * ``popularity``: no CF factors, no history: the ranker's trending fill (the order is
   the training period's number of users per item);
 * ``als``: CF factors only (no visual profile, new arrivals not scored);
-* ``visual``: the visual profile only (visual and new-arrival candidates by picture);
+* ``visual``: the mean visual profile only (visual and new-arrival candidates by picture);
+* ``visual_pref``: the learned visual preference model only (vrec.core.visual);
 * ``hybrid``: everything, with the tuned blend and the production list policy.
 
 Metrics (:func:`metric_rows`, definitions in :mod:`vrec.core.metrics`) are computed at each K
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.config import RecsSettings
+from vrec.config import RecsSettings, VisualSettings
 from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
 from vrec.core.ranking import lists_by_user, rank
@@ -44,7 +45,7 @@ from vrec.core.users import UserBatch, pairs_by_user, user_batch
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
-MODELS = ("popularity", "als", "visual", "hybrid")
+MODELS = ("popularity", "als", "visual", "visual_pref", "hybrid")
 SLICES = ("all", "cold_items", "cold_users")
 METRICS = ("users", "precision", "recall", "f1", "ndcg", "ndcg_se", "map", "hit_rate",
            "coverage", "novelty")
@@ -120,16 +121,17 @@ class EvalFit:
 
 def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
                  vectors: pd.DataFrame, trending: list[str], *, recs: RecsSettings,
-                 end: pd.Timestamp, fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
+                 visual: VisualSettings, end: pd.Timestamp,
+                 fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
                  seed: int = 0) -> EvalFit:
     """Tune the blend on the training pairs (as train_cf does), fit the CF model with the
     run's engine (``fit``), build the item space and gate it (as the candidates stage
     does) and the users' batch with the one builder (vrec.core.users)."""
-    tuned = (tune_blend(train, catalog, vectors, trending, recs=recs, end=end, fit=fit,
-                        seed=seed) if tune else None)
+    tuned = (tune_blend(train, catalog, vectors, trending, recs=recs, visual=visual, end=end,
+                        fit=fit, seed=seed) if tune else None)
     model = fit(train)
     space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
-                                          seed=seed)
+                                          visual=visual, seed=seed)
     gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc)
     batch = user_batch(pairs_by_user(train, users), gated, model, recs, end)
     return EvalFit(tuned, model, space, gated, ranking_policy(recs, tuned, slots_off), slots_off,
@@ -145,26 +147,29 @@ def training_popularity(train: pd.DataFrame) -> pd.Series:
 
 
 def _restricted(batch: UserBatch, *, cf: bool, profile: bool) -> UserBatch:
-    """The same users with CF factors and/or history (the visual profile) removed."""
+    """The same users with CF factors and/or history (the visual profile and the
+    preference model) removed."""
     import scipy.sparse as sp
 
     n = len(batch.user_ids)
+    empty = sp.csr_matrix(batch.hist.shape, dtype=np.float32)
     return UserBatch(batch.user_ids,
                      batch.uf if cf else np.zeros_like(batch.uf),
                      batch.in_model if cf else np.zeros(n, dtype=bool),
-                     batch.hist if profile else sp.csr_matrix(batch.hist.shape, dtype=np.float32),
-                     batch.seen, batch.touched)
+                     batch.hist if profile else empty,
+                     batch.seen, batch.touched,
+                     batch.weights if profile else empty)
 
 
 def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
-                vectors: pd.DataFrame, *, recs: RecsSettings, ks: tuple[int, ...],
-                fit: Callable[[pd.DataFrame], CFModel], tune: bool = True, seed: int = 0
-                ) -> tuple[dict, dict]:
-    """Lists of the four models (module doc) for ``users`` at each K:
+                vectors: pd.DataFrame, *, recs: RecsSettings, visual: VisualSettings,
+                ks: tuple[int, ...], fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
+                seed: int = 0) -> tuple[dict, dict]:
+    """Lists of the five models (module doc) for ``users`` at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map)."""
     train = holdout.train
     f = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
-                     recs=recs, end=holdout.end, fit=fit, tune=tune, seed=seed)
+                     recs=recs, visual=visual, end=holdout.end, fit=fit, tune=tune, seed=seed)
     space = f.space
     hybrid = f.policy.model_copy(update={"candidates": max(f.policy.candidates, *ks)})
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
@@ -175,17 +180,22 @@ def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
         "als": (_restricted(f.batch, cf=True, profile=False), no_new,
                 hybrid.model_copy(update=dict(visual_weight=0.0, history_shrink=0.0, **plain))),
         "visual": (_restricted(f.batch, cf=False, profile=True), space,
-                   hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0, **plain))),
+                   hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0,
+                                                 pref_mix=0.0, **plain))),
+        "visual_pref": (_restricted(f.batch, cf=False, profile=True), space,
+                        hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0,
+                                                      pref_mix=1.0, **plain))),
         "hybrid": (f.batch, space, hybrid),
     }
     out = {}
     for name, (b, s, policy) in variants.items():
-        inp = retrieve(b, s, policy.candidates)
+        inp = retrieve(b, s, policy.candidates, visual)
         for k in ks:
             out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)
     tuned = f.tuned
     facts = {"blend": {"visual_weight": hybrid.visual_weight,
-                       "history_shrink": hybrid.history_shrink,
+                       "history_shrink": hybrid.history_shrink, "pref_mix": hybrid.pref_mix,
+                       "new_arrival_pref": hybrid.new_arrival_pref,
                        "tuned": bool(tuned and tuned.get("chosen")),
                        "tuning": None if tuned is None else
                        {key: tuned.get(key) for key in ("chosen", "cf_only_ndcg", "chosen_ndcg",
@@ -254,11 +264,12 @@ def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Ser
 
 
 def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
-                    recs: RecsSettings, fit: Callable[[pd.DataFrame], CFModel],
+                    recs: RecsSettings, visual: VisualSettings,
+                    fit: Callable[[pd.DataFrame], CFModel],
                     ks: tuple[int, ...] = (10, 50), max_users: int = 5000, tune: bool = True,
                     seed: int = 0
                     ) -> tuple[pd.DataFrame, dict]:
-    """The metrics table (model, slice, k, metric, value) of the four models on a
+    """The metrics table (model, slice, k, metric, value) of the five models on a
     holdout, and facts about the run (split sizes, slices, tuning, seconds)."""
     t0 = time.perf_counter()
     users = np.asarray(sorted(holdout.relevant), dtype=object)
@@ -270,8 +281,8 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
                            else "no training interactions before the cutoff")
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return pd.DataFrame(columns=["model", "slice", "k", "metric", "value"]), info
-    lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, ks=ks, fit=fit,
-                               tune=tune, seed=seed)
+    lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, visual=visual,
+                               ks=ks, fit=fit, tune=tune, seed=seed)
     slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
                         popularity=training_popularity(holdout.train),

@@ -21,14 +21,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.config import RecsSettings
+from vrec.config import RecsSettings, VisualSettings
 from vrec.core.coldstart import fit_ridge_map, l2_normalise
+from vrec.core.visual import fit_pca, gram
 
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
 ARRAYS = ("item_ids", "emb", "has_vec", "factors", "warm", "new", "category", "trending",
-          "category_names")
+          "category_names", "pref_z", "pref_gram")
 
 
 @dataclass
@@ -39,7 +40,9 @@ class ItemSpace:
     ``factors``: ALS factors of warm items, predicted factors of new arrivals, zeros
     otherwise; ``warm``: has an ALS factor; ``new``: new arrival (predicted factor);
     ``category``: code into ``category_names`` (-1 unknown); ``trending``: catalog
-    indices in trending order (every item once).
+    indices in trending order (every item once); ``pref_z``: the images' PCA features
+    of the visual preference model (zero rows without a picture) and ``pref_gram`` their
+    ``ZᵀZ`` (vrec.core.visual).
     """
 
     item_ids: np.ndarray
@@ -51,6 +54,8 @@ class ItemSpace:
     category: np.ndarray
     trending: np.ndarray
     category_names: np.ndarray
+    pref_z: np.ndarray
+    pref_gram: np.ndarray
     # search structures built from these arrays (vrec.core.retrieval); a replaced space
     # (dataclasses.replace) starts with an empty cache
     cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -105,9 +110,11 @@ def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
 
 def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFrame,
                      pairs: pd.DataFrame, trending_ids: list[str], recs: RecsSettings, *,
-                     seed: int = 0) -> tuple[ItemSpace, dict]:
+                     visual: VisualSettings | None = None, seed: int = 0
+                     ) -> tuple[ItemSpace, dict]:
     """The catalog-indexed arrays of the ranker and the cold-start map's quality
-    (``skipped`` with the reason when too few warm items have an image).
+    (``skipped`` with the reason when too few warm items have an image; ``pca_explained``:
+    the share of image variance the preference model's features keep).
 
     New arrivals are items with an embedding and at most ``recs.cold_item_max_users``
     distinct users (pairs with weight > 0); their factors come from the ridge map fit on
@@ -146,14 +153,23 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
     t = index_of(np.asarray(trending_ids), item_ids)
     t = t[t >= 0]
     rest = np.setdiff1d(np.arange(len(item_ids)), t)
+    visual = visual or VisualSettings()
+    pref_z = np.zeros((len(item_ids), min(visual.dim, emb.shape[1])), dtype=np.float32)
+    explained = None
+    if has.sum() >= 2:
+        pca = fit_pca(emb[has], visual.dim, whiten=visual.whiten)
+        pref_z = np.zeros((len(item_ids), pca.components.shape[0]), dtype=np.float32)
+        pref_z[has] = pca.project(emb[has])
+        explained = pca.explained
     space = ItemSpace(item_ids=item_ids.astype(str), emb=emb, has_vec=has, factors=factors,
                       warm=warm, new=new, category=category,
                       trending=np.concatenate([t, rest]).astype(np.int64),
-                      category_names=np.asarray(names, dtype=str))
+                      category_names=np.asarray(names, dtype=str), pref_z=pref_z,
+                      pref_gram=gram(pref_z[has]))
     quality = ({"skipped": f"{len(fit_idx)} warm items with an image and >= "
                            f"{recs.map_min_users} users; the map needs 20", "new_arrivals": 0}
                if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())})
-    return space, quality
+    return space, {**quality, "pca_dim": int(pref_z.shape[1]), "pca_explained": explained}
 
 
 def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float

@@ -11,19 +11,23 @@ formulas; in short, for a user ``u`` with history ``H``:
 * ``cf(u, i) = x_u · y_i``, where ``y_i`` is the ALS factor of a warm item or, for a new
   arrival (an item with an embedding and at most ``cold_item_max_users`` users), the
   factor predicted from its image by the ridge map (:func:`fit_ridge_map`);
-* candidates = CF top-N ∪ visual top-N ∪ new-arrival top-N, seen items excluded;
+* ``pref(u, i) = v_u · z_i``: the learned visual preference (vrec.core.visual);
+* candidates = CF top-N ∪ visual top-N ∪ preference top-N ∪ new-arrival top-N, seen
+  items excluded (vrec.core.retrieval);
 * each score is normalised over the user's candidates (``zscore``, or ``rank`` =
-  ``1 - 2·(r-1)/(n-1)``; a missing score counts as 0) and blended:
-  ``s = (1 - b_u) · n_cf + b_u · n_vis`` with
+  ``1 - 2·(r-1)/(n-1)``; a missing score counts as 0); the visual part is
+  ``n_v = (1 - m) · n_vis + m · n_pref`` (``m`` = pref_mix) and the blend
+  ``s = (1 - b_u) · n_cf + b_u · n_v`` with
   ``b_u = b + (1 - b) · h0 / (h0 + |H|)`` (``b`` = visual weight, ``h0`` = history
   shrink): short histories lean on the picture; ``b_u = 1`` without CF factors,
-  ``0`` without a profile;
+  ``0`` without a picture in the history;
 * the list is picked greedily: gain = ``s - mmr_penalty · max cos(e_i, picked)``, at most
   ``max_per_category`` items per category, and the last ``new_arrival_slots`` places
-  reserved for the best new arrivals. Each pick's gain is its ``score``; the gains of a
-  greedy pick never increase, so scores are non-increasing by rank;
+  reserved for new arrivals, picked by ``(1 - q) · n_cf + q · n_pref`` (``q`` =
+  new_arrival_pref: the cold-start map, the preference model, or a mix). Each pick's
+  gain is its ``score``, made non-increasing by rank;
 * reason: ``new_arrival_visual`` for a new arrival, ``similar_to_history`` when
-  ``b_u · n_vis > (1 - b_u) · n_cf`` (with ``reason_item_id`` = the history item most
+  ``b_u · n_v > (1 - b_u) · n_cf`` (with ``reason_item_id`` = the history item most
   similar to it), else ``collaborative``; ``trending`` for fill and cold users.
 """
 
@@ -73,14 +77,15 @@ def normalise(x: np.ndarray, mode: str) -> np.ndarray:
 
 
 def greedy_pick(blend: np.ndarray, emb: np.ndarray, category: np.ndarray, is_new: np.ndarray,
-                *, k: int, slots: int, mmr_penalty: float, max_per_category: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+                *, k: int, slots: int, mmr_penalty: float, max_per_category: int,
+                slot_key: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices into the candidates, in list order, and their gains (non-increasing).
 
     gain = blend - mmr_penalty · (max cosine to the items already picked); at most
     ``max_per_category`` per known category (0 = no cap); the last ``slots`` places are
-    reserved for candidates flagged ``is_new`` (fewer when fewer exist). When the cap
-    leaves nothing to pick the cap is lifted for that place.
+    reserved for candidates flagged ``is_new`` (fewer when fewer exist), chosen by the
+    largest ``slot_key`` (default: the gain). When the cap leaves nothing to pick the cap
+    is lifted for that place.
     """
     n = len(blend)
     k = min(k, n)
@@ -103,7 +108,8 @@ def greedy_pick(blend: np.ndarray, emb: np.ndarray, category: np.ndarray, is_new
         if not allowed.any():
             break
         g = np.where(allowed, gain - mmr_penalty * maxsim, -np.inf)
-        j = int(np.argmax(g))
+        j = int(np.argmax(np.where(allowed, slot_key, -np.inf) if must_new and
+                          slot_key is not None else g))
         picked.append(j)
         gains.append(g[j])
         avail[j] = False
@@ -144,22 +150,25 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame
     ``reason_item`` are catalog indices (-1: none); see the module doc."""
     ncf = [normalise(v, policy.normalize) for v in inp.cf]
     nvis = [normalise(v, policy.normalize) for v in inp.vis]
+    npref = [normalise(v, policy.normalize) for v in inp.pref]
+    m, q = policy.pref_mix, policy.new_arrival_pref
     bu = user_visual_weight(policy.visual_weight, policy.history_shrink, inp.n_hist,
-                            inp.in_model, inp.has_profile)
+                            inp.in_model, inp.has_profile | inp.has_pref)
     cols: dict[str, list] = {k: [] for k in LIST_COLUMNS}
     for r, uid in enumerate(inp.user_ids):
         cand = inp.items[r]
-        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * nvis[r]
+        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - m) * nvis[r] + m * npref[r])
         blend = c_cf + c_vis
         is_new = space.new[cand]
         pick, gain = greedy_pick(blend, space.emb[cand], space.category[cand], is_new,
                                  k=policy.k, slots=policy.new_arrival_slots,
                                  mmr_penalty=policy.mmr_penalty,
-                                 max_per_category=policy.max_per_category)
+                                 max_per_category=policy.max_per_category,
+                                 slot_key=(1.0 - q) * ncf[r] + q * npref[r])
         items = cand[pick]
+        has_visual = ~(np.isnan(inp.vis[r][pick]) & np.isnan(inp.pref[r][pick]))
         reason = np.where(is_new[pick], R_NEW,
-                          np.where((c_vis[pick] > c_cf[pick]) & ~np.isnan(inp.vis[r][pick]),
-                                   R_SIM, R_CF))
+                          np.where((c_vis[pick] > c_cf[pick]) & has_visual, R_SIM, R_CF))
         h = inp.hist[r]
         reason_item = np.full(len(items), -1, dtype=np.int64)
         explain = (reason != R_CF) & space.has_vec[items]

@@ -4,7 +4,10 @@
 * visual: ``cos(p_u, e_i)`` over items with an image, ``p_u`` = the L2-normalised sum
   of the history's embeddings weighted by the profile weights (vrec.core.users);
 * new arrivals: through the CF space (``x_u · W(e_i)``, the cold-start map) for users with
-  factors, by the picture otherwise.
+  factors, by the picture otherwise;
+* visual preference: ``v_u · z_i`` over items with an image, and over new arrivals, where
+  ``v_u`` is the user's learned preference vector over the images' PCA features
+  (vrec.core.visual), fit here from the user's history.
 
 Seen items are excluded with the exact top-k kernel (vrec.core.topk). The result,
 :class:`RankInput`, is everything the ranker needs for those users; the candidates stage
@@ -21,29 +24,33 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vrec import columns as C
+from vrec.config import VisualSettings
 from vrec.core.coldstart import l2_normalise
 from vrec.core.itemspace import ItemSpace
 from vrec.core.topk import TopK
 from vrec.core.users import UserBatch
+from vrec.core.visual import fit_preferences
 
 # the stored form: one row per user, arrays of catalog indices and scores
-FRAME_COLUMNS = (C.USER_ID, "in_model", "has_profile", "n_hist", "hist", "seen", "touched",
-                 "items", "cf", "vis")
-SPARK_SCHEMA = ("user_id string, in_model boolean, has_profile boolean, n_hist int, "
-                "hist array<int>, seen array<int>, touched array<int>, items array<int>, "
-                "cf array<double>, vis array<double>")
+FRAME_COLUMNS = (C.USER_ID, "in_model", "has_profile", "has_pref", "n_hist", "hist", "seen",
+                 "touched", "items", "cf", "vis", "pref")
+SPARK_SCHEMA = ("user_id string, in_model boolean, has_profile boolean, has_pref boolean, "
+                "n_hist int, hist array<int>, seen array<int>, touched array<int>, "
+                "items array<int>, cf array<double>, vis array<double>, pref array<double>")
 
 
 @dataclass
 class RankInput:
-    """Per user: whether the model knows them, whether they have a visual profile, the
-    number of history items, history items with an image (for reasons), seen items and
-    touched categories (for the trending fill), and the candidates with raw CF and
-    visual scores (NaN = no score). Indices are catalog rows of the run's item space."""
+    """Per user: whether the model knows them, whether they have a visual profile and a
+    preference vector, the number of history items, history items with an image (for
+    reasons), seen items and touched categories (for the trending fill), and the
+    candidates with raw CF, mean-profile and preference scores (NaN = no score). Indices
+    are catalog rows of the run's item space."""
 
     user_ids: np.ndarray
     in_model: np.ndarray
     has_profile: np.ndarray
+    has_pref: np.ndarray
     n_hist: np.ndarray
     hist: list[np.ndarray]
     seen: list[np.ndarray]
@@ -51,18 +58,21 @@ class RankInput:
     items: list[np.ndarray]
     cf: list[np.ndarray]
     vis: list[np.ndarray]
+    pref: list[np.ndarray]
 
     def to_frame(self) -> pd.DataFrame:
         """The stored form (:data:`FRAME_COLUMNS`)."""
         return pd.DataFrame({
             C.USER_ID: self.user_ids.astype(str), "in_model": self.in_model.astype(bool),
-            "has_profile": self.has_profile.astype(bool), "n_hist": self.n_hist.astype(np.int32),
+            "has_profile": self.has_profile.astype(bool), "has_pref": self.has_pref.astype(bool),
+            "n_hist": self.n_hist.astype(np.int32),
             "hist": [a.astype(np.int32) for a in self.hist],
             "seen": [a.astype(np.int32) for a in self.seen],
             "touched": [a.astype(np.int32) for a in self.touched],
             "items": [a.astype(np.int32) for a in self.items],
             "cf": [a.astype(np.float64) for a in self.cf],
-            "vis": [a.astype(np.float64) for a in self.vis]})
+            "vis": [a.astype(np.float64) for a in self.vis],
+            "pref": [a.astype(np.float64) for a in self.pref]})
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> RankInput:
@@ -75,9 +85,9 @@ class RankInput:
                                dtype=np.float64) for v in df[col]]
 
         return cls(df[C.USER_ID].astype(str).to_numpy(), df["in_model"].to_numpy(dtype=bool),
-                   df["has_profile"].to_numpy(dtype=bool), df["n_hist"].to_numpy(dtype=np.int64),
-                   ints("hist"), ints("seen"), ints("touched"), ints("items"), floats("cf"),
-                   floats("vis"))
+                   df["has_profile"].to_numpy(dtype=bool), df["has_pref"].to_numpy(dtype=bool),
+                   df["n_hist"].to_numpy(dtype=np.int64), ints("hist"), ints("seen"),
+                   ints("touched"), ints("items"), floats("cf"), floats("vis"), floats("pref"))
 
 
 def profiles(hist, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,12 +128,16 @@ class Source:
 
 
 def source(space: ItemSpace, name: str) -> Source:
-    """The ``warm`` (CF factors), ``visual`` (embeddings), ``new`` (predicted factors) or
-    ``new_visual`` (new arrivals' embeddings) source of ``space``, cached on it."""
+    """The ``warm`` (CF factors), ``visual`` (embeddings), ``new`` (predicted factors),
+    ``new_visual`` (new arrivals' embeddings), ``pref`` (PCA features of every item with a
+    picture) or ``new_pref`` (new arrivals' PCA features) source of ``space``, cached on
+    it. Only the CF factors have norms worth pruning by."""
     if name not in space.cache:
         mask, vectors = {"warm": (space.warm, space.factors), "visual": (space.has_vec, space.emb),
                          "new": (space.new, space.factors),
-                         "new_visual": (space.new, space.emb)}[name]
+                         "new_visual": (space.new, space.emb),
+                         "pref": (space.has_vec, space.pref_z),
+                         "new_pref": (space.new, space.pref_z)}[name]
         rows = np.flatnonzero(mask)
         local = np.full(space.n, -1, dtype=np.int64)
         local[rows] = np.arange(len(rows))
@@ -131,21 +145,29 @@ def source(space: ItemSpace, name: str) -> Source:
     return space.cache[name]
 
 
-def retrieve(batch: UserBatch, space: ItemSpace, n: int) -> RankInput:
-    """The CF, visual and new-arrival top-``n`` of each user (seen items excluded), their
-    union, and the raw scores of every candidate (see the module doc)."""
+def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
+             *, profile: bool = True) -> RankInput:
+    """The CF, visual, preference and new-arrival top-``n`` of each user (seen items
+    excluded), their union, and the raw scores of every candidate (see the module doc).
+    ``profile`` False skips the mean-profile source (its score is still computed for the
+    candidates the other sources bring)."""
     P, has_p = profiles(batch.hist, space.emb)
+    weights = batch.weights if batch.weights is not None else batch.hist
+    V, has_v = fit_preferences(weights, space.pref_z, space.pref_gram,
+                               regularization=visual.regularization, alpha=visual.alpha)
     seen = batch.seen.tocsr()
     seen.sort_indices()
     cf_top = source(space, "warm").top(batch.uf, n, seen, batch.in_model)
-    vis_top = source(space, "visual").top(P, n, seen, has_p)
+    vis_top = source(space, "visual").top(P, n, seen, has_p & profile)
+    pref_top = source(space, "pref").top(V, n, seen, has_v)
+    new_pref = source(space, "new_pref").top(V, n, seen, has_v)
     # new arrivals: through the CF space when the user has factors, else by the picture
     new_cf = source(space, "new").top(batch.uf, n, seen, batch.in_model)
     new_vis = source(space, "new_visual").top(P, n, seen, has_p & ~batch.in_model)
     hist = batch.hist
-    out = RankInput(batch.user_ids, batch.in_model, has_p, batch.n_hist, [], [],
+    out = RankInput(batch.user_ids, batch.in_model, has_p, has_v, batch.n_hist, [], [],
                     list(batch.touched) if batch.touched else
-                    [np.zeros(0, np.int64) for _ in batch.user_ids], [], [], [])
+                    [np.zeros(0, np.int64) for _ in batch.user_ids], [], [], [], [])
     for r in range(len(batch.user_ids)):
         parts = []
         if batch.in_model[r]:
@@ -154,6 +176,8 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int) -> RankInput:
             parts += [vis_top[r][vis_top[r] >= 0]]
             if not batch.in_model[r]:
                 parts += [new_vis[r][new_vis[r] >= 0]]
+        if has_v[r]:
+            parts += [pref_top[r][pref_top[r] >= 0], new_pref[r][new_pref[r] >= 0]]
         cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         cf = (space.factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
             else np.full(len(cand), np.nan)
@@ -161,10 +185,14 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int) -> RankInput:
         vis = (space.emb[cand] @ P[r]).astype(np.float64) if has_p[r] \
             else np.full(len(cand), np.nan)
         vis[~space.has_vec[cand]] = np.nan
+        pref = (space.pref_z[cand] @ V[r]).astype(np.float64) if has_v[r] \
+            else np.full(len(cand), np.nan)
+        pref[~space.has_vec[cand]] = np.nan
         h = hist.indices[hist.indptr[r]:hist.indptr[r + 1]]
         out.hist.append(np.sort(h[space.has_vec[h]]))
         out.seen.append(np.sort(seen.indices[seen.indptr[r]:seen.indptr[r + 1]]))
         out.items.append(cand)
         out.cf.append(cf)
         out.vis.append(vis)
+        out.pref.append(pref)
     return out

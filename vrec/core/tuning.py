@@ -1,33 +1,46 @@
-"""Blend tuning on a validation window (docs/ranking.md "Blend tuning").
+"""Tuning on a validation window (docs/ranking.md "Tuning"): the CF model, then the blend.
 
 The run's interaction pairs are split as of the run (``user``: each user's latest
 ``tune_fraction`` of positive pairs by last event; ``time``: pairs whose last event falls
-in the last ``tune_days``), a CF model is fit on the rest with the run's engine and settings (the
-``fit`` callable: ``vrec.spark.cf.fit_cf``), and retrieval and the ranker (the production
-code, on users built by vrec.core.users) build lists for a sample of validation users at
-each (visual weight, history shrink) of the grid. CF only (0, 0) is the default; a
+in the last ``tune_days``) into a training part and a validation window, and lists for a
+sample of validation users are scored by NDCG@k (:class:`Window`).
+
+:func:`tune_cf`: the CF model's factors, regularization, alpha and image prior, by a
+coordinate search from the configured values (alpha, regularization, factors, then the
+image prior over their grids),
+fitting the run's engine on the training part each time and scoring the plain CF lists;
+a value replaces the current one only when it beats it by more than one standard error of
+the paired per-user difference.
+
+:func:`tune_blend`: with the tuned CF model fit on the training part, retrieval and the
+ranker (the production code, on users built by vrec.core.users) build lists at each
+(visual weight, history shrink, preference share) of the grid; when the best visual
+weight is the grid's largest, larger ones are tried up to 1. CF only is the default; a
 blend replaces it only when its mean per-user NDCG@k beats CF only by more than
-``tune_min_gain_se`` standard errors of the paired per-user difference, and then the
-best such blend wins. The chosen blend is therefore never worse than CF only on the
-window, and noise does not move it.
+``tune_min_gain_se`` standard errors of the paired per-user difference, and then the best
+such blend wins. Then the reserved slots' pick (``new_arrival_pref``) is chosen the same
+way. The chosen blend is therefore never worse than CF only on the window, and noise does
+not move it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.config import RecsSettings
+from vrec.config import CFSettings, RecsSettings, VisualSettings
 from vrec.core.itemspace import build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.metrics import ndcg_at_k
 from vrec.core.ranking import lists_by_user, rank
 from vrec.core.retrieval import retrieve
-from vrec.core.users import pairs_by_user, user_batch
+from vrec.core.topk import TopK
+from vrec.core.users import is_seen, pairs_by_user, user_batch
 
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
@@ -52,69 +65,227 @@ def split_pairs(pairs: pd.DataFrame, *, mode: str, fraction: float, days: float,
     return p.loc[~val].drop(columns=["_ts", "_pos"]), p.loc[val].drop(columns=["_ts", "_pos"])
 
 
-def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
-               trending_ids: list[str], *, recs: RecsSettings, end: pd.Timestamp,
-               fit: Callable[[pd.DataFrame], CFModel], seed: int = 0) -> dict:
-    """Choose (visual_weight, history_shrink) on a validation window; see module doc.
-    ``fit`` fits the run's CF engine on training pairs (``vrec.spark.cf.fit_cf``)."""
-    t0 = time.perf_counter()
+@dataclass
+class Window:
+    """A validation window: the training pairs, the sampled validation users (with a
+    training history) and their held-out relevant items; ``skipped`` says why it is
+    unusable (too few users)."""
+
+    train: pd.DataFrame
+    users: np.ndarray
+    relevant: dict[str, set[str]]
+    cut: pd.Timestamp
+    skipped: str | None
+
+    def info(self) -> dict:
+        return {"train_pairs": int(len(self.train)),
+                "val_pairs": int(sum(len(v) for v in self.relevant.values())),
+                "val_users": int(len(self.users))}
+
+    def ndcg(self, lists: dict[str, list[str]], k: int) -> np.ndarray:
+        """Per-user NDCG@k of ``{user: [item_id, ...]}`` over the window's users."""
+        return np.asarray([ndcg_at_k(lists.get(u, []), self.relevant[u], k) for u in self.users])
+
+
+def validation_window(pairs: pd.DataFrame, recs: RecsSettings, end: pd.Timestamp, *,
+                      seed: int = 0) -> Window:
+    """The window both tunings use (see module doc)."""
     train, val = split_pairs(pairs, mode=recs.tune_split, fraction=recs.tune_fraction,
                              days=recs.tune_days, end=end)
-    out = {"split": recs.tune_split, "train_pairs": int(len(train)), "val_pairs": int(len(val)),
-           "grid": {}, "chosen": None}
     trained = set(train.loc[train["weight"] > 0, C.USER_ID].astype(str))
     val = val[val[C.USER_ID].astype(str).isin(trained)]
     users = np.asarray(sorted(val[C.USER_ID].astype(str).unique()), dtype=object)
     if len(users) > recs.tune_max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, recs.tune_max_users,
                                                            replace=False))
-    out["val_users"] = int(len(users))
-    if len(users) < recs.tune_min_users:
-        out["skipped"] = f"{len(users)} validation users < tune_min_users {recs.tune_min_users}"
+    v = val[val[C.USER_ID].astype(str).isin(set(users))]
+    relevant = {str(u): set(g.astype(str)) for u, g in v.groupby(v[C.USER_ID].astype(str))[C.ITEM_ID]}
+    cut = end if recs.tune_split == "user" else end - pd.Timedelta(days=recs.tune_days)
+    skipped = (f"{len(users)} validation users < tune_min_users {recs.tune_min_users}"
+               if len(users) < recs.tune_min_users else None)
+    return Window(train, users, relevant, cut, skipped)
+
+
+def _paired_gain(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
+    d = new - old
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
+# ---------------------------------------------------------------- the CF model
+
+def cf_lists(model: CFModel, rows: pd.DataFrame, k: int,
+             seen_event_types: tuple[str, ...]) -> dict[str, list[str]]:
+    """The plain CF top-k of each user row (vrec.core.users rows), seen items excluded."""
+    item_index = {str(v): i for i, v in enumerate(model.item_ids)}
+    user_index = {str(v): i for i, v in enumerate(model.user_ids)}
+    seen_types = frozenset(seen_event_types)
+    keep = [u for u in rows[C.USER_ID] if str(u) in user_index]
+    if not keep:
+        return {}
+    sub = rows[rows[C.USER_ID].isin(keep)]
+    ptr, idx = [0], []
+    for items, types in zip(sub["items"], sub["event_types"]):
+        for j, it in enumerate(items):
+            i = item_index.get(str(it), -1)
+            t = types[j] if types is not None and len(types) > j else None
+            if i >= 0 and is_seen(t, seen_types):
+                idx.append(i)
+        ptr.append(len(idx))
+    import scipy.sparse as sp
+
+    seen = sp.csr_matrix((np.ones(len(idx), np.int8), np.asarray(idx, np.int64),
+                          np.asarray(ptr, np.int64)), shape=(len(sub), len(model.item_ids)))
+    uf = np.asarray(model.user_factors)[[user_index[str(u)] for u in sub[C.USER_ID]]]
+    top, _ = TopK(np.asarray(model.item_factors)).search(uf, k, exclude=seen)
+    ids = np.asarray(model.item_ids).astype(str)
+    return {str(u): [ids[j] for j in row if j >= 0] for u, row in zip(sub[C.USER_ID], top)}
+
+
+def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
+            fit_with: Callable[[CFSettings], Callable[[pd.DataFrame], CFModel]]) -> dict:
+    """Choose factors, regularization and alpha on ``window``; see module doc.
+    ``fit_with(settings)`` returns the run's engine fitting with those settings."""
+    t0 = time.perf_counter()
+    out = {**window.info(), "grid": {}, "chosen": None}
+    if window.skipped:
+        return {**out, "skipped": window.skipped, "seconds": round(time.perf_counter() - t0, 2)}
+    rows = pairs_by_user(window.train, window.users)
+
+    def score(c: CFSettings) -> np.ndarray:
+        model = fit_with(c)(window.train)
+        v = window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
+        out["grid"][f"f{c.factors}/r{c.regularization:g}/a{c.alpha:g}/p{c.visual_prior:g}"] = \
+            round(float(v.mean()), 5)
+        return v
+
+    best, best_v = cf, score(cf)
+    out["configured_ndcg"] = round(float(best_v.mean()), 5)
+    for key, values in (("alpha", cf.tune_alpha), ("regularization", cf.tune_regularization),
+                        ("factors", cf.tune_factors), ("visual_prior", cf.tune_visual_prior)):
+        current = best
+        for value in values:
+            if value == getattr(current, key):
+                continue
+            cand = current.model_copy(update={key: type(getattr(cf, key))(value)})
+            v = score(cand)
+            gain, se = _paired_gain(v, best_v)
+            if gain > se and v.mean() > best_v.mean():
+                best, best_v = cand, v
+    out["chosen"] = {"factors": best.factors, "regularization": best.regularization,
+                     "alpha": best.alpha, "visual_prior": best.visual_prior}
+    out["chosen_ndcg"] = round(float(best_v.mean()), 5)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def cf_tuning_reusable(state: dict | None, *, ds: str, cf: CFSettings, pairs: int, users: int,
+                       items: int) -> bool:
+    """Whether an earlier CF tuning (``state``: what :func:`tune_cf` chose, with the ds it
+    ran for, the settings it started from and the data's size) may be reused for ``ds``:
+    it ran for this day or at most ``cf.tune_every_days`` before (never a later day: a
+    backfill must not see the future), from the same settings, and the pairs, users and
+    items changed by less than 20%."""
+    import datetime as dt
+
+    if not state or not state.get("chosen") or cf.tune_every_days == 0:
+        return False
+    age = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(state["ds"])).days
+    if not 0 <= age <= cf.tune_every_days or state.get("settings") != settings_key(cf):
+        return False
+    size = state.get("size", {})
+    return all(abs(now - size.get(k, 0)) <= 0.2 * max(1, size.get(k, 0))
+               for k, now in (("pairs", pairs), ("users", users), ("items", items)))
+
+
+def settings_key(cf: CFSettings) -> dict:
+    """The CF settings a tuning starts from (a change of any of them tunes again)."""
+    tuned = {"factors", "regularization", "alpha", "visual_prior"}
+    return cf.model_dump(mode="json", exclude=tuned) | {
+        "start": [cf.factors, cf.regularization, cf.alpha, cf.visual_prior]}
+
+
+# ---------------------------------------------------------------- the blend
+
+def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
+               trending_ids: list[str], *, recs: RecsSettings, visual: VisualSettings,
+               end: pd.Timestamp, fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+               window: Window | None = None) -> dict:
+    """Choose (visual_weight, history_shrink, pref_mix) and then new_arrival_pref on a
+    validation window; see module doc. ``fit`` fits the run's (tuned) CF engine."""
+    t0 = time.perf_counter()
+    window = window or validation_window(pairs, recs, end, seed=seed)
+    out = {"split": recs.tune_split, **window.info(), "grid": {}, "chosen": None}
+    if window.skipped:
+        out["skipped"] = window.skipped
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
+    train, users = window.train, window.users
     model = fit(train)
     out["cf"] = {k: model.params.get(k) for k in ("engine", "device")}
     space, quality = build_item_space(model, catalog, vectors, train, trending_ids, recs,
-                                      seed=seed)
+                                      visual=visual, seed=seed)
     space, out["slots_off"] = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
     base = ranking_policy(recs, None, out["slots_off"])
-    cut = end if recs.tune_split == "user" else end - pd.Timedelta(days=recs.tune_days)
-    batch = user_batch(pairs_by_user(train, users), space, model, recs, cut)
-    relevant = {u: set(g.astype(str)) for u, g in val[val[C.USER_ID].astype(str).isin(set(users))]
-                .groupby(val[C.USER_ID].astype(str))[C.ITEM_ID]}
-    inp = retrieve(batch, space, recs.candidates)
+    batch = user_batch(pairs_by_user(train, users), space, model, recs, window.cut)
+    inp = retrieve(batch, space, recs.candidates, visual)
+    scores: dict[tuple, np.ndarray] = {}
 
-    def per_user(policy: RecsSettings) -> np.ndarray:
-        per = lists_by_user(rank(inp, space, policy), space)
-        return np.asarray([ndcg_at_k(per.get(u, []), relevant[u], recs.k) for u in relevant])
+    def per_user(**update) -> np.ndarray:
+        key = tuple(sorted(update.items()))
+        if key not in scores:
+            policy = base.model_copy(update=update)
+            scores[key] = window.ndcg(lists_by_user(rank(inp, space, policy), space), recs.k)
+        return scores[key]
 
-    def score(policy: RecsSettings) -> float:
-        return round(float(per_user(policy).mean()), 5)
+    cf_only = per_user(visual_weight=0.0, history_shrink=0.0)
+    best = (float(cf_only.mean()), {"visual_weight": 0.0, "history_shrink": 0.0,
+                                     "pref_mix": recs.pref_mix})
+    out["grid"]["0/0"] = round(best[0], 5)
 
-    def blend(b: float, h: float, **more) -> RecsSettings:
-        return base.model_copy(update={"visual_weight": b, "history_shrink": h, **more})
+    def consider(b: float) -> None:
+        nonlocal best
+        for h in recs.tune_shrink_grid:
+            for m in recs.tune_pref_grid:
+                if (b, h) == (0.0, 0.0):
+                    continue
+                v = per_user(visual_weight=b, history_shrink=h, pref_mix=m)
+                gain, se = _paired_gain(v, cf_only)
+                out["grid"][f"{b:g}/{h:g}/{m:g}"] = round(float(v.mean()), 5)
+                # a blend must beat CF only by more than tune_min_gain_se standard errors
+                # of the paired per-user difference: 3 SE covers the grid's comparisons
+                if gain > recs.tune_min_gain_se * se and v.mean() > best[0]:
+                    best = (float(v.mean()), {"visual_weight": b, "history_shrink": h,
+                                              "pref_mix": m})
 
-    grid = [(0.0, 0.0)] + [(b, h) for b in recs.tune_grid for h in recs.tune_shrink_grid
-                           if (b, h) != (0.0, 0.0)]
-    cf_only = per_user(blend(0.0, 0.0))
-    best = (round(float(cf_only.mean()), 5), 0.0, 0.0)
-    out["grid"]["0/0"] = best[0]
-    for b, h in grid[1:]:
-        v = per_user(blend(b, h))
-        d = v - cf_only
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        mean = round(float(v.mean()), 5)
-        out["grid"][f"{b:g}/{h:g}"] = mean
-        # a blend must beat CF only by more than tune_min_gain_se standard errors of the
-        # paired per-user difference: 3 SE covers the ~11 grid points compared (Bonferroni)
-        if d.mean() > recs.tune_min_gain_se * se and mean > best[0]:
-            best = (mean, b, h)
+    weights = sorted(set(recs.tune_grid))
+    for b in weights:
+        consider(b)
+    step = (weights[-1] - weights[-2]) if len(weights) > 1 else 0.25
+    edge = weights[-1]
+    while best[1]["visual_weight"] == edge and edge < 1.0:  # the best sits on the edge
+        edge = round(min(1.0, edge + max(step, 0.05)), 4)
+        consider(edge)
+    out["extended_to"] = edge if edge > weights[-1] else None
+    chosen = dict(best[1])
+    # how the reserved slots pick new arrivals: the map, the preference model, or a mix
+    slot_scores = {}
+    if base.new_arrival_slots > 0 and space.new.any():
+        ref = per_user(**chosen, new_arrival_pref=recs.new_arrival_pref)
+        slot_best = (float(ref.mean()), recs.new_arrival_pref)
+        for q in recs.tune_new_grid:
+            v = per_user(**chosen, new_arrival_pref=q)
+            slot_scores[f"{q:g}"] = round(float(v.mean()), 5)
+            gain, se = _paired_gain(v, ref)
+            if gain > se and v.mean() > slot_best[0]:
+                slot_best = (float(v.mean()), q)
+        chosen["new_arrival_pref"] = slot_best[1]
+    out["new_arrival_grid"] = slot_scores
     out["cf_only_ndcg"] = out["grid"]["0/0"]
-    out["als_only_ndcg"] = score(blend(0.0, 0.0, new_arrival_slots=0, mmr_penalty=0.0,
-                                       max_per_category=0))
-    out["chosen"] = {"visual_weight": best[1], "history_shrink": best[2]}
-    out["chosen_ndcg"] = best[0]
+    out["als_only_ndcg"] = round(float(per_user(
+        visual_weight=0.0, history_shrink=0.0, new_arrival_slots=0, mmr_penalty=0.0,
+        max_per_category=0).mean()), 5)
+    out["chosen"] = chosen
+    out["chosen_ndcg"] = round(float(per_user(**chosen).mean()), 5)
     out["map_quality"] = quality
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

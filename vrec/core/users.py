@@ -7,7 +7,8 @@ The input is one row per user holding the user's interaction pairs as parallel l
 in :func:`user_batch`:
 
 * history = pairs with weight > 0, each weighted ``weight × 0.5 ** (age_days /
-  recs.profile_half_life_days)`` (age from ``end``; no decay when the half life is null);
+  recs.profile_half_life_days)`` for the mean profile (age from ``end``; no decay when the
+  half life is null), and by the pair weight itself for the preference model;
 * seen = pairs whose event types meet ``recs.seen_event_types`` (never recommended back);
 * touched = the user's top 3 categories by number of events (ties by name): cold users'
   trending lists start there when ``recs.cold_user_categories``;
@@ -39,7 +40,9 @@ TOP_CATEGORIES = 3
 @dataclass
 class UserBatch:
     """A batch of users: CF factors (zeros and ``in_model`` False when the model lacks
-    the user), history CSR of profile weights, seen CSR (excluded), categories touched."""
+    the user), history CSR of profile weights, seen CSR (excluded), categories touched,
+    and the history's pair weights (the preference model's confidences; same sparsity
+    as ``hist``)."""
 
     user_ids: np.ndarray
     uf: np.ndarray
@@ -47,6 +50,7 @@ class UserBatch:
     hist: sp.csr_matrix
     seen: sp.csr_matrix
     touched: list[np.ndarray] = field(default_factory=list)
+    weights: sp.csr_matrix | None = None
 
     @property
     def n_hist(self) -> np.ndarray:
@@ -80,6 +84,12 @@ def pairs_by_user(pairs: pd.DataFrame, users: np.ndarray | None = None) -> pd.Da
     return rows.rename_axis(C.USER_ID).reset_index()[list(USER_COLUMNS)]
 
 
+def is_seen(types, seen_types: frozenset) -> bool:
+    """The seen rule: a pair is seen when its event types meet ``seen_types`` (a pair
+    without recorded event types always is)."""
+    return types is None or bool(seen_types.intersection(list(types)))
+
+
 def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsSettings,
                end: pd.Timestamp, *, item_index: dict | None = None,
                user_index: dict | None = None) -> UserBatch:
@@ -93,7 +103,7 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     seen_types = frozenset(recs.seen_event_types)
     end_s = pd.Timestamp(end).timestamp()
     half = recs.profile_half_life_days
-    h_ptr, h_idx, h_val, s_ptr, s_idx, touched = [0], [], [], [0], [], []
+    h_ptr, h_idx, h_val, h_raw, s_ptr, s_idx, touched = [0], [], [], [], [0], [], []
     for items, weights, last_s, types, n_events in zip(
             rows["items"], rows["weights"], rows["last_s"], rows["event_types"], rows["n_events"]):
         cats: dict[int, int] = {}
@@ -103,13 +113,14 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
                 continue
             w = float(weights[k])
             if w > 0:
+                h_raw.append(w)
                 if half:
                     age = max(0.0, (end_s - float(last_s[k])) / 86400.0)
                     w *= 0.5 ** (age / half)
                 h_idx.append(j)
                 h_val.append(w)
             t = types[k] if types is not None and len(types) > k else None
-            if t is None or seen_types.intersection(list(t)):
+            if is_seen(t, seen_types):
                 s_idx.append(j)
             c = int(space.category[j])
             if c >= 0:
@@ -122,6 +133,9 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     hist = sp.csr_matrix((np.asarray(h_val, np.float32), np.asarray(h_idx, np.int64),
                           np.asarray(h_ptr, np.int64)), shape=(n, space.n))
     hist.sum_duplicates()
+    raw = sp.csr_matrix((np.asarray(h_raw, np.float32), np.asarray(h_idx, np.int64),
+                         np.asarray(h_ptr, np.int64)), shape=(n, space.n))
+    raw.sum_duplicates()
     seen = sp.csr_matrix((np.ones(len(s_idx), np.int8), np.asarray(s_idx, np.int64),
                           np.asarray(s_ptr, np.int64)), shape=(n, space.n))
     seen.sum_duplicates()
@@ -130,4 +144,5 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     uf = np.zeros((n, np.asarray(model.user_factors).shape[1]), dtype=np.float32)
     if in_model.any():
         uf[in_model] = np.asarray(model.user_factors)[uidx[in_model]]
-    return UserBatch(rows[C.USER_ID].astype(str).to_numpy(), uf, in_model, hist, seen, touched)
+    return UserBatch(rows[C.USER_ID].astype(str).to_numpy(), uf, in_model, hist, seen, touched,
+                     raw)

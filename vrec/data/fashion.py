@@ -26,12 +26,16 @@ def load_styles(folder: str | Path, with_images: set[str] | None = None) -> pd.D
 
 
 def simulate_shoppers(styles: pd.DataFrame, *, n_users: int = 2000, days: int = 60,
-                      events_per_user: float = 30.0, taste: float = 3.0, seed: int = 0
-                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(events, items). Each user has two favourite article types, two colours and one
-    usage; a click picks an item already arrived with probability proportional to
-    ``popularity · exp(taste · affinity)``, affinity = 1·[type] + 0.5·[colour] +
-    0.3·[usage]. ``items`` holds item_id, arrival_day and the attributes."""
+                      events_per_user: float = 30.0, taste: float = 3.0, seed: int = 0,
+                      type_weight: float = 1.0, colour_weight: float = 0.5,
+                      usage_weight: float = 0.3, n_types: int = 2, n_colours: int = 2,
+                      n_usages: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events, items). Each user has ``n_types`` favourite article types, ``n_colours``
+    colours and ``n_usages`` usages; a click picks an item already arrived with
+    probability proportional to ``popularity · exp(taste · affinity)``, affinity =
+    ``type_weight·[type] + colour_weight·[colour] + usage_weight·[usage]`` (the taste mix;
+    the defaults are 1, 0.5, 0.3 with 2 types, 2 colours, 1 usage). ``items`` holds
+    item_id, arrival_day and the attributes."""
     rng = np.random.default_rng(seed)
     items = styles[[C.ITEM_ID, "articleType", "baseColour", "usage", "masterCategory"]].copy()
     n = len(items)
@@ -49,10 +53,12 @@ def simulate_shoppers(styles: pd.DataFrame, *, n_users: int = 2000, days: int = 
     rows = []
     t0 = pd.Timestamp("2026-01-01", tz="UTC")
     for u in range(n_users):
-        ft = rng.choice(tfreq.index, 2, replace=False, p=tfreq.to_numpy())
-        fc = rng.choice(cfreq.index, 2, replace=False, p=cfreq.to_numpy())
-        fu = rng.choice(ufreq.index, 1, p=ufreq.to_numpy())
-        aff = 1.0 * np.isin(types, ft) + 0.5 * np.isin(colours, fc) + 0.3 * np.isin(usage, fu)
+        ft = rng.choice(tfreq.index, n_types, replace=False, p=tfreq.to_numpy())
+        fc = rng.choice(cfreq.index, n_colours, replace=False, p=cfreq.to_numpy())
+        # (one usage is drawn as before the taste mix was configurable: same seeds, same users)
+        fu = rng.choice(ufreq.index, n_usages, replace=n_usages == 1, p=ufreq.to_numpy())
+        aff = (type_weight * np.isin(types, ft) + colour_weight * np.isin(colours, fc)
+               + usage_weight * np.isin(usage, fu))
         w = pop * np.exp(taste * aff)
         n_ev = max(2, rng.poisson(events_per_user))
         ev_days = np.sort(rng.integers(0, days, n_ev))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vrec.config import RecsSettings
+from vrec.config import RecsSettings, VisualSettings
 from vrec.core.retrieval import SPARK_SCHEMA, retrieve
 from vrec.core.users import user_batch
 
@@ -45,7 +45,8 @@ def _load(space_dir: str, model_dir: str):
 
 
 def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, model_dir: str,
-                         recs: RecsSettings, end: pd.Timestamp) -> Iterator[pd.DataFrame]:
+                         recs: RecsSettings, visual: VisualSettings, end: pd.Timestamp,
+                         profile: bool = True) -> Iterator[pd.DataFrame]:
     """mapInPandas body: user rows -> candidate rows (one BLAS thread per task)."""
     from threadpoolctl import threadpool_limits
 
@@ -55,15 +56,18 @@ def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, mode
             for s in range(0, len(df), recs.batch_users):
                 batch = user_batch(df.iloc[s:s + recs.batch_users], space, model, recs, end,
                                    item_index=item_index, user_index=user_index)
-                yield retrieve(batch, space, recs.candidates).to_frame()
+                yield retrieve(batch, space, recs.candidates, visual,
+                               profile=profile).to_frame()
 
 
 def retrieve_all(spark, rows, *, space_dir: str | Path, model_dir: str | Path,
-                 recs: RecsSettings, end: pd.Timestamp):
+                 recs: RecsSettings, visual: VisualSettings, end: pd.Timestamp,
+                 profile: bool = True):
     """Candidates for every row of ``rows`` (vrec.spark.users.user_rows), as a Spark
     DataFrame (vrec.core.retrieval.SPARK_SCHEMA)."""
     sd, md = str(Path(space_dir).resolve()), str(Path(model_dir).resolve())
     parts = max(1, 2 * spark.sparkContext.defaultParallelism)
     return rows.repartition(parts).mapInPandas(
-        lambda it: candidates_partition(it, space_dir=sd, model_dir=md, recs=recs, end=end),
+        lambda it: candidates_partition(it, space_dir=sd, model_dir=md, recs=recs, visual=visual,
+                                        end=end, profile=profile),
         SPARK_SCHEMA)

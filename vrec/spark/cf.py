@@ -20,7 +20,8 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings
-from vrec.core.cf import CFModel, build_matrix, fit_implicit
+from vrec.core.cf import CFModel, build_matrix, fit_implicit, refine_with_images
+from vrec.core.visual import ImageFeatures
 
 
 def training_pairs(interactions, cf: CFSettings):
@@ -115,13 +116,15 @@ def fit_mllib(pairs, cf: CFSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
-           extra_params: dict | None = None) -> CFModel:
+           extra_params: dict | None = None, images: ImageFeatures | None = None) -> CFModel:
     """Fit the configured engine on training pairs; see the module doc.
 
     ``pairs``: pandas (user_id, item_id, weight[, n_events]), a Spark DataFrame, or a
-    Parquet folder of interactions. ``params`` of the model hold the CF settings, the
-    device, ``extra_params`` and the fit's seconds; its version is
-    ``<engine>-als-<ds>-<digest of the parameters>``.
+    Parquet folder of interactions. With ``cf.visual_prior`` > 0 and ``images`` (the
+    items' PCA image features), the implicit model is then image-regularised
+    (vrec.core.cf.refine_with_images). ``params`` of the model hold the CF settings, the
+    device, ``extra_params``, whether the image prior applied and the fit's seconds; its
+    version is ``<engine>-als-<ds>-<digest of the parameters>``.
     """
     spark_needed = cf.engine == "spark_mllib" or needs_spark_prep(cf)
     if spark_needed and spark is None:
@@ -158,7 +161,17 @@ def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
             raise ValueError(f"no positive interactions to train on for ds={ds}")
         t0 = time.perf_counter()
         uf, itf, device = fit_implicit(mat, cf)
-    params = {**cf.model_dump(mode="json"), **(extra_params or {})}
+        if cf.visual_prior > 0 and images is not None:
+            z, has = images.lookup(items)
+            uf, itf, prior = refine_with_images(uf, itf, mat, z, has,
+                                                regularization=cf.regularization,
+                                                prior=cf.visual_prior)
+        else:
+            prior = {"applied": False, "why": "cf.visual_prior is 0" if cf.visual_prior <= 0
+                     else "no image features"}
+    if cf.engine == "spark_mllib":
+        prior = {"applied": False, "why": "the image prior needs the implicit engine"}
+    params = {**cf.model_dump(mode="json"), **(extra_params or {}), "image_prior": prior}
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     params.update(device=device, fit_seconds=round(time.perf_counter() - t0, 3))
     return CFModel(users, items, uf, itf, params, version=f"{cf.engine}-als-{ds}-{digest}")

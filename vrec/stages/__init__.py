@@ -56,23 +56,23 @@ STAGES: tuple[Stage, ...] = (
           "quarantined; near-duplicate pairs"),
     Stage("train_cf", "spark", ("interactions", "catalog", "item_vectors", "item_popularity"),
           ("model", "blend"),
-          "ALS (implicit on one node, or Spark MLlib) on the pairs; the blend tuned on a "
-          "validation window"),
+          "ALS (implicit on one node, or Spark MLlib) with factors, regularization and alpha "
+          "tuned on a validation window; the blend tuned on the same window"),
     Stage("candidates", "spark",
-          ("interactions", "catalog", "item_vectors", "item_popularity", "model"),
+          ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend"),
           ("item_space", "candidates"),
-          "the item space (factors, images, cold-start map) and every user's CF, visual and "
-          "new-arrival top-N with raw scores"),
+          "the item space (factors, images and their PCA features, cold-start map) and every "
+          "user's CF, visual-profile, visual-preference and new-arrival top-N with raw scores"),
     Stage("build_recs", "spark",
           ("candidates", "item_space", "model", "blend", "user_profile", "item_vectors"),
           ("user_recs", "item_similar", "user_recs_pseudonymized", "user_profile_pseudonymized"),
           "rank each user's candidates (blend, diversity, new-arrival slots, reasons, "
           "trending fill) -> user_recs; visual neighbours -> item_similar"),
     Stage("evaluate", "spark",
-          ("events", "interactions", "catalog", "item_vectors", "item_popularity"),
+          ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model"),
           ("eval_metrics",),
-          "a holdout as of ds: popularity, ALS, visual and hybrid through the same "
-          "retrieval and ranker -> eval_metrics"),
+          "a holdout as of ds: popularity, ALS, visual profile, visual preference and hybrid "
+          "through the same retrieval and ranker -> eval_metrics"),
     Stage("validate_outputs", "spark",
           ("user_recs", "user_profile", "item_similar", "item_vectors", "catalog"), (),
           "Great Expectations on user_recs, per-user lists, item_similar and the item "

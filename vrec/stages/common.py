@@ -43,9 +43,30 @@ def driver_inputs(ctx) -> DriverInputs:
         trending=pop.sort_values("trending_rank")[C.ITEM_ID].astype(str).tolist())
 
 
-def cf_fitter(ctx):
+def cf_fitter(ctx, cf=None, images=None):
     """The run's CF engine as a function of training pairs (tuning and evaluation refit
-    with it: the same engine, settings and pair preparation as train_cf)."""
+    with it: the same engine, settings, pair preparation and image features as train_cf);
+    ``cf``: other settings (the tuned ones)."""
     from vrec.spark.cf import fit_cf
 
-    return lambda pairs: fit_cf(pairs, ctx.settings.cf, spark=ctx.spark, ds=ctx.ds)
+    settings = cf or ctx.settings.cf
+    return lambda pairs: fit_cf(pairs, settings, spark=ctx.spark, ds=ctx.ds, images=images)
+
+
+def run_images(ctx, vectors):
+    """The image features the CF model's image prior uses (the PCA of the run's vectors)."""
+    from vrec.core.visual import image_features
+
+    v = ctx.settings.visual
+    return image_features(vectors, v.dim, whiten=v.whiten)
+
+
+TUNED_CF = ("factors", "regularization", "alpha", "visual_prior")
+
+
+def run_cf_settings(ctx):
+    """The CF settings the run's model was fit with (train_cf's tuned values)."""
+    import json
+
+    params = json.loads((ctx.input("model") / "model.json").read_text())["params"]
+    return ctx.settings.cf.model_copy(update={k: params[k] for k in TUNED_CF})

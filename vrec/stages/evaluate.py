@@ -1,5 +1,6 @@
-"""evaluate: a holdout as of ds, and the metrics of popularity, ALS-only, visual-only and
-hybrid lists built by the production retrieval and ranker on it (docs/evaluation.md)."""
+"""evaluate: a holdout as of ds, and the metrics of popularity, ALS-only, visual-profile,
+visual-preference and hybrid lists built by the production retrieval and ranker on it,
+refitting CF with the run's tuned settings (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -48,15 +49,17 @@ def headline(frame: pd.DataFrame, k: int) -> dict:
 def run(ctx) -> dict:
     from vrec.core.evaluation import evaluate_models
     from vrec.io import warehouse as W
-    from vrec.stages.common import cf_fitter, driver_inputs
+    from vrec.stages.common import cf_fitter, driver_inputs, run_cf_settings, run_images
 
     e, ds = ctx.settings.eval, ctx.ds
     if e.enabled:
         inp = driver_inputs(ctx)
         holdout = holdout_for(ctx, inp.pairs)
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=ctx.settings.recs,
-                                      fit=cf_fitter(ctx), ks=e.ks, max_users=e.max_users,
-                                      tune=e.tune)
+                                      visual=ctx.settings.visual,
+                                      fit=cf_fitter(ctx, run_cf_settings(ctx),
+                                                    run_images(ctx, inp.vectors)), ks=e.ks,
+                                      max_users=e.max_users, tune=e.tune)
     else:
         frame, info = pd.DataFrame(columns=list(EVAL_COLUMNS)), {"skipped": "eval.enabled is false"}
     frame = frame.astype(EVAL_COLUMNS)

@@ -1,36 +1,78 @@
-"""train_cf: fit the configured CF engine on the run's interactions and save the model;
-tune the blend on a validation window (or record the configured one)."""
+"""train_cf: tune the CF model's factors, regularization and alpha on a validation window
+(or reuse a recent tuning), fit the configured engine with them on the run's
+interactions and save the model; tune the blend on the same window (or record the
+configured one)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TUNING_STATE = Path("_state") / "cf_tuning.json"  # under the warehouse: shared across days
+
+
+def tuned_cf(ctx, pairs, window, images) -> tuple:
+    """(the CF settings to fit with, the tuning record): a reusable earlier tuning, a new
+    one, or the configured settings when tuning is off or the window is too small."""
+    from vrec.core.tuning import cf_tuning_reusable, settings_key, tune_cf
+    from vrec.io import warehouse as W
+    from vrec.stages.common import cf_fitter
+
+    cf, ds = ctx.settings.cf, ctx.ds
+    if not cf.tune:
+        return cf, {"skipped": "cf.tune is false: the configured settings"}
+    state_file = ctx.warehouse / TUNING_STATE
+    state = json.loads(state_file.read_text()) if state_file.is_file() else None
+    size = {"pairs": int(len(pairs)), "users": int(pairs["user_id"].nunique()),
+            "items": int(pairs["item_id"].nunique())}
+    if cf_tuning_reusable(state, ds=ds, cf=cf, **size):
+        return cf.model_copy(update=state["chosen"]), {**state, "reused_from": state["ds"]}
+    record = tune_cf(window, cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images))
+    if record.get("chosen") is None:
+        return cf, record
+    record.update(ds=ds, settings=settings_key(cf), size=size)
+    if state is None or state.get("ds", "") <= ds:  # a backfill never overwrites a later one
+        W.write_json(state_file, record)
+    return cf.model_copy(update=record["chosen"]), record
 
 
 def run(ctx) -> dict:
     import pandas as pd
 
-    from vrec.core.tuning import tune_blend
+    from vrec.core.tuning import tune_blend, validation_window
     from vrec.io import warehouse as W
     from vrec.spark.cf import fit_cf
     from vrec.spark.interactions import end_of_ds
-    from vrec.stages.common import cf_fitter, driver_inputs
+    from vrec.stages.common import TUNED_CF, cf_fitter, driver_inputs, run_images
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     inter = ctx.input("interactions")
-    model = fit_cf(inter, s.cf, spark=spark, ds=ds,
+    inp = driver_inputs(ctx)
+    end = pd.Timestamp(end_of_ds(ds))
+    window = validation_window(inp.pairs, s.recs, end)
+    images = run_images(ctx, inp.vectors)
+    cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, images)
+    print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
+          + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
+          flush=True)
+    model = fit_cf(inter, cf, spark=spark, ds=ds, images=images,
                    extra_params={"weights": s.weights.model_dump(mode="json")})
     model.save(ctx.output("model"))
     n_pairs = spark.read.parquet(str(inter)).count()
     if s.recs.tune_blend:
-        inp = driver_inputs(ctx)
         blend = tune_blend(inp.pairs, inp.catalog, inp.vectors, inp.trending, recs=s.recs,
-                           end=pd.Timestamp(end_of_ds(ds)), fit=cf_fitter(ctx))
+                           visual=s.visual, end=end, fit=cf_fitter(ctx, cf, images),
+                           window=window)
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
-              f"grid {blend['grid']}", flush=True)
+              f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})",
+              flush=True)
     else:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
     W.write_json(ctx.output("blend"), blend)
     ctx.record(n_pairs, len(model.user_ids), 0, items=len(model.item_ids),
-               model_version=model.version, engine=s.cf.engine,
+               model_version=model.version, engine=cf.engine,
                device=model.params["device"], fit_seconds=model.params["fit_seconds"],
-               blend=blend)
+               cf_tuning=cf_tuning, blend=blend)
     return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version,
-            "engine": s.cf.engine, "blend": blend.get("chosen")}
+            "engine": cf.engine, "cf": {k: getattr(cf, k) for k in TUNED_CF},
+            "blend": blend.get("chosen")}
