@@ -102,6 +102,10 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
     k = recs.k
     ndcg = {name: np.array([ndcg_at_k(lists[name].get(u, []), relevant[u], k) for u in users])
             for name in lists}
+    seen_by = train.groupby(C.USER_ID)[C.ITEM_ID].apply(lambda s: set(s.astype(str))).to_dict()
+    ndcg["popularity"] = np.asarray([
+        ndcg_at_k([i for i in trending[:k + len(seen_by.get(u, ()))]
+                   if i not in seen_by.get(u, ())][:k], relevant[u], k) for u in users])
     ndcg["als_configured"] = plain_cf_ndcg(train, users, relevant,
                                            cf.model_copy(update={"visual_prior": 0.0}), recs)
     ndcg["als_tuned"] = plain_cf_ndcg(train, users, relevant, als_t, recs)

@@ -1,0 +1,191 @@
+"""The learned visual preference model, the image-regularised CF model and their tuning
+(issue 15), on hand-made examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from vrec import columns as C
+from vrec.config import CFSettings, RecsSettings, VisualSettings
+from vrec.core.cf import refine_with_images
+from vrec.core.coldstart import auc, l2_normalise
+from vrec.core.ranking import greedy_pick
+from vrec.core.tuning import cf_tuning_reusable, settings_key, tune_cf, validation_window
+from vrec.core.visual import fit_pca, fit_preferences, gram, image_features
+
+from .test_hybrid import _taste_pairs
+
+
+def test_pca_keeps_a_plane_and_whitening_gives_unit_variance():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(6, 2)))[0].T  # an orthonormal plane in 6-D
+    coef = rng.normal(size=(500, 2)) * np.array([3.0, 1.0])
+    x = coef @ basis + 5.0
+    pca = fit_pca(x, 2)
+    assert pca.explained == pytest.approx(1.0, abs=1e-6)
+    z = pca.project(x)
+    # the two components span the plane: the projection loses no distance
+    d_x = np.linalg.norm(x[:50, None] - x[None, :50], axis=-1)
+    d_z = np.linalg.norm(z[:50, None] - z[None, :50], axis=-1)
+    assert np.allclose(d_x, d_z, atol=1e-3)
+    assert z[:, 0].var() > z[:, 1].var()  # ordered by variance
+    zw = fit_pca(x, 2, whiten=True).project(x)
+    assert np.allclose(zw.var(axis=0, ddof=1), 1.0, atol=1e-3)
+    assert fit_pca(x, 50).components.shape == (6, 6)  # never more than the columns
+
+
+def test_preference_is_the_weighted_least_squares_solution():
+    """The closed form equals the dense implicit-feedback least squares solved directly:
+    min Σ_i c_i (p_i - x·z_i)² + λ|x|², over all items with a picture."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(9, 3))
+    z[7] = 0.0  # an item without a picture
+    w = sp.csr_matrix(np.array([[0, 2.0, 0, 0, 1.0, 0, 0, 3.0, 0],
+                                [0, 0, 0, 0, 0, 0, 0, 0, 0],
+                                [0, 0, 0, 0, 0, 0, 0, 4.0, 0]]))
+    has_pic = np.abs(z).sum(1) > 0
+    x, has = fit_preferences(w, z, gram(z[has_pic]), regularization=0.5, alpha=3.0)
+    assert has.tolist() == [True, False, False]  # no history / only an item without picture
+    p = (w.toarray()[0] > 0).astype(float)
+    c = 1.0 + 3.0 * w.toarray()[0]
+    zp, cp, pp = z[has_pic], c[has_pic], p[has_pic]
+    expected = np.linalg.solve(zp.T @ (cp[:, None] * zp) + 0.5 * np.eye(3), zp.T @ (cp * pp))
+    assert np.allclose(x[0], expected, atol=1e-5)
+    assert not x[1].any() and not x[2].any()
+
+
+def test_preference_ranks_unseen_items_of_the_users_look_above_the_rest():
+    """Three looks in image space; a user who picked items of look 0 scores the other
+    look-0 items (new arrivals included, never interacted with) above the others."""
+    rng = np.random.default_rng(2)
+    centres = l2_normalise(rng.normal(size=(3, 16)))
+    look = np.arange(90) % 3
+    emb = l2_normalise(centres[look] + 0.1 * rng.normal(size=(90, 16)))
+    vectors = pd.DataFrame({C.ITEM_ID: [f"i{j}" for j in range(90)], "embedding": list(emb)})
+    feats = image_features(vectors, 8)
+    picked = np.flatnonzero(look == 0)[:5]
+    w = sp.csr_matrix((np.ones(5), (np.zeros(5, int), picked)), shape=(1, 90))
+    x, _ = fit_preferences(w, feats.z, gram(feats.z), regularization=1.0, alpha=5.0)
+    s = feats.z @ x[0]
+    rest = np.setdiff1d(np.arange(90), picked)
+    assert auc(s[rest][look[rest] == 0], s[rest][look[rest] != 0]) > 0.95
+
+
+def test_image_prior_lets_sparse_items_borrow_from_items_that_look_like_them():
+    """Users like one of four looks. Well-sold items are clicked by their look's users;
+    sparse items got one click each, from a user of another look (noise). Plain ALS puts
+    a sparse item next to that one clicker; the image prior pulls it towards the items
+    that look like it, so the users of its look rank it higher."""
+    import implicit.cpu.als  # noqa: F401 - the engine the prior refines
+
+    from vrec.core.cf import fit_implicit
+
+    rng = np.random.default_rng(3)
+    n_look, n_users, n_dense, n_sparse = 4, 200, 160, 40
+    n_items = n_dense + n_sparse
+    centres = l2_normalise(rng.normal(size=(n_look, 24)))
+    look = np.arange(n_items) % n_look
+    emb = l2_normalise(centres[look] + 0.35 * rng.normal(size=(n_items, 24)))
+    user_look = np.arange(n_users) % n_look
+    rows, cols = [], []
+    for u in range(n_users):
+        pool = np.flatnonzero(look[:n_dense] == user_look[u])
+        for i in rng.choice(pool, 8, replace=False):
+            rows.append(u)
+            cols.append(i)
+    for i in range(n_dense, n_items):  # one off-look click per sparse item
+        u = rng.choice(np.flatnonzero(user_look != look[i]))
+        rows.append(u)
+        cols.append(i)
+    mat = sp.csr_matrix((np.full(len(rows), 1.0 + 2.0 * 1.0), (rows, cols)),
+                        shape=(n_users, n_items))
+    cf = CFSettings(factors=8, regularization=0.1, iterations=15, alpha=2.0)
+    uf, itf, _ = fit_implicit(mat, cf)
+    feats = fit_pca(emb, 12).project(emb)
+    uf2, itf2, facts = refine_with_images(uf, itf, mat, feats, np.ones(n_items, bool),
+                                          regularization=cf.regularization, prior=100.0)
+    assert facts["applied"] and facts["projection_items"] == n_dense
+
+    def sparse_auc(u_f, i_f):
+        s = u_f @ i_f[n_dense:].T
+        return np.mean([auc(s[u][look[n_dense:] == user_look[u]],
+                            s[u][look[n_dense:] != user_look[u]]) for u in range(n_users)])
+
+    plain, prior = sparse_auc(uf, itf), sparse_auc(uf2, itf2)
+    assert prior > 0.9 and prior > plain + 0.1
+    # without the prior (strength 0) the model is returned as fit
+    same = refine_with_images(uf, itf, mat, feats, np.ones(n_items, bool),
+                              regularization=0.1, prior=0.0)
+    assert same[2]["applied"] is False and same[1] is itf
+
+
+def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():
+    """Two factors cannot hold fifteen tastes; the tuning raises the rank, and what it
+    chooses scores at least what it started from on the window."""
+    from vrec.spark.cf import fit_cf
+
+    pairs, *_ = _taste_pairs(n_users=300)
+    recs = RecsSettings(k=5, tune_min_users=10)
+    cf = CFSettings(factors=2, iterations=5, regularization=0.1, alpha=2.0,
+                    tune_factors=(2, 16), tune_regularization=(0.1,),
+                    tune_alpha=(2.0,), tune_visual_prior=(0.0,))
+    window = validation_window(pairs, recs, pd.Timestamp("2026-11-02", tz="UTC"))
+    out = tune_cf(window, cf, recs, lambda c: (lambda p: fit_cf(p, c)))
+    assert out["chosen"]["factors"] == 16
+    assert out["chosen_ndcg"] > out["configured_ndcg"]
+    assert set(out["grid"]) == {"f2/r0.1/a2/p0", "f16/r0.1/a2/p0"}
+    # a grid holding only the configured values keeps them
+    same = tune_cf(window, cf.model_copy(update={"tune_factors": (2,)}), recs,
+                   lambda c: (lambda p: fit_cf(p, c)))
+    assert same["chosen"]["factors"] == 2 and same["chosen_ndcg"] == same["configured_ndcg"]
+
+
+def test_cf_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_similar_data():
+    cf = CFSettings()
+    state = {"ds": "2026-11-10", "settings": settings_key(cf), "chosen": {"factors": 128},
+             "size": {"pairs": 1000, "users": 100, "items": 50}}
+    size = dict(pairs=1100, users=95, items=50)
+    assert cf_tuning_reusable(state, ds="2026-11-10", cf=cf, **size)
+    assert cf_tuning_reusable(state, ds="2026-11-17", cf=cf, **size)
+    assert not cf_tuning_reusable(state, ds="2026-11-18", cf=cf, **size)  # too old
+    assert not cf_tuning_reusable(state, ds="2026-11-09", cf=cf, **size)  # a backfill
+    assert not cf_tuning_reusable(state, ds="2026-11-11", cf=cf,
+                                  **{**size, "pairs": 1300})  # the data grew 30%
+    assert not cf_tuning_reusable(state, ds="2026-11-11",
+                                  cf=cf.model_copy(update={"alpha": 7.0}), **size)
+    assert not cf_tuning_reusable(state, ds="2026-11-11",
+                                  cf=cf.model_copy(update={"tune_every_days": 0}), **size)
+    assert not cf_tuning_reusable(None, ds="2026-11-11", cf=cf, **size)
+
+
+def test_reserved_slot_picks_by_its_own_key():
+    """The slot goes to the new arrival with the largest slot key, not the largest gain."""
+    blend = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    is_new = np.array([False, False, False, True, True])
+    emb = np.eye(5)
+    args = dict(k=3, slots=1, mmr_penalty=0.0, max_per_category=0)
+    pick, _ = greedy_pick(blend, emb, np.zeros(5, int), is_new, **args)
+    assert pick.tolist() == [0, 1, 3]
+    pick, _ = greedy_pick(blend, emb, np.zeros(5, int), is_new,
+                          slot_key=np.array([0, 0, 0, 0.1, 0.9]), **args)
+    assert pick.tolist() == [0, 1, 4]
+
+
+def test_blend_tuning_reaches_past_the_grid_edge_when_the_best_sits_on_it():
+    """Tastes are visual clusters and CF has two factors: the best visual weight is on
+    a grid that stops at 0.05, so the tuning tries larger ones."""
+    from vrec.core.tuning import tune_blend
+    from vrec.spark.cf import fit_cf
+
+    pairs, catalog, vectors, trending = _taste_pairs()
+    recs = RecsSettings(k=5, candidates=20, new_arrival_slots=0, tune_min_users=10,
+                        tune_grid=(0.0, 0.05), tune_shrink_grid=(0.0,))
+    cf = CFSettings(factors=2, iterations=5)
+    out = tune_blend(pairs, catalog, vectors, trending, recs=recs, visual=VisualSettings(dim=8),
+                     end=pd.Timestamp("2026-11-02", tz="UTC"), fit=lambda p: fit_cf(p, cf))
+    assert out["extended_to"] is not None and out["extended_to"] > 0.05
+    assert out["chosen"]["visual_weight"] > 0.05
+    assert any(key.startswith(f"{out['extended_to']:g}/") for key in out["grid"])
