@@ -47,7 +47,9 @@ def summary(name: str, r: dict) -> str:
                        "visual", "visual_pref", "cf", "hybrid") if m in n)
     return (f"{name}: {models} | hybrid vs {gains} | cf {r['cf_tuning']['chosen']} "
             f"blend {r['tuning']['chosen']} | slot hit {r['slot']['hit_rate']} "
-            f"({r['slot']['filled']} filled) | {r['seconds']:.0f}s")
+            f"({r['slot']['hits']}/{r['slot']['filled']}"
+            f"{', dropped by the tuning' if r['slot']['dropped_by_tuning'] else ''}) "
+            f"| {r['seconds']:.0f}s")
 
 
 def main(argv=None) -> int:

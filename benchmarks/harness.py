@@ -91,6 +91,9 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
     policies = {
         "hybrid": hybrid,
         "hybrid_no_slots": hybrid.model_copy(update={"new_arrival_slots": 0}),
+        # the slots as configured even when the tuning dropped them (to measure them)
+        "hybrid_with_slots": hybrid.model_copy(update={
+            "new_arrival_slots": 0 if slots_off else recs.new_arrival_slots}),
         "cf": hybrid.model_copy(update=dict(visual_weight=0.0, history_shrink=0.0, **plain)),
         "visual": hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0,
                                                 pref_mix=0.0, **plain)),
@@ -150,7 +153,7 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
             cold_ndcg[name].append(ndcg_at_k(lists[name].get(u, []), rel, k))
     with_new = np.mean([bool(set(lists["hybrid"].get(u, [])) & new_ids) for u in users])
     # the reserved slots: how often the new arrival placed there is one the user then picks
-    hyb = frames["hybrid"]
+    hyb = frames["hybrid_with_slots"]
     slot_rows = hyb[hyb["reason"] == C.REASON_NEW_ARRIVAL]
     slot_hit = [str(space.item_ids[i]) in relevant.get(u, set())
                 for u, i in zip(slot_rows["user_id"], slot_rows["item"])]
@@ -167,6 +170,7 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
         "slots_off": slots_off,
         "ndcg_all": {name: round(float(v.mean()), 5) for name, v in ndcg.items()},
         "hybrid_vs": vs,
+        "pref_vs_profile": _paired(ndcg["visual_pref"], ndcg["visual"]),
         "ratios": {f"hybrid / {name}": round(float(ndcg["hybrid"].mean() / v.mean()), 3)
                    for name, v in ndcg.items() if name != "hybrid" and v.mean() > 0},
         "als_grid_best_in_hindsight": ({"params": list(best_key),
@@ -179,7 +183,8 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
                  "ndcg": {n: round(float(np.mean(v)), 5) if v else None
                           for n, v in cold_ndcg.items()},
                  "hit_rate_hybrid": round(hits / max(1, len(cold_rel)), 4)},
-        "slot": {"filled": int(len(slot_rows)),
+        "slot": {"filled": int(len(slot_rows)), "hits": int(sum(slot_hit)),
+                 "dropped_by_tuning": hybrid.new_arrival_slots == 0 and not slots_off,
                  "hit_rate": round(float(np.mean(slot_hit)), 4) if slot_hit else 0.0},
         "lists_with_new_arrival": round(float(with_new), 4),
         "coverage": {name: round(len({i for lst in lists[name].values() for i in lst})

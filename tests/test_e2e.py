@@ -134,7 +134,7 @@ def test_the_dag_evaluates_gates_and_passes_the_override_param(dag_runs):
     assert g2["override"] is True and g2["reason"] == "e2e override check"
     assert g2["previous_ds"] == first and g2["status"] in {"passed", "overridden"}
     m = W.read_table(wh, "eval_metrics", second)
-    assert set(m["model"]) == {"popularity", "als", "visual", "hybrid"}
+    assert set(m["model"]) == {"popularity", "als", "visual", "visual_pref", "hybrid"}
     log = (dag_runs["tmp"] / f"{second}.log").read_text()
     assert "quality gate" in log and "run report:" in log
 

@@ -299,10 +299,10 @@ def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
     run_stage("validate_outputs", s, DS, spark=spark)
 
 
-def test_eval_metrics_are_published_for_four_models_slices_and_ks(staged):
+def test_eval_metrics_are_published_for_five_models_slices_and_ks(staged):
     s, res = staged
     m = W.read_table(s.paths.warehouse_root, "eval_metrics", DS)
-    assert set(m["model"]) == {"popularity", "als", "visual", "hybrid"}
+    assert set(m["model"]) == {"popularity", "als", "visual", "visual_pref", "hybrid"}
     assert set(m["slice"]) == {"all", "cold_items", "cold_users"} and set(m["k"]) == {10, 50}
     allk = m[(m["slice"] == "all") & (m["metric"] == "users")]
     assert (allk["value"] > 0).all()
@@ -313,7 +313,7 @@ def test_eval_metrics_are_published_for_four_models_slices_and_ks(staged):
     ev = pd.read_parquet(W.run_dir(s.paths.warehouse_root, DS) / "events")
     last_day = ev[pd.to_datetime(ev[C.TS], utc=True) >= pd.Timestamp(DS, tz="UTC")]
     assert 0 < allk["value"].iloc[0] <= last_day[C.USER_ID].nunique()
-    assert res[DS]["evaluate"]["headline"].keys() == {"popularity", "als", "visual", "hybrid"}
+    assert res[DS]["evaluate"]["headline"].keys() == {"popularity", "als", "visual", "visual_pref", "hybrid"}
     gate = W.manifest(s.paths.warehouse_root, DS)["quality_gate"]
     assert gate["status"] in {"passed", "overridden"} and gate["override"] is True
 
@@ -329,7 +329,7 @@ def test_run_report_is_one_self_contained_file(staged):
     path = res[DS]["report"]["report"]
     assert path.endswith(f"reports/runs/vrec_report_{DS}.html")
     html = open(path).read()
-    for model in ("popularity", "als", "visual", "hybrid"):
+    for model in ("popularity", "als", "visual", "visual_pref", "hybrid"):
         assert f"<td>{model}</td>" in html
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) > 10 and all(x.startswith("data:image/jpeg;base64,") for x in srcs)

@@ -232,6 +232,8 @@ class RecsSettings(_Section):
     """Preference-model shares of the visual score tried (pref_mix)."""
     tune_new_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
     """new_arrival_pref values tried (how reserved slots pick new arrivals)."""
+    tune_slots: bool = True
+    """Drop the reserved new-arrival slots for the run when lists without them beat lists with them on the validation window by more than one standard error (the slots then cost more clicks than they bring; the record says so)."""
     tune_split: Literal["user", "time"] = "user"
     """Validation window: each user's latest tune_fraction of pairs, or the last tune_days."""
     tune_fraction: float = Field(0.2, gt=0, lt=1)

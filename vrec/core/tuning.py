@@ -19,8 +19,9 @@ weight is the grid's largest, larger ones are tried up to 1. CF only is the defa
 blend replaces it only when its mean per-user NDCG@k beats CF only by more than
 ``tune_min_gain_se`` standard errors of the paired per-user difference, and then the best
 such blend wins. Then the reserved slots' pick (``new_arrival_pref``) is chosen the same
-way. The chosen blend is therefore never worse than CF only on the window, and noise does
-not move it.
+way, and with ``tune_slots`` the reserved slots are dropped when lists without them beat
+lists with them by more than one standard error. The chosen blend is therefore never
+worse than CF only on the window, and noise does not move it.
 """
 
 from __future__ import annotations
@@ -279,6 +280,14 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
             if gain > se and v.mean() > slot_best[0]:
                 slot_best = (float(v.mean()), q)
         chosen["new_arrival_pref"] = slot_best[1]
+        if recs.tune_slots:  # slots that cost more than one SE on the window are dropped
+            on = per_user(**chosen)
+            off = per_user(**chosen, new_arrival_slots=0)
+            gain, se = _paired_gain(off, on)
+            slot_scores["slots_on"] = round(float(on.mean()), 5)
+            slot_scores["slots_off"] = round(float(off.mean()), 5)
+            if gain > se and off.mean() > on.mean():
+                chosen["new_arrival_slots"] = 0
     out["new_arrival_grid"] = slot_scores
     out["cf_only_ndcg"] = out["grid"]["0/0"]
     out["als_only_ndcg"] = round(float(per_user(

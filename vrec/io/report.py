@@ -3,7 +3,7 @@
 ``<warehouse>/reports/runs/vrec_report_<ds>.html`` opens from disk with no server: styles,
 trend plots (inline SVG) and thumbnails (JPEG data URIs) are all inside the file. It
 shows the pipeline summary (stages, seconds, rows, quarantines, validation), the quality
-gate, the offline metrics of the four models with trends across published runs, and a
+gate, the offline metrics of the five models with trends across published runs, and a
 gallery: sample users' recent history and recommendations (score, reason), and
 item_similar examples. Everything is read from the run's staging area (so a run the
 gate refused still gets its report) and, for the trends, from published partitions.
@@ -27,7 +27,8 @@ from vrec.stages.layout import RunLayout
 
 # the stages in order, with publish's quality gate record just before publish
 STAGES = tuple(x for n in NAMES for x in (("quality_gate", n) if n == "publish" else (n,)))
-COLORS = {"popularity": "#8c8c8c", "als": "#1f77b4", "visual": "#2ca02c", "hybrid": "#d62728"}
+COLORS = {"popularity": "#8c8c8c", "als": "#1f77b4", "visual": "#2ca02c", "visual_pref": "#9467bd",
+          "hybrid": "#d62728"}
 
 
 def report_path(warehouse: str | Path, ds: str) -> Path:
