@@ -201,6 +201,10 @@ def test_pictures_pay_on_fashion():
     assert cold["auc_visual_pref"] > cold["auc_visual_cosine"]
     assert cold["ndcg"]["visual_pref"] > 0 and cold["ndcg"]["cf"] == 0
     assert r["slot"]["filled"] > 1000  # with slots on, every list holds a new arrival
+    if r["slot"]["dropped_by_tuning"]:  # the slots cost on the window: none is published
+        assert n["hybrid"] == n["hybrid_no_slots"]
+        assert r["tuning"]["new_arrival_grid"]["slots_off"] > \
+            r["tuning"]["new_arrival_grid"]["slots_on"]
 
 
 def test_movielens_runs_pass_every_suite_and_build_data_docs(ml_runs):

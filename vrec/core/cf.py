@@ -159,6 +159,13 @@ def _half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     positive pairs), ``argmin_v Σ_j c_rj (p_rj - v·f_j)² + λ|v|² + π_r |v - μ_r|²`` over
     all columns j (p = 1 on the row's pairs, 0 elsewhere, c = 1 where no pair), i.e.
     ``(FᵀF + F_rᵀ(C_r - I)F_r + (λ + π_r) I) v = F_rᵀ c_r + π_r μ_r``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # many small solves: threads only add overhead
+        return _solve_rows(fixed, conf, regularization, prior_mean, prior_weight)
+
+
+def _solve_rows(fixed, conf, regularization, prior_mean, prior_weight):
     f = np.asarray(fixed, dtype=np.float64)
     k = f.shape[1]
     gram = f.T @ f

@@ -20,7 +20,8 @@ blend replaces it only when its mean per-user NDCG@k beats CF only by more than
 ``tune_min_gain_se`` standard errors of the paired per-user difference, and then the best
 such blend wins. Then the reserved slots' pick (``new_arrival_pref``) is chosen the same
 way, and with ``tune_slots`` the reserved slots are dropped when lists without them beat
-lists with them by more than one standard error. The chosen blend is therefore never
+lists with them by more than one standard error, or when the window's cold-start map was
+not trusted (nothing then shows that they pay). The chosen blend is therefore never
 worse than CF only on the window, and noise does not move it.
 """
 
@@ -288,6 +289,10 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
             slot_scores["slots_off"] = round(float(off.mean()), 5)
             if gain > se and off.mean() > on.mean():
                 chosen["new_arrival_slots"] = 0
+    elif base.new_arrival_slots == 0 and recs.new_arrival_slots > 0 and recs.tune_slots:
+        # the window did not trust the cold-start map: nothing shows the slots would pay
+        chosen["new_arrival_slots"] = 0
+        slot_scores["dropped"] = out["slots_off"]
     out["new_arrival_grid"] = slot_scores
     out["cf_only_ndcg"] = out["grid"]["0/0"]
     out["als_only_ndcg"] = round(float(per_user(

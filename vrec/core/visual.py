@@ -98,6 +98,13 @@ def fit_preferences(weights: sp.csr_matrix, z: np.ndarray, zz: np.ndarray, *,
     the users' history (weight > 0); ``z`` the catalog's features (zero rows for items
     without a picture, which then carry no information); ``zz`` = :func:`gram` of the
     rows with a picture."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # many small solves: threads only add overhead
+        return _fit_preferences(weights, z, zz, regularization, alpha)
+
+
+def _fit_preferences(weights, z, zz, regularization, alpha):
     n, d = weights.shape[0], z.shape[1]
     x = np.zeros((n, d), dtype=np.float32)
     has = np.zeros(n, dtype=bool)
