@@ -349,10 +349,11 @@ def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged
     s, _ = staged
     wh = s.paths.warehouse_root
 
-    def variant(visual_weight: float):
+    def variant(visual_weight: float):  # the picture through the learned preference
         return s.model_copy(update={
             "recs": s.recs.model_copy(update={"tune_blend": False, "history_shrink": 0.0,
-                                              "visual_weight": visual_weight}),
+                                              "visual_weight": visual_weight,
+                                              "pref_mix": 1.0}),
             # a dozen test users here: a strict tolerance, the gate's arithmetic has unit tests
             "eval": s.eval.model_copy(update={"split": "user", "tune": False,
                                               "gate_max_drop": 0.005, "gate_min_users": 5})})
