@@ -13,6 +13,7 @@ import pandas as pd
 
 from vrec.airflow.env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
+from vrec.core.evaluation import MODELS
 from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.rawio import list_partitions
@@ -56,7 +57,7 @@ def evaluation_lines(warehouse: Path, ds: str) -> str:
         lines.append("  nothing measured")
     for k, g in part.groupby("k"):
         pv = g.pivot_table(index="model", columns="metric", values="value")
-        pv = pv.reindex([x for x in ("popularity", "als", "visual", "hybrid") if x in pv.index])
+        pv = pv.reindex([x for x in MODELS if x in pv.index])
         lines.append(f"  K={k}\n" + pv.round(4).to_string())
     lines.append(f"Quality gate: {gate.get('status')}: {gate.get('message')}")
     return "\n".join(lines)
