@@ -132,7 +132,7 @@ def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
     model = fit(train)
     space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
                                           visual=visual, seed=seed)
-    gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc)
+    gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc, tuned)
     batch = user_batch(pairs_by_user(train, users), gated, model, recs, end)
     return EvalFit(tuned, model, space, gated, ranking_policy(recs, tuned, slots_off), slots_off,
                    batch, map_quality)

@@ -172,18 +172,24 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
     return space, {**quality, "pca_dim": int(pref_z.shape[1]), "pca_explained": explained}
 
 
-def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float
-                      ) -> tuple[ItemSpace, str | None]:
+def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float,
+                      blend: dict | None = None) -> tuple[ItemSpace, str | None]:
     """Use the cold-start map only when it ranks held-out warm items for their users with
-    AUC >= ``min_auc``. Below that (or without a map) a map no better than chance would
-    spend list places on noise: new arrivals get no predicted CF score and no reserved
-    slots (they stay reachable through the visual profile, as plain items). Returns the
-    space to retrieve and rank with, and why new arrivals were turned off (or None)."""
+    AUC >= ``min_auc``, and the blend tuning's map on its validation window (``blend``:
+    the tuning record, when there is one) did too. Otherwise a map no better than chance
+    would spend list places on noise: new arrivals get no predicted CF score and no
+    reserved slots (they stay reachable through the pictures, as plain items). Returns
+    the space to retrieve and rank with, and why new arrivals were turned off (or None)."""
     a = (map_quality or {}).get("auc_mapped")
-    if a is not None and a >= min_auc:
+    window = (blend or {}).get("slots_off")
+    if a is not None and a >= min_auc and not window:
         return space, None
-    why = (f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}" if a is not None
-           else f"no cold-start map ({(map_quality or {}).get('skipped', 'not fit')})")
+    if a is None:
+        why = f"no cold-start map ({(map_quality or {}).get('skipped', 'not fit')})"
+    elif a < min_auc:
+        why = f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}"
+    else:
+        why = f"on the tuning's validation window: {window}"
     new = np.asarray(space.new, dtype=bool)
     factors = np.array(space.factors, dtype=np.float32)
     factors[new] = 0.0

@@ -23,11 +23,12 @@ def run(ctx) -> dict:
     inp = driver_inputs(ctx)
     space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
                                           inp.trending, r, visual=ctx.settings.visual)
-    space, slots_off = gate_new_arrivals(space, map_quality, r.new_arrival_min_auc)
+    blend = json.loads(ctx.input("blend").read_text())
+    space, slots_off = gate_new_arrivals(space, map_quality, r.new_arrival_min_auc, blend)
     space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
                                                "slots_off": slots_off})
     # the mean profile's own top-N is retrieved only when the blend gives it a share
-    policy = ranking_policy(r, json.loads(ctx.input("blend").read_text()), slots_off)
+    policy = ranking_policy(r, blend, slots_off)
     profile = policy.pref_mix < 1.0
     rows = user_rows(spark.read.parquet(str(ctx.input("interactions"))))
     out = retrieve_all(spark, rows, space_dir=ctx.output("item_space"),
