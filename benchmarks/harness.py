@@ -20,6 +20,7 @@ from vrec import columns as C
 from vrec.config import CFSettings, RecsSettings, VisualSettings
 from vrec.core.coldstart import auc
 from vrec.core.evaluation import (
+    _restricted,
     evaluate_models,
     fit_for_eval,
     per_user_chronological_split,
@@ -101,6 +102,9 @@ def evaluate_hybrid(train: pd.DataFrame, relevant: dict, catalog: pd.DataFrame,
                                                      pref_mix=1.0, **plain)),
     }
     frames = {name: rank(inp, space, p) for name, p in policies.items()}
+    # the mean profile alone: the users' preference vectors removed
+    frames["visual"] = rank(retrieve(_restricted(batch, cf=False, profile=True, pref=False),
+                                     space, hybrid.candidates, visual), space, policies["visual"])
     lists = {name: lists_by_user(fr, space) for name, fr in frames.items()}
     k = recs.k
     ndcg = {name: np.array([ndcg_at_k(lists[name].get(u, []), relevant[u], k) for u in users])

@@ -189,3 +189,24 @@ def test_blend_tuning_reaches_past_the_grid_edge_when_the_best_sits_on_it():
     assert out["extended_to"] is not None and out["extended_to"] > 0.05
     assert out["chosen"]["visual_weight"] > 0.05
     assert any(key.startswith(f"{out['extended_to']:g}/") for key in out["grid"])
+
+
+def test_a_user_with_only_a_preference_vector_is_ranked_by_it():
+    """A history too old for the decayed profile still has a preference vector: the
+    visual part then uses it whatever pref_mix says (not ties in catalog order)."""
+    from vrec.core.ranking import rank
+    from vrec.core.retrieval import RankInput
+
+    from .test_hybrid import ListPolicy, _space
+
+    space, _, _ = _space(n_warm=30, n_new=0)
+    cand = np.arange(10, 20)
+    pref = np.linspace(0.0, 1.0, 10)  # the last candidate is preferred most
+    one = lambda a: [np.asarray(a)]  # noqa: E731
+    inp = RankInput(np.array(["u"]), np.array([False]), np.array([False]), np.array([True]),
+                    np.array([3]), one(np.array([0, 1, 2])), one(np.array([0, 1, 2])),
+                    one(np.zeros(0, np.int64)), one(cand), one(np.full(10, np.nan)),
+                    one(np.full(10, np.nan)), one(pref))
+    out = rank(inp, space, ListPolicy(k=3, new_arrival_slots=0, visual_weight=1.0,
+                                      pref_mix=0.0))
+    assert out.sort_values("rank")["item"].tolist() == [19, 18, 17]

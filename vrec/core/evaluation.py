@@ -146,9 +146,9 @@ def training_popularity(train: pd.DataFrame) -> pd.Series:
     return n.sort_index().sort_values(ascending=False, kind="stable")
 
 
-def _restricted(batch: UserBatch, *, cf: bool, profile: bool) -> UserBatch:
+def _restricted(batch: UserBatch, *, cf: bool, profile: bool, pref: bool = True) -> UserBatch:
     """The same users with CF factors and/or history (the visual profile and the
-    preference model) removed."""
+    preference model; ``pref`` False: the preference model only) removed."""
     import scipy.sparse as sp
 
     n = len(batch.user_ids)
@@ -158,7 +158,7 @@ def _restricted(batch: UserBatch, *, cf: bool, profile: bool) -> UserBatch:
                      batch.in_model if cf else np.zeros(n, dtype=bool),
                      batch.hist if profile else empty,
                      batch.seen, batch.touched,
-                     batch.weights if profile else empty)
+                     batch.weights if profile and pref else empty)
 
 
 def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
@@ -179,7 +179,7 @@ def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
                        hybrid.model_copy(update=plain)),
         "als": (_restricted(f.batch, cf=True, profile=False), no_new,
                 hybrid.model_copy(update=dict(visual_weight=0.0, history_shrink=0.0, **plain))),
-        "visual": (_restricted(f.batch, cf=False, profile=True), space,
+        "visual": (_restricted(f.batch, cf=False, profile=True, pref=False), space,
                    hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0,
                                                  pref_mix=0.0, **plain))),
         "visual_pref": (_restricted(f.batch, cf=False, profile=True), space,

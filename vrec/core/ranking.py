@@ -16,7 +16,8 @@ formulas; in short, for a user ``u`` with history ``H``:
   items excluded (vrec.core.retrieval);
 * each score is normalised over the user's candidates (``zscore``, or ``rank`` =
   ``1 - 2·(r-1)/(n-1)``; a missing score counts as 0); the visual part is
-  ``n_v = (1 - m) · n_vis + m · n_pref`` (``m`` = pref_mix) and the blend
+  ``n_v = (1 - m) · n_vis + m · n_pref`` (``m`` = pref_mix; 1 without a profile, 0
+  without a preference vector) and the blend
   ``s = (1 - b_u) · n_cf + b_u · n_v`` with
   ``b_u = b + (1 - b) · h0 / (h0 + |H|)`` (``b`` = visual weight, ``h0`` = history
   shrink): short histories lean on the picture; ``b_u = 1`` without CF factors,
@@ -151,13 +152,16 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame
     ncf = [normalise(v, policy.normalize) for v in inp.cf]
     nvis = [normalise(v, policy.normalize) for v in inp.vis]
     npref = [normalise(v, policy.normalize) for v in inp.pref]
-    m, q = policy.pref_mix, policy.new_arrival_pref
+    q = policy.new_arrival_pref
+    # the visual part's preference share; a user with only one of the two signals (e.g. a
+    # history too old for the decayed profile) uses that one
+    mu = np.where(~inp.has_profile, 1.0, np.where(~inp.has_pref, 0.0, policy.pref_mix))
     bu = user_visual_weight(policy.visual_weight, policy.history_shrink, inp.n_hist,
                             inp.in_model, inp.has_profile | inp.has_pref)
     cols: dict[str, list] = {k: [] for k in LIST_COLUMNS}
     for r, uid in enumerate(inp.user_ids):
         cand = inp.items[r]
-        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - m) * nvis[r] + m * npref[r])
+        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - mu[r]) * nvis[r] + mu[r] * npref[r])
         blend = c_cf + c_vis
         is_new = space.new[cand]
         pick, gain = greedy_pick(blend, space.emb[cand], space.category[cand], is_new,
