@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[vrec] {args.ds} {args.stage} cannot run: {exc}", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:  # report and fail the task
-        traceback.print_exc()
+        if not getattr(exc, "input_problem", False):  # bad input is said, not traced
+            traceback.print_exc()
         print(f"[vrec] {args.ds} {args.stage} FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
     print(f"[vrec] {args.ds} {args.stage} done: {result}", flush=True)

@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class ValidationFailed(RuntimeError):
-    """A critical expectation failed; the message names each with its observed value."""
+    """A critical expectation failed; the message names each with its observed value (an
+    input problem: the runner prints it without a stack trace)."""
+
+    input_problem = True
 
 
 @dataclass
@@ -146,14 +149,17 @@ def raise_on_failure(results: list[SuiteResult]) -> None:
 
 def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
                  max_event_age_days: float | None):
-    """The day's landed events as read (types untouched) plus known_item, ts_not_future,
-    ts_in_window and is_duplicate (each False where it cannot be computed)."""
+    """The day's landed events read into the contract's types (vrec.spark.rawread: a type
+    that cannot be cast raises RawTypeError naming the file, column and types; a missing
+    column is left to the suite) plus known_item, ts_not_future, ts_in_window and
+    is_duplicate (each False where it cannot be computed)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from vrec.spark.interactions import end_of_ds
+    from vrec.spark.rawread import read_raw
 
-    df = spark.read.parquet(str(events_dir))
+    df = read_raw(spark, "events", sorted(Path(events_dir).glob("*.parquet")))
     cols = set(df.columns)
     end = end_of_ds(ds)
     false = F.lit(False)

@@ -40,9 +40,10 @@ def load_events(spark, raw_root: str | Path, ds: str):
     parts = event_partitions_until(raw_root, ds)
     if not parts:
         raise FileNotFoundError(f"no event partitions on or before {ds} under {raw_root}/events")
-    base = Path(raw_root) / "events"
-    df = (spark.read.option("basePath", str(base))
-          .parquet(*[str(partition_dir(raw_root, "events", p)) for p in parts]))
+    from vrec.spark.rawread import read_raw
+
+    files = [f for p in parts for f in sorted(partition_dir(raw_root, "events", p).glob("*.parquet"))]
+    df = read_raw(spark, "events", files, base=Path(raw_root) / "events")
     _require_columns(df, C.EVENT_COLUMNS, f"events partitions up to ds={ds}")
     return df.select(
         F.col(C.USER_ID).cast("string").alias(C.USER_ID),
@@ -54,8 +55,10 @@ def load_events(spark, raw_root: str | Path, ds: str):
 
 def load_catalog(spark, raw_root: str | Path, ds: str):
     """The catalog snapshot a run for ``ds`` uses (that day's or the latest before)."""
+    from vrec.spark.rawread import read_raw
+
     snap = catalog_snapshot_ds(raw_root, ds)
-    df = spark.read.parquet(str(partition_dir(raw_root, "catalog", snap)))
+    df = read_raw(spark, "catalog", sorted(partition_dir(raw_root, "catalog", snap).glob("*.parquet")))
     _require_columns(df, C.CATALOG_COLUMNS, f"catalog snapshot ds={snap}")
     return df.select(*C.CATALOG_COLUMNS)
 

@@ -29,6 +29,9 @@ def build_session(settings: Settings, app_name: str, *, master: str | None = Non
     for key, value in settings.spark.conf.items():
         builder = builder.config(key, value)
     builder = builder.config("spark.pyspark.python", python_for_workers())
+    # raw Parquet as pandas writes it: TIMESTAMP(NANOS) read as a long, which
+    # vrec.spark.rawread turns into microseconds (Spark refuses it otherwise)
+    builder = builder.config("spark.sql.legacy.parquet.nanosAsLong", "true")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
