@@ -36,16 +36,24 @@ def test_clean_events_quarantines_each_bad_row_with_its_reason(spark):
         ("u3", "i1", "view", None, _ts("2026-11-20 12:00"), "2026-11-19"),   # landed a day early: future
         ("u3", "i1", "view", None, _ts("2026-11-21 01:00"), "2026-11-21"),   # landed after ds: not read
         ("u4", "i1", "view", None, _ts("2026-11-22 01:00"), "2026-11-20"),   # stamped after ds: future
+        ("u5", "i1", "rating", 7.5, _ts("2026-11-20 13:00"), "2026-11-20"),  # above the scale
+        ("u5", "i1", "rating", -1.0, _ts("2026-11-20 14:00"), "2026-11-20"),  # below it
+        ("u5", "i1", "rating", 3.5, _ts("2026-11-20 15:00"), "2026-11-20"),  # good
     ]
     ev = spark.createDataFrame(rows, "user_id string, item_id string, event_type string, "
                                      "value double, ts timestamp, landed_ds string")
     cat = spark.createDataFrame([("i1",)], "item_id string")
     good, bad = clean_events(ev, cat, "2026-11-20")
-    assert good.count() == 1
+    assert good.count() == 2
     reasons = sorted(r.reason for r in bad.collect())
     assert reasons == sorted(["duplicate_event", "null_user_id", "unknown_event_type",
                               "unknown_item_id", "rating_without_value", "future_timestamp",
-                              "future_timestamp"])
+                              "future_timestamp", "rating_out_of_range",
+                              "rating_out_of_range"])
+    # a scale with a step: 3.5 is off a whole-star scale
+    stars = EventWeights(rating_min=1.0, rating_max=5.0, rating_step=1.0)
+    _, bad = clean_events(ev, cat, "2026-11-20", stars)
+    assert sorted(r.reason for r in bad.collect()).count("rating_out_of_range") == 3
 
 
 def test_weights_hand_example(spark):

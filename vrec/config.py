@@ -107,6 +107,19 @@ class EventWeights(_Section):
     """Exponential time decay of each event, age from the end of ds (null: none)."""
     history_days: float | None = Field(None, gt=0)
     """Events older than this weigh 0: still seen, no longer history (null: all count)."""
+    rating_min: float = 0.5
+    """The rating scale's lowest value: a rating below it is quarantined as rating_out_of_range."""
+    rating_max: float = 5.0
+    """The rating scale's highest value: a rating above it is quarantined as rating_out_of_range (the weights above assume a scale topping at 5)."""
+    rating_step: float | None = Field(None, gt=0)
+    """The scale's step (e.g. 0.5): a rating off it is quarantined as rating_out_of_range (null: any value in range)."""
+
+    @model_validator(mode="after")
+    def _scale(self) -> EventWeights:
+        """A scale whose minimum is not below its maximum is a configuration error."""
+        if self.rating_min >= self.rating_max:
+            raise ValueError(f"rating_min {self.rating_min} must be below rating_max {self.rating_max}")
+        return self
 
 
 class CFSettings(_Section):

@@ -17,7 +17,7 @@ from vrec.io.rawio import catalog_snapshot_ds, event_partitions_until, partition
 
 QUARANTINE_REASONS = (
     "null_user_id", "null_item_id", "null_ts", "unknown_event_type", "future_timestamp",
-    "rating_without_value", "unknown_item_id", "duplicate_event",
+    "rating_without_value", "rating_out_of_range", "unknown_item_id", "duplicate_event",
 )
 
 
@@ -78,8 +78,11 @@ def dedupe_catalog(catalog):
     return good, bad.unionByName(nulls)
 
 
-def clean_events(events, catalog, ds: str):
+def clean_events(events, catalog, ds: str, weights: EventWeights | None = None):
     """Split events into (good, bad). ``bad`` has key, reason, landed_ds.
+
+    A rating outside ``weights``' rating scale (min, max, step) is
+    ``rating_out_of_range``.
 
     Only partitions landed on or before ``ds`` count. Each rejected row gets the first
     failing reason in ``QUARANTINE_REASONS`` order; an event stamped at or after the end
@@ -96,6 +99,12 @@ def clean_events(events, catalog, ds: str):
     known = catalog.select(F.col(C.ITEM_ID).alias("_known")).distinct()
     ev = ev.join(known, ev[C.ITEM_ID] == known["_known"], "left")
     w = Window.partitionBy(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS).orderBy(F.col("landed_ds"))
+    weights = weights or EventWeights()
+    value = F.col(C.VALUE)
+    off_scale = (value < F.lit(weights.rating_min)) | (value > F.lit(weights.rating_max))
+    if weights.rating_step:
+        steps = (value - F.lit(weights.rating_min)) / F.lit(weights.rating_step)
+        off_scale = off_scale | (F.abs(steps - F.round(steps)) > F.lit(1e-6))
     ev = ev.withColumn("_dup", F.row_number().over(w))
     reason = (
         F.when(F.col(C.USER_ID).isNull(), "null_user_id")
@@ -105,6 +114,7 @@ def clean_events(events, catalog, ds: str):
               "unknown_event_type")
         .when(F.col(C.TS) >= landed_end, "future_timestamp")
         .when((F.col(C.EVENT_TYPE) == "rating") & F.col(C.VALUE).isNull(), "rating_without_value")
+        .when((F.col(C.EVENT_TYPE) == "rating") & off_scale, "rating_out_of_range")
         .when(F.col("_known").isNull(), "unknown_item_id")
         .when(F.col("_dup") > 1, "duplicate_event")
     )
@@ -236,7 +246,7 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
     catalog, cat_bad = dedupe_catalog(load_catalog(spark, raw_root, ds))
     catalog = catalog.cache()
     events = load_events(spark, raw_root, ds)
-    good, bad = clean_events(events, catalog, ds)
+    good, bad = clean_events(events, catalog, ds, weights)
     good = good.cache()
     inter = aggregate_interactions(good, weights, ds)
     today_bad = bad.where(F.col("landed_ds") == ds).drop("landed_ds")
