@@ -1,5 +1,5 @@
 """Deterministic sample data: a synthetic shop whose pictures matter, or simulated users
-over a real photo catalog. Both write the raw landing zone described in DESIGN.md.
+over a real photo catalog. Both write the raw landing zone described in docs/tables.md.
 
 Users' tastes are defined over item *attributes* (category, colour, pattern or usage),
 never over pixels: a recommender that sees only clicks and pictures has to recover them.
