@@ -152,23 +152,25 @@ def fit_implicit(mat: sp.csr_matrix, cf: CFSettings) -> tuple[np.ndarray, np.nda
 
 # ---------------------------------------------------------------- image prior (VBPR-style)
 
-def _half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
-               prior_mean: np.ndarray | None = None,
-               prior_weight: np.ndarray | None = None) -> np.ndarray:
+def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
+              prior_mean: np.ndarray | None = None,
+              prior_weight: np.ndarray | None = None,
+              gram: np.ndarray | None = None) -> np.ndarray:
     """One implicit-ALS half-step: for each row r of ``conf`` (confidences of the row's
     positive pairs), ``argmin_v Σ_j c_rj (p_rj - v·f_j)² + λ|v|² + π_r |v - μ_r|²`` over
     all columns j (p = 1 on the row's pairs, 0 elsewhere, c = 1 where no pair), i.e.
-    ``(FᵀF + F_rᵀ(C_r - I)F_r + (λ + π_r) I) v = F_rᵀ c_r + π_r μ_r``."""
+    ``(FᵀF + F_rᵀ(C_r - I)F_r + (λ + π_r) I) v = F_rᵀ c_r + π_r μ_r`` (``gram``: FᵀF
+    when already known). Also the visual preference fit (vrec.core.visual)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # many small solves: threads only add overhead
-        return _solve_rows(fixed, conf, regularization, prior_mean, prior_weight)
+        return _solve_rows(fixed, conf, regularization, prior_mean, prior_weight, gram)
 
 
-def _solve_rows(fixed, conf, regularization, prior_mean, prior_weight):
+def _solve_rows(fixed, conf, regularization, prior_mean, prior_weight, gram):
     f = np.asarray(fixed, dtype=np.float64)
     k = f.shape[1]
-    gram = f.T @ f
+    gram = f.T @ f if gram is None else gram
     out = np.zeros((conf.shape[0], k), dtype=np.float32)
     eye = np.eye(k)
     for r in range(conf.shape[0]):
@@ -214,7 +216,7 @@ def refine_with_images(user_factors: np.ndarray, item_factors: np.ndarray,
     x, y = np.asarray(user_factors, dtype=np.float32), np.asarray(item_factors, dtype=np.float32)
     for _ in range(2):
         w, b = fit_ridge(z[fit], y[fit], map_regularization)
-        y = _half_step(x, conf_items, regularization, z @ w + b, weight)
+        y = half_step(x, conf_items, regularization, z @ w + b, weight)
         if _ == 0:
-            x = _half_step(y, sp.csr_matrix(conf), regularization)
+            x = half_step(y, sp.csr_matrix(conf), regularization)
     return x, y, {"applied": True, "projection_items": int(fit.sum()), "prior": prior}

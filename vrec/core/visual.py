@@ -98,27 +98,15 @@ def fit_preferences(weights: sp.csr_matrix, z: np.ndarray, zz: np.ndarray, *,
     the users' history (weight > 0); ``z`` the catalog's features (zero rows for items
     without a picture, which then carry no information); ``zz`` = :func:`gram` of the
     rows with a picture."""
-    from threadpoolctl import threadpool_limits
+    from vrec.core.cf import half_step
 
-    with threadpool_limits(1, "blas"):  # many small solves: threads only add overhead
-        return _fit_preferences(weights, z, zz, regularization, alpha)
-
-
-def _fit_preferences(weights, z, zz, regularization, alpha):
-    n, d = weights.shape[0], z.shape[1]
-    x = np.zeros((n, d), dtype=np.float32)
+    n = weights.shape[0]
     has = np.zeros(n, dtype=bool)
-    base = zz + regularization * np.eye(d)
-    for r in range(n):
+    for r in range(n):  # a history with at least one picture
         idx = weights.indices[weights.indptr[r]:weights.indptr[r + 1]]
-        if len(idx) == 0:
-            continue
-        zh = np.asarray(z[idx], dtype=np.float64)
-        if not np.abs(zh).sum():
-            continue  # no picture in the history
-        c = 1.0 + alpha * np.asarray(weights.data[weights.indptr[r]:weights.indptr[r + 1]],
-                                     dtype=np.float64)
-        a = base + (zh.T * (c - 1.0)) @ zh
-        x[r] = np.linalg.solve(a, zh.T @ c)
-        has[r] = True
+        has[r] = bool(len(idx)) and bool(np.abs(z[idx]).sum())
+    conf = weights.tocsr(copy=True).astype(np.float64)
+    conf.data = 1.0 + alpha * conf.data
+    x = half_step(z, conf, regularization, gram=zz)
+    x[~has] = 0.0
     return x, has
