@@ -58,3 +58,34 @@ def settings_for(raw: Path, warehouse: Path, tmp: Path) -> Settings:
         "    spark.ui.enabled: 'false'\n    spark.driver.memory: 2g\n"
         "cf:\n  factors: 16\n  iterations: 8\nrecs:\n  k: 5\n  candidates: 20\n  similar_k: 5\n")
     return load_settings(cfg, environ={})
+
+
+def run_through_publish(spark, s: Settings, ds: str) -> dict:
+    """Run every stage up to publish for ``ds`` in-process; the publish result. The quality
+    gate is off: a few dozen test users a day make day-to-day NDCG too noisy to gate on
+    (the gate has its own tests)."""
+    from vrec.stages import NAMES
+    from vrec.stages.layout import run as run_stage
+
+    s = s.model_copy(update={"eval": s.eval.model_copy(update={"gate": False})})
+    out = {name: run_stage(name, s, ds, spark=spark) for name in NAMES[:NAMES.index("publish") + 1]}
+    return out["publish"]
+
+
+def published_state(wh: Path) -> dict:
+    """Every published partition's manifest version and a digest of its files (each
+    table also read back, so a torn one fails here)."""
+    import hashlib
+
+    from vrec.io import warehouse as W
+
+    out = {}
+    for ds in W.published_ds(wh):
+        m = W.manifest(wh, ds)
+        for table in m["tables"]:
+            h = hashlib.sha256()
+            for f in sorted((wh / table / f"ds={ds}").glob("*.parquet")):
+                h.update(f.read_bytes())
+            out[(ds, table)] = (m["version"], h.hexdigest())
+            W.read_table(wh, table, ds)
+    return out

@@ -3,7 +3,6 @@ with the right reason and count, or the run fails before publish naming the expe
 and what was published before stays unchanged and readable."""
 
 import datetime as dt
-import hashlib
 import io
 import shutil
 from pathlib import Path
@@ -17,10 +16,9 @@ from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.validation import ValidationFailed
 from vrec.spark.rawread import RawTypeError
-from vrec.stages import NAMES
 from vrec.stages.layout import run as run_stage
 
-from .conftest import settings_for
+from .conftest import published_state, run_through_publish, settings_for
 
 SPEC = SampleSpec(n_users=60, n_items=48, days=3, end_date=dt.date(2026, 11, 20), seed=5,
                   image_size=64, missing_image_share=0, corrupt_image_share=0,
@@ -28,26 +26,8 @@ SPEC = SampleSpec(n_users=60, n_items=48, days=3, end_date=dt.date(2026, 11, 20)
 DS, PREV = "2026-11-20", "2026-11-19"
 
 
-def _run(spark, s, ds):
-    # these tests are about bad input and publish safety; a few dozen test users a day make
-    # day-to-day NDCG too noisy to gate on (the gate has its own tests)
-    s = s.model_copy(update={"eval": s.eval.model_copy(update={"gate": False})})
-    out = {name: run_stage(name, s, ds, spark=spark) for name in NAMES[:NAMES.index("publish") + 1]}
-    return out["publish"]
-
-
-def _published_state(wh: Path) -> dict:
-    """Every published partition's manifest version and a digest of its files."""
-    out = {}
-    for ds in W.published_ds(wh):
-        m = W.manifest(wh, ds)
-        for table in m["tables"]:
-            h = hashlib.sha256()
-            for f in sorted((wh / table / f"ds={ds}").glob("*.parquet")):
-                h.update(f.read_bytes())
-            out[(ds, table)] = (m["version"], h.hexdigest())
-            W.read_table(wh, table, ds)  # readable
-    return out
+_run = run_through_publish
+_published_state = published_state
 
 
 @pytest.fixture(scope="module")

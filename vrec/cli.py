@@ -27,11 +27,25 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 
 
 def _cmd_movielens(a: argparse.Namespace) -> int:
+    from vrec.config import load_settings
     from vrec.data.movielens import adapt_movielens
 
+    s = load_settings(a.config)
     stats = adapt_movielens(a.ml_dir, a.out, posters_dir=a.posters, bulk_until=a.bulk_until,
-                            since=a.since, rated_only=a.rated_only)
-    print(json.dumps(stats, indent=2))
+                            since=a.since, rated_only=a.rated_only, weights=s.weights,
+                            fallback_encoding=s.landing.fallback_encoding)
+    print(json.dumps(stats, indent=2, default=str))
+    return 0
+
+
+def _cmd_land(a: argparse.Namespace) -> int:
+    from vrec.config import load_settings
+    from vrec.data.land import land_files
+
+    s = load_settings(a.config)
+    stats = land_files(a.source, a.files, a.out or s.paths.raw_root, a.ds, weights=s.weights,
+                       fmt=a.format, fallback=s.landing.fallback_encoding)
+    print(json.dumps(stats, indent=2, default=str))
     return 0
 
 
@@ -99,7 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--since", type=_date, default=None, help="drop ratings before this date")
     m.add_argument("--rated-only", action="store_true",
                    help="catalog = only movies rated in the kept window")
+    m.add_argument("--config", default=None,
+                   help="vrec.yaml for the rating scale and the fallback encoding")
     m.set_defaults(fn=_cmd_movielens)
+
+    la = sub.add_parser("land", help="land CSV or JSON-lines files as one day's raw events "
+                                     "or catalog snapshot (bad rows rejected with reasons)")
+    la.add_argument("source", choices=["events", "catalog"])
+    la.add_argument("files", nargs="+", type=Path, help="CSV (header row) or JSON-lines files")
+    la.add_argument("--ds", type=_date, required=True, help="the partition to (re)write")
+    la.add_argument("--out", type=Path, default=None,
+                    help="raw root (default: paths.raw_root of the configuration)")
+    la.add_argument("--format", choices=["csv", "jsonl"], default=None,
+                    help="default: from the file suffix (.csv; .jsonl, .ndjson, .json)")
+    la.add_argument("--config", default=None)
+    la.set_defaults(fn=_cmd_land)
 
     q = sub.add_parser("query", help="run SQL (DuckDB) over the published tables")
     q.add_argument("sql")
@@ -133,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         print(f"vrec {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -120,6 +120,18 @@ class EventWeights(_Section):
         if self.rating_min >= self.rating_max:
             raise ValueError(f"rating_min {self.rating_min} must be below rating_max {self.rating_max}")
         return self
+
+    STEP_TOLERANCE: ClassVar[float] = 1e-6
+    """How far from a multiple of rating_step a rating may be (float noise)."""
+
+    def on_scale(self, value: float) -> bool:
+        """Whether a rating is on the scale (rating_min..rating_max, on rating_step)."""
+        if value < self.rating_min or value > self.rating_max:
+            return False
+        if self.rating_step:
+            steps = (value - self.rating_min) / self.rating_step
+            return abs(steps - round(steps)) <= self.STEP_TOLERANCE
+        return True
 
 
 class CFSettings(_Section):
@@ -291,6 +303,20 @@ class LandingSettings(_Section):
     """How long wait_for_events waits before failing."""
     poke_seconds: float = Field(120.0, gt=0)
     """How often the triggerer checks."""
+    fallback_encoding: str = "cp1252"
+    """The adapters (vrec land, vrec movielens) decode text as UTF-8; a line that is not UTF-8 is decoded with this encoding and reported."""
+
+    @field_validator("fallback_encoding")
+    @classmethod
+    def _codec(cls, v: str) -> str:
+        """An encoding Python does not know is a configuration error."""
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r}") from None
+        return v
 
 
 class ValidationSettings(_Section):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vrec import columns as C
-from vrec.io.landing import clear_marker, write_marker
+from vrec.io.landing import clear_marker, is_data_file, write_marker
 
 EVENTS_SCHEMA = pa.schema([
     (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
@@ -23,6 +23,10 @@ CATALOG_SCHEMA = pa.schema([
     (C.PRICE, pa.float64()), (C.IMAGE_URI, pa.string()),
     (C.UPDATED_AT, pa.timestamp("us", tz="UTC")),
 ])
+REJECTS_FILE = "_rejects.parquet"
+"""Rows an adapter rejected, kept next to the partition's data (a leading ``_``: not data)."""
+REJECTS_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()),
+                            ("detail", pa.string()), ("raw", pa.string())])
 
 
 def partition_dir(root: str | Path, source: str, ds: dt.date | str) -> Path:
@@ -30,30 +34,61 @@ def partition_dir(root: str | Path, source: str, ds: dt.date | str) -> Path:
     return Path(root) / source / f"ds={ds if isinstance(ds, str) else ds.isoformat()}"
 
 
-def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path) -> Path:
-    """Replace a partition's files: marker off, old files out, the new file in by rename,
-    marker on last (the nightly DAG waits for it, see ``vrec.io.landing``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    clear_marker(folder)
-    for old in folder.glob("*.parquet"):
-        old.unlink()
-    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-    target = folder / "part-00000.parquet"
+def data_files(folder: str | Path) -> list[Path]:
+    """A partition's Parquet data files, sorted (markers, rejects and temporaries are not)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*.parquet") if is_data_file(p)) if folder.is_dir() else []
+
+
+def _replace(folder: Path, name: str, table: pa.Table) -> Path:
+    target = folder / name
     tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
     pq.write_table(table, tmp)
     os.replace(tmp, target)
+    return target
+
+
+def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path,
+           rejects: pd.DataFrame | None = None) -> Path:
+    """Replace a partition's files: marker off, old files out, the rejects (if any) and
+    the new data file in by rename, marker on last (the nightly DAG waits for it, see
+    ``vrec.io.landing``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    clear_marker(folder)
+    for old in data_files(folder) + [folder / REJECTS_FILE]:
+        old.unlink(missing_ok=True)
+    if rejects is not None and len(rejects):
+        _replace(folder, REJECTS_FILE, pa.Table.from_pandas(
+            rejects[REJECTS_SCHEMA.names], schema=REJECTS_SCHEMA, preserve_index=False))
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    target = _replace(folder, "part-00000.parquet", table)
     write_marker(folder)
     return target
 
 
-def write_events_partition(root: str | Path, ds: dt.date | str, events: pd.DataFrame) -> Path:
-    """Write (replace) one day's events partition in the contract's schema."""
-    return _write(events, EVENTS_SCHEMA, partition_dir(root, "events", ds))
+def write_events_partition(root: str | Path, ds: dt.date | str, events: pd.DataFrame,
+                           rejects: pd.DataFrame | None = None) -> Path:
+    """Write (replace) one day's events partition in the contract's schema, with the
+    rows an adapter rejected for it (file, line, reason, detail, raw) in ``_rejects.parquet``."""
+    return _write(events, EVENTS_SCHEMA, partition_dir(root, "events", ds), rejects)
 
 
-def write_catalog_snapshot(root: str | Path, ds: dt.date | str, catalog: pd.DataFrame) -> Path:
-    """Write (replace) one day's full catalog snapshot in the contract's schema."""
-    return _write(catalog, CATALOG_SCHEMA, partition_dir(root, "catalog", ds))
+def write_catalog_snapshot(root: str | Path, ds: dt.date | str, catalog: pd.DataFrame,
+                           rejects: pd.DataFrame | None = None) -> Path:
+    """Write (replace) one day's full catalog snapshot in the contract's schema (and its
+    rejects, as for events)."""
+    return _write(catalog, CATALOG_SCHEMA, partition_dir(root, "catalog", ds), rejects)
+
+
+def read_rejects(root: str | Path, source: str, parts: list[str]) -> pd.DataFrame:
+    """The adapter rejects of ``source``'s partitions ``parts``, with ``landed_ds``."""
+    frames = []
+    for ds in parts:
+        f = partition_dir(root, source, ds) / REJECTS_FILE
+        if f.is_file():
+            frames.append(pd.read_parquet(f).assign(landed_ds=ds))
+    cols = list(REJECTS_SCHEMA.names) + ["landed_ds"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
 def list_partitions(root: str | Path, source: str) -> list[str]:

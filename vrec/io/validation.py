@@ -159,7 +159,9 @@ def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
     from vrec.spark.interactions import end_of_ds
     from vrec.spark.rawread import read_raw
 
-    df = read_raw(spark, "events", sorted(Path(events_dir).glob("*.parquet")))
+    from vrec.io.rawio import data_files
+
+    df = read_raw(spark, "events", data_files(events_dir))
     cols = set(df.columns)
     end = end_of_ds(ds)
     false = F.lit(False)

@@ -72,11 +72,12 @@ def write_stage_record(warehouse: str | Path, ds: str, stage: str, record: dict)
     return record
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+def write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> Path:
     """Write ``df`` to one Parquet file via a temp name and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False), tmp)
+    pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), schema=schema,
+                                        preserve_index=False), tmp)
     os.replace(tmp, path)
     return path
 
@@ -88,11 +89,21 @@ def write_table_folder(df: pd.DataFrame, folder: Path) -> Path:
     return write_parquet(df, folder / "part-00000.parquet")
 
 
+QUARANTINE_COLUMNS = ("source", "key", "reason", "landed_ds", "detail")
+
+
 def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataFrame) -> int:
-    """Stage quarantine rows (``key``, ``reason``) found by ``source``; returns the count."""
+    """Stage quarantine rows (``key``, ``reason``; optional ``landed_ds``, the partition the
+    row landed in, and ``detail``) found by ``source``; returns the count."""
+    def opt(col):
+        values = rows[col] if col in rows else pd.Series([None] * len(rows), index=rows.index)
+        return values.map(lambda v: None if v is None or v != v else str(v)).astype(object)
+
     out = pd.DataFrame({"source": source, "key": rows["key"].astype(str),
-                        "reason": rows["reason"].astype(str)})
-    write_parquet(out, run_dir(warehouse, ds) / "quarantine" / f"{source}.parquet")
+                        "reason": rows["reason"].astype(str),
+                        "landed_ds": opt("landed_ds"), "detail": opt("detail")})
+    write_parquet(out, run_dir(warehouse, ds) / "quarantine" / f"{source}.parquet",
+                  pa.schema([(c, pa.string()) for c in QUARANTINE_COLUMNS]))
     return len(out)
 
 
@@ -138,10 +149,11 @@ def staged_quarantine(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """All quarantine rows staged for ``ds``."""
     folder = run_dir(warehouse, ds) / "quarantine"
     parts = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))] if folder.is_dir() else []
+    parts = [p for p in parts if len(p)]
     if not parts:
-        return pd.DataFrame({"source": pd.Series(dtype=str), "key": pd.Series(dtype=str),
-                             "reason": pd.Series(dtype=str)})
-    return pd.concat(parts, ignore_index=True)
+        return pd.DataFrame({c: pd.Series(dtype="string") for c in QUARANTINE_COLUMNS})
+    return pd.concat(parts, ignore_index=True).reindex(
+        columns=list(QUARANTINE_COLUMNS)).astype("string")
 
 
 # ---------------------------------------------------------------- publish

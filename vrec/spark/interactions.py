@@ -2,8 +2,10 @@
 
 A run for ``ds`` reads event partitions landed on or before ``ds`` and keeps only events
 with ``ts < end of ds`` (the day after ``ds`` at 00:00 UTC). Row-level problems become
-quarantine rows with a reason; only rows landed in ``ds`` itself are reported (older
-ones were reported by their own runs) but all of them are excluded.
+quarantine rows with a reason. The run's quarantine holds every row dropped from its
+input, once: the rows of every partition it read (those landed before the first run
+too) and the rows the adapters rejected for those partitions, each with its
+``landed_ds``; :func:`reconcile` checks that rows landed = rows used + rows quarantined.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from vrec import columns as C
 from vrec.config import EventWeights
-from vrec.io.rawio import catalog_snapshot_ds, event_partitions_until, partition_dir
+from vrec.io.rawio import catalog_snapshot_ds, data_files, event_partitions_until, partition_dir
 
 QUARANTINE_REASONS = (
     "null_user_id", "null_item_id", "null_ts", "unknown_event_type", "future_timestamp",
@@ -42,7 +44,7 @@ def load_events(spark, raw_root: str | Path, ds: str):
         raise FileNotFoundError(f"no event partitions on or before {ds} under {raw_root}/events")
     from vrec.spark.rawread import read_raw
 
-    files = [f for p in parts for f in sorted(partition_dir(raw_root, "events", p).glob("*.parquet"))]
+    files = [f for p in parts for f in data_files(partition_dir(raw_root, "events", p))]
     df = read_raw(spark, "events", files, base=Path(raw_root) / "events")
     _require_columns(df, C.EVENT_COLUMNS, f"events partitions up to ds={ds}")
     return df.select(
@@ -53,12 +55,20 @@ def load_events(spark, raw_root: str | Path, ds: str):
         F.date_format(F.col("ds"), "yyyy-MM-dd").alias("landed_ds"))
 
 
-def load_catalog(spark, raw_root: str | Path, ds: str):
-    """The catalog snapshot a run for ``ds`` uses (that day's or the latest before)."""
+def load_catalog(spark, raw_root: str | Path, ds: str, *, required: bool = True):
+    """The catalog snapshot a run for ``ds`` uses (that day's or the latest before), in
+    the contract's types. ``required``: a missing contract column is an error (else the
+    columns present are returned, for the validation suite to name what is missing)."""
     from vrec.spark.rawread import read_raw
 
     snap = catalog_snapshot_ds(raw_root, ds)
-    df = read_raw(spark, "catalog", sorted(partition_dir(raw_root, "catalog", snap).glob("*.parquet")))
+    files = data_files(partition_dir(raw_root, "catalog", snap))
+    if not files:
+        raise FileNotFoundError(f"catalog snapshot ds={snap} under {raw_root}/catalog has no "
+                                "Parquet data files")
+    df = read_raw(spark, "catalog", files)
+    if not required:
+        return df
     _require_columns(df, C.CATALOG_COLUMNS, f"catalog snapshot ds={snap}")
     return df.select(*C.CATALOG_COLUMNS)
 
@@ -104,7 +114,7 @@ def clean_events(events, catalog, ds: str, weights: EventWeights | None = None):
     off_scale = (value < F.lit(weights.rating_min)) | (value > F.lit(weights.rating_max))
     if weights.rating_step:
         steps = (value - F.lit(weights.rating_min)) / F.lit(weights.rating_step)
-        off_scale = off_scale | (F.abs(steps - F.round(steps)) > F.lit(1e-6))
+        off_scale = off_scale | (F.abs(steps - F.round(steps)) > F.lit(weights.STEP_TOLERANCE))
     ev = ev.withColumn("_dup", F.row_number().over(w))
     reason = (
         F.when(F.col(C.USER_ID).isNull(), "null_user_id")
@@ -239,17 +249,51 @@ def aggregate_interactions(good_events, weights: EventWeights, ds: str | None = 
                  F.array_sort(F.collect_set(C.EVENT_TYPE)).alias("event_types")))
 
 
+def reconcile(landed: int, rejected: int, used: int, quarantined: int) -> dict:
+    """One source's row accounting for a run: ``landed`` data rows plus ``rejected`` rows
+    the adapter set aside must equal ``used`` plus ``quarantined`` (which includes the
+    rejects)."""
+    return {"landed": landed + rejected, "rejected_at_landing": rejected, "used": used,
+            "quarantined": quarantined, "balanced": landed + rejected == used + quarantined}
+
+
 def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventWeights) -> dict:
-    """Compute the run's interactions, catalog and quarantine frames (not yet written)."""
+    """Compute the run's interactions, catalog and quarantine frames (not yet written).
+
+    ``events_quarantine`` and ``catalog_quarantine`` are pandas frames (key, reason,
+    landed_ds, detail) of every row dropped from the run's input, the adapters' rejects
+    included; ``reconciliation`` is :func:`reconcile` per source."""
+    import pandas as pd
     from pyspark.sql import functions as F
 
-    catalog, cat_bad = dedupe_catalog(load_catalog(spark, raw_root, ds))
+    from vrec.io.rawio import read_rejects
+
+    raw_catalog = load_catalog(spark, raw_root, ds)
+    catalog, cat_bad = dedupe_catalog(raw_catalog)
     catalog = catalog.cache()
-    events = load_events(spark, raw_root, ds)
+    events = load_events(spark, raw_root, ds).where(F.col("landed_ds") <= F.lit(ds))
     good, bad = clean_events(events, catalog, ds, weights)
     good = good.cache()
     inter = aggregate_interactions(good, weights, ds)
-    today_bad = bad.where(F.col("landed_ds") == ds).drop("landed_ds")
-    return {"catalog": catalog, "catalog_quarantine": cat_bad, "events": good,
-            "interactions": inter, "events_quarantine": today_bad,
-            "events_today": events.where(F.col("landed_ds") == ds)}
+    snap = catalog_snapshot_ds(raw_root, ds)
+    ev_rej = _rejects_frame(read_rejects(raw_root, "events", event_partitions_until(raw_root, ds)))
+    cat_rej = _rejects_frame(read_rejects(raw_root, "catalog", [snap]))
+    ev_q = pd.concat([bad.toPandas().assign(detail=None), ev_rej], ignore_index=True)
+    cat_q = pd.concat([cat_bad.toPandas().assign(landed_ds=snap, detail=None), cat_rej],
+                      ignore_index=True)
+    n_used = good.count()
+    n_cat = catalog.count()
+    recon = {
+        "events": reconcile(events.count(), len(ev_rej), n_used, len(ev_q)),
+        "catalog": reconcile(raw_catalog.count(), len(cat_rej), n_cat, len(cat_q)),
+    }
+    return {"catalog": catalog, "events": good, "interactions": inter,
+            "events_quarantine": ev_q, "catalog_quarantine": cat_q, "reconciliation": recon,
+            "events_used": n_used, "events_today": events.where(F.col("landed_ds") == ds)}
+
+
+def _rejects_frame(rejects):
+    """Adapter rejects as quarantine rows: key = file:line, detail = why and the text."""
+    return rejects.assign(key=rejects["file"].astype(str) + ":" + rejects["line"].astype(str),
+                          detail=rejects["detail"].astype(str) + " | " + rejects["raw"].astype(str)
+                          )[["key", "reason", "landed_ds", "detail"]]

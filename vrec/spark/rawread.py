@@ -33,8 +33,9 @@ CONTRACT: dict[str, dict[str, str]] = {
 
 
 class RawTypeError(ValueError):
-    """A landed column whose type cannot be read as the contract's type (an input
-    problem: the runner prints its one line, no stack trace)."""
+    """A landed file that is not readable Parquet, or a column whose type cannot be read
+    as the contract's type (an input problem: the runner prints its one line, no stack
+    trace)."""
 
     input_problem = True
 
@@ -88,7 +89,11 @@ def read_raw(spark, source: str, files: list[Path], base: Path | None = None):
     contract = CONTRACT[source]
     groups: dict[tuple, list[str]] = {}
     for f in files:
-        schema = pq.read_schema(f)
+        try:
+            schema = pq.read_schema(f)
+        except Exception as exc:  # a truncated file, or not Parquet at all
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RawTypeError(f"{source} file {f} is not readable Parquet: {first}") from None
         kinds = tuple((n, _kind(schema.field(n).type)) for n in contract if n in schema.names)
         for n, kind in kinds:
             if kind not in ACCEPTED[contract[n]]:

@@ -1,6 +1,7 @@
 """build_interactions: the events as of the end of ds, cleaned (bad rows quarantined with a
 reason) and weighted into (user, item) pairs; the catalog snapshot; item_popularity and
-user_profile."""
+user_profile. Every row dropped from the run's input (the adapters' rejects included) is
+quarantined once, and the stage fails if rows landed != rows used + rows quarantined."""
 
 from __future__ import annotations
 
@@ -22,13 +23,19 @@ def run(ctx) -> dict:
           ctx.output("item_popularity"), sort=["trending_rank"])
     write(user_profile(out["events"], inter, out["catalog"]), ctx.output("user_profile"),
           sort=[C.USER_ID])
-    qe = out["events_quarantine"].toPandas()
-    qc = out["catalog_quarantine"].toPandas()
+    qe, qc, recon = out["events_quarantine"], out["catalog_quarantine"], out["reconciliation"]
     nq = W.write_quarantine(ctx.warehouse, ds, "events", qe) + \
         W.write_quarantine(ctx.warehouse, ds, "catalog", qc)
-    n_in = out["events_today"].count()
     n_pairs = inter.count()
     n_users = inter.select(C.USER_ID).distinct().count()
-    ctx.record(n_in, n_pairs, nq, users=n_users, events_used=int(out["events"].count()),
-               reasons=qe["reason"].value_counts().to_dict() if len(qe) else {})
+    ctx.record(recon["events"]["landed"], n_pairs, nq, users=n_users,
+               events_used=int(out["events_used"]),
+               events_landed_today=int(out["events_today"].count()),
+               reasons={str(k): int(v) for k, v in qe["reason"].value_counts().items()},
+               catalog_reasons={str(k): int(v) for k, v in qc["reason"].value_counts().items()},
+               reconciliation=recon)
+    unbalanced = [s for s, r in recon.items() if not r["balanced"]]
+    if unbalanced:
+        raise RuntimeError(f"row accounting does not balance for {', '.join(unbalanced)}: "
+                           f"{recon} (a bug: rows were lost between landing and the run)")
     return {"pairs": n_pairs, "users": n_users, "quarantined": nq}

@@ -1,6 +1,8 @@
 """validate_inputs: Great Expectations on the day's landed events (Spark) and the catalog
-snapshot (pandas). A critical failure fails the stage before anything downstream runs;
-warnings and every result go into the stage record (and GX's results and Data Docs)."""
+snapshot (pandas), both read as producers wrote them and cast to the contract's types
+(vrec.spark.rawread). A critical failure fails the stage before anything downstream
+runs; warnings, every result and the rows the adapters rejected for the day go into the
+stage record (and GX's results and Data Docs)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from vrec import columns as C
 
 
 def run(ctx) -> dict:
-    from vrec.io.rawio import catalog_snapshot_ds, partition_dir
+    from vrec.io.rawio import catalog_snapshot_ds, data_files, partition_dir, read_rejects
     from vrec.io.validation import (
         catalog_frame,
         docs_index,
@@ -22,9 +24,11 @@ def run(ctx) -> dict:
 
     spark, ds, paths = ctx.spark, ctx.ds, ctx.settings.paths
     snap = catalog_snapshot_ds(paths.raw_root, ds)
-    catalog = pd.read_parquet(partition_dir(paths.raw_root, "catalog", snap))
+    from vrec.spark.interactions import load_catalog
+
+    catalog = load_catalog(spark, paths.raw_root, ds, required=False).toPandas()
     ev_dir = partition_dir(paths.raw_root, "events", ds)
-    if not ev_dir.is_dir() or not any(ev_dir.glob("*.parquet")):
+    if not data_files(ev_dir):
         raise FileNotFoundError(f"no events landed for ds={ds}: {ev_dir} has no Parquet files "
                                 "(an upstream export failed, or the date is outside the data)")
     ids = catalog[C.ITEM_ID].dropna().astype(str) if C.ITEM_ID in catalog else pd.Series([], dtype=str)
@@ -40,8 +44,10 @@ def run(ctx) -> dict:
     finally:  # a cached plan would serve stale rows to a rerun after the files changed
         events.unpersist()
     warnings = sum(len(r.warnings) for r in results)
+    rejected = read_rejects(paths.raw_root, "events", [ds])["reason"].value_counts().to_dict()
     ctx.record(n_events + len(catalog), n_events + len(catalog), 0, warnings=warnings,
                catalog_snapshot=snap, validation=summarize(results),
+               rejected_at_landing={str(k): int(v) for k, v in rejected.items()},
                data_docs=str(docs_index(ctx.warehouse)))
     raise_on_failure(results)
     return {"events": n_events, "catalog": len(catalog), "warnings": warnings}

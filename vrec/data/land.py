@@ -1,0 +1,161 @@
+"""Landing producers' CSV and JSON-lines files into the raw zone (``vrec land``), with
+the checks every adapter shares.
+
+A row that fails a check is not landed: it goes to the partition's ``_rejects.parquet``
+(file, line, reason, detail, the text) and from there into the run's ``quarantine``
+table. The rest of the file lands. Checks and their reasons:
+
+* ``malformed_line``, ``undecodable_text``: see ``vrec.data.rows``;
+* ``null_user_id``, ``null_item_id``, ``bad_user_id``, ``bad_item_id``: an empty id, or
+  one that is not text or an integer (ids are kept as the text written, never as numbers);
+* ``unknown_event_type``: not one of the contract's event types;
+* ``null_ts``, ``bad_ts``: a missing or unreadable time (epoch seconds or ISO 8601;
+  no zone means UTC);
+* ``bad_value``, ``rating_without_value``, ``rating_out_of_range``: a value that is not a
+  number, a rating without one, or one off the configured rating scale
+  (``weights.rating_min``, ``rating_max``, ``rating_step``);
+* ``future_timestamp``: an event at or after the end of the day it lands in;
+* catalog rows: ``null_item_id``, ``bad_item_id``, ``bad_price``, ``bad_updated_at``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from vrec import columns as C
+from vrec.config import EventWeights
+from vrec.data.rows import (
+    BadValue,
+    InputFileError,
+    Record,
+    Rejects,
+    parse_float,
+    parse_id,
+    parse_ts,
+    read_csv_records,
+    read_jsonl_records,
+)
+
+log = logging.getLogger(__name__)
+
+REQUIRED = {"events": (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS), "catalog": (C.ITEM_ID,)}
+
+def check_event(fields: dict, weights: EventWeights, *,
+                not_after: pd.Timestamp | None = None) -> dict:
+    """One event row in the contract's types, or :class:`BadValue` with the reject reason.
+    ``not_after``: an event at or after it is a ``future_timestamp``."""
+    user = parse_id(fields.get(C.USER_ID), C.USER_ID)
+    item = parse_id(fields.get(C.ITEM_ID), C.ITEM_ID)
+    etype = str(fields.get(C.EVENT_TYPE) or "").strip()
+    if etype not in C.EVENT_TYPES:
+        raise BadValue("unknown_event_type", f"event_type {etype!r} is not one of "
+                       f"{', '.join(C.EVENT_TYPES)}")
+    ts = parse_ts(fields.get(C.TS), C.TS)
+    value = parse_float(fields.get(C.VALUE), C.VALUE)
+    if etype == "rating":
+        if value is None:
+            raise BadValue("rating_without_value", "a rating without a value")
+        if not weights.on_scale(value):
+            step = f" in steps of {weights.rating_step:g}" if weights.rating_step else ""
+            raise BadValue("rating_out_of_range", f"rating {value:g} is off the scale "
+                           f"{weights.rating_min:g}..{weights.rating_max:g}{step}")
+    if not_after is not None and ts >= not_after:
+        raise BadValue("future_timestamp", f"ts {ts.isoformat()} is at or after "
+                       f"{not_after.isoformat()}")
+    return {C.USER_ID: user, C.ITEM_ID: item, C.EVENT_TYPE: etype, C.VALUE: value, C.TS: ts}
+
+
+def check_item(fields: dict, updated_at: pd.Timestamp) -> dict:
+    """One catalog row in the contract's types, or :class:`BadValue`. Text columns may be
+    empty (null); ``updated_at`` defaults to the given time."""
+    def text(col):
+        v = fields.get(col)
+        return None if v is None or (isinstance(v, str) and not v.strip()) else str(v).strip()
+
+    raw_upd = fields.get(C.UPDATED_AT)
+    upd = updated_at if raw_upd is None or (isinstance(raw_upd, str) and not raw_upd.strip()) \
+        else parse_ts(raw_upd, C.UPDATED_AT)
+    return {C.ITEM_ID: parse_id(fields.get(C.ITEM_ID), C.ITEM_ID), C.TITLE: text(C.TITLE),
+            C.CATEGORY: text(C.CATEGORY), C.PRICE: parse_float(fields.get(C.PRICE), C.PRICE),
+            C.IMAGE_URI: text(C.IMAGE_URI), C.UPDATED_AT: upd}
+
+
+def file_format(path: Path, fmt: str | None) -> str:
+    """``csv`` or ``jsonl``: as given, else from the file's suffix."""
+    if fmt:
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    raise InputFileError(f"{path}: cannot tell the format from the suffix {suffix!r}; "
+                         "pass --format csv or --format jsonl")
+
+
+def records(path: Path, source: str, rejects: Rejects, *, fmt: str | None = None,
+            fallback: str = "cp1252") -> Iterator[Record]:
+    """A CSV (header row with the contract's column names) or JSON-lines file's records."""
+    if file_format(path, fmt) == "csv":
+        return read_csv_records(path, REQUIRED[source], rejects, fallback=fallback,
+                                multiline=source == "catalog")
+    return read_jsonl_records(path, rejects, fallback=fallback)
+
+
+def checked_rows(recs: Iterable[Record], check, path: Path, rejects: Rejects) -> list[dict]:
+    """The records that pass ``check`` (a function of the record's fields) as rows; the
+    others go to ``rejects``."""
+    rows = []
+    for rec in recs:
+        try:
+            rows.append(check(rec.fields))
+        except BadValue as bad:
+            rejects.add(path, rec.line, bad.reason, str(bad), rec.raw)
+    return rows
+
+
+def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: dt.date, *,
+               weights: EventWeights | None = None, fmt: str | None = None,
+               fallback: str = "cp1252") -> dict:
+    """Land CSV or JSON-lines ``files`` as ``source`` (events or catalog) partition ``ds``,
+    replacing it: the rows that pass the checks in ``raw/<source>/ds=<ds>/``, the others
+    in its ``_rejects.parquet``; ``_SUCCESS`` last. Returns counts for the log."""
+    from vrec.io.rawio import write_catalog_snapshot, write_events_partition
+
+    if source not in REQUIRED:
+        raise ValueError(f"unknown source {source!r}: events or catalog")
+    weights = weights or EventWeights()
+    day_end = pd.Timestamp(ds + dt.timedelta(days=1), tz="UTC")
+    rejects, rows = Rejects(), []
+    for f in (Path(f).resolve() for f in files):
+        if source == "events":
+            check = lambda fields: check_event(fields, weights, not_after=day_end)  # noqa: E731
+        else:
+            check = lambda fields: check_item(fields, pd.Timestamp(ds, tz="UTC"))  # noqa: E731
+        got = checked_rows(records(f, source, rejects, fmt=fmt, fallback=fallback), check, f,
+                           rejects)
+        log.info("%s: %d rows pass, %d rejected so far", f, len(got), len(rejects.rows))
+        rows += got
+    cols = C.EVENT_COLUMNS if source == "events" else C.CATALOG_COLUMNS
+    frame = pd.DataFrame(rows, columns=list(cols))
+    writer = write_events_partition if source == "events" else write_catalog_snapshot
+    target = writer(raw_root, ds, frame, rejects.frame())
+    stats = {"source": source, "ds": ds.isoformat(), "landed": len(frame),
+             "rejected": len(rejects.rows), "reasons": rejects.counts(),
+             "decoded_with_fallback": {f: len(v) for f, v in rejects.fallback_lines.items()},
+             "partition": str(target.parent)}
+    report_fallback(rejects, fallback)
+    return stats
+
+
+def report_fallback(rejects: Rejects, fallback: str) -> None:
+    """Log which lines were not UTF-8 and were decoded with the fallback encoding."""
+    for f, lines in rejects.fallback_lines.items():
+        shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+        log.warning("%s: %d line(s) not UTF-8, decoded as %s: line %s", f, len(lines),
+                    fallback, shown)
