@@ -197,8 +197,11 @@ def dirty_run(spark, tmp_path_factory):
     run_through_publish(spark, s, prev)
     before = published_state(tmp / "wh")
     manifest = run_through_publish(spark, s, END.isoformat())
+    from vrec.stages.layout import run as run_stage
+
+    report = run_stage("report", s, END.isoformat(), spark=spark)["report"]
     return {"wh": tmp / "wh", "info": info, "stats": stats, "before": before, "prev": prev,
-            "manifest": manifest, "clean": info["clean"]}
+            "manifest": manifest, "clean": info["clean"], "report": Path(report).read_text()}
 
 
 def test_the_dirty_landing_publishes_and_earlier_partitions_stay(dirty_run):
@@ -213,12 +216,12 @@ def test_the_dirty_landing_publishes_and_earlier_partitions_stay(dirty_run):
 
 def test_every_reject_and_every_dropped_row_is_in_the_quarantine_once(dirty_run):
     q = W.read_table(dirty_run["wh"], "quarantine", END.isoformat())
-    rejects = q[q["key"].str.contains(r"\.csv:\d+$")]
+    rejects = q[q["found_by"] == "landing"]
     got = sorted((k.rsplit(":", 1)[0].rsplit("/", 1)[-1], int(k.rsplit(":", 1)[1]), r)
                  for k, r in zip(rejects["key"], rejects["reason"]))
     assert got == dirty_run["info"]["expected"]
     assert rejects["detail"].notna().all() and rejects["landed_ds"].notna().all()
-    rest = q[~q.index.isin(rejects.index) & q["source"].isin(["events", "catalog"])]
+    rest = q[(q["found_by"] == "run") & q["source"].isin(["events", "catalog"])]
     assert sorted(zip(rest["source"], rest["reason"])) == [
         ("catalog", "duplicate_item_id"), ("events", "duplicate_event"),
         ("events", "unknown_item_id")]
@@ -240,3 +243,18 @@ def test_rows_landed_equal_rows_used_plus_rows_quarantined_per_source(dirty_run)
     assert cat["landed"] == 51 + 1 + n_movie_rejects and cat["used"] == 51
     events = pd.read_parquet(W.run_dir(wh, ds) / "events")
     assert len(events) == ev["used"]
+
+
+def test_the_report_shows_the_row_accounting_and_where_rows_were_set_aside(dirty_run):
+    import re
+
+    html = dirty_run["report"]
+    wh = dirty_run["wh"]
+    stats = W.read_table(wh, "run_stats", END.isoformat()).set_index("stage")
+    ev = json.loads(stats.loc["build_interactions", "details"])["reconciliation"]["events"]
+    row = re.search(r"<tr><td>events</td>(.*?)</tr>", html.split("Rows accounted for")[1]).group(1)
+    cells = [int(c.replace(",", "")) for c in re.findall(r"<td class=n>([\d,]+)</td>", row)]
+    assert cells == [ev["landed"], ev["rejected_at_landing"], ev["used"], ev["quarantined"]]
+    assert "<td class='ok'>yes</td>" in row
+    assert "<td>malformed_line</td><td>rejected at landing</td><td class=n>3</td>" in html
+    assert "<td>duplicate_event</td><td>by the run</td><td class=n>1</td>" in html

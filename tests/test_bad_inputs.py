@@ -321,3 +321,24 @@ def test_a_type_that_cannot_be_cast_fails_in_one_line_naming_column_and_types(ba
     assert "\n" not in msg and "column ts is string, expected timestamp" in msg
     assert f"ds={DS}" in msg and ".parquet" in msg  # the file
     assert _published_state(wh) == before
+
+
+def test_an_unreadable_parquet_file_fails_in_one_line_naming_the_file_without_a_stack_trace(
+        base, tmp_path):
+    """Through the runner (what the Airflow task runs): one line naming the file, no trace."""
+    import subprocess
+    import sys
+
+    base_raw, wh, _ = base
+    raw = _copy_raw(base_raw, tmp_path / "raw")
+    bad = raw / "events" / f"ds={DS}" / "part-1.parquet"
+    bad.write_bytes(b"PAR1 this is not really parquet")
+    s = settings_for(raw, tmp_path / "wh", tmp_path)
+    res = subprocess.run([sys.executable, "-m", "vrec.cli", "run-stage", "validate_inputs", "--ds", DS,
+                          "--config", str(tmp_path / "vrec.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    failed = [ln for ln in res.stderr.splitlines() if "FAILED" in ln]
+    assert len(failed) == 1 and f"events file {bad} is not readable Parquet" in failed[0]
+    assert s.paths.raw_root == raw

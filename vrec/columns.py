@@ -31,7 +31,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "user_profile": (USER_ID, "events", "items", "first_active", "last_active",
                      "top_categories", "history_items", "segment"),
     "run_stats": ("stage", "rows_in", "rows_out", "rows_quarantined", "seconds", "details"),
-    "quarantine": ("source", "key", "reason", "landed_ds", "detail"),
+    "quarantine": ("source", "key", "reason", "found_by", "landed_ds", "detail"),
     "eval_metrics": ("model", "slice", "k", "metric", "value"),
 }
 

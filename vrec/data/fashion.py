@@ -8,18 +8,37 @@ are the true cold-start case (real photos, no history).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec.data.rows import InputFileError, Rejects, read_csv_records
+
+log = logging.getLogger(__name__)
+
+
+def read_styles(folder: str | Path) -> tuple[pd.DataFrame, Rejects]:
+    """styles.csv as text columns (``id`` kept as written; empty and ``NA`` are missing),
+    read record by record: a bad line is a reject with its reason and line (logged), not
+    the end of the file."""
+    path = Path(folder) / "styles.csv"
+    rejects = Rejects()
+    rows = [r.fields for r in read_csv_records(path, ("id",), rejects)]
+    if rejects.rows:
+        log.warning("%s: %d line(s) rejected %s, first at line %d", path, len(rejects.rows),
+                    rejects.counts(), rejects.rows[0]["line"])
+    styles = pd.DataFrame(rows).replace({"": None, "NA": None})  # "NA": not available
+    if styles.empty:
+        raise InputFileError(f"{path}: no usable rows")
+    return styles, rejects
 
 
 def load_styles(folder: str | Path, with_images: set[str] | None = None) -> pd.DataFrame:
     """styles.csv rows that have an image (``id`` as string item_id)."""
-    s = pd.read_csv(Path(folder) / "styles.csv", on_bad_lines="skip", dtype={"id": str})
-    s = s.rename(columns={"id": C.ITEM_ID})
+    s = read_styles(folder)[0].rename(columns={"id": C.ITEM_ID})
     if with_images is None:
         with_images = {p.stem for p in (Path(folder) / "images").glob("*.jpg")}
     return s[s[C.ITEM_ID].isin(with_images)].reset_index(drop=True)

@@ -162,7 +162,11 @@ def _synthetic_catalog(spec: SampleSpec, rng: np.random.Generator) -> pd.DataFra
 
 
 def _real_catalog(spec: SampleSpec, catalog_dir: Path, rng: np.random.Generator) -> pd.DataFrame:
-    styles = pd.read_csv(catalog_dir / "styles.csv", on_bad_lines="skip", dtype=str)
+    """Items drawn from a real catalog's styles.csv (bad lines are logged and skipped:
+    the sample picks among the good ones)."""
+    from vrec.data.fashion import read_styles
+
+    styles = read_styles(catalog_dir)[0]
     image_dir = catalog_dir / "images"
     have = {p.stem for p in image_dir.glob("*.jpg")}
     styles = styles[styles["id"].isin(have)].dropna(subset=["articleType", "baseColour"])

@@ -29,6 +29,13 @@ REJECTS_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reaso
                             ("detail", pa.string()), ("raw", pa.string())])
 
 
+class MissingInput(FileNotFoundError):
+    """A raw partition or file a run needs is not there (an input problem: the runner
+    prints its one line, no stack trace)."""
+
+    input_problem = True
+
+
 def partition_dir(root: str | Path, source: str, ds: dt.date | str) -> Path:
     """Folder of one raw partition: ``<root>/<source>/ds=YYYY-MM-DD``."""
     return Path(root) / source / f"ds={ds if isinstance(ds, str) else ds.isoformat()}"
@@ -103,7 +110,7 @@ def catalog_snapshot_ds(root: str | Path, ds: str) -> str:
     """The catalog snapshot a run for ``ds`` uses: that day's, else the latest before it."""
     parts = [p for p in list_partitions(root, "catalog") if p <= ds]
     if not parts:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no catalog snapshot on or before {ds} under {Path(root) / 'catalog'}")
     return parts[-1]
 

@@ -131,6 +131,24 @@ def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: 
 
 # ---------------------------------------------------------------- sections
 
+def _reconciliation_table(stats: dict[str, dict]) -> str:
+    """Rows landed = rows used + rows quarantined, per source (build_interactions' check)."""
+    recon = (stats.get("build_interactions") or {}).get("reconciliation") or {}
+    if not recon:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(src)}</td><td class=n>{r['landed']:,}</td>"
+        f"<td class=n>{r['rejected_at_landing']:,}</td><td class=n>{r['used']:,}</td>"
+        f"<td class=n>{r['quarantined']:,}</td>"
+        f"<td class='{'ok' if r['balanced'] else 'bad'}'>{'yes' if r['balanced'] else 'NO'}</td></tr>"
+        for src, r in recon.items())
+    return ("<h3>Rows accounted for</h3><p>Every row of the run's input (all partitions up to "
+            "this day, and the rows the adapters rejected) is used or quarantined.</p>"
+            "<table><tr><th>source</th><th>landed</th><th>rejected at landing</th>"
+            "<th>used</th><th>quarantined</th><th>landed = used + quarantined</th></tr>"
+            + rows + "</table>")
+
+
 def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
     rows = []
     for s in [s for s in STAGES if s in stats] + [s for s in stats if s not in STAGES]:
@@ -145,10 +163,14 @@ def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
            "<th>quarantined</th></tr>", *rows,
            f"<tr class=tot><td>total inside stages</td><td class=n>{total:.1f}</td>"
            "<td></td><td></td><td></td></tr></table>"]
+    out.append(_reconciliation_table(stats))
     if len(quarantine):
-        q = quarantine.groupby(["source", "reason"]).size().reset_index(name="rows")
-        out.append("<h3>Quarantine</h3><table><tr><th>source</th><th>reason</th><th>rows</th></tr>"
+        q = quarantine.assign(at_landing=quarantine["found_by"] == "landing")
+        q = q.groupby(["source", "reason", "at_landing"]).size().reset_index(name="rows")
+        out.append("<h3>Quarantine</h3><table><tr><th>source</th><th>reason</th>"
+                   "<th>where</th><th>rows</th></tr>"
                    + "".join(f"<tr><td>{_e(r.source)}</td><td>{_e(r.reason)}</td>"
+                             f"<td>{'rejected at landing' if r.at_landing else 'by the run'}</td>"
                              f"<td class=n>{r.rows:,}</td></tr>" for r in q.itertuples())
                    + "</table>")
     else:

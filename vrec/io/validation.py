@@ -156,10 +156,9 @@ def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from vrec.io.rawio import data_files
     from vrec.spark.interactions import end_of_ds
     from vrec.spark.rawread import read_raw
-
-    from vrec.io.rawio import data_files
 
     df = read_raw(spark, "events", data_files(events_dir))
     cols = set(df.columns)

@@ -89,18 +89,20 @@ def write_table_folder(df: pd.DataFrame, folder: Path) -> Path:
     return write_parquet(df, folder / "part-00000.parquet")
 
 
-QUARANTINE_COLUMNS = ("source", "key", "reason", "landed_ds", "detail")
+QUARANTINE_COLUMNS = ("source", "key", "reason", "found_by", "landed_ds", "detail")
 
 
 def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataFrame) -> int:
-    """Stage quarantine rows (``key``, ``reason``; optional ``landed_ds``, the partition the
-    row landed in, and ``detail``) found by ``source``; returns the count."""
+    """Stage quarantine rows (``key``, ``reason``; optional ``found_by``: ``landing`` for
+    an adapter's reject, else ``run``; ``landed_ds``, the partition the row landed in;
+    ``detail``) found by ``source``; returns the count."""
     def opt(col):
         values = rows[col] if col in rows else pd.Series([None] * len(rows), index=rows.index)
         return values.map(lambda v: None if v is None or v != v else str(v)).astype(object)
 
     out = pd.DataFrame({"source": source, "key": rows["key"].astype(str),
                         "reason": rows["reason"].astype(str),
+                        "found_by": opt("found_by").fillna("run"),
                         "landed_ds": opt("landed_ds"), "detail": opt("detail")})
     write_parquet(out, run_dir(warehouse, ds) / "quarantine" / f"{source}.parquet",
                   pa.schema([(c, pa.string()) for c in QUARANTINE_COLUMNS]))

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from vrec import columns as C
 from vrec.config import EventWeights
-from vrec.io.rawio import catalog_snapshot_ds, data_files, event_partitions_until, partition_dir
+from vrec.io.rawio import (
+    MissingInput,
+    catalog_snapshot_ds,
+    data_files,
+    event_partitions_until,
+    partition_dir,
+)
 
 QUARANTINE_REASONS = (
     "null_user_id", "null_item_id", "null_ts", "unknown_event_type", "future_timestamp",
@@ -41,7 +47,7 @@ def load_events(spark, raw_root: str | Path, ds: str):
 
     parts = event_partitions_until(raw_root, ds)
     if not parts:
-        raise FileNotFoundError(f"no event partitions on or before {ds} under {raw_root}/events")
+        raise MissingInput(f"no event partitions on or before {ds} under {raw_root}/events")
     from vrec.spark.rawread import read_raw
 
     files = [f for p in parts for f in data_files(partition_dir(raw_root, "events", p))]
@@ -64,7 +70,7 @@ def load_catalog(spark, raw_root: str | Path, ds: str, *, required: bool = True)
     snap = catalog_snapshot_ds(raw_root, ds)
     files = data_files(partition_dir(raw_root, "catalog", snap))
     if not files:
-        raise FileNotFoundError(f"catalog snapshot ds={snap} under {raw_root}/catalog has no "
+        raise MissingInput(f"catalog snapshot ds={snap} under {raw_root}/catalog has no "
                                 "Parquet data files")
     df = read_raw(spark, "catalog", files)
     if not required:
@@ -295,5 +301,5 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
 def _rejects_frame(rejects):
     """Adapter rejects as quarantine rows: key = file:line, detail = why and the text."""
     return rejects.assign(key=rejects["file"].astype(str) + ":" + rejects["line"].astype(str),
-                          detail=rejects["detail"].astype(str) + " | " + rejects["raw"].astype(str)
-                          )[["key", "reason", "landed_ds", "detail"]]
+                          detail=rejects["detail"].astype(str) + " | " + rejects["raw"].astype(str),
+                          found_by="landing")[["key", "reason", "found_by", "landed_ds", "detail"]]

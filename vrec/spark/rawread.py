@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vrec import columns as C
+from vrec.io.rawio import MissingInput
 
 CONTRACT: dict[str, dict[str, str]] = {
     "events": {C.USER_ID: "string", C.ITEM_ID: "string", C.EVENT_TYPE: "string",
@@ -102,7 +103,7 @@ def read_raw(spark, source: str, files: list[Path], base: Path | None = None):
                     f"{contract[n]} (accepted: {', '.join(sorted(ACCEPTED[contract[n]]))})")
         groups.setdefault(kinds, []).append(str(f))
     if not groups:
-        raise FileNotFoundError(f"no Parquet files for {source}")
+        raise MissingInput(f"no Parquet files for {source}")
     out = None
     for kinds, paths in groups.items():
         reader = spark.read.option("basePath", str(base)) if base is not None else spark.read

@@ -12,7 +12,13 @@ from vrec import columns as C
 
 
 def run(ctx) -> dict:
-    from vrec.io.rawio import catalog_snapshot_ds, data_files, partition_dir, read_rejects
+    from vrec.io.rawio import (
+        MissingInput,
+        catalog_snapshot_ds,
+        data_files,
+        partition_dir,
+        read_rejects,
+    )
     from vrec.io.validation import (
         catalog_frame,
         docs_index,
@@ -29,7 +35,7 @@ def run(ctx) -> dict:
     catalog = load_catalog(spark, paths.raw_root, ds, required=False).toPandas()
     ev_dir = partition_dir(paths.raw_root, "events", ds)
     if not data_files(ev_dir):
-        raise FileNotFoundError(f"no events landed for ds={ds}: {ev_dir} has no Parquet files "
+        raise MissingInput(f"no events landed for ds={ds}: {ev_dir} has no Parquet files "
                                 "(an upstream export failed, or the date is outside the data)")
     ids = catalog[C.ITEM_ID].dropna().astype(str) if C.ITEM_ID in catalog else pd.Series([], dtype=str)
     catalog_ids = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: ids.unique()}),
