@@ -100,3 +100,51 @@ def test_retention_removes_old_partitions_and_keeps_the_rest_readable(tmp_path):
     # far ahead: everything is old, but the latest published partition always stays
     assert W.apply_retention(wh, "2026-03-01", 1) == ["2026-01-20"]
     assert W.published_ds(wh) == ["2026-01-25"] and len(W.read_table(wh, "t")) == 2
+
+
+@pytest.mark.parametrize("sql,refused", [
+    ("COPY (SELECT 1 AS x) TO '{wh}/user_recs/ds=2026-11-01/part-0.parquet'", "COPY statements are refused"),
+    ("ATTACH '{tmp}/other.db'", "ATTACH statements are refused"),
+    ("INSTALL httpfs", "statements are refused"),
+    ("CREATE TABLE t AS SELECT 1", "CREATE statements are refused"),
+    ("SET enable_external_access = true", "SET statements are refused"),
+    ("SELECT 1; COPY (SELECT 1) TO '{tmp}/x.csv'", "COPY statements are refused"),
+])
+def test_vrec_query_refuses_statements_that_write(sql, refused, tmp_path):
+    from vrec.io.query import ReadOnlyError, run_query
+
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s1", _recs(3, "a"))})
+    before = {p: p.read_bytes() for p in wh.rglob("*.parquet")}
+    with pytest.raises(ReadOnlyError, match=refused):
+        run_query(wh, sql.format(wh=wh, tmp=tmp_path))
+    assert {p: p.read_bytes() for p in wh.rglob("*.parquet")} == before
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "other.db").exists()
+
+
+def test_vrec_query_reads_the_warehouse_and_nothing_outside_it(tmp_path):
+    from vrec.io.query import run_query
+
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s1", _recs(3, "a"))})
+    outside = _stage(tmp_path / "elsewhere", _recs(2, "z"))
+    assert run_query(wh, "SELECT count(*) AS n FROM user_recs")["n"].tolist() == [3]
+    inside = next((wh / "user_recs" / "ds=2026-11-01").glob("*.parquet"))
+    assert len(run_query(wh, f"SELECT * FROM read_parquet('{inside}')")) == 3
+    for sql in (f"SELECT * FROM read_parquet('{outside}/part-0.parquet')",
+                "SELECT * FROM read_text('/etc/hostname')"):
+        with pytest.raises(duckdb.PermissionException):
+            run_query(wh, sql)
+
+
+def test_the_query_cli_says_why_it_refused(tmp_path):
+    import subprocess
+    import sys
+
+    wh = tmp_path / "wh"
+    W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / "s1", _recs(3, "a"))})
+    for sql, msg in [("COPY (SELECT 1) TO 'x.csv'", "read-only: COPY statements are refused"),
+                     ("SELECT * FROM read_text('/etc/hostname')", "vrec query: refused:")]:
+        res = subprocess.run([sys.executable, "-m", "vrec.cli", "query", sql, "--warehouse",
+                              str(wh)], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr

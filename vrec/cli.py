@@ -59,6 +59,10 @@ def _cmd_query(a: argparse.Namespace) -> int:
     wh = a.warehouse or load_settings(a.config).paths.warehouse_root
     try:
         df = run_query(wh, a.sql, a.ds)
+    except duckdb.PermissionException as exc:
+        print(f"vrec query: refused: {str(exc).splitlines()[0]} (only files under the "
+              f"warehouse {wh} can be read)", file=sys.stderr)
+        return 2
     except duckdb.Error as exc:
         print(f"vrec query: SQL error: {exc}", file=sys.stderr)
         return 2
