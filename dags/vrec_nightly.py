@@ -32,7 +32,7 @@ process), `VREC_CATCHUP` (true/false, default false: after a pause only the last
 day is scheduled; true: every day since the start date or the last run),
 `VREC_SPARK_CONN_ID` (default `spark_default`; its host is the Spark master, e.g. `local[*]`),
 `VREC_SALT_CONN_ID` (an Airflow connection whose password is the pseudonymisation salt;
-passed to build_recs as `$VREC_USER_SALT` when `privacy.pseudonymize` is on).
+passed to build_recs and publish as `$VREC_USER_SALT` when `privacy.pseudonymize` is on).
 """
 
 from __future__ import annotations
@@ -106,12 +106,16 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
 )
 def vrec_nightly():
     @task
-    def local_stage(stage: str, day: str, params: dict | None = None) -> dict:
-        """A local (non-Spark) stage for the run's day; publish takes the gate override."""
+    def local_stage(stage: str, day: str, params: dict | None = None,
+                    env: dict | None = None) -> dict:
+        """A local (non-Spark) stage for the run's day; publish takes the gate override
+        and, with VREC_SALT_CONN_ID, the salt (the published quarantine and model are
+        pseudonymised too)."""
         from vrec.config import load_settings
         from vrec.runner import run_stage
 
         p = params or {}
+        os.environ.update({k: v for k, v in (env or {}).items() if v})
         out = run_stage(load_settings(CONFIG), stage, day, params={
             "override_gate": bool(p.get("override_quality_gate", False)),
             "override_reason": str(p.get("override_reason") or "")})
@@ -124,8 +128,10 @@ def vrec_nightly():
     wait = LandingSensor(task_id="wait_for_events", ds=DS, config=CONFIG,
                          doc_md="Waits (in the triggerer) for `raw/events/ds=<ds>/_SUCCESS`; "
                                 "timeout and interval: the config's `landing` section.")
+    salt = {"VREC_USER_SALT": "{{ conn." + SALT_CONN_ID + ".password }}"} if SALT_CONN_ID else {}
     tasks = [_spark_stage(s) if s.engine == "spark"
-             else local_stage.override(task_id=s.name, doc_md=s.summary)(s.name, DS)
+             else local_stage.override(task_id=s.name, doc_md=s.summary)(
+                 s.name, DS, env=salt if s.name == "publish" else None)
              for s in STAGES]
     chain(wait, *tasks)
 

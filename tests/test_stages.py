@@ -397,7 +397,7 @@ def test_every_staged_folder_is_declared_and_read_by_a_later_stage_or_published(
     no table publishes, and nothing is staged outside the declared layout."""
     from vrec.stages import STAGES, producer
     from vrec.stages.layout import ARTIFACTS, BOOKKEEPING
-    from vrec.stages.publish import PSEUDONYMIZED, PUBLISHED_FROM
+    from vrec.stages.publish import MODEL_ARTIFACT, PSEUDONYMIZED, PUBLISHED_FROM
 
     s, _ = staged
     run = RunLayout(s.paths.warehouse_root, DS)
@@ -410,7 +410,7 @@ def test_every_staged_folder_is_declared_and_read_by_a_later_stage_or_published(
         else:
             on_disk.add(entry.name)
     assert on_disk - set(BOOKKEEPING) <= set(declared), "undeclared staging entries"
-    published = set(PUBLISHED_FROM.values()) | set(PSEUDONYMIZED.values())
+    published = set(PUBLISHED_FROM.values()) | set(PSEUDONYMIZED.values()) | {MODEL_ARTIFACT}
     position = {st.name: i for i, st in enumerate(STAGES)}
     for path in sorted(on_disk - set(BOOKKEEPING)):
         name = declared[path]

@@ -73,7 +73,7 @@ def test_old_versions_are_pruned_but_live_one_kept(tmp_path):
     wh = tmp_path / "wh"
     for i in range(4):
         W.publish(wh, "2026-11-01", {"user_recs": _stage(tmp_path / f"s{i}", _recs(i + 1, "x"))})
-    versions = list((wh / "_versions" / "user_recs" / "ds=2026-11-01").iterdir())
+    versions = list((wh / "_versions" / "ds=2026-11-01").iterdir())
     assert len(versions) == W.KEEP_VERSIONS
     assert len(W.read_table(wh, "user_recs")) == 4
 
@@ -84,15 +84,17 @@ def test_retention_removes_old_partitions_and_keeps_the_rest_readable(tmp_path):
     for d in days:
         folder = tmp_path / "staged" / d
         W.write_table_folder(pd.DataFrame({"x": [1, 2]}), folder)
-        W.publish(wh, d, {"t": folder})
-        (wh / "models" / f"ds={d}").mkdir(parents=True)
+        (tmp_path / "model" / d).mkdir(parents=True)
+        (tmp_path / "model" / d / "model.json").write_text("{}")
+        W.publish(wh, d, {"t": folder}, model=tmp_path / "model" / d)
         (wh / "reports" / "runs").mkdir(parents=True, exist_ok=True)
         (wh / "reports" / "runs" / f"vrec_report_{d}.html").write_text("<html></html>")
     removed = W.apply_retention(wh, "2026-01-25", 10)
     assert removed == ["2026-01-01", "2026-01-10"]
     assert W.published_ds(wh) == ["2026-01-20", "2026-01-25"]
-    assert not (wh / "t" / "ds=2026-01-01").exists() and not list((wh / "_versions" / "t").glob("ds=2026-01-0*"))
-    assert not (wh / "models" / "ds=2026-01-10").exists()
+    assert not (wh / "t" / "ds=2026-01-01").is_symlink() and not list((wh / "_versions").glob("ds=2026-01-0*"))
+    assert not (wh / "models" / "ds=2026-01-10").is_symlink()
+    assert (wh / "models" / "ds=2026-01-20" / "model.json").is_file()
     reports = sorted(p.name for p in (wh / "reports" / "runs").iterdir())
     assert reports == ["vrec_report_2026-01-20.html", "vrec_report_2026-01-25.html"]
     assert len(W.read_table(wh, "t", "2026-01-20")) == 2 and W.latest_ds(wh) == "2026-01-25"

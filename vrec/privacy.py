@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pandas as pd
+
 from vrec.config import PrivacySettings
 
 SEP = "\x1f"
@@ -42,8 +44,46 @@ def pseudonym(user_id: str, salt: str) -> str:
 
 
 def pseudonym_col(col, salt: str):
-    """Spark column expression of :func:`pseudonym` (null stays null)."""
+    """Spark column of :func:`pseudonym` (null stays null), computed in a vectorised Python
+    UDF: the salt travels inside the UDF's closure, never as a literal in the query plan
+    (so not in ``explain()``, the Spark UI's SQL tab or event logs)."""
     from pyspark.sql import functions as F
 
-    return F.concat(F.lit("u_"), F.substring(
-        F.sha2(F.concat(F.lit(salt + SEP), col.cast("string")), 256), 1, 32))
+    @F.pandas_udf("string")
+    def pseudonymize(ids: pd.Series) -> pd.Series:
+        return ids.map(lambda u: None if u is None else pseudonym(u, salt))
+
+    return pseudonymize(col.cast("string"))
+
+
+def pseudonymize_quarantine(q, salt: str):
+    """The quarantine table as published with pseudonymisation on: the user id in event
+    keys (``user|item|type|ts``) becomes its pseudonym, and rejects at landing keep their
+    ``file:line`` key and reason but not the record's text (it may hold clear ids)."""
+    q = q.copy()
+    events = (q["source"] == "events") & (q["found_by"] != "landing")
+
+    def key(k: str) -> str:
+        user, _, rest = str(k).partition("|")
+        return (user if user == "null" else pseudonym(user, salt)) + "|" + rest
+
+    q.loc[events, "key"] = q.loc[events, "key"].map(key)
+    q.loc[q["found_by"] == "landing", "detail"] = None
+    return q
+
+
+def pseudonymize_model(src, dst, salt: str):
+    """Copy a saved CF model folder to ``dst`` with its user ids replaced by pseudonyms
+    (the factors stay; ``user_recs.cf_score`` could otherwise link pseudonyms to ids)."""
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    ids = np.load(dst / "user_ids.npy")
+    np.save(dst / "user_ids.npy", np.array([pseudonym(u, salt) for u in ids.astype(str)]))
+    return dst

@@ -56,6 +56,8 @@ class CFModel:
         """Write ``<array>.npy`` files and ``model.json`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        for old in [*folder.glob("*.npy"), folder / "model.json"]:  # no earlier model's files
+            old.unlink(missing_ok=True)
         np.save(folder / "user_ids.npy", self.user_ids.astype(str))
         np.save(folder / "item_ids.npy", self.item_ids.astype(str))
         np.save(folder / "user_factors.npy", np.ascontiguousarray(self.user_factors, dtype=np.float32))

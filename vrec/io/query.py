@@ -15,7 +15,6 @@ from pathlib import Path
 
 from vrec.io import warehouse as W
 
-
 READ_STATEMENTS = ("SELECT", "EXPLAIN")
 
 

@@ -1,19 +1,25 @@
-"""The warehouse: ds-partitioned Parquet tables with atomic publish.
+"""The warehouse: ds-partitioned Parquet tables with one commit point per publish.
 
 Layout under the warehouse root::
 
-    _runs/<ds>/...                       staging area of a run (stage outputs, stats)
-    _versions/<table>/ds=<ds>/<version>/ immutable published data
-    <table>/ds=<ds>  -> symlink to the version above (what readers glob)
-    _manifests/ds=<ds>.json              what was published for ds (tables, files, rows)
-    _manifests/latest.json               the latest published ds
-    item_embeddings/                     the incremental embedding cache (not per ds)
+    _runs/<ds>/...                         staging area of a run (stage outputs, stats)
+    _versions/ds=<ds>/<version>/<table>/   immutable published data of one publish
+    _versions/ds=<ds>/<version>/model/     the CF model published with it
+    _versions/ds=<ds>/<version>/_manifest.json   what was published (tables, rows, facts)
+    _current/ds=<ds> -> _versions/ds=<ds>/<version>   THE commit point (one symlink)
+    <table>/ds=<ds>  -> _current/ds=<ds>/<table>      what readers glob (never changes)
+    models/ds=<ds>   -> _current/ds=<ds>/model
+    _manifests/latest.json                 the latest published ds (for outside readers)
+    _locks/                                the publish lock (vrec.io.locks)
+    item_embeddings/                       the incremental embedding cache (not per ds)
 
-Publishing moves every staged table into a fresh version folder (nothing a reader sees
-changes), then swaps each table's ``ds=`` link with an atomic ``rename`` and finally
-writes the manifest. A reader therefore sees the previous complete partition or the new
-complete one, never a half-written one; a failure before the swap leaves everything
-published as it was.
+Publishing copies every staged table and the model into a fresh version folder (nothing
+a reader sees changes), then replaces the ``_current/ds=<ds>`` symlink with one atomic
+``rename``: every table, the model and the manifest of ds switch together. A reader
+sees the previous complete state or the new complete one. Publish and retention run
+under one warehouse-wide lock; each starts by collecting what a killed predecessor left
+(versions never committed, dangling links), so a restart converges. Retention removes
+the commit point first, then the data.
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vrec.io import faults
+from vrec.io.locks import hold, holder_note
+
 PUBLISHED_TABLES = ("user_recs", "item_similar", "item_popularity", "user_profile", "items",
                     "image_duplicates", "run_stats", "quarantine", "eval_metrics")
 KEEP_VERSIONS = 2
+MODEL = "model"  # the non-table folder published with each version, linked at models/ds=
+PUBLISH_LOCK_WAIT_SECONDS = 600.0
 
 
 class PublishError(RuntimeError):
@@ -175,9 +186,49 @@ def _check_parquet_folder(folder: Path) -> int:
     return rows
 
 
+def _pointer(wh: Path, ds: str) -> Path:
+    return wh / "_current" / f"ds={ds}"
+
+
+def publish_lock(warehouse: str | Path, what: str, **note):
+    """The warehouse-wide lock around publish and retention (waits up to 10 minutes)."""
+    wh = Path(warehouse)
+    return hold(wh / "_locks" / "publish.lock", holder_note(what, **note),
+                wait_seconds=PUBLISH_LOCK_WAIT_SECONDS, what=f"the publish lock of {wh}")
+
+
+def _check_layout(wh: Path) -> None:
+    if any((wh / "_manifests").glob("ds=*.json")):
+        raise PublishError(
+            f"{wh} holds partitions published by an older vrec (per-table versions and "
+            "_manifests/ds=*.json); move it aside and publish the days again")
+
+
+def _link(link: Path, target: str) -> None:
+    """Make ``link`` a symlink to ``target`` (relative), replacing an older link atomically."""
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    if link.exists() and not link.is_symlink():
+        raise PublishError(f"{link} is a real folder, not a published link; refusing to replace")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
-            extra: dict | None = None) -> dict:
-    """Atomically publish staged table folders as partition ``ds``.
+            extra: dict | None = None, model: Path | None = None, run_id: str | None = None
+            ) -> dict:
+    """Publish staged table folders (and the ``model`` folder) as partition ``ds`` with
+    one commit point.
 
     Parameters
     ----------
@@ -189,6 +240,10 @@ def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
         Table name -> folder of Parquet files (without a ds column).
     extra : dict, optional
         Additional fields stored in the manifest (model version, settings).
+    model : path, optional
+        A folder published with the tables and linked at ``models/ds=<ds>``.
+    run_id : str, optional
+        The publishing run (in the manifest and the lock's note).
 
     Returns
     -------
@@ -197,97 +252,156 @@ def publish(warehouse: str | Path, ds: str, staged: dict[str, Path], *,
     """
     wh = Path(warehouse)
     check_ds(ds)
-    version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%f") + "-" + uuid.uuid4().hex[:8]
-    # Phase 1: verify and move into immutable version folders (invisible to readers).
     rows = {name: _check_parquet_folder(Path(folder)) for name, folder in staged.items()}
-    moved: dict[str, Path] = {}
-    try:
-        for name, folder in staged.items():
-            target = wh / "_versions" / name / f"ds={ds}" / version
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".*", "_*"))
-            moved[name] = target
-    except Exception as exc:
-        for target in moved.values():
-            shutil.rmtree(target, ignore_errors=True)
-        raise PublishError(f"publishing {ds} failed before any swap: {exc}") from exc
-    # Phase 2: swap each table's ds link atomically.
-    for name, target in moved.items():
-        link = wh / name / f"ds={ds}"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.exists() and not link.is_symlink():
-            raise PublishError(f"{link} is a real folder, not a published link; refusing to replace")
-        tmp = link.with_name(f".ds={ds}.{uuid.uuid4().hex}")
-        os.symlink(os.path.relpath(target, link.parent), tmp)
-        os.replace(tmp, link)
-    manifest = {
-        "ds": ds, "version": version,
-        "published_at": dt.datetime.now(dt.UTC).isoformat(),
-        "tables": {n: {"rows": rows[n], "path": str(wh / n / f"ds={ds}")} for n in moved},
-        **(extra or {}),
-    }
-    write_json(wh / "_manifests" / f"ds={ds}.json", manifest)
-    latest = latest_ds(wh)
-    if latest is None or ds >= latest:
-        write_json(wh / "_manifests" / "latest.json", {"ds": ds, "version": version})
-    _prune_versions(wh, ds, keep=KEEP_VERSIONS)
+    if model is not None and not (Path(model) / "model.json").is_file():
+        raise PublishError(f"model folder {model} has no model.json")
+    with publish_lock(wh, f"publish ds={ds}", run_id=run_id):
+        _check_layout(wh)
+        collect_garbage(wh)
+        version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%f") + "-" + uuid.uuid4().hex[:8]
+        vdir = wh / "_versions" / f"ds={ds}" / version
+        # 1. the new version, complete, where no reader looks
+        try:
+            for name, folder in staged.items():
+                shutil.copytree(folder, vdir / name, ignore=shutil.ignore_patterns(".*", "_*"))
+            if model is not None:
+                shutil.copytree(model, vdir / MODEL, ignore=shutil.ignore_patterns(".*"))
+            manifest = {
+                "ds": ds, "version": version, "run_id": run_id,
+                "published_at": dt.datetime.now(dt.UTC).isoformat(),
+                "tables": {n: {"rows": rows[n], "path": str(wh / n / f"ds={ds}")} for n in staged},
+                **({"model_path": str(wh / "models" / f"ds={ds}")} if model is not None else {}),
+                **(extra or {}),
+            }
+            write_json(vdir / "_manifest.json", manifest)
+        except Exception as exc:
+            shutil.rmtree(vdir, ignore_errors=True)
+            raise PublishError(f"publishing {ds} failed before the commit: {exc}") from exc
+        faults.point("publish:after_copy")
+        # 2. readers' paths: static links through the commit point (dangling until it exists)
+        for name in staged:
+            _link(wh / name / f"ds={ds}", f"../_current/ds={ds}/{name}")
+        if model is not None:
+            _link(wh / "models" / f"ds={ds}", f"../_current/ds={ds}/{MODEL}")
+        faults.point("publish:after_links")
+        # 3. the commit: one rename makes every table, the model and the manifest visible
+        _link(_pointer(wh, ds), f"../_versions/ds={ds}/{version}")
+        _fsync_dir(_pointer(wh, ds).parent)
+        faults.point("publish:after_commit")
+        _write_latest(wh)
+        faults.point("publish:after_latest")
+        _prune_versions(wh, ds, keep=KEEP_VERSIONS)
     return manifest
 
 
+def _write_latest(wh: Path) -> None:
+    """``latest.json`` = the newest committed ds (under the publish lock: never backwards)."""
+    pub = published_ds(wh)
+    if pub:
+        write_json(wh / "_manifests" / "latest.json",
+                   {"ds": pub[-1], "version": manifest(wh, pub[-1])["version"]})
+
+
+def _current_version(wh: Path, ds: str) -> str | None:
+    p = _pointer(wh, ds)
+    return os.readlink(p).rsplit("/", 1)[-1] if p.is_symlink() else None
+
+
 def _prune_versions(wh: Path, ds: str, keep: int) -> None:
-    for table_dir in (wh / "_versions").iterdir():
-        folder = table_dir / f"ds={ds}"
-        if not folder.is_dir():
-            continue
-        versions = sorted(p for p in folder.iterdir() if p.is_dir())
-        live = (wh / table_dir.name / f"ds={ds}").resolve()
-        for old in versions[:-keep]:
-            if old.resolve() != live:
-                shutil.rmtree(old, ignore_errors=True)
+    """Keep the committed version of ds and the newest ``keep - 1`` older ones (a reader
+    mid-query may still be on them); versions never committed go."""
+    folder = wh / "_versions" / f"ds={ds}"
+    if not folder.is_dir():
+        return
+    live = _current_version(wh, ds)
+    versions = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    older = [v for v in versions if live is not None and v < live]
+    keep_set = {live, *older[len(older) - (keep - 1):]} if keep > 1 else {live}
+    for v in versions:
+        if v not in keep_set:
+            shutil.rmtree(folder / v, ignore_errors=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
-def apply_retention(warehouse: str | Path, ds: str, days: int) -> list[str]:
-    """Remove published partitions older than ``days`` before ``ds`` (tables, versions,
-    manifests, saved models, run staging, run reports); the latest published ds is always
-    kept.
-    Returns the removed ds values."""
+def collect_garbage(warehouse: str | Path) -> list[str]:
+    """Remove what a killed publish or retention left: versions never committed, partial
+    link files, links into a ds with no commit point. Call under the publish lock.
+    Returns what was removed (for the log)."""
+    wh = Path(warehouse)
+    removed = []
+    for tmp in [*wh.glob("_current/.ds=*"), *wh.glob("*/.ds=*")]:
+        tmp.unlink(missing_ok=True)
+        removed.append(str(tmp))
+    committed = set(published_ds(wh))
+    for p in list(wh.glob("_current/ds=*")):
+        if p.is_symlink() and not p.exists():  # its version is gone: retention was killed
+            p.unlink()
+            removed.append(str(p))
+    for folder in sorted((wh / "_versions").glob("ds=*")):
+        ds = folder.name[3:]
+        before = {v.name for v in folder.iterdir()}
+        _prune_versions(wh, ds, keep=KEEP_VERSIONS)
+        after = {v.name for v in folder.iterdir()} if folder.is_dir() else set()
+        removed += [f"{folder}/{v}" for v in sorted(before - after)]
+    for link in [*wh.glob("*/ds=*")]:
+        if link.is_symlink() and link.name[3:] not in committed and \
+                os.readlink(link).startswith("../_current/"):
+            link.unlink()
+            removed.append(str(link))
+    return removed
+
+
+def apply_retention(warehouse: str | Path, ds: str, days: int, run_id: str | None = None
+                    ) -> list[str]:
+    """Remove published partitions older than ``days`` before ``ds`` (commit point first,
+    then links, versions, model, run staging, run report) and the staging of runs older
+    than that which never published; the latest published ds is always kept.
+    Returns the removed published ds values."""
     wh = Path(warehouse)
     cutoff = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
-    latest = latest_ds(wh)
     removed = []
-    for old in published_ds(wh):
-        if old >= cutoff or old == latest:
-            continue
-        for table_dir in sorted(p for p in wh.iterdir() if not p.name.startswith("_")):
-            link = table_dir / f"ds={old}"
-            if link.is_symlink():
-                link.unlink()
-        for folder in [*(wh / "_versions").glob(f"*/ds={old}"), wh / "models" / f"ds={old}",
-                       wh / "_runs" / old]:
-            shutil.rmtree(folder, ignore_errors=True)
-        (wh / "_manifests" / f"ds={old}.json").unlink(missing_ok=True)
-        (wh / "reports" / "runs" / f"vrec_report_{old}.html").unlink(missing_ok=True)
-        removed.append(old)
+    with publish_lock(wh, f"retention as of ds={ds}", run_id=run_id):
+        pub = published_ds(wh)
+        latest = pub[-1] if pub else None
+        for old in pub:
+            if old >= cutoff or old == latest:
+                continue
+            _pointer(wh, old).unlink()  # the commit point first: from here on it is gone
+            faults.point("retention:after_pointer")
+            for link in [*wh.glob(f"*/ds={old}")]:
+                if link.is_symlink():
+                    link.unlink()
+            shutil.rmtree(wh / "_versions" / f"ds={old}", ignore_errors=True)
+            removed.append(old)
+        for run in sorted((wh / "_runs").glob("*")) if (wh / "_runs").is_dir() else []:
+            if run.name < cutoff and run.name != latest:
+                shutil.rmtree(run, ignore_errors=True)
+        for report in (wh / "reports" / "runs").glob("vrec_report_*.html"):
+            d = report.stem.rsplit("_", 1)[-1]
+            if d < cutoff and d != latest:
+                report.unlink(missing_ok=True)
+        collect_garbage(wh)
     return removed
 
 
 def latest_ds(warehouse: str | Path) -> str | None:
     """The latest published ds, or None when nothing was published yet."""
-    p = Path(warehouse) / "_manifests" / "latest.json"
-    return json.loads(p.read_text())["ds"] if p.is_file() else None
+    pub = published_ds(warehouse)
+    return pub[-1] if pub else None
 
 
 def published_ds(warehouse: str | Path) -> list[str]:
-    """All published ds values, sorted."""
-    folder = Path(warehouse) / "_manifests"
+    """All committed ds values, sorted (a ds is published when its commit point resolves)."""
+    folder = Path(warehouse) / "_current"
     if not folder.is_dir():
         return []
-    return sorted(p.stem[3:] for p in folder.glob("ds=*.json"))
+    return sorted(p.name[3:] for p in folder.glob("ds=*") if p.is_symlink() and p.is_dir())
 
 
 def manifest(warehouse: str | Path, ds: str) -> dict:
-    """The manifest of a published ds."""
-    p = Path(warehouse) / "_manifests" / f"ds={ds}.json"
+    """The manifest of a published ds (read through its commit point)."""
+    p = _pointer(Path(warehouse), ds) / "_manifest.json"
     if not p.is_file():
         raise FileNotFoundError(f"ds {ds} is not published in {warehouse}")
     return json.loads(p.read_text())

@@ -81,8 +81,9 @@ STAGES: tuple[Stage, ...] = (
           ("user_recs", "item_similar", "item_popularity", "user_profile", "catalog",
            "image_duplicates", "eval_metrics", "model", "blend", "user_recs_pseudonymized",
            "user_profile_pseudonymized"),
-          ("run_stats", "quarantine_table"),
-          "quality gate on hybrid NDCG, then every table of ds published atomically",
+          ("run_stats", "quarantine_table", "published_model"),
+          "quality gate on hybrid NDCG, then every table of ds and the model published "
+          "with one commit point",
           requires=("validate_outputs",)),
     Stage("report", "local",
           ("catalog", "user_recs", "user_profile", "interactions", "item_similar",

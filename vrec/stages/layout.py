@@ -53,6 +53,7 @@ ARTIFACTS: dict[str, str] = {
     # publish
     "run_stats": "publish/run_stats",
     "quarantine_table": "publish/quarantine",
+    "published_model": "publish/model",    # the model as published (pseudonymised ids when on)
 }
 BOOKKEEPING = ("stats", "quarantine")
 

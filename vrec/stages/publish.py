@@ -1,13 +1,13 @@
-"""publish: the quality gate on hybrid NDCG (docs/evaluation.md), then run_stats and
-quarantine staged, the CF model kept under ``models/ds=<ds>/``, and every table of ds
-published atomically (docs/operations.md "Atomic publish"). A refused gate writes the run
-report and fails before anything is published."""
+"""publish: the quality gate on hybrid NDCG (docs/evaluation.md), then run_stats,
+quarantine and the model staged as published (user ids pseudonymised when
+``privacy.pseudonymize`` is on), and every table of ds with the model published with one
+commit point (docs/operations.md "Atomic publish"). A refused gate writes the run report
+and fails before anything is published."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pandas as pd
 
@@ -22,6 +22,7 @@ PUBLISHED_FROM = {"user_recs": "user_recs", "item_similar": "item_similar",
                   "eval_metrics": "eval_metrics"}
 PSEUDONYMIZED = {"user_recs": "user_recs_pseudonymized",
                  "user_profile": "user_profile_pseudonymized"}
+MODEL_ARTIFACT = "published_model"  # published as models/ds=<ds> with the tables
 
 
 def run(ctx) -> dict:
@@ -42,24 +43,29 @@ def run(ctx) -> dict:
     if gate["status"] == "refused":
         _report_quietly(s, ds)
         raise QualityGateError(gate["message"])
+    from vrec.privacy import pseudonymize_model, pseudonymize_quarantine, resolve_salt
+
     pseudo = s.privacy.pseudonymize
     if pseudo and not ctx.has("user_recs_pseudonymized"):
         raise W.PublishError(f"privacy.pseudonymize is on but build_recs for {ds} staged clear "
                              "user ids only (it ran with pseudonymisation off): rerun build_recs")
+    salt = resolve_salt(s.privacy)
     stats = W.run_stats_frame(wh, ds)
     W.write_table_folder(stats, ctx.output("run_stats"))
-    W.write_table_folder(W.staged_quarantine(wh, ds), ctx.output("quarantine_table"))
+    quarantine = W.staged_quarantine(wh, ds)
+    W.write_table_folder(pseudonymize_quarantine(quarantine, salt) if salt else quarantine,
+                         ctx.output("quarantine_table"))
+    if salt:
+        pseudonymize_model(ctx.input("model"), ctx.output(MODEL_ARTIFACT), salt)
+    else:
+        shutil.copytree(ctx.input("model"), ctx.output(MODEL_ARTIFACT))
     staged = {}
     for table, artifact in PUBLISHED_FROM.items():
         source = PSEUDONYMIZED[table] if pseudo and table in PSEUDONYMIZED else artifact
         staged[table] = ctx.output(source) if source in ctx.stage.outputs else ctx.input(source)
     model_meta = json.loads((ctx.input("model") / "model.json").read_text())
-    # keep the model next to the tables: analysts and later runs can reload it
-    model_dir = Path(wh) / "models" / f"ds={ds}"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    shutil.copytree(ctx.input("model"), model_dir)
-    m = W.publish(wh, ds, staged, extra={
+    # the model is published with the tables (models/ds=<ds>): analysts can reload it
+    m = W.publish(wh, ds, staged, model=ctx.output(MODEL_ARTIFACT), extra={
         "model_version": model_meta["version"],
         "blend": json.loads(ctx.input("blend").read_text()),
         "data_docs": str(docs_index(wh)),
