@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     cat = spark.createDataFrame(pd.DataFrame({"item_id": [p.stem for p in paths],
                                               "image_uri": [str(p) for p in paths]}))
     with tempfile.TemporaryDirectory() as tmp:
-        kw = dict(warehouse=tmp, image_root=tmp, ds="2026-01-01",
+        kw = dict(warehouse=tmp, image_root=tmp, image_roots=sorted({str(p.parent) for p in paths}),
+                  ds="2026-01-01",
                   embed=EmbedSettings(backbone=a.backbone, batch_size=a.batch))
         t = time.perf_counter()
         first = run_embed_items(spark, cat, **kw)

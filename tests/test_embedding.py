@@ -319,8 +319,8 @@ def test_near_duplicate_images_are_flagged_but_still_embedded(spark, tiny_raw, t
                          C.IMAGE_URI: [str(tiny_raw / good[0]), str(tmp_path / "copy.jpg"),
                                        str(tmp_path / "reencoded.jpg"), str(tiny_raw / good[5])]})
     res = run_embed_items(spark, spark.createDataFrame(rows), warehouse=tmp_path / "wh",
-                          image_root=tmp_path, embed=EmbedSettings(batch_size=4),
-                          ds="2026-11-20")
+                          image_root=tmp_path, image_roots=[tiny_raw],
+                          embed=EmbedSettings(batch_size=4), ds="2026-11-20")
     pairs = {tuple(sorted((a, b))) for a, b in zip(res["duplicates"][C.ITEM_ID],
                                                     res["duplicates"]["duplicate_of"])}
     assert pairs == {("copy", "orig"), ("orig", "reenc"), ("copy", "reenc")}

@@ -107,5 +107,7 @@ def test_real_catalog_mode_uses_given_photos(tmp_path):
     assert stats["items"] == 12
     cat = pd.read_parquet(out / "catalog" / "ds=2026-11-20")
     assert set(cat[C.CATEGORY]) <= {"Tshirts", "Shirts"}
-    assert all(Path(u).is_file() and Path(u).parent == (src / "images").resolve()
+    # the photos are read through a link in the raw zone, so they lie under raw_root
+    assert all(Path(u).is_file() and Path(u).parent == out.resolve() / "images" / "catalog"
+               and Path(u).resolve().parent == (src / "images").resolve()
                for u in cat[C.IMAGE_URI])

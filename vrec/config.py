@@ -35,6 +35,12 @@ class Paths(_Section):
     """Published tables, each run's staging area (_runs/<ds>/), caches and reports."""
     image_root: Path = Path("data/raw")
     """Base folder for relative catalog image_uri values."""
+    image_roots: list[Path] = Field(default_factory=list)
+    """More folders an absolute image_uri may point into (besides image_root and raw_root); any other path is quarantined as image_outside_root."""
+
+    def allowed_image_roots(self) -> list[Path]:
+        """The folders catalog images may be read from: image_root, raw_root, image_roots."""
+        return [self.image_root, self.raw_root, *self.image_roots]
 
 
 class SparkSettings(_Section):
@@ -76,6 +82,10 @@ class EmbedSettings(_Section):
     """Perceptual-hash Hamming distance (bits) under which two images may be near-duplicates."""
     duplicate_min_cosine: float = Field(0.95, ge=-1, le=1)
     """... and whose embeddings must also agree at least this much (cosine)."""
+    max_image_bytes: int = Field(50_000_000, ge=1)
+    """Image files larger than this are not read (image_too_large)."""
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    """Images declaring more pixels than this are not decoded (image_too_large: a decompression bomb)."""
 
 
 class EventWeights(_Section):

@@ -3,7 +3,8 @@ landing zone.
 
 Ratings become ``rating`` events (user ``u<userId>``, item ``m<movieId>``, value = the
 rating, ts = its timestamp). Movies become the catalog (category = first genre,
-image_uri = the poster's absolute path when a ``{movieId}.jpg`` exists). Ratings before
+image_uri = the poster's path when a ``{movieId}.jpg`` exists, through a link
+``raw/images/movielens-posters`` to the posters folder). Ratings before
 ``bulk_until`` land in one history partition (ds = the day before ``bulk_until``);
 later ratings land in one partition per day, so nightly runs over the tail see the data
 arrive day by day.
@@ -30,7 +31,7 @@ from vrec import columns as C
 from vrec.config import EventWeights
 from vrec.data.land import check_event, checked_rows, report_fallback
 from vrec.data.rows import BadValue, InputFileError, Rejects, parse_ts, read_csv_records
-from vrec.io.rawio import write_catalog_snapshot, write_events_partition
+from vrec.io.rawio import link_image_folder, write_catalog_snapshot, write_events_partition
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,9 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
     if posters_dir is None and (ml_dir / "posters").is_dir():
         posters_dir = ml_dir / "posters"
     poster_files = {}
-    if posters_dir is not None:
-        poster_files = {p.stem: str(p.resolve()) for p in Path(posters_dir).glob("*.jpg")}
+    if posters_dir is not None:  # linked into the raw zone: images are read from there
+        linked = link_image_folder(raw_root, "movielens-posters", posters_dir)
+        poster_files = {p.stem: str(linked / p.name) for p in Path(posters_dir).glob("*.jpg")}
     catalog = pd.DataFrame({
         C.ITEM_ID: "m" + movies["movieId"],
         C.TITLE: movies[C.TITLE],

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.io.rawio import write_catalog_snapshot, write_events_partition
+from vrec.io.rawio import link_image_folder, write_catalog_snapshot, write_events_partition
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +304,9 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
                 rel = f"images/{row.item_id}.jpg"
                 (raw_root / rel).write_bytes(b"this is not an image")
                 uris.append(rel)
-            else:
-                uris.append(row.source_image)
+            else:  # the real photo, through a link into the raw zone (read from there)
+                linked = link_image_folder(raw_root, "catalog", Path(row.source_image).parent)
+                uris.append(str(linked / Path(row.source_image).name))
     items[C.IMAGE_URI] = uris
     events = _simulate_events(items, spec, rng, start)
     _add_dirty_events(events, spec, rng)

@@ -13,7 +13,9 @@ model is loaded once per worker process.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,12 @@ import pandas as pd
 from vrec import columns as C
 from vrec.config import EmbedSettings
 from vrec.images.backbones import Backbone, load_backbone
-from vrec.images.imagequality import ImageError, prepare
+from vrec.images.imagequality import MAX_PIXELS, ImageError, prepare
+
+MAX_BYTES = 50_000_000  # the default read cap (EmbedSettings.max_image_bytes)
+NOT_CACHED = frozenset({"image_read_error", "image_changed", "image_too_large"})
+"""Verdicts that depend on the moment or on a setting, not on the bytes alone: they are
+not written to the cache, so the image is tried again next night."""
 
 
 def resolve_image_path(uri: str | None, image_root: str | Path) -> Path | None:
@@ -35,37 +42,97 @@ def resolve_image_path(uri: str | None, image_root: str | Path) -> Path | None:
     return p if p.is_absolute() else Path(image_root) / p
 
 
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def locate_image(uri: str | None, image_root: str | Path,
+                 roots: Sequence[str | Path] = ()) -> Path | None:
+    """The path an image_uri names (None without one), if it lies under ``image_root`` or
+    one of ``roots``: by its written form with ``..`` folded (links that an operator put
+    inside a root are trusted), or by its real path. Otherwise ImageError
+    ``image_outside_root``: catalog data cannot make vrec read any file on the host."""
+    p = resolve_image_path(uri, image_root)
+    if p is None:
+        return None
+    allowed = [Path(image_root), *map(Path, roots)]
+    lexical = [os.path.normpath(os.path.abspath(r)) for r in allowed]
+    real = [os.path.realpath(r) for r in allowed]
+    if _inside(os.path.normpath(os.path.abspath(p)), lexical) or \
+            _inside(os.path.realpath(p), real):
+        return p
+    raise ImageError("image_outside_root", f"{p} is not under paths.image_root, raw_root or "
+                     "paths.image_roots")
+
+
+def read_image(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``. ImageError reasons:
+    ``missing_image_file``, ``not_a_regular_file`` (a folder, device, FIFO or socket:
+    opened without blocking and refused before any read), ``image_too_large``,
+    ``empty_image_file``, ``image_read_error`` (any other OS error: retried next night)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageError("missing_image_file") from None
+    except OSError as exc:
+        raise ImageError("image_read_error", str(exc)[:120]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not_a_regular_file", str(path))
+        if st.st_size > max_bytes:
+            raise ImageError("image_too_large", f"{st.st_size} bytes > {max_bytes}")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise ImageError("image_too_large", f"more than {max_bytes} bytes")
+        if size == 0:
+            raise ImageError("empty_image_file")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ImageError("image_read_error", str(exc)[:120]) from None
+    finally:
+        os.close(fd)
+
+
 def content_hash(data: bytes) -> str:
     """SHA-256 hex digest of image bytes (the cache key with the model version)."""
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_images(frames: Iterator[pd.DataFrame], image_root: str) -> Iterator[pd.DataFrame]:
-    """mapInPandas: (item_id, image_uri) -> (item_id, path, content_hash, error)."""
+def hash_images(frames: Iterator[pd.DataFrame], image_root: str, roots: Sequence[str] = (),
+                max_bytes: int = MAX_BYTES) -> Iterator[pd.DataFrame]:
+    """mapInPandas: (item_id, image_uri) -> (item_id, path, content_hash, error); only
+    regular files under the allowed roots and within ``max_bytes`` are read."""
     for df in frames:
         paths, hashes, errors = [], [], []
         for uri in df[C.IMAGE_URI]:
-            p = resolve_image_path(uri, image_root)
-            if p is None:
-                paths.append(None), hashes.append(None), errors.append("no_image_uri")
-                continue
+            p, h, err = None, None, None
             try:
-                data = p.read_bytes()
-            except OSError:
-                paths.append(str(p)), hashes.append(None), errors.append("missing_image_file")
-                continue
-            paths.append(str(p))
-            if not data:
-                hashes.append(None), errors.append("empty_image_file")
-            else:
-                hashes.append(content_hash(data)), errors.append(None)
+                p = locate_image(uri, image_root, roots)
+                if p is None:
+                    err = "no_image_uri"
+                else:
+                    h = content_hash(read_image(p, max_bytes))
+            except ImageError as exc:
+                err = exc.reason
+            paths.append(None if p is None else str(p)), hashes.append(h), errors.append(err)
         yield pd.DataFrame({C.ITEM_ID: df[C.ITEM_ID].to_numpy(), "path": paths,
                             "content_hash": hashes, "error": errors})
 
 
-def embed_paths(paths: list[str], backbone: Backbone, batch_size: int) -> pd.DataFrame:
+def embed_paths(paths: list[str], backbone: Backbone, batch_size: int,
+                hashes: list[str] | None = None, max_bytes: int = MAX_BYTES,
+                max_pixels: int = MAX_PIXELS) -> pd.DataFrame:
     """Embed image files in batches; one row per path with the vector (or None), the
-    error reason (or None) and the quality facts width, height, pixel_std, phash."""
+    error reason (or None) and the quality facts width, height, pixel_std, phash. With
+    ``hashes``, a file whose bytes no longer hash to its key is ``image_changed`` (the
+    vector always belongs to the bytes of the key)."""
     n = len(paths)
     out = {"embedding": [None] * n, "error": [None] * n, "width": [None] * n,
            "height": [None] * n, "pixel_std": [None] * n, "phash": [None] * n}
@@ -79,13 +146,15 @@ def embed_paths(paths: list[str], backbone: Backbone, batch_size: int) -> pd.Dat
 
     for j, p in enumerate(paths):
         try:
-            img = prepare(Path(p).read_bytes(), crop_size=backbone.crop_size,
-                          resize_size=backbone.resize_size, interpolation=backbone.interpolation)
+            data = read_image(p, max_bytes)
+            if hashes is not None and content_hash(data) != hashes[j]:
+                raise ImageError("image_changed", "the file changed after it was hashed")
+            img = prepare(data, crop_size=backbone.crop_size, resize_size=backbone.resize_size,
+                          interpolation=backbone.interpolation, max_pixels=max_pixels)
         except ImageError as exc:
-            out["error"][j] = exc.reason
-            continue
-        except OSError:
-            out["error"][j] = "missing_image_file"
+            # a file that was there when hashed and is gone now: a moment's problem
+            gone = hashes is not None and exc.reason == "missing_image_file"
+            out["error"][j] = "image_read_error" if gone else exc.reason
             continue
         out["width"][j], out["height"][j] = img.width, img.height
         out["pixel_std"][j], out["phash"][j] = img.pixel_std, img.phash
@@ -98,7 +167,8 @@ def embed_paths(paths: list[str], backbone: Backbone, batch_size: int) -> pd.Dat
 
 
 def make_embed_fn(backbone_name: str, batch_size: int, threads: int,
-                  weights_path: str | None = None, allow_download: bool = True):
+                  weights_path: str | None = None, allow_download: bool = True,
+                  max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS):
     """Build the mapInPandas function: (content_hash, path) -> cache rows."""
 
     def _embed(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -109,7 +179,9 @@ def make_embed_fn(backbone_name: str, batch_size: int, threads: int,
         bb = load_backbone(backbone_name, weights_path=weights_path,
                            allow_download=allow_download)  # once per worker process
         for df in frames:
-            res = embed_paths(df["path"].tolist(), bb, batch_size)
+            res = embed_paths(df["path"].tolist(), bb, batch_size,
+                              hashes=df["content_hash"].tolist(), max_bytes=max_bytes,
+                              max_pixels=max_pixels)
             yield pd.DataFrame({
                 "model_name": bb.version,
                 "content_hash": df["content_hash"].to_numpy(),

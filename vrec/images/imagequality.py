@@ -55,19 +55,31 @@ def phash64(img) -> int:
     return int(np.uint64(value).view(np.int64))
 
 
+MAX_PIXELS = 50_000_000  # the default decode cap (EmbedSettings.max_image_pixels)
+
+
 def prepare(data: bytes, *, crop_size: int = 224, resize_size: int = 256,
-            interpolation: str = "bilinear") -> PreparedImage:
+            interpolation: str = "bilinear", max_pixels: int = MAX_PIXELS) -> PreparedImage:
     """Decode bytes, resize the short side to ``resize_size``, centre-crop ``crop_size``.
 
-    Raises ImageError("undecodable_image") for anything PIL cannot fully decode
-    (not an image, truncated, unsupported).
+    Raises ImageError("image_too_large") when the header declares more than
+    ``max_pixels`` pixels (checked before anything is decoded: a decompression bomb) and
+    ImageError("undecodable_image") for anything PIL cannot fully decode (not an image,
+    truncated, unsupported).
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         img = Image.open(io.BytesIO(data))
+        w0, h0 = img.size
+        if w0 * h0 > max_pixels:
+            raise ImageError("image_too_large", f"{w0}x{h0} pixels > {max_pixels}")
         img.load()
         rgb = to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("image_too_large", str(exc)[:120]) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError("undecodable_image", str(exc)[:120]) from exc
     w, h = rgb.size

@@ -41,6 +41,23 @@ def partition_dir(root: str | Path, source: str, ds: dt.date | str) -> Path:
     return Path(root) / source / f"ds={ds if isinstance(ds, str) else ds.isoformat()}"
 
 
+def link_image_folder(root: str | Path, name: str, folder: str | Path) -> Path:
+    """Make ``<root>/images/<name>`` a link to an image ``folder`` outside the raw zone
+    and return its absolute path: image_uri values under it lie inside raw_root, which
+    the embedding reads from (vrec.images.embed.locate_image), without copying images."""
+    link = Path(os.path.abspath(root)) / "images" / name
+    target = Path(folder).resolve()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        raise FileExistsError(f"{link} exists and is not a link; cannot link {target} there")
+    os.symlink(target, link)
+    return link
+
+
 def data_files(folder: str | Path) -> list[Path]:
     """A partition's Parquet data files, sorted (markers, rejects and temporaries are not)."""
     folder = Path(folder)

@@ -45,9 +45,10 @@ def _e(x) -> str:
 class Thumbs:
     """JPEG data URIs of catalog images, made once per item."""
 
-    def __init__(self, catalog: pd.DataFrame, image_root: Path, px: int):
+    def __init__(self, catalog: pd.DataFrame, image_root: Path, px: int,
+                 roots: list | tuple = ()):
         self.uri = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.IMAGE_URI]))
-        self.root, self.px, self.cache = image_root, px, {}
+        self.root, self.roots, self.px, self.cache = image_root, list(roots), px, {}
 
     def __call__(self, item_id: str) -> str | None:
         if item_id not in self.cache:
@@ -57,13 +58,16 @@ class Thumbs:
     def _make(self, item_id: str) -> str | None:
         from PIL import Image
 
-        from vrec.images.embed import resolve_image_path
+        from vrec.images.embed import locate_image, read_image
+        from vrec.images.imagequality import MAX_PIXELS
 
-        path = resolve_image_path(self.uri.get(item_id), self.root)
-        if path is None or not path.is_file():
-            return None
-        try:
-            with Image.open(path) as im:
+        try:  # the same rules as embedding: allowed roots, regular files, size caps
+            path = locate_image(self.uri.get(item_id), self.root, self.roots)
+            if path is None:
+                return None
+            with Image.open(io.BytesIO(read_image(path))) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    return None
                 im = im.convert("RGB")
                 im.thumbnail((self.px, self.px))
                 buf = io.BytesIO()
@@ -342,7 +346,8 @@ def render_report(settings: Settings, ds: str) -> str:
     titles = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.TITLE].astype(str))) \
         if len(catalog) else {}
     thumbs = Thumbs(catalog if len(catalog) else pd.DataFrame(columns=[C.ITEM_ID, C.IMAGE_URI]),
-                    Path(settings.paths.image_root), settings.eval.thumb_px)
+                    Path(settings.paths.image_root), settings.eval.thumb_px,
+                    settings.paths.allowed_image_roots())
     metrics = W.read_folder(run.path("eval_metrics"))
     past = []
     for d in W.published_ds(wh)[-30:]:

@@ -187,18 +187,26 @@ def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
     return df
 
 
-def catalog_frame(catalog: pd.DataFrame, image_root: str | Path) -> pd.DataFrame:
-    """The catalog snapshot plus image_ok (image_uri resolves to a non-empty file)."""
-    from vrec.images.embed import resolve_image_path
+def catalog_frame(catalog: pd.DataFrame, image_root: str | Path,
+                  roots: list | tuple = ()) -> pd.DataFrame:
+    """The catalog snapshot plus image_ok (image_uri names a non-empty regular file under
+    the allowed image roots)."""
+    import stat
+
+    from vrec.images.embed import locate_image
+    from vrec.images.imagequality import ImageError
 
     out = catalog.copy()
     uris = out[C.IMAGE_URI] if C.IMAGE_URI in out else pd.Series([None] * len(out))
 
     def ok(uri) -> bool:
         try:
-            p = resolve_image_path(uri if isinstance(uri, str) else None, image_root)
-            return p is not None and p.is_file() and p.stat().st_size > 0
-        except OSError:
+            p = locate_image(uri if isinstance(uri, str) else None, image_root, roots)
+            if p is None:
+                return False
+            st = p.stat()
+            return stat.S_ISREG(st.st_mode) and st.st_size > 0
+        except (OSError, ImageError):
             return False
 
     out["image_ok"] = [ok(u) for u in uris]

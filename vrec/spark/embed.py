@@ -20,7 +20,13 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import EmbedSettings
-from vrec.images.embed import hash_images, make_embed_fn, model_version, quality_reason
+from vrec.images.embed import (
+    NOT_CACHED,
+    hash_images,
+    make_embed_fn,
+    model_version,
+    quality_reason,
+)
 from vrec.images.imagequality import hamming_pairs
 
 CACHE_SCHEMA = ("model_name string, content_hash string, dim int, "
@@ -68,14 +74,16 @@ def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str) -> int:
 
 
 def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
-                    embed: EmbedSettings, ds: str) -> dict:
+                    embed: EmbedSettings, ds: str, image_roots: list | tuple = ()) -> dict:
     """Embed the catalog's new images and return the run's item vectors.
 
     Returns a dict with ``vectors`` (pandas: item_id, content_hash, embedding),
     ``quarantine`` (pandas: key, reason), ``duplicates`` (pandas: item_id,
     duplicate_of, hamming, cosine) and counts ``embedded_new``, ``reused``, ``items``.
     Inference runs in Spark; the run's vectors are then collected on the driver for the
-    quality policy and duplicate search (fine to a few hundred thousand items).
+    quality policy and duplicate search (fine to a few hundred thousand items). Images are
+    read only under ``image_root`` and ``image_roots`` (vrec.images.embed.locate_image);
+    verdicts in ``NOT_CACHED`` count for this run only.
     """
     from pyspark.sql import functions as F
 
@@ -87,8 +95,10 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     threads = max(1, (os.cpu_count() or 1) // parallelism)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch))
     items = catalog.select(C.ITEM_ID, C.IMAGE_URI).repartition(parallelism)
+    roots = [str(r) for r in image_roots]
+    max_bytes, max_pixels = embed.max_image_bytes, embed.max_image_pixels
     hashed = items.mapInPandas(
-        lambda it: hash_images(it, str(image_root)),
+        lambda it: hash_images(it, str(image_root), roots, max_bytes),
         "item_id string, path string, content_hash string, error string").localCheckpoint()
     cache = read_cache(spark, warehouse, version)
     wanted = hashed.where(F.col("content_hash").isNotNull()).dropDuplicates(["content_hash"])
@@ -102,11 +112,17 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
         n_parts = max(1, min(parallelism, n_new // max(1, batch_size) or 1))
         fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
                  .mapInPandas(make_embed_fn(backbone, batch_size, threads, weights_path,
-                                            allow_download),
+                                            allow_download, max_bytes, max_pixels),
                               CACHE_SCHEMA)
                  .toPandas())
-        append_to_cache(fresh, warehouse, ds)
+        passing = fresh["error"].isin(NOT_CACHED)
+        append_to_cache(fresh[~passing], warehouse, ds)
         cache = read_cache(spark, warehouse, version)
+        if passing.any():  # this run's verdict only: tried again next night
+            now = spark.createDataFrame(
+                [(r.model_name, r.content_hash, None, None, r.error, None, None, None, None)
+                 for r in fresh[passing].itertuples()], CACHE_SCHEMA)
+            cache = now if cache is None else cache.unionByName(now)
     if cache is None:  # nothing embeddable, ever (e.g. every image missing)
         cache = spark.createDataFrame([], CACHE_SCHEMA)
     joined = hashed.join(

@@ -11,7 +11,7 @@ def run(ctx) -> dict:
     spark, ds, e = ctx.spark, ctx.ds, ctx.settings.embed
     res = run_embed_items(spark, spark.read.parquet(str(ctx.input("catalog"))),
                           warehouse=ctx.warehouse, image_root=ctx.settings.paths.image_root,
-                          embed=e, ds=ds)
+                          image_roots=ctx.settings.paths.allowed_image_roots(), embed=e, ds=ds)
     W.write_table_folder(res["vectors"], ctx.output("item_vectors"))
     W.write_table_folder(res["duplicates"], ctx.output("image_duplicates"))
     nq = W.write_quarantine(ctx.warehouse, ds, "images", res["quarantine"])

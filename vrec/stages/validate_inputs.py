@@ -45,7 +45,8 @@ def run(ctx) -> dict:
     try:
         n_events = events.count()
         results = validate_all(ctx.warehouse, ds, {
-            "raw_catalog": (catalog_frame(catalog, paths.image_root), len(catalog)),
+            "raw_catalog": (catalog_frame(catalog, paths.image_root,
+                                          paths.allowed_image_roots()), len(catalog)),
             "raw_events": (events, n_events)}, {"event_types": list(C.EVENT_TYPES)})
     finally:  # a cached plan would serve stale rows to a rerun after the files changed
         events.unpersist()
