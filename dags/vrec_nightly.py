@@ -73,7 +73,7 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
     return SparkSubmitOperator(
         task_id=stage.name,
         application=str(JOBS / "stage.py"),
-        application_args=[stage.name, "--ds", DS, "--config", CONFIG],
+        application_args=[stage.name, "--ds", DS, "--config", CONFIG, "--run-id", "{{ run_id }}"],
         conn_id=SPARK_CONN_ID,
         name=f"vrec-{stage.name}",
         conf={"spark.pyspark.python": WORKER_PYTHON,
@@ -106,7 +106,7 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
 )
 def vrec_nightly():
     @task
-    def local_stage(stage: str, day: str, params: dict | None = None,
+    def local_stage(stage: str, day: str, run_id: str, params: dict | None = None,
                     env: dict | None = None) -> dict:
         """A local (non-Spark) stage for the run's day; publish takes the gate override
         and, with VREC_SALT_CONN_ID, the salt (the published quarantine and model are
@@ -116,7 +116,7 @@ def vrec_nightly():
 
         p = params or {}
         os.environ.update({k: v for k, v in (env or {}).items() if v})
-        out = run_stage(load_settings(CONFIG), stage, day, params={
+        out = run_stage(load_settings(CONFIG), stage, day, run_id=run_id, params={
             "override_gate": bool(p.get("override_quality_gate", False)),
             "override_reason": str(p.get("override_reason") or "")})
         if stage == "publish":
@@ -131,7 +131,7 @@ def vrec_nightly():
     salt = {"VREC_USER_SALT": "{{ conn." + SALT_CONN_ID + ".password }}"} if SALT_CONN_ID else {}
     tasks = [_spark_stage(s) if s.engine == "spark"
              else local_stage.override(task_id=s.name, doc_md=s.summary)(
-                 s.name, DS, env=salt if s.name == "publish" else None)
+                 s.name, DS, "{{ run_id }}", env=salt if s.name == "publish" else None)
              for s in STAGES]
     chain(wait, *tasks)
 

@@ -15,10 +15,12 @@ def test_defaults_load_without_file():
 def test_yaml_relative_paths_resolve_against_file(tmp_path):
     (tmp_path / "sub").mkdir()
     cfg = tmp_path / "sub" / "c.yaml"
-    cfg.write_text("paths:\n  raw_root: r\n  warehouse_root: /abs/wh\ncf:\n  factors: 8\n")
+    cfg.write_text("paths:\n  raw_root: r\n  warehouse_root: /abs/wh\n"
+                   "  image_roots: [photos, /abs/img]\ncf:\n  factors: 8\n")
     s = load_settings(cfg, environ={})
     assert s.paths.raw_root == (tmp_path / "sub" / "r").resolve()
     assert s.paths.warehouse_root == Path("/abs/wh")
+    assert s.paths.image_roots == [(tmp_path / "sub" / "photos").resolve(), Path("/abs/img")]
     assert s.cf.factors == 8
     assert s.cf.iterations == Settings().cf.iterations  # untouched keys keep defaults
 

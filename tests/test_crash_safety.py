@@ -178,3 +178,62 @@ def test_an_old_layout_is_refused_with_a_clear_message(tmp_path):
     W.write_table_folder(pd.DataFrame({"x": [1]}), f)
     with pytest.raises(W.PublishError, match="published by an older vrec"):
         W.publish(wh, D1, {"t": f})
+
+
+# ---------------------------------------------------------------- one run per ds at a time
+
+def test_a_second_run_of_a_day_fails_at_once_naming_the_holder_and_takes_over_when_free(
+        spark, tiny_raw, tmp_path):
+    """Run A's validate_inputs is stopped mid-stage (it holds the day's stage lock); a
+    stage of run B fails at once naming it. Once A is killed, B's first stage takes the
+    day over, and A's next stage is refused, naming B."""
+    from vrec.stages.layout import RunLayout, RunOwnershipError, owner
+    from vrec.stages.layout import run as run_stage
+
+    from .conftest import settings_for
+
+    ds = "2026-11-20"
+    s = settings_for(tiny_raw, tmp_path / "wh", tmp_path)
+    env = {**os.environ, "VREC_FAULT": "stage:validate_inputs=hang"}
+    a = subprocess.Popen([sys.executable, "-m", "vrec.cli", "run-stage", "validate_inputs",
+                          "--ds", ds, "--config", str(tmp_path / "vrec.yaml"),
+                          "--run-id", "run-A"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in a.stdout:  # wait until A is inside the stage
+            if "hanging at stage:validate_inputs" in line:
+                break
+        t0 = time.monotonic()
+        with pytest.raises(LockHeld, match=r"staging area of ds=2026-11-20 is held by stage "
+                                           r"validate_inputs of ds=2026-11-20 run run-A \(pid "):
+            run_stage("validate_inputs", s, ds, spark=spark, run_id="run-B")
+        assert time.monotonic() - t0 < 5  # at once, not after a wait
+    finally:
+        a.kill()
+        a.wait(timeout=30)
+    layout = RunLayout(s.paths.warehouse_root, ds)
+    assert owner(layout)["run_id"] == "run-A"
+    run_stage("validate_inputs", s, ds, spark=spark, run_id="run-B")  # takes the day over
+    assert owner(layout)["run_id"] == "run-B"
+    assert layout.record("validate_inputs")["run_id"] == "run-B"
+    with pytest.raises(RunOwnershipError, match="belongs to run run-B"):
+        run_stage("build_interactions", s, ds, spark=spark, run_id="run-A")
+
+
+def test_a_stage_needs_its_inputs_from_its_own_run(tmp_path):
+    """Publish of run B refuses validate_outputs' verdict from run A."""
+    from vrec.stages import get
+    from vrec.stages.layout import RunLayout, StageInputError, check_inputs
+
+    layout = RunLayout(tmp_path / "wh", "2026-11-20")
+    seq = iter(range(1, 100))
+    for name in ("validate_inputs", "build_interactions", "embed_items", "train_cf",
+                 "candidates", "build_recs", "evaluate", "validate_outputs"):
+        run = "run-A" if name == "validate_outputs" else "run-B"
+        W.write_stage_record(layout.warehouse, layout.ds, name, {
+            "stage": name, "status": "succeeded", "run_id": run,
+            "started_seq": next(seq), "finished_seq": next(seq)})
+    check_inputs(get("publish"), layout)  # the order alone is fine
+    with pytest.raises(StageInputError, match="needs validate_outputs from the same run, but "
+                                              "its record is from run run-A"):
+        check_inputs(get("publish"), layout, "run-B")
+    check_inputs(get("validate_outputs"), layout, "run-B")

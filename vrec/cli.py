@@ -80,7 +80,8 @@ def _cmd_query(a: argparse.Namespace) -> int:
 def _cmd_run_stage(a: argparse.Namespace) -> int:
     from vrec.runner import main
 
-    argv = [a.stage, "--ds", a.ds] + (["--config", a.config] if a.config else [])
+    argv = [a.stage, "--ds", a.ds] + (["--config", a.config] if a.config else []) + \
+        (["--run-id", a.run_id] if a.run_id else [])
     if a.override_quality_gate:
         argv += ["--override-quality-gate", "--override-reason", a.override_reason]
     return main(argv)
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--override-quality-gate", action="store_true",
                    help="publish only: publish even when the quality gate refuses (logged)")
     r.add_argument("--override-reason", default="", help="publish only: why")
+    r.add_argument("--run-id", default=None,
+                   help="the run this stage belongs to (default: the day's current run)")
     r.set_defaults(fn=_cmd_run_stage)
 
     d = sub.add_parser("demo", help="the end-to-end demo (what `make demo` runs)")

@@ -436,10 +436,11 @@ class Settings(_Section):
 
     def resolved(self, base: Path) -> Settings:
         """Return a copy whose relative paths are made absolute against ``base``."""
-        paths = {
-            name: (value if Path(value).is_absolute() else (base / value).resolve())
-            for name, value in self.paths.model_dump().items()
-        }
+        def absolute(value):
+            return value if Path(value).is_absolute() else (base / value).resolve()
+
+        paths = {name: [absolute(v) for v in value] if isinstance(value, list) else absolute(value)
+                 for name, value in self.paths.model_dump().items()}
         return self.model_copy(update={"paths": Paths(**paths)})
 
 

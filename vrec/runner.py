@@ -20,6 +20,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--override-quality-gate", action="store_true",
                    help="publish only: publish even when the quality gate refuses (logged)")
     p.add_argument("--override-reason", default="", help="publish only: why")
+    p.add_argument("--run-id", default=None,
+                   help="the run this stage belongs to (Airflow passes its run id; default: "
+                        "$VREC_RUN_ID, else the day's current run, else a new manual run)")
     args = p.parse_args(argv)
     try:
         check_ds(args.ds)
@@ -30,21 +33,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_stage(settings, stage: str, ds: str, *, params: dict | None = None) -> dict:
+def run_stage(settings, stage: str, ds: str, *, params: dict | None = None,
+              run_id: str | None = None) -> dict:
     """Run one stage in this process, with a Spark session for Spark stages."""
+    import os
     from pathlib import Path
 
-    from vrec.stages.layout import RunLayout, check_inputs, run
+    from vrec.stages.layout import RunLayout, check_inputs, default_run_id, run
 
     st = registry.get(stage)
-    check_inputs(st, RunLayout(Path(settings.paths.warehouse_root), ds))  # before Spark starts
+    layout = RunLayout(Path(settings.paths.warehouse_root), ds)
+    run_id = run_id or os.environ.get("VREC_RUN_ID") or default_run_id(layout)
+    if st.name != registry.NAMES[0]:
+        check_inputs(st, layout)  # before Spark starts (run() checks again, under the lock)
     if st.engine != "spark":
-        return run(stage, settings, ds, params=params)
+        return run(stage, settings, ds, params=params, run_id=run_id)
     from vrec.spark.session import build_session
 
     spark = build_session(settings, f"vrec-{stage}-{ds}")
     try:
-        return run(stage, settings, ds, spark=spark, params=params)
+        return run(stage, settings, ds, spark=spark, params=params, run_id=run_id)
     finally:
         spark.stop()
 
@@ -59,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from vrec.stages.layout import StageInputError
 
     try:
-        result = run_stage(load_settings(args.config), args.stage, args.ds, params=params)
+        result = run_stage(load_settings(args.config), args.stage, args.ds, params=params,
+                           run_id=args.run_id)
     except StageInputError as exc:  # out of order, or a stale input: the message says what to run
         print(f"[vrec] {args.ds} {args.stage} cannot run: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -8,10 +8,13 @@ stage set aside, with reasons); publish turns both into the ``run_stats`` and
 ``quarantine`` tables.
 
 :func:`run` is how every stage runs (``jobs/stage.py``, ``vrec run-stage``, the DAG's
-local tasks, the tests): it checks that each declared input comes from a stage that
-succeeded for this ds (and each required stage succeeded), clears the stage's declared
-outputs, records ``running``, calls ``run(ctx)`` and records ``succeeded`` (with the
-outputs actually written) or ``failed`` (with the error).
+local tasks, the tests): it takes the ds's stage lock (one stage of a ds at a time; a
+second fails at once naming the holder), checks that the run owns the ds's staging (the
+first stage takes it over; a later stage of another run is refused), checks that each
+declared input comes from a stage of the same run that succeeded for this ds (and each
+required stage succeeded), clears the stage's declared outputs, records ``running``,
+calls ``run(ctx)`` and records ``succeeded`` (with the outputs actually written) or
+``failed`` (with the error). Every record carries the run id.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from typing import Any
 
 from vrec import stages as registry
 from vrec.config import Settings
+from vrec.io import faults
 from vrec.io import warehouse as W
+from vrec.io.locks import hold, holder_note
 
 ARTIFACTS: dict[str, str] = {
     # build_interactions
@@ -55,11 +60,16 @@ ARTIFACTS: dict[str, str] = {
     "quarantine_table": "publish/quarantine",
     "published_model": "publish/model",    # the model as published (pseudonymised ids when on)
 }
-BOOKKEEPING = ("stats", "quarantine")
+BOOKKEEPING = ("stats", "quarantine", ".lock", "owner.json")
+STAGE_LOCK, OWNER = ".lock", "owner.json"
 
 
 class StageInputError(RuntimeError):
     """A stage's input is missing, or comes from a stage that has not succeeded."""
+
+
+class RunOwnershipError(StageInputError):
+    """The ds's staging belongs to another run."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class StageContext:
     spark: Any = None
     params: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    run_id: str | None = None
 
     @property
     def layout(self) -> RunLayout:
@@ -143,11 +154,12 @@ def needed(stage: registry.Stage) -> list[str]:
     return [s.name for s in registry.STAGES if s.name in names]
 
 
-def check_inputs(stage: registry.Stage, layout: RunLayout) -> None:
+def check_inputs(stage: registry.Stage, layout: RunLayout, run_id: str | None = None) -> None:
     """Raise :class:`StageInputError` unless every stage ``stage`` needs (transitively)
-    succeeded for this ds, each after the stages it needs: a stage re-run after one that
-    read its outputs makes that reader stale (e.g. build_recs re-run after
-    validate_outputs: publish refuses until validate_outputs runs again)."""
+    succeeded for this ds, each after the stages it needs, and (with ``run_id``) in the
+    same run: a stage re-run after one that read its outputs makes that reader stale
+    (e.g. build_recs re-run after validate_outputs: publish refuses until
+    validate_outputs runs again), and publish needs this run's validate_outputs."""
     records = W.stage_records(layout.warehouse, layout.ds)
     order = " -> ".join(registry.NAMES)
 
@@ -159,6 +171,10 @@ def check_inputs(stage: registry.Stage, layout: RunLayout) -> None:
                 f"{stage.name} for ds={layout.ds} needs {name} to have succeeded for that ds "
                 f"first (its record says {status or 'never ran'}); run the stages in order: "
                 f"{order}")
+        if run_id is not None and rec.get("run_id") not in (None, run_id):
+            raise StageInputError(
+                f"{stage.name} of run {run_id} for ds={layout.ds} needs {name} from the same "
+                f"run, but its record is from run {rec['run_id']}: run {name} again")
         if reader_started is not None and rec.get("finished_seq", 0) > reader_started:
             raise StageInputError(
                 f"{stage.name} for ds={layout.ds}: {reader} ran before the latest run of "
@@ -181,23 +197,72 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def owner(layout: RunLayout) -> dict:
+    """The run that owns the ds's staging ({} when none yet)."""
+    import json
+
+    p = layout.root / OWNER
+    try:
+        return json.loads(p.read_text()) if p.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def default_run_id(layout: RunLayout) -> str:
+    """The run a stage joins when none is named: the ds's current run, else a new manual one."""
+    return owner(layout).get("run_id") or \
+        "manual__" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+
+
+def claim(stage: registry.Stage, layout: RunLayout, run_id: str) -> None:
+    """Make ``run_id`` the owner of the ds's staging: the first stage takes it over from
+    any earlier run; a later stage of another run is refused (:class:`RunOwnershipError`)."""
+    current = owner(layout)
+    if current.get("run_id") == run_id:
+        return
+    if current and stage.name != registry.NAMES[0]:
+        raise RunOwnershipError(
+            f"the staging of ds={layout.ds} belongs to run {current['run_id']} (since "
+            f"{current.get('since')}); {stage.name} of run {run_id} cannot use it. Start "
+            f"this run from {registry.NAMES[0]} (that takes the day over) or continue run "
+            f"{current['run_id']} (vrec run-stage --run-id {current['run_id']})")
+    if current:
+        print(f"[vrec] {layout.ds}: run {run_id} takes the day over from run "
+              f"{current['run_id']}", flush=True)
+    W.write_json(layout.root / OWNER, {"run_id": run_id, "since": _now(), "by": stage.name})
+
+
 def run(stage_name: str, settings: Settings, ds: str, *, spark=None,
-        params: dict | None = None) -> dict:
-    """Run one stage for ``ds`` under the contract (module doc); returns its summary."""
+        params: dict | None = None, run_id: str | None = None) -> dict:
+    """Run one stage for ``ds`` under the contract (module doc) as part of run ``run_id``
+    (default: the ds's current run, else a new manual one); returns its summary."""
     stage = registry.get(stage_name)
     W.check_ds(ds)
     layout = RunLayout(Path(settings.paths.warehouse_root), ds)
-    check_inputs(stage, layout)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or default_run_id(layout)
+    note = holder_note(f"stage {stage.name} of ds={ds}", run_id=run_id)
+    with hold(layout.root / STAGE_LOCK, note, what=f"the staging area of ds={ds}"):
+        claim(stage, layout, run_id)
+        check_inputs(stage, layout, run_id)
+        faults.point(f"stage:{stage.name}")
+        return _run_locked(stage, settings, layout, spark, params, run_id)
+
+
+def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, spark,
+                params: dict | None, run_id: str) -> dict:
+    ds = layout.ds
     for artifact in stage.outputs:
         path = layout.path(artifact)
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    base = {"stage": stage.name, "engine": stage.engine, "started_at": _now(),
-            "started_seq": _next_seq(layout)}
+    base = {"stage": stage.name, "engine": stage.engine, "run_id": run_id,
+            "started_at": _now(), "started_seq": _next_seq(layout)}
     W.write_stage_record(layout.warehouse, ds, stage.name, {**base, "status": "running"})
-    ctx = StageContext(stage, settings, ds, spark=spark, params=dict(params or {}))
+    ctx = StageContext(stage, settings, ds, spark=spark, params=dict(params or {}),
+                       run_id=run_id)
     t0 = time.perf_counter()
     try:
         summary = stage.function()(ctx)

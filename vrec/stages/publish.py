@@ -65,7 +65,7 @@ def run(ctx) -> dict:
         staged[table] = ctx.output(source) if source in ctx.stage.outputs else ctx.input(source)
     model_meta = json.loads((ctx.input("model") / "model.json").read_text())
     # the model is published with the tables (models/ds=<ds>): analysts can reload it
-    m = W.publish(wh, ds, staged, model=ctx.output(MODEL_ARTIFACT), extra={
+    m = W.publish(wh, ds, staged, model=ctx.output(MODEL_ARTIFACT), run_id=ctx.run_id, extra={
         "model_version": model_meta["version"],
         "blend": json.loads(ctx.input("blend").read_text()),
         "data_docs": str(docs_index(wh)),
@@ -75,7 +75,7 @@ def run(ctx) -> dict:
         "stage_stats": json.loads(stats.drop(columns=["details"]).to_json(orient="records"))})
     removed = []
     if s.publish.retention_days:
-        removed = W.apply_retention(wh, ds, s.publish.retention_days)
+        removed = W.apply_retention(wh, ds, s.publish.retention_days, run_id=ctx.run_id)
         if removed:
             print(f"[vrec] retention {s.publish.retention_days} days: removed partitions "
                   f"{removed}", flush=True)
