@@ -14,6 +14,13 @@ the run report.
 GX Data Docs: `<warehouse>/reports/gx/data_docs/index.html`; run report:
 `<warehouse>/reports/runs/vrec_report_<ds>.html`.
 
+**Failures.** Each stage is retried (`orchestration.retries`, exponential back-off from
+`orchestration.retry_delay_minutes`) and failed after `orchestration.stage_timeout_minutes`
+(per stage: `orchestration.stage_timeouts`), so a hung task cannot block later nights.
+Every failed attempt is recorded in `<warehouse>/_failures/ds=<ds>/` (the run report lists
+failed nights) and, with `orchestration.failure_webhook_conn_id`, POSTed to that
+connection as JSON.
+
 Params (Trigger DAG w/ config): `override_quality_gate` (publish even when hybrid NDCG
 dropped more than `eval.gate_max_drop` below the last published run; logged and recorded)
 and `override_reason`.
@@ -45,13 +52,16 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, chain, dag, task
 
+from vrec.airflow.callbacks import on_failure
 from vrec.airflow.schedule import NightlyTimetable, run_ds
 from vrec.airflow.sensors import LandingSensor
+from vrec.config import load_settings
 from vrec.stages import STAGES, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
 CONFIG = os.environ.get("VREC_CONFIG", str(REPO / "vrec.yaml"))
+ORCH = load_settings(CONFIG).orchestration  # retries, time limits, failure webhook
 RUN_AT = os.environ.get("VREC_RUN_AT", "02:00")
 # Airflow runs no task for a logical date before start_date (the run "succeeds" empty), so
 # the default is early; with catchup off that schedules nothing extra.
@@ -72,6 +82,7 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
         env["VREC_USER_SALT"] = "{{ conn." + SALT_CONN_ID + ".password }}"
     return SparkSubmitOperator(
         task_id=stage.name,
+        execution_timeout=pendulum.duration(minutes=ORCH.timeout_minutes(stage.name)),
         application=str(JOBS / "stage.py"),
         application_args=[stage.name, "--ds", DS, "--config", CONFIG, "--run-id", "{{ run_id }}"],
         conn_id=SPARK_CONN_ID,
@@ -93,7 +104,11 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
     max_active_runs=1,
     tags=["vrec"],
     doc_md=__doc__,
-    default_args={"retries": 0},
+    default_args={"retries": ORCH.retries,
+                  "retry_delay": pendulum.duration(minutes=ORCH.retry_delay_minutes),
+                  "retry_exponential_backoff": True,
+                  "max_retry_delay": pendulum.duration(minutes=ORCH.max_retry_delay_minutes),
+                  "on_failure_callback": on_failure},
     user_defined_macros={"vrec_ds": run_ds},
     params={
         "override_quality_gate": Param(
@@ -106,7 +121,7 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
 )
 def vrec_nightly():
     @task
-    def local_stage(stage: str, day: str, run_id: str, params: dict | None = None,
+    def local_stage(stage: str, day: str, run: str, params: dict | None = None,
                     env: dict | None = None) -> dict:
         """A local (non-Spark) stage for the run's day; publish takes the gate override
         and, with VREC_SALT_CONN_ID, the salt (the published quarantine and model are
@@ -116,7 +131,7 @@ def vrec_nightly():
 
         p = params or {}
         os.environ.update({k: v for k, v in (env or {}).items() if v})
-        out = run_stage(load_settings(CONFIG), stage, day, run_id=run_id, params={
+        out = run_stage(load_settings(CONFIG), stage, day, run_id=run, params={
             "override_gate": bool(p.get("override_quality_gate", False)),
             "override_reason": str(p.get("override_reason") or "")})
         if stage == "publish":
@@ -125,12 +140,13 @@ def vrec_nightly():
                     "rows": {t: v["rows"] for t, v in out["tables"].items()}}
         return out
 
-    wait = LandingSensor(task_id="wait_for_events", ds=DS, config=CONFIG,
+    wait = LandingSensor(task_id="wait_for_events", ds=DS, config=CONFIG, retries=0,
                          doc_md="Waits (in the triggerer) for `raw/events/ds=<ds>/_SUCCESS`; "
                                 "timeout and interval: the config's `landing` section.")
     salt = {"VREC_USER_SALT": "{{ conn." + SALT_CONN_ID + ".password }}"} if SALT_CONN_ID else {}
     tasks = [_spark_stage(s) if s.engine == "spark"
-             else local_stage.override(task_id=s.name, doc_md=s.summary)(
+             else local_stage.override(task_id=s.name, doc_md=s.summary, execution_timeout=
+                                       pendulum.duration(minutes=ORCH.timeout_minutes(s.name)))(
                  s.name, DS, "{{ run_id }}", env=salt if s.name == "publish" else None)
              for s in STAGES]
     chain(wait, *tasks)

@@ -35,7 +35,21 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
         assert task.application_args[:3] == [name, "--ds", ds]
     for s in STAGES:
         if s.engine == "local":
-            assert list(dag.get_task(s.name).op_args) == [s.name, ds]
+            assert list(dag.get_task(s.name).op_args) == [s.name, ds, "{{ run_id }}"]
+        else:  # the run id travels with every stage (one run owns a day's staging)
+            assert dag.get_task(s.name).application_args[-2:] == ["--run-id", "{{ run_id }}"]
+    # failures: retries with back-off, a time limit per stage, the failure hook
+    from vrec.airflow.callbacks import on_failure
+    from vrec.config import OrchestrationSettings
+
+    orch = OrchestrationSettings()
+    for s in STAGES:
+        t = dag.get_task(s.name)
+        assert t.retries == orch.retries > 0 and t.retry_exponential_backoff
+        assert t.execution_timeout.total_seconds() == orch.timeout_minutes(s.name) * 60
+        assert on_failure in (t.on_failure_callback if isinstance(t.on_failure_callback, list)
+                              else [t.on_failure_callback])
+    assert dag.get_task("wait_for_events").retries == 0  # its timeout is its verdict
     # the operator's override of the quality gate is a DAG param, off by default
     assert dag.params["override_quality_gate"] is False
     assert dag.params["override_reason"] == ""

@@ -23,9 +23,35 @@ from .conftest import TINY
 pytestmark = pytest.mark.e2e
 
 
+class _Hook:
+    """A local HTTP endpoint standing in for the on-call webhook (a real server)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.posts = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append((self.path, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+
 @pytest.fixture(scope="module")
 def dag_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
+    hook = _Hook()
     raw, wh = tmp / "raw", tmp / "wh"
     generate_sample(raw, TINY)
     cfg = tmp / "vrec.yaml"
@@ -34,8 +60,10 @@ def dag_runs(tmp_path_factory):
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
                    "eval: {gate_min_users: 5}\n"
-                   "landing: {wait_timeout_minutes: 0.1, poke_seconds: 2}\n")
+                   "landing: {wait_timeout_minutes: 0.1, poke_seconds: 2}\n"
+                   "orchestration: {retries: 0, failure_webhook_conn_id: vrec_alerts}\n")
     env = airflow_env(tmp / "airflow", config=cfg, spark_master="local[2]")
+    env["AIRFLOW_CONN_VREC_ALERTS"] = f"http://127.0.0.1:{hook.port}/hooks/vrec"
     migrate(env)
     days = [(TINY.end_date - dt.timedelta(days=1)).isoformat(), TINY.end_date.isoformat()]
     # the second day is triggered with the operator's override param, as from the UI
@@ -44,8 +72,9 @@ def dag_runs(tmp_path_factory):
     # a day whose events never land: the sensor waits (6 s here), then fails naming the path
     missing = (TINY.end_date + dt.timedelta(days=1)).isoformat()
     rc_missing = dags_test(missing, env, log_path=tmp / f"{missing}.log")
+    hook.server.shutdown()
     return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp, "cfg": cfg, "env": env,
-            "missing": missing, "rc_missing": rc_missing}
+            "missing": missing, "rc_missing": rc_missing, "posts": hook.posts}
 
 
 def test_dag_runs_succeed(dag_runs):
@@ -64,6 +93,24 @@ def test_a_day_that_never_lands_fails_waiting_and_publishes_nothing(dag_runs):
     assert "jobs/validate_inputs.py" not in log          # no stage was submitted
     assert missing not in W.published_ds(dag_runs["wh"])
     assert W.latest_ds(dag_runs["wh"]) == dag_runs["days"][-1]
+
+
+def test_a_failed_night_is_recorded_sent_to_the_webhook_and_shown_in_the_report(dag_runs):
+    import json
+
+    from vrec.config import load_settings
+    from vrec.io.report import render_report
+
+    missing, wh = dag_runs["missing"], dag_runs["wh"]
+    failures = W.read_failures(wh)
+    assert [(f["ds"], f["stage"]) for f in failures] == [(missing, "wait_for_events")]
+    assert f"events/ds={missing}/_SUCCESS" in failures[0]["error"]
+    assert failures[0]["run_id"] and failures[0]["try"] == 1
+    assert [(path, json.loads(body)["ds"]) for path, body in dag_runs["posts"]] == [
+        ("/hooks/vrec", missing)]
+    html = render_report(load_settings(dag_runs["cfg"]), dag_runs["days"][-1])
+    section = html.split("Failed nights")[1]
+    assert f"<td>{missing}</td><td>wait_for_events</td>" in section
 
 
 def test_published_recs_hold_the_contract(dag_runs):

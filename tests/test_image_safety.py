@@ -114,11 +114,13 @@ def test_embedding_uses_the_bytes_that_were_hashed(tmp_path):
     p.write_bytes(_jpeg())
     key = content_hash(p.read_bytes())
     p.write_bytes(_jpeg((0, 0, 255)))
+    gone = tmp_path / "gone.jpg"  # hashed, then deleted: a read error, not "missing" forever
     bb = load_backbone(EmbedSettings().backbone, allow_download=False)
-    res = embed_paths([str(p), str(p)], bb, batch_size=2,
-                      hashes=[key, content_hash(p.read_bytes())])
-    assert res["error"].tolist() == ["image_changed", None]
+    res = embed_paths([str(p), str(p), str(gone)], bb, batch_size=2,
+                      hashes=[key, content_hash(p.read_bytes()), "0" * 64])
+    assert res["error"].tolist() == ["image_changed", None, "image_read_error"]
     assert res["embedding"].iloc[0] is None and res["embedding"].iloc[1] is not None
+    assert set(res["error"].dropna()) <= NOT_CACHED
 
 
 def test_a_run_over_hostile_images_quarantines_them_and_keeps_no_verdict_a_cap_made(

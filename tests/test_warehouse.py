@@ -89,8 +89,13 @@ def test_retention_removes_old_partitions_and_keeps_the_rest_readable(tmp_path):
         W.publish(wh, d, {"t": folder}, model=tmp_path / "model" / d)
         (wh / "reports" / "runs").mkdir(parents=True, exist_ok=True)
         (wh / "reports" / "runs" / f"vrec_report_{d}.html").write_text("<html></html>")
+    for d in ("2026-01-05", "2026-01-24"):  # staging of runs that never published
+        (W.run_dir(wh, d) / "stats").mkdir(parents=True)
+    (wh / "_failures" / "ds=2026-01-05").mkdir(parents=True)
     removed = W.apply_retention(wh, "2026-01-25", 10)
     assert removed == ["2026-01-01", "2026-01-10"]
+    assert not W.run_dir(wh, "2026-01-05").exists() and W.run_dir(wh, "2026-01-24").exists()
+    assert not (wh / "_failures" / "ds=2026-01-05").exists()
     assert W.published_ds(wh) == ["2026-01-20", "2026-01-25"]
     assert not (wh / "t" / "ds=2026-01-01").is_symlink() and not list((wh / "_versions").glob("ds=2026-01-0*"))
     assert not (wh / "models" / "ds=2026-01-10").is_symlink()

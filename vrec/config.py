@@ -354,6 +354,29 @@ class PublishSettings(_Section):
     """Publish removes partitions older than this many days before the published ds (null: keep all)."""
 
 
+class OrchestrationSettings(_Section):
+    """How Airflow runs the stages (read when the DAG file is parsed; docs/operations.md
+    "Failures"): retries with exponential back-off, a time limit per stage, and where
+    failures are reported."""
+
+    retries: int = Field(2, ge=0)
+    """Retries of a failed stage (every stage is idempotent: it clears its outputs first)."""
+    retry_delay_minutes: float = Field(5.0, gt=0)
+    """The first retry's delay; each next one doubles it (exponential back-off)."""
+    max_retry_delay_minutes: float = Field(60.0, gt=0)
+    """The longest delay between retries."""
+    stage_timeout_minutes: float = Field(180.0, gt=0)
+    """A stage running longer than this is failed (and retried): a hung task cannot block later nights."""
+    stage_timeouts: dict[str, float] = Field(default_factory=dict)
+    """Per-stage time limits in minutes, e.g. {embed_items: 360}."""
+    failure_webhook_conn_id: str | None = None
+    """An Airflow connection (http[s]://host:port/path) that receives each failure as a JSON POST (null: none)."""
+
+    def timeout_minutes(self, stage: str) -> float:
+        """The time limit of one stage."""
+        return float(self.stage_timeouts.get(stage, self.stage_timeout_minutes))
+
+
 class EvalSettings(_Section):
     """Offline evaluation on a holdout, the quality gate before publish and the run
     report (docs/evaluation.md).
@@ -432,6 +455,7 @@ class Settings(_Section):
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()
     publish: PublishSettings = PublishSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
     eval: EvalSettings = EvalSettings()
 
     def resolved(self, base: Path) -> Settings:

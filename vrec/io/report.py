@@ -196,6 +196,23 @@ def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _failures_section(wh: Path, ds: str) -> str:
+    """Failed task attempts of the 30 days up to now (vrec.airflow.callbacks)."""
+    import datetime as dt
+
+    since = (dt.date.fromisoformat(ds) - dt.timedelta(days=30)).isoformat()
+    failures = W.read_failures(wh, since)
+    if not failures:
+        return "<h2>Failed nights</h2><p>No failed task in the last 30 days.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(f.get('ds'))}</td><td>{_e(f.get('stage'))}</td>"
+        f"<td class=n>{_e(f.get('try'))}</td><td>{_e(f.get('at'))}</td>"
+        f"<td>{_e(str(f.get('error', '')).splitlines()[0][:300] if f.get('error') else '')}</td></tr>"
+        for f in failures[-50:])
+    return ("<h2>Failed nights</h2><table><tr><th>ds</th><th>task</th><th>try</th><th>at</th>"
+            "<th>error</th></tr>" + rows + "</table>")
+
+
 def _gate_section(stats: dict[str, dict]) -> str:
     g = stats.get("quality_gate")
     if not g:
@@ -371,6 +388,7 @@ def render_report(settings: Settings, ds: str) -> str:
             f"<p>Status: {status}. Model: <code>{_e(model)}</code>. Warehouse: "
             f"<code>{_e(wh)}</code>.</p>",
             _pipeline_section(stats, W.staged_quarantine(wh, ds)),
+            _failures_section(wh, ds),
             _gate_section(stats),
             _metrics_section(metrics, (stats.get("evaluate") or {}).get("evaluation") or {},
                              trend, settings.eval.gate_k),

@@ -377,12 +377,33 @@ def apply_retention(warehouse: str | Path, ds: str, days: int, run_id: str | Non
         for run in sorted((wh / "_runs").glob("*")) if (wh / "_runs").is_dir() else []:
             if run.name < cutoff and run.name != latest:
                 shutil.rmtree(run, ignore_errors=True)
+        for folder in (wh / "_failures").glob("ds=*"):
+            if folder.name[3:] < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
         for report in (wh / "reports" / "runs").glob("vrec_report_*.html"):
             d = report.stem.rsplit("_", 1)[-1]
             if d < cutoff and d != latest:
                 report.unlink(missing_ok=True)
         collect_garbage(wh)
     return removed
+
+
+def write_failure(warehouse: str | Path, ds: str, record: dict) -> Path:
+    """Keep one failed task attempt (stage, ds, run, try, error, when) under
+    ``_failures/ds=<ds>/``; the run report lists them."""
+    name = f"{record.get('stage', 'task')}-{record.get('try', 0)}-{uuid.uuid4().hex[:6]}.json"
+    path = Path(warehouse) / "_failures" / f"ds={check_ds(ds)}" / name
+    write_json(path, record)
+    return path
+
+
+def read_failures(warehouse: str | Path, since: str | None = None) -> list[dict]:
+    """Failure records of every ds (on or after ``since``), oldest first."""
+    out = []
+    for folder in sorted((Path(warehouse) / "_failures").glob("ds=*")):
+        if since is None or folder.name[3:] >= since:
+            out += [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return sorted(out, key=lambda r: (r.get("ds", ""), r.get("at", "")))
 
 
 def latest_ds(warehouse: str | Path) -> str | None:
