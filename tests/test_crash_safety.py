@@ -170,14 +170,23 @@ def test_a_held_lock_names_its_holder_and_a_dead_holders_lock_is_taken_at_once(t
         p.kill()
 
 
-def test_an_old_layout_is_refused_with_a_clear_message(tmp_path):
+def test_a_warehouse_of_the_older_layout_is_migrated_on_the_next_publish(tmp_path):
+    """Per-table version links and _manifests/ds=*.json (what earlier vrec wrote) become
+    committed versions; the data, the model and the manifest stay readable."""
     wh = tmp_path / "wh"
-    (wh / "_manifests").mkdir(parents=True)
-    (wh / "_manifests" / f"ds={D1}.json").write_text("{}")
-    f = tmp_path / "s"
-    W.write_table_folder(pd.DataFrame({"x": [1]}), f)
-    with pytest.raises(W.PublishError, match="published by an older vrec"):
-        W.publish(wh, D1, {"t": f})
+    for t in TABLES:
+        v = wh / "_versions" / t / f"ds={D1}" / "v1"
+        W.write_table_folder(pd.DataFrame({"tag": ["old"] * 3, "table": t}), v)
+        (wh / t).mkdir(parents=True)
+        os.symlink(os.path.relpath(v, wh / t), wh / t / f"ds={D1}")
+    (wh / "models" / f"ds={D1}").mkdir(parents=True)
+    (wh / "models" / f"ds={D1}" / "model.json").write_text('{"tag": "old"}')
+    W.write_json(wh / "_manifests" / f"ds={D1}.json", {
+        "ds": D1, "version": "v1", "tables": {t: {"rows": 3} for t in TABLES}})
+    assert _publish(wh, D2, "new", 2) == 0
+    assert _state(wh) == {D1: "old", D2: "new"} and _leftovers(wh) == []
+    assert not list((wh / "_manifests").glob("ds=*.json"))
+    assert not (wh / "_versions" / TABLES[0]).exists()
 
 
 # ---------------------------------------------------------------- one run per ds at a time

@@ -197,11 +197,51 @@ def publish_lock(warehouse: str | Path, what: str, **note):
                 wait_seconds=PUBLISH_LOCK_WAIT_SECONDS, what=f"the publish lock of {wh}")
 
 
+def migrate_layout(wh: Path) -> list[str]:
+    """Move partitions published by an older vrec (per-table ``_versions/<table>/ds=/v``
+    links and ``_manifests/ds=<ds>.json``) into the one-commit layout; call under the
+    publish lock. Each ds gets its committed version folder, then its commit point, then
+    its old manifest goes: a migration killed midway is finished by the next call.
+    Returns the migrated ds values."""
+    done = []
+    for old in sorted((wh / "_manifests").glob("ds=*.json")):
+        ds = old.stem[3:]
+        m = json.loads(old.read_text())
+        if not _pointer(wh, ds).is_symlink():
+            vdir = wh / "_versions" / f"ds={ds}" / m["version"]
+            tmp = vdir.with_name(f".{vdir.name}.migrating")
+            shutil.rmtree(tmp, ignore_errors=True)
+            for table in m.get("tables", {}):
+                link = wh / table / f"ds={ds}"
+                if link.is_dir():
+                    shutil.copytree(link, tmp / table)
+            models = wh / "models" / f"ds={ds}"
+            if models.is_dir():
+                shutil.copytree(models, tmp / MODEL)
+            write_json(tmp / "_manifest.json", m)
+            shutil.rmtree(vdir, ignore_errors=True)
+            os.replace(tmp, vdir)
+            for table in m.get("tables", {}):
+                _link(wh / table / f"ds={ds}", f"../_current/ds={ds}/{table}")
+            if (vdir / MODEL).is_dir():
+                if models.is_dir() and not models.is_symlink():
+                    shutil.rmtree(models)
+                _link(models, f"../_current/ds={ds}/{MODEL}")
+            _link(_pointer(wh, ds), f"../_versions/ds={ds}/{m['version']}")
+        old.unlink()
+        done.append(ds)
+    for folder in (wh / "_versions").glob("*") if (wh / "_versions").is_dir() else []:
+        if not folder.name.startswith(("ds=", ".")):  # an old per-table version tree
+            shutil.rmtree(folder, ignore_errors=True)
+    return done
+
+
 def _check_layout(wh: Path) -> None:
-    if any((wh / "_manifests").glob("ds=*.json")):
-        raise PublishError(
-            f"{wh} holds partitions published by an older vrec (per-table versions and "
-            "_manifests/ds=*.json); move it aside and publish the days again")
+    """Bring a warehouse of an older vrec to the current layout (logged)."""
+    migrated = migrate_layout(wh)
+    if migrated:
+        print(f"[vrec] {wh}: {len(migrated)} partitions moved to the one-commit layout "
+              f"({migrated[0]} .. {migrated[-1]})", flush=True)
 
 
 def _link(link: Path, target: str) -> None:
@@ -362,6 +402,7 @@ def apply_retention(warehouse: str | Path, ds: str, days: int, run_id: str | Non
     cutoff = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
     removed = []
     with publish_lock(wh, f"retention as of ds={ds}", run_id=run_id):
+        _check_layout(wh)
         pub = published_ds(wh)
         latest = pub[-1] if pub else None
         for old in pub:
