@@ -222,4 +222,5 @@ def test_clearing_a_task_reruns_it_for_the_same_day(scheduled):
     ti = _wait("the cleared report task to run again", rerun, time.time() + 300,
                scheduled["log"], every=3)
     assert ti["state"] == "success"
-    assert ti["rendered_fields"]["op_args"] == ["report", expected]
+    # the same day, as part of the same run (the run owns its day's staging)
+    assert ti["rendered_fields"]["op_args"] == ["report", expected, run_id]
