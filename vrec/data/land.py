@@ -131,12 +131,14 @@ def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: d
         raise ValueError(f"unknown source {source!r}: events or catalog")
     weights = weights or EventWeights()
     day_end = pd.Timestamp(ds + dt.timedelta(days=1), tz="UTC")
+    day_start = pd.Timestamp(ds, tz="UTC")
+
+    def check(fields: dict) -> dict:
+        return check_event(fields, weights, not_after=day_end) if source == "events" \
+            else check_item(fields, day_start)
+
     rejects, rows = Rejects(), []
     for f in (Path(f).resolve() for f in files):
-        if source == "events":
-            check = lambda fields: check_event(fields, weights, not_after=day_end)  # noqa: E731
-        else:
-            check = lambda fields: check_item(fields, pd.Timestamp(ds, tz="UTC"))  # noqa: E731
         got = checked_rows(records(f, source, rejects, fmt=fmt, fallback=fallback), check, f,
                            rejects)
         log.info("%s: %d rows pass, %d rejected so far", f, len(got), len(rejects.rows))

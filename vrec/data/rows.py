@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,7 @@ class Rejects:
 
     def counts(self) -> dict[str, int]:
         """Rejects by reason."""
-        counts = pd.Series([r["reason"] for r in self.rows], dtype=str).value_counts()
-        return {str(k): int(v) for k, v in counts.items()}
+        return dict(Counter(r["reason"] for r in self.rows).most_common())
 
 
 @dataclass
@@ -246,17 +246,11 @@ def parse_ts(v: object, what: str = "ts") -> pd.Timestamp:
     if v is None or (isinstance(v, str) and not v.strip()):
         raise BadValue(f"null_{what}", f"{what} is empty")
     text = v.strip() if isinstance(v, str) else v
-    try:
-        seconds = parse_float(text, what) if not isinstance(text, str) or \
-            re.fullmatch(r"[+-]?\d+(\.\d*)?", text) else None
-    except BadValue:
-        seconds = None
-    if seconds is not None:
+    if not isinstance(text, str) or re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
+        seconds = parse_float(text, what)  # a number: epoch seconds (else bad_<what>)
         if not 0 <= seconds <= _EPOCH_MAX:
             raise BadValue(f"bad_{what}", f"{what} {v!r} is out of range for epoch seconds")
         return pd.Timestamp(int(round(seconds * 1e6)), unit="us", tz="UTC")
-    if not isinstance(text, str):
-        raise BadValue(f"bad_{what}", f"{what} {v!r} is not a time")
     try:
         t = dt.datetime.fromisoformat(text)
     except ValueError:

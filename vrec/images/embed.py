@@ -12,6 +12,7 @@ model is loaded once per worker process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -46,6 +47,14 @@ def _inside(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+@functools.lru_cache(maxsize=64)
+def _root_forms(image_root: str, roots: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The allowed roots written out (``..`` folded) and resolved, once per root set."""
+    allowed = [image_root, *roots]
+    return ([os.path.normpath(os.path.abspath(r)) for r in allowed],
+            [os.path.realpath(r) for r in allowed])
+
+
 def locate_image(uri: str | None, image_root: str | Path,
                  roots: Sequence[str | Path] = ()) -> Path | None:
     """The path an image_uri names (None without one), if it lies under ``image_root`` or
@@ -55,9 +64,7 @@ def locate_image(uri: str | None, image_root: str | Path,
     p = resolve_image_path(uri, image_root)
     if p is None:
         return None
-    allowed = [Path(image_root), *map(Path, roots)]
-    lexical = [os.path.normpath(os.path.abspath(r)) for r in allowed]
-    real = [os.path.realpath(r) for r in allowed]
+    lexical, real = _root_forms(str(image_root), tuple(map(str, roots)))
     if _inside(os.path.normpath(os.path.abspath(p)), lexical) or \
             _inside(os.path.realpath(p), real):
         return p

@@ -268,7 +268,8 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
 
     ``events_quarantine`` and ``catalog_quarantine`` are pandas frames (key, reason,
     landed_ds, detail) of every row dropped from the run's input, the adapters' rejects
-    included; ``reconciliation`` is :func:`reconcile` per source."""
+    included; ``reconciliation`` is :func:`reconcile` per source; ``events_landed_today``
+    counts the rows landed in ds's own partition."""
     import pandas as pd
     from pyspark.sql import functions as F
 
@@ -289,13 +290,16 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
                       ignore_index=True)
     n_used = good.count()
     n_cat = catalog.count()
+    # rows landed in all partitions read, and in ds's own, in one pass over the raw files
+    landed = {r["today"]: r["count"] for r in
+              events.groupBy((F.col("landed_ds") == ds).alias("today")).count().collect()}
     recon = {
-        "events": reconcile(events.count(), len(ev_rej), n_used, len(ev_q)),
+        "events": reconcile(sum(landed.values()), len(ev_rej), n_used, len(ev_q)),
         "catalog": reconcile(raw_catalog.count(), len(cat_rej), n_cat, len(cat_q)),
     }
     return {"catalog": catalog, "events": good, "interactions": inter,
             "events_quarantine": ev_q, "catalog_quarantine": cat_q, "reconciliation": recon,
-            "events_used": n_used, "events_today": events.where(F.col("landed_ds") == ds)}
+            "events_used": n_used, "events_landed_today": int(landed.get(True, 0))}
 
 
 def _rejects_frame(rejects):

@@ -30,7 +30,7 @@ def run(ctx) -> dict:
     n_users = inter.select(C.USER_ID).distinct().count()
     ctx.record(recon["events"]["landed"], n_pairs, nq, users=n_users,
                events_used=int(out["events_used"]),
-               events_landed_today=int(out["events_today"].count()),
+               events_landed_today=out["events_landed_today"],
                reasons={str(k): int(v) for k, v in qe["reason"].value_counts().items()},
                catalog_reasons={str(k): int(v) for k, v in qc["reason"].value_counts().items()},
                reconciliation=recon)
