@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vrec-installed
 
-.PHONY: venv browser demo test test-real airflow lock lint clean-demo bench
+.PHONY: venv browser postgres demo test test-real test-cluster airflow lock lint clean-demo bench bench-scale
 
 # Create or reuse .venv; reinstall only when pyproject.toml or constraints.txt changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -30,6 +30,15 @@ browser:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
 	    --no-install-recommends chromium fonts-dejavu-core; }
 
+# PostgreSQL (Debian's package) for the cluster test's Airflow metadata database.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "[make] installing Debian's postgresql (Airflow's metadata database in make test-cluster)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "[make] postgresql is missing and apt-get needs root or sudo"; exit 1; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    --no-install-recommends postgresql; }
+
 # pytest exit code 5 ("no tests collected") is a failure, not a pass.
 test: venv browser
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
@@ -39,6 +48,12 @@ test: venv browser
 test-real: venv
 	@$(VENV)/bin/pytest -m realdata $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "[make] real-data suite collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The nightly DAG on Postgres + Airflow's four services + a Spark standalone master and worker,
+# all started here and stopped after (about 25 min on 2 cores); not part of make test.
+test-cluster: venv postgres
+	@$(VENV)/bin/pytest -m cluster $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "[make] the cluster test collected no tests: failing"; exit 1; fi; exit $$rc
 
 # airflow standalone (scheduler + API server + UI) on the demo's home and DAGs.
 airflow: venv
@@ -62,3 +77,9 @@ bench: venv
 	$(PY) benchmarks/bench_embed.py --dataset movielens --n $(BENCH_N)
 	$(PY) benchmarks/bench_embed.py --dataset fashion --n $(BENCH_N)
 	for s in $(BENCH_CF); do $(PY) benchmarks/bench_cf.py --scenario $$s || exit 1; done
+
+# The whole nightly DAG through Airflow at 1M and 10M events (about 2 h on 2 cores, most of
+# it the first night's 50k-picture embedding): benchmarks/results/e2e_10m.json.
+BENCH_SCALES ?= 1m 10m
+bench-scale: venv
+	$(PY) benchmarks/bench_scale.py $(foreach s,$(BENCH_SCALES),--scale $(s))

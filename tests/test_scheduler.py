@@ -15,32 +15,27 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pendulum
 import psutil
 import pytest
 
+from vrec.airflow.cluster import free_port
 from vrec.airflow.env import airflow_bin, airflow_env, migrate
 from vrec.data.sample import generate_sample
 from vrec.io import warehouse as W
 from vrec.io.landing import MARKER
 
+from .airflow_api import Api
+from .airflow_api import wait as _wait
 from .conftest import TINY
 from .test_e2e import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 DAG = "vrec_nightly"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen, home: Path) -> None:
@@ -56,48 +51,6 @@ def _stop(proc: subprocess.Popen, home: Path) -> None:
                 p.kill()
         except (psutil.Error, OSError):
             continue
-
-
-class Api:
-    """The Airflow REST API with a token from the simple auth manager's admin password."""
-
-    def __init__(self, base: str, home: Path) -> None:
-        self.base, self.home, self.headers = base, home, {}
-
-    def login(self, deadline: float) -> None:
-        pw_file = self.home / "simple_auth_manager_passwords.json.generated"
-        while time.time() < deadline:
-            try:
-                pw = json.loads(pw_file.read_text())["admin"]
-                r = httpx.post(f"{self.base}/auth/token", json={"username": "admin", "password": pw},
-                               timeout=10)
-                if r.status_code in (200, 201):
-                    self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
-                    return
-            except (OSError, ValueError, KeyError, httpx.HTTPError):
-                pass
-            time.sleep(2)
-        raise TimeoutError("the API server never answered /auth/token")
-
-    def get(self, path: str, **params) -> dict:
-        r = httpx.get(f"{self.base}/api/v2{path}", params=params, headers=self.headers, timeout=30)
-        r.raise_for_status()
-        return r.json()
-
-    def post(self, path: str, body: dict) -> dict:
-        r = httpx.post(f"{self.base}/api/v2{path}", json=body, headers=self.headers, timeout=60)
-        assert r.status_code < 300, (path, r.status_code, r.text)
-        return r.json()
-
-
-def _wait(what: str, check, deadline: float, log: Path, every: float = 5):
-    while time.time() < deadline:
-        out = check()
-        if out:
-            return out
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; standalone log tail:\n"
-                         + log.read_text()[-4000:])
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +73,7 @@ def scheduled(tmp_path_factory):
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
                    "eval: {gate_min_users: 5}\nlanding: {poke_seconds: 5, quiet_minutes: null}\n")
-    port = _free_port()
+    port = free_port()
     home = tmp / "airflow"
     env = airflow_env(home, config=cfg, spark_master="local[2]", port=port)
     env.update({"VREC_RUN_AT": run_time.strftime("%H:%M"), "VREC_START_DATE": expected,
@@ -132,7 +85,8 @@ def scheduled(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen([airflow_bin(), "standalone"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    api = Api(f"http://localhost:{port}", home)
+    pw_file = home / "simple_auth_manager_passwords.json.generated"
+    api = Api(f"http://localhost:{port}", lambda: json.loads(pw_file.read_text())["admin"])
     try:
         api.login(time.time() + 240)
 

@@ -1,0 +1,214 @@
+"""The whole nightly DAG at scale, through Airflow on local Spark (``make bench-scale``).
+
+For each scale (``1m``: 20k users x 5k items x 1M events; ``10m``: 200k x 50k x 10M, both
+over 30 days, pictures for every item: the fashion-small photos first, drawn pictures for
+the rest) it generates the raw zone once (kept under ``benchmarks/.cache/scale-<name>/``),
+then runs ``airflow dags test vrec_nightly`` for two nights on a fresh warehouse:
+
+* night 1, the day before the last: every picture is new (a cold image cache);
+* night 2, the last day: the cache is warm and 1% of the catalog is new that day.
+
+It records per stage the seconds inside the stage (run_stats), the task's wall time (the
+spark-submit process tree's life) and the peak RSS of that process tree (sampled every
+0.5 s with psutil, the JVM and its Python workers included), the peak RSS of all
+processes together, and the rows of every published table. Results go to
+``benchmarks/results/e2e_10m.json`` (one entry per scale; the other entries are kept) and
+a Markdown table is printed for ``benchmarks/README.md``.
+
+    python benchmarks/bench_scale.py --scale 1m --scale 10m
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from vrec.airflow.env import airflow_env, dags_test, migrate  # noqa: E402
+from vrec.data.scale import ScaleSpec, generate_scale  # noqa: E402
+from vrec.io import warehouse as W  # noqa: E402
+from vrec.stages import STAGES  # noqa: E402
+
+SCALES = {
+    "1m": ScaleSpec(n_users=20_000, n_items=5_000, n_events=1_000_000),
+    "10m": ScaleSpec(),
+}
+PHOTOS = REPO.parent / "shared" / "datasets" / "fashion-small"
+RESULTS = HERE / "results" / "e2e_10m.json"
+GB = 1024 ** 3
+
+
+class TreeSampler(threading.Thread):
+    """Peak RSS of this process's descendants, per stage (the process tree under the
+    ``jobs/stage.py <stage>`` spark-submit) and all together, every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.every, self.stop_flag = every, threading.Event()
+        self.peak_total = 0
+        self.stages: dict[str, dict] = {}
+        self._stage_of: dict[tuple[int, float], str | None] = {}
+
+    def _stage(self, p: psutil.Process) -> str | None:
+        key = (p.pid, p.create_time())
+        if key not in self._stage_of:
+            stage = None
+            for q in [p, *p.parents()]:
+                cmd = q.cmdline()
+                if any(c.endswith("jobs/stage.py") for c in cmd):
+                    stage = cmd[[c.endswith("jobs/stage.py") for c in cmd].index(True) + 1]
+                    break
+            self._stage_of[key] = stage
+        return self._stage_of[key]
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.stop_flag.is_set():
+            total, per = 0, {}
+            now = time.time()
+            for p in me.children(recursive=True):
+                try:
+                    rss = p.memory_info().rss
+                    stage = self._stage(p) or "airflow"
+                except psutil.Error:
+                    continue
+                total += rss
+                per[stage] = per.get(stage, 0) + rss
+            self.peak_total = max(self.peak_total, total)
+            for stage, rss in per.items():
+                s = self.stages.setdefault(stage, {"peak_rss": 0, "first": now, "last": now})
+                s["peak_rss"], s["last"] = max(s["peak_rss"], rss), now
+            self.stop_flag.wait(self.every)
+
+
+def write_config(root: Path, raw: Path, warehouse: Path) -> Path:
+    """The run's settings: the shipped defaults, with this run's paths."""
+    cfg = root / "vrec.yaml"
+    cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {warehouse}}}\n"
+                   "spark: {master: 'local[*]'}\n")
+    return cfg
+
+
+def run_night(ds: str, env: dict, warehouse: Path, log: Path) -> dict:
+    """One night through Airflow, with its per-stage seconds, wall time and peak RSS."""
+    sampler = TreeSampler()
+    sampler.start()
+    t0 = time.time()
+    rc = dags_test(ds, env, log_path=log, on_line=lambda line: (
+        print("   " + line[line.index("[vrec]"):][:160], flush=True) if "[vrec]" in line else None))
+    wall = time.time() - t0
+    sampler.stop_flag.set()
+    sampler.join()
+    if rc != 0:
+        raise SystemExit(f"the night for {ds} failed (rc {rc}); log: {log}")
+    stats = W.read_table(warehouse, "run_stats", ds).set_index("stage")
+    stages = {}
+    for s in STAGES:
+        seen = sampler.stages.get(s.name, {})
+        row = stats.loc[s.name] if s.name in stats.index else None
+        stages[s.name] = {
+            "seconds": None if row is None else round(float(row["seconds"]), 1),
+            "task_wall_s": round(seen["last"] - seen["first"], 1) if seen else None,
+            "peak_rss_gb": round(seen["peak_rss"] / GB, 2) if seen else None,
+            "rows_in": None if row is None else int(row["rows_in"]),
+            "rows_out": None if row is None else int(row["rows_out"]),
+        }
+    manifest = W.manifest(warehouse, ds)
+    return {"ds": ds, "wall_s": round(wall, 1), "peak_rss_all_gb": round(sampler.peak_total / GB, 2),
+            "airflow_peak_rss_gb": round(sampler.stages.get("airflow", {}).get("peak_rss", 0) / GB, 2),
+            "stages": stages,
+            "rows": {t: v["rows"] for t, v in manifest.get("tables", {}).items()},
+            "version": manifest.get("version")}
+
+
+def run_scale(name: str, *, keep_warehouse: bool = False) -> dict:
+    spec = SCALES[name]
+    root = HERE / ".cache" / f"scale-{name}"
+    raw, warehouse = root / "raw", root / "warehouse"
+    stamp = raw / "_generated.json"
+    if not stamp.exists():
+        print(f"[bench-scale] {name}: generating {spec.n_events:,} events, {spec.n_users:,} users, "
+              f"{spec.n_items:,} items with pictures under {raw}", flush=True)
+        shutil.rmtree(raw, ignore_errors=True)
+        gen = generate_scale(raw, spec, photos=PHOTOS if PHOTOS.is_dir() else None)
+        stamp.write_text(json.dumps(gen))
+    gen = json.loads(stamp.read_text())
+    if not keep_warehouse:
+        shutil.rmtree(warehouse, ignore_errors=True)
+        shutil.rmtree(root / "airflow", ignore_errors=True)
+    env = airflow_env(root / "airflow", config=write_config(root, raw, warehouse),
+                      spark_master="local[*]")
+    migrate(env)
+    last = spec.end_date
+    nights = []
+    for label, day in (("cold image cache", last - dt.timedelta(days=1)),
+                       ("warm cache, 1% new items", last)):
+        print(f"[bench-scale] {name}: night {day} ({label})", flush=True)
+        night = run_night(day.isoformat(), env, warehouse, root / f"night-{day}.log")
+        night["label"] = label
+        print(f"[bench-scale] {name}: night {day} took {night['wall_s'] / 60:.1f} min, "
+              f"peak RSS (all processes) {night['peak_rss_all_gb']} GB", flush=True)
+        nights.append(night)
+    return {"spec": {k: str(v) for k, v in vars(spec).items()}, "generated": gen, "nights": nights}
+
+
+def markdown(results: dict) -> str:
+    """The per-stage table for benchmarks/README.md: seconds and peak RSS per night and scale."""
+    cols = [(scale, i) for scale in ("1m", "10m") if scale in results["scales"] for i in (0, 1)]
+    head = "| stage | " + " | ".join(
+        f"{s} night {i + 1} s (peak GB)" for s, i in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for st in [s.name for s in STAGES]:
+        cells = []
+        for s, i in cols:
+            v = results["scales"][s]["nights"][i]["stages"][st]
+            wall = v["task_wall_s"] if v["task_wall_s"] is not None else v["seconds"]
+            cells.append(f"{wall} ({v['peak_rss_gb'] if v['peak_rss_gb'] is not None else '-'})")
+        lines.append(f"| {st} | " + " | ".join(cells) + " |")
+    cells = [f"**{results['scales'][s]['nights'][i]['wall_s']}** "
+             f"({results['scales'][s]['nights'][i]['peak_rss_all_gb']})" for s, i in cols]
+    lines.append("| whole night (all processes) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", action="append", choices=sorted(SCALES),
+                    help="scales to run (repeatable; default: 1m and 10m)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[bench-scale] %(message)s")
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.setdefault("scales", {})
+    results["machine"] = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / GB, 1),
+                          "python": platform.python_version(), "when": dt.date.today().isoformat()}
+    for name in args.scale or ["1m", "10m"]:
+        results["scales"][name] = run_scale(name)
+        if {"1m", "10m"} <= results["scales"].keys():
+            a, b = (results["scales"][s]["nights"][1] for s in ("1m", "10m"))
+            results["ratio_10m_over_1m_night2"] = {
+                "whole_night": round(b["wall_s"] / a["wall_s"], 2),
+                **{st: round(b["stages"][st]["task_wall_s"] / a["stages"][st]["task_wall_s"], 2)
+                   for st in b["stages"] if b["stages"][st]["task_wall_s"] and a["stages"][st]["task_wall_s"]}}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"[bench-scale] results in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
