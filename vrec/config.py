@@ -73,7 +73,9 @@ class EmbedSettings(_Section):
     batch_size: int = Field(32, ge=1)
     """Images per forward pass."""
     arrow_batch: int = Field(64, ge=1)
-    """Rows per Arrow batch sent to a Python worker."""
+    """Rows per Arrow batch sent to a Python worker (on a GPU, 512 or more keeps it busy)."""
+    decode_workers: int = Field(0, ge=0)
+    """Threads per embedding process that read and decode images ahead of the network (0: on CUDA every core, on CPU the process's share of the cores)."""
     min_side: int = Field(32, ge=1)
     """Images with a side shorter than this (pixels) are quarantined as too_small."""
     blank_std: float = Field(2.0, ge=0)

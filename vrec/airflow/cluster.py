@@ -331,11 +331,19 @@ class LocalCluster:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m vrec.airflow.cluster secrets``: print a fresh ``.env`` for docker compose;
-    ``... up [--root DIR]``: start the local cluster on the repo's DAGs until Ctrl-C."""
+    ``... admin FILE``: write the admin's password file from ``$VREC_ADMIN_PASSWORD`` (the
+    compose init service); ``... up [--root DIR]``: start the local cluster on the repo's
+    DAGs until Ctrl-C."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["secrets"]:
         for k, v in generate_secrets().items():
             print(f"{k}={v}")
+        return 0
+    if args[:1] == ["admin"] and len(args) == 2:
+        if not os.environ.get("VREC_ADMIN_PASSWORD"):
+            print("VREC_ADMIN_PASSWORD is not set (it comes from .env)", file=sys.stderr)
+            return 2
+        print(f"admin user written to {write_passwords_file(args[1], os.environ['VREC_ADMIN_PASSWORD'])}")
         return 0
     if args[:1] == ["up"]:
         root = Path(args[args.index("--root") + 1] if "--root" in args
@@ -351,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             cluster.stop()
         return 0
-    print("usage: python -m vrec.airflow.cluster secrets | up [--root DIR]", file=sys.stderr)
+    print("usage: python -m vrec.airflow.cluster secrets | admin FILE | up [--root DIR]",
+          file=sys.stderr)
     return 2
 
 

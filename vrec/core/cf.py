@@ -121,22 +121,37 @@ def _sorted_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- engines
 
-def use_gpu(setting: str) -> bool:
-    """Whether implicit should fit on CUDA: ``auto`` when available, ``on`` requires it."""
-    import implicit.gpu
+def implicit_gpu():
+    """``implicit.gpu``, imported after torch. implicit's CUDA module needs cuBLAS from the
+    ``nvidia-*`` wheels but has no path to them; torch loads them process-wide when it is
+    imported. Imported first, implicit silently disables its GPU support for the life of
+    the process ("libcublas.so.13: cannot open shared object file")."""
+    import importlib
 
-    if setting == "on" and not implicit.gpu.HAS_CUDA:
-        raise RuntimeError("cf.gpu is 'on' but implicit was built without CUDA or no GPU is "
-                           "visible; set cf.gpu to 'auto' or 'off'")
-    return setting == "on" or (setting == "auto" and implicit.gpu.HAS_CUDA)
+    import torch  # noqa: F401  (for its CUDA libraries; see above)
+
+    return importlib.import_module("implicit.gpu")  # after torch, whatever the import sorter says
+
+
+def use_gpu(setting: str) -> bool:
+    """Whether implicit should fit on CUDA: ``auto`` when available, ``on`` requires it
+    (the ``gpu`` extra installs implicit's CUDA dependencies: docs/ranking.md)."""
+    if setting == "off":
+        return False
+    gpu = implicit_gpu()
+    if setting == "on" and not gpu.HAS_CUDA:
+        raise RuntimeError("cf.gpu is 'on' but implicit's CUDA support is missing (pip install "
+                           "-e '.[gpu]') or no GPU is visible; set cf.gpu to 'auto' or 'off'")
+    return setting == "on" or (setting == "auto" and gpu.HAS_CUDA)
 
 
 def fit_implicit(mat: sp.csr_matrix, cf: CFSettings) -> tuple[np.ndarray, np.ndarray, str]:
     """Fit implicit ALS on a users x items confidence CSR; (user_f, item_f, device)."""
-    from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    gpu = use_gpu(cf.gpu)
+    gpu = use_gpu(cf.gpu)  # before implicit.als, which imports implicit.gpu
+    from implicit.als import AlternatingLeastSquares
+
     with threadpool_limits(1, "blas"):  # implicit checks the BLAS pool when constructed
         model = AlternatingLeastSquares(
             factors=cf.factors, regularization=cf.regularization, alpha=1.0,

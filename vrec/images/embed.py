@@ -133,13 +133,43 @@ def hash_images(frames: Iterator[pd.DataFrame], image_root: str, roots: Sequence
                             "content_hash": hashes, "error": errors})
 
 
+def decode_workers_for(setting: int, threads: int) -> int:
+    """Decoder threads per embedding process: ``setting`` when set (>0); else, on CUDA,
+    every core (the GPU waits on JPEG decoding otherwise), on CPU the process's share."""
+    if setting > 0:
+        return setting
+    import torch
+
+    return min(16, os.cpu_count() or 1) if torch.cuda.is_available() else max(1, threads)
+
+
+def _ordered(fn, n: int, workers: int, ahead: int) -> Iterator:
+    """``fn(0), fn(1), ...`` in order, computed by ``workers`` threads at most ``ahead``
+    items in advance (bounded memory; Pillow releases the GIL while it decodes)."""
+    if workers <= 1:
+        yield from (fn(j) for j in range(n))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="vrec-decode") as pool:
+        pending = deque(pool.submit(fn, j) for j in range(min(n, ahead)))
+        nxt = len(pending)
+        while pending:
+            yield pending.popleft().result()
+            if nxt < n:
+                pending.append(pool.submit(fn, nxt))
+                nxt += 1
+
+
 def embed_paths(paths: list[str], backbone: Backbone, batch_size: int,
                 hashes: list[str] | None = None, max_bytes: int = MAX_BYTES,
-                max_pixels: int = MAX_PIXELS) -> pd.DataFrame:
+                max_pixels: int = MAX_PIXELS, decode_workers: int = 1) -> pd.DataFrame:
     """Embed image files in batches; one row per path with the vector (or None), the
     error reason (or None) and the quality facts width, height, pixel_std, phash. With
     ``hashes``, a file whose bytes no longer hash to its key is ``image_changed`` (the
-    vector always belongs to the bytes of the key)."""
+    vector always belongs to the bytes of the key). ``decode_workers`` threads read and
+    decode the next images while the network runs on the current batch."""
     n = len(paths)
     out = {"embedding": [None] * n, "error": [None] * n, "width": [None] * n,
            "height": [None] * n, "pixel_std": [None] * n, "phash": [None] * n}
@@ -151,17 +181,21 @@ def embed_paths(paths: list[str], backbone: Backbone, batch_size: int,
                 out["embedding"][j] = v
             batch.clear(), idx.clear()
 
-    for j, p in enumerate(paths):
+    def decode(j: int):
         try:
-            data = read_image(p, max_bytes)
+            data = read_image(paths[j], max_bytes)
             if hashes is not None and content_hash(data) != hashes[j]:
                 raise ImageError("image_changed", "the file changed after it was hashed")
-            img = prepare(data, crop_size=backbone.crop_size, resize_size=backbone.resize_size,
-                          interpolation=backbone.interpolation, max_pixels=max_pixels)
+            return prepare(data, crop_size=backbone.crop_size, resize_size=backbone.resize_size,
+                           interpolation=backbone.interpolation, max_pixels=max_pixels)
         except ImageError as exc:
+            return exc
+
+    for j, img in enumerate(_ordered(decode, n, decode_workers, ahead=2 * batch_size)):
+        if isinstance(img, ImageError):
             # a file that was there when hashed and is gone now: a moment's problem
-            gone = hashes is not None and exc.reason == "missing_image_file"
-            out["error"][j] = "image_read_error" if gone else exc.reason
+            gone = hashes is not None and img.reason == "missing_image_file"
+            out["error"][j] = "image_read_error" if gone else img.reason
             continue
         out["width"][j], out["height"][j] = img.width, img.height
         out["pixel_std"][j], out["phash"][j] = img.pixel_std, img.phash
@@ -175,8 +209,10 @@ def embed_paths(paths: list[str], backbone: Backbone, batch_size: int,
 
 def make_embed_fn(backbone_name: str, batch_size: int, threads: int,
                   weights_path: str | None = None, allow_download: bool = True,
-                  max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS):
-    """Build the mapInPandas function: (content_hash, path) -> cache rows."""
+                  max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+                  decode_workers: int = 0):
+    """Build the mapInPandas function: (content_hash, path) -> cache rows
+    (``decode_workers``: see :func:`decode_workers_for`)."""
 
     def _embed(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
@@ -185,10 +221,11 @@ def make_embed_fn(backbone_name: str, batch_size: int, threads: int,
             torch.set_num_threads(max(1, threads))
         bb = load_backbone(backbone_name, weights_path=weights_path,
                            allow_download=allow_download)  # once per worker process
+        decoders = decode_workers_for(decode_workers, threads)
         for df in frames:
             res = embed_paths(df["path"].tolist(), bb, batch_size,
                               hashes=df["content_hash"].tolist(), max_bytes=max_bytes,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, decode_workers=decoders)
             yield pd.DataFrame({
                 "model_name": bb.version,
                 "content_hash": df["content_hash"].to_numpy(),

@@ -112,7 +112,8 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
         n_parts = max(1, min(parallelism, n_new // max(1, batch_size) or 1))
         fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
                  .mapInPandas(make_embed_fn(backbone, batch_size, threads, weights_path,
-                                            allow_download, max_bytes, max_pixels),
+                                            allow_download, max_bytes, max_pixels,
+                                            embed.decode_workers),
                               CACHE_SCHEMA)
                  .toPandas())
         passing = fresh["error"].isin(NOT_CACHED)
