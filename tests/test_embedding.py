@@ -103,6 +103,43 @@ def test_quality_policy_reasons(tmp_path):
     assert res["embedding"].iloc[0].shape == (bb.dim,)
 
 
+def test_decoder_threads_give_the_same_rows_in_the_same_order(tmp_path):
+    """embed_paths with a pool of decoders: each path keeps its own vector, error and
+    facts (a pool that reordered or dropped results would swap rows)."""
+    import threading
+
+    paths = []
+    for k in range(11):
+        p = tmp_path / f"{k}.jpg"
+        _photo(k, size=(60 + 7 * k, 50)).save(p, format="JPEG")
+        paths.append(str(p))
+    paths[4] = str(tmp_path / "missing.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    paths[7] = str(tmp_path / "bad.jpg")
+    bb = load_backbone("efficientnet_lite0", device="cpu")
+    one = embed_paths(paths, bb, batch_size=3, decode_workers=1)
+    seen = set()
+    real_prepare = __import__("vrec.images.embed", fromlist=["prepare"]).prepare
+
+    def spy(*a, **kw):
+        seen.add(threading.current_thread().name)
+        return real_prepare(*a, **kw)
+
+    import vrec.images.embed as E
+
+    E.prepare = spy
+    try:
+        many = embed_paths(paths, bb, batch_size=3, decode_workers=4)
+    finally:
+        E.prepare = real_prepare
+    assert any(n.startswith("vrec-decode") for n in seen)  # the pool did the decoding
+    assert one["error"].tolist() == many["error"].tolist()
+    assert one["error"].iloc[4] == "missing_image_file" and one["error"].iloc[7] == "undecodable_image"
+    assert one["width"].equals(many["width"]) and one["phash"].equals(many["phash"])
+    for a, b in zip(one["embedding"], many["embedding"]):
+        assert (a is None and b is None) or np.allclose(a, b, atol=1e-5)
+
+
 def test_phash_finds_reencoded_copies_not_other_images():
     """Real photos (skimage): a resized, recompressed, brightened copy is a near-duplicate;
     other photos are far away."""

@@ -292,8 +292,10 @@ class LocalCluster:
                 self.secret, db_url=self.postgres.url, api_url=self.api_url,
                 spark_master=self.spark.url, passwords_file=pw_file),
                 "AIRFLOW__API__HOST": "127.0.0.1", **self.extra_env}
-            subprocess.run([airflow_bin(), "db", "migrate"], env=self.env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            r = subprocess.run([airflow_bin(), "db", "migrate"], env=self.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if r.returncode:
+                raise RuntimeError(f"airflow db migrate failed:\n{r.stderr[-3000:]}")
             on_step("airflow metadata database migrated (postgres)")
             for name in AIRFLOW_SERVICES:
                 cmd = [airflow_bin(), name] + (["--port", str(self.api_port)]
