@@ -189,9 +189,13 @@ def test_the_cluster_publishes_what_local_mode_publishes(cluster_run):
                     np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-4,
                                                atol=1e-6, err_msg=f"{table}.{c} on {ds}")
                 elif len(a) and isinstance(a[c].iloc[0], (list, np.ndarray)):
-                    for x, y in zip(a[c], b[c]):  # lists of varying length
-                        np.testing.assert_allclose(np.asarray(x, float), np.asarray(y, float),
-                                                   rtol=1e-4, atol=1e-6, err_msg=f"{table}.{c} on {ds}")
+                    for x, y in zip(a[c], b[c]):  # lists of varying length, numbers or strings
+                        x, y = np.asarray(x), np.asarray(y)
+                        if x.dtype.kind == "f":
+                            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6,
+                                                       err_msg=f"{table}.{c} on {ds}")
+                        else:
+                            assert x.tolist() == y.tolist(), (table, c, ds)
                 else:
                     assert a[c].tolist() == b[c].tolist(), (table, c, ds)
             compared[f"{table}/{ds}"] = len(a)
