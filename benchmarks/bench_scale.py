@@ -79,7 +79,6 @@ class TreeSampler(threading.Thread):
         me = psutil.Process()
         while not self.stop_flag.is_set():
             total, per = 0, {}
-            now = time.time()
             for p in me.children(recursive=True):
                 try:
                     rss = p.memory_info().rss
@@ -90,8 +89,8 @@ class TreeSampler(threading.Thread):
                 per[stage] = per.get(stage, 0) + rss
             self.peak_total = max(self.peak_total, total)
             for stage, rss in per.items():
-                s = self.stages.setdefault(stage, {"peak_rss": 0, "first": now, "last": now})
-                s["peak_rss"], s["last"] = max(s["peak_rss"], rss), now
+                s = self.stages.setdefault(stage, {"peak_rss": 0})
+                s["peak_rss"] = max(s["peak_rss"], rss)
             self.stop_flag.wait(self.every)
 
 
