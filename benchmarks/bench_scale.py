@@ -152,7 +152,10 @@ def run_night(ds: str, env: dict, warehouse: Path, log: Path) -> dict:
             "version": manifest.get("version")}
 
 
-def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False) -> dict:
+def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False,
+              save=lambda partial: None) -> dict:
+    """Both nights of one scale; ``save`` gets the partial result after each night, so a
+    long run that is cut off keeps the nights it finished."""
     spec = SCALES[name]
     root = HERE / ".cache" / f"scale-{name}"
     raw, warehouse = root / "raw", root / "warehouse"
@@ -180,6 +183,7 @@ def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False) -> di
         print(f"[bench-scale] {name}: night {day} took {night['wall_s'] / 60:.1f} min, "
               f"peak RSS (all processes) {night['peak_rss_all_gb']} GB", flush=True)
         done.append(night)
+        save({"spec": {k: str(v) for k, v in vars(spec).items()}, "generated": gen, "nights": done})
     return {"spec": {k: str(v) for k, v in vars(spec).items()}, "generated": gen, "nights": done}
 
 
@@ -215,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     results.setdefault("scales", {})
     results["machine"] = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / GB, 1),
                           "python": platform.python_version(), "when": dt.date.today().isoformat()}
+    def save(name: str, partial: dict) -> None:
+        results["scales"][name] = partial
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2))
+
     for name in args.scale or ["1m", "10m"]:
-        results["scales"][name] = run_scale(name, nights=args.nights)
+        results["scales"][name] = run_scale(name, nights=args.nights,
+                                            save=lambda partial, name=name: save(name, partial))
         if {"1m", "10m"} <= results["scales"].keys() and all(
                 len(results["scales"][s]["nights"]) == 2 for s in ("1m", "10m")):
             a, b = (results["scales"][s]["nights"][1] for s in ("1m", "10m"))
