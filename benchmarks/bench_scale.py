@@ -47,7 +47,9 @@ SCALES = {
     "1m": ScaleSpec(n_users=20_000, n_items=5_000, n_events=1_000_000),
     "10m": ScaleSpec(),
 }
-PHOTOS = REPO.parent / "shared" / "datasets" / "fashion-small"
+# real product photos for the first items (VREC_BENCH_PHOTOS overrides; absent: all drawn)
+PHOTOS = Path(os.environ.get("VREC_BENCH_PHOTOS",
+                             REPO.parent / "shared" / "datasets" / "fashion-small"))
 RESULTS = HERE / "results" / "e2e_10m.json"
 GB = 1024 ** 3
 
@@ -164,6 +166,8 @@ def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False,
         print(f"[bench-scale] {name}: generating {spec.n_events:,} events, {spec.n_users:,} users, "
               f"{spec.n_items:,} items with pictures under {raw}", flush=True)
         shutil.rmtree(raw, ignore_errors=True)
+        if not PHOTOS.is_dir():
+            print(f"[bench-scale] no photos at {PHOTOS}: every picture is drawn", flush=True)
         gen = generate_scale(raw, spec, photos=PHOTOS if PHOTOS.is_dir() else None)
         stamp.write_text(json.dumps(gen))
     gen = json.loads(stamp.read_text())
