@@ -23,7 +23,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 TINY = SampleSpec(n_users=30, n_items=48, days=4, end_date=dt.date(2026, 11, 20), seed=11,
                   image_size=64, missing_image_share=0.03, corrupt_image_share=0.05,
-                  dirty_event_share=0.02)
+                  dirty_event_share=0.02, new_users=3)
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,52 @@ def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
+def test_vrec_status_shows_the_nights_and_exits_for_monitoring(dag_runs, tmp_path):
+    """`vrec status` on the warehouse the DAG runs wrote: the failed newest night gives
+    exit 1; without it the night is healthy (0) until the data is older than --max-age (3)."""
+    import json
+
+    wh, last, missing = dag_runs["wh"], dag_runs["days"][-1], dag_runs["missing"]
+    vrec = str(Path(sys.executable).parent / "vrec")
+
+    def status(warehouse, *args):
+        return subprocess.run([vrec, "status", "--warehouse", str(warehouse), *args],
+                              capture_output=True, text=True)
+
+    out = status(wh, "--json")
+    assert out.returncode == 1, out.stderr
+    st = json.loads(out.stdout)
+    assert st["verdict"] == "failed" and missing in st["problems"][0]
+    assert st["latest"]["ds"] == last
+    assert st["latest"]["version"] == W.manifest(wh, last)["version"]
+    nights = {n["ds"]: n for n in st["nights"]}
+    assert [n["ds"] for n in st["nights"]] == [missing, *reversed(dag_runs["days"])]
+    assert nights[missing]["state"] == "failed"
+    assert [f["stage"] for f in nights[missing]["failures"]] == ["wait_for_events"]
+    records = W.stage_records(wh, last)
+    assert nights[last]["state"] == "published"
+    assert nights[last]["gate"]["status"] == records["quality_gate"]["status"]
+    assert {s: v["seconds"] for s, v in nights[last]["stages"].items()} == {
+        s: r["seconds"] for s, r in records.items() if s != "quality_gate"}
+    staged_q = W.staged_quarantine(wh, last)
+    assert nights[last]["quarantine"] == staged_q.groupby("reason").size().to_dict()
+    text = status(wh)
+    assert text.returncode == 1 and "verdict: FAILED" in text.stdout
+    assert f"{missing}  failed" in text.stdout and "wait_for_events" in text.stdout
+
+    # the same warehouse without the failed night: healthy, then stale after --max-age
+    healthy = tmp_path / "wh"
+    shutil.copytree(wh, healthy, symlinks=True)
+    shutil.rmtree(healthy / "_failures" / f"ds={missing}")
+    end = dt.datetime.fromisoformat(last) + dt.timedelta(days=1)
+    fresh = status(healthy, "--max-age", "36h", "--now", (end + dt.timedelta(hours=12)).isoformat())
+    assert fresh.returncode == 0 and "verdict: OK" in fresh.stdout, fresh.stdout
+    stale = status(healthy, "--max-age", "36h", "--now", (end + dt.timedelta(hours=37)).isoformat())
+    assert stale.returncode == 3 and "--max-age 36 h" in stale.stdout, stale.stdout
+    bad = status(healthy, "--max-age", "soon")
+    assert bad.returncode == 2 and "36h" in bad.stderr
+
+
 def test_airflow_lists_the_dag(dag_runs):
     out = subprocess.run([str(Path(sys.executable).parent / "airflow"), "dags", "list"],
                          env=dag_runs["env"], capture_output=True, text=True, check=True)
@@ -167,6 +213,30 @@ def test_run_summary_links_validation_results_and_data_docs(dag_runs):
                   "item_embeddings"):
         assert f"  {suite} " in text
     assert docs_index(wh).is_file() and W.manifest(wh, days[-1])["data_docs"] == str(docs_index(wh))
+    # one list per reason, each shown for a user whose published list holds that reason
+    recs = W.read_table(wh, "user_recs", days[-1])
+    for reason in C.REASONS:
+        m = re.search(rf"\[{reason}\] recommendations for (\S+):", text)
+        assert m, f"no {reason} list in the summary:\n{text[-3000:]}"
+        assert reason in set(recs.loc[recs[C.USER_ID] == m[1], "reason"])
+
+
+def test_newcomers_of_the_last_day_are_cold_users_with_trending_lists(dag_runs):
+    """The sample's newcomers (only low ratings on the last day: seen, no history) are
+    published as cold users whose whole list is trending and avoids what they rated."""
+    wh, raw, ds = dag_runs["wh"], dag_runs["raw"], dag_runs["days"][-1]
+    ev = pd.read_parquet(raw / "events" / f"ds={ds}")
+    rated = ev[ev[C.EVENT_TYPE] == "rating"]
+    newcomers = set(rated[C.USER_ID])
+    assert len(newcomers) == TINY.new_users
+    prof = W.read_table(wh, "user_profile", ds).set_index(C.USER_ID)
+    assert (prof.loc[sorted(newcomers), "segment"] == "cold").all()
+    assert (prof.loc[sorted(newcomers), "history_items"] == 0).all()
+    recs = W.read_table(wh, "user_recs", ds)
+    mine = recs[recs[C.USER_ID].isin(newcomers)]
+    assert set(mine[C.USER_ID]) == newcomers and (mine["reason"] == C.REASON_TRENDING).all()
+    assert not set(zip(mine[C.USER_ID], mine[C.ITEM_ID])) & set(zip(rated[C.USER_ID],
+                                                                   rated[C.ITEM_ID]))
 
 
 ARTIFACTS = Path(os.environ.get("VREC_TEST_ARTIFACTS",
@@ -205,6 +275,19 @@ def test_run_report_renders_in_headless_chromium_with_its_images(dag_runs):
     assert total and loaded, dom[-2000:]
     assert int(total[1]) > 10 and loaded[1] == total[1]
     assert "vrec run report" in dom and "Offline evaluation" in dom
+    # trend plots readable: wide, round y ticks, dated x ticks, every point's value on hover
+    trends = re.findall(r'<svg[^>]*width="(\d+)"[^>]*class="plot trend">(.*?)</svg>', dom, re.S)
+    assert len(trends) == 3, dom[:3000]
+    for width, svg in trends:
+        assert int(width) >= 600
+        assert svg.count('class="tick ytick"') >= 3 and svg.count('class="tick xtick"') >= 2
+        assert re.search(r"<title>hybrid \d{4}-\d\d-\d\d: \d\.\d{4}</title>", svg), svg[:2000]
+    # stage seconds as bars: one per stage the run recorded, labelled with its seconds
+    stats = W.stage_records(dag_runs["wh"], ds)
+    bars = re.findall(r'<g class="bar"><title>(\w+): ([\d.]+) s</title>', dom)
+    # (the report's own record is written after it renders)
+    assert {b[0] for b in bars} == set(stats) - {"quality_gate", "report"}
+    assert all(abs(float(v) - stats[k]["seconds"]) < 0.06 for k, v in bars)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"run_report_{ds}.png"
     shot.unlink(missing_ok=True)

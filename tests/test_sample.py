@@ -44,7 +44,8 @@ def test_landing_zone_matches_the_contract(tiny_raw):
     cat = pq.read_table(tiny_raw / "catalog" / f"ds={days[-1]}")
     assert cat.schema.equals(CATALOG_SCHEMA, check_metadata=False)
     e = ev.to_pandas()
-    assert set(e[C.EVENT_TYPE]) <= {"view", "click", "add_to_cart", "purchase"}
+    # (ratings: only the last day's newcomers leave them)
+    assert set(e[C.EVENT_TYPE]) <= {"view", "click", "add_to_cart", "purchase", "rating"}
     # every event of a day partition lies inside that day
     day = pd.Timestamp(days[-1], tz="UTC")
     assert ((e[C.TS] >= day) & (e[C.TS] < day + pd.Timedelta(days=1))).all()
@@ -58,6 +59,22 @@ def test_new_items_arrive_and_some_stay_cold(tiny_raw):
     events = pd.concat(pd.read_parquet(tiny_raw / "events" / f"ds={d}") for d in days)
     never = set(last[C.ITEM_ID]) - set(events[C.ITEM_ID])
     assert never, "expected cold-start items with no interactions"
+
+
+def test_newcomers_arrive_on_the_last_day_with_only_low_ratings(tiny_raw):
+    from vrec.config import EventWeights
+
+    days = list_partitions(tiny_raw, "events")
+    ev = {d: pd.read_parquet(tiny_raw / "events" / f"ds={d}") for d in days}
+    before = set().union(*(set(ev[d][C.USER_ID].dropna()) for d in days[:-1]))
+    new = set(ev[days[-1]][C.USER_ID].dropna()) - before
+    newcomers = ev[days[-1]][ev[days[-1]][C.USER_ID].isin(new)]
+    # the newcomers the spec asks for (a regular user may also show up first that day)
+    only_low = newcomers.groupby(C.USER_ID).apply(
+        lambda g: bool((g[C.EVENT_TYPE] == "rating").all()
+                       and (g[C.VALUE] < EventWeights().min_rating).all()), include_groups=False)
+    assert int(only_low.sum()) == TINY.new_users
+    assert not (ev[days[0]][C.EVENT_TYPE] == "rating").any()
 
 
 def test_images_render_and_some_are_missing_or_corrupt(tiny_raw):

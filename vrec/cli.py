@@ -87,6 +87,24 @@ def _cmd_run_stage(a: argparse.Namespace) -> int:
     return main(argv)
 
 
+def _cmd_status(a: argparse.Namespace) -> int:
+    from vrec.config import load_settings
+    from vrec.status import parse_age, render, status, to_json
+
+    try:
+        max_age = parse_age(a.max_age) if a.max_age else None
+        now = dt.datetime.fromisoformat(a.now) if a.now else None
+    except ValueError as exc:
+        print(f"vrec status: error: {exc}", file=sys.stderr)
+        return 2
+    if now is not None and now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    wh = a.warehouse or load_settings(a.config).paths.warehouse_root
+    st = status(wh, runs=a.runs, max_age=max_age, now=now)
+    print(to_json(st) if a.json else render(st))
+    return st["exit_code"]
+
+
 def _cmd_demo(a: argparse.Namespace) -> int:
     from vrec.demo import main as demo_main
 
@@ -156,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", default=None,
                    help="the run this stage belongs to (default: the day's current run)")
     r.set_defaults(fn=_cmd_run_stage)
+
+    st = sub.add_parser("status", help="what is published and did the last nights work "
+                                       "(exit 1: newest night failed; 3: stale)")
+    st.add_argument("--warehouse", type=Path, default=None)
+    st.add_argument("--config", default=None)
+    st.add_argument("--runs", type=int, default=7, help="nights shown (newest first)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--max-age", default=None,
+                    help="exit 3 when the latest published day ended longer ago than this "
+                         "(36h, 2d, 1d12h)")
+    st.add_argument("--now", default=None,
+                    help="judge as of this ISO time instead of now (UTC when no offset)")
+    st.set_defaults(fn=_cmd_status)
 
     d = sub.add_parser("demo", help="the end-to-end demo (what `make demo` runs)")
     d.set_defaults(fn=_cmd_demo)

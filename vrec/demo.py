@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vrec import columns as C
 from vrec.airflow.env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
 from vrec.core.evaluation import MODELS
@@ -63,7 +64,21 @@ def evaluation_lines(warehouse: Path, ds: str) -> str:
     return "\n".join(lines)
 
 
-def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
+def reason_examples(warehouse: Path, ds: str) -> dict[str, str | None]:
+    """For each reason a list can give, the user whose list on ``ds`` holds the most rows
+    of it (ties: the smaller id; a user shows one reason only), or None when no list has it."""
+    from vrec.io.query import run_query
+
+    counts = run_query(warehouse, """SELECT reason, user_id, count(*) AS n FROM user_recs
+                                     GROUP BY 1, 2 ORDER BY n DESC, user_id""", ds)
+    out: dict[str, str | None] = {}
+    for reason in C.REASONS:
+        cand = counts[(counts["reason"] == reason) & ~counts["user_id"].isin(list(out.values()))]
+        out[reason] = str(cand["user_id"].iloc[0]) if len(cand) else None
+    return out
+
+
+def summarize(warehouse: Path, dates: list[str]) -> str:
     """Human summary of the published runs for ``dates``."""
     from vrec.io.query import run_query
 
@@ -92,17 +107,19 @@ def summarize(warehouse: Path, dates: list[str], *, n_users: int = 3) -> str:
                   last_ds)
     if len(q):
         out.append("\nQuarantined on the last run: " + ", ".join(f"{r.reason}={r.n}" for r in q.itertuples()))
-    users = run_query(warehouse, f"""
-        SELECT user_id FROM (SELECT user_id, count(DISTINCT reason) AS r FROM user_recs GROUP BY 1)
-        ORDER BY r DESC, user_id LIMIT {n_users}""", last_ds)["user_id"].tolist()
-    for u in users:
+    out.append(f"\nOne list per reason ({dates[-1]}; the user whose list holds the most rows "
+               "of that reason):")
+    for reason, user in reason_examples(warehouse, last_ds).items():
+        if user is None:
+            out.append(f"\n[{reason}] no list has this reason on {dates[-1]}")
+            continue
         recs = run_query(warehouse, f"""
             SELECT r.rank, r.item_id, i.title, round(r.score, 3) AS score, r.reason,
                    coalesce(h.title, '') AS because_of
             FROM user_recs r JOIN items i USING (item_id)
             LEFT JOIN items h ON h.item_id = r.reason_item_id
-            WHERE r.user_id = '{u}' ORDER BY r.rank""", last_ds)
-        out.append(f"\nRecommendations for {u} ({dates[-1]}):")
+            WHERE r.user_id = '{user}' ORDER BY r.rank""", last_ds)
+        out.append(f"\n[{reason}] recommendations for {user}:")
         out.append(recs.to_string(index=False))
     return "\n".join(out)
 

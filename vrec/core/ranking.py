@@ -42,8 +42,7 @@ from vrec.config import RecsSettings
 from vrec.core.itemspace import ItemSpace
 from vrec.core.retrieval import RankInput
 
-REASON_CODES = (C.REASON_COLLABORATIVE, C.REASON_SIMILAR, C.REASON_NEW_ARRIVAL,
-                C.REASON_TRENDING)
+REASON_CODES = C.REASONS  # the codes below index it
 R_CF, R_SIM, R_NEW, R_TREND = range(4)
 LIST_COLUMNS = ("user_id", "rank", "item", "score", "cf_score", "visual_score", "reason",
                 "reason_item")

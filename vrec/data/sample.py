@@ -58,6 +58,9 @@ class SampleSpec:
     corrupt_image_share: float = 0.01
     daily_active_share: float = 0.3
     dirty_event_share: float = 0.002
+    new_users: int = 8
+    """Newcomers on the last day whose only events are low ratings (below
+    weights.min_rating: seen, no history): cold users, whose lists are trending."""
 
 
 def _draw_shape(draw, shape: str, box: tuple[int, int, int, int], fill, outline) -> None:
@@ -253,6 +256,27 @@ def _add_dirty_events(events: dict[dt.date, pd.DataFrame], spec: SampleSpec,
         events[date] = pd.concat([df, bad], ignore_index=True).sort_values(C.TS, kind="stable")
 
 
+def _add_newcomers(events: dict[dt.date, pd.DataFrame], items: pd.DataFrame, spec: SampleSpec
+                   ) -> None:
+    """Users who arrive on the last day and only rate one to three items low (1 to 2.5
+    stars, below the default min_rating of 3): every item is seen, none is history."""
+    if spec.new_users <= 0:
+        return
+    rng = np.random.default_rng(spec.seed + 7919)  # apart: the rest of the sample is unchanged
+    last = max(events)
+    avail = items.loc[items["created_day"] <= spec.days - 1, C.ITEM_ID].to_numpy()
+    day_start = dt.datetime(last.year, last.month, last.day, tzinfo=dt.UTC)
+    rows = []
+    for j in range(spec.new_users):
+        t = day_start + dt.timedelta(seconds=float(rng.uniform(0, 80000)))
+        for item in rng.choice(avail, size=min(int(rng.integers(1, 4)), len(avail)), replace=False):
+            t += dt.timedelta(seconds=float(rng.uniform(30, 600)))
+            rows.append((f"u{spec.n_users + j:05d}", item, "rating",
+                         float(rng.choice([1.0, 1.5, 2.0, 2.5])), t))
+    new = pd.DataFrame(rows, columns=list(C.EVENT_COLUMNS))
+    events[last] = pd.concat([events[last], new], ignore_index=True).sort_values(C.TS, kind="stable")
+
+
 def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
                     catalog_dir: str | Path | None = None) -> dict[str, int]:
     """Write a deterministic raw landing zone under ``raw_root``.
@@ -270,7 +294,8 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
     Returns
     -------
     dict
-        Counts: users, items, events, days, images, missing_images, corrupt_images.
+        Counts: users, new_users, items, events, days, images, missing_images,
+        corrupt_images.
     """
     raw_root = Path(raw_root)
     rng = np.random.default_rng(spec.seed)
@@ -310,6 +335,7 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
     items[C.IMAGE_URI] = uris
     events = _simulate_events(items, spec, rng, start)
     _add_dirty_events(events, spec, rng)
+    _add_newcomers(events, items, spec)
     total = 0
     for day, (date, df) in enumerate(sorted(events.items())):
         write_events_partition(raw_root, date, df)
@@ -320,7 +346,7 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
         ]
         write_catalog_snapshot(raw_root, date, snap[list(C.CATALOG_COLUMNS)])
     stats = {
-        "users": spec.n_users, "items": n, "events": total, "days": spec.days,
+        "users": spec.n_users, "new_users": max(spec.new_users, 0), "items": n, "events": total, "days": spec.days,
         "images": n - n_missing, "missing_images": n_missing, "corrupt_images": n_corrupt,
     }
     log.info("sample written to %s: %s", raw_root, stats)

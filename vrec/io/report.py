@@ -88,17 +88,39 @@ def _card(thumbs: Thumbs, titles: dict, item_id: str, lines: list[str]) -> str:
 
 # ---------------------------------------------------------------- plots
 
-def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: int = 460,
-              height: int = 200) -> str:
-    """A small line chart (inline SVG) of one value per ds for each model."""
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values (1, 2, 2.5 or 5 times a power of ten) covering [lo, hi]."""
+    import math
+
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.01, hi + 0.01
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step) * step
+    ticks = []
+    v = first
+    while v < hi + step * 0.999:
+        ticks.append(round(v, 12))
+        v += step
+    return ticks
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 10 else f"{v:,.0f}"
+
+
+def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: int = 680,
+              height: int = 320) -> str:
+    """A line chart (inline SVG) of one value per ds for each model: round y ticks with
+    grid lines, up to eight ds labels, and each point's model, ds and value on hover."""
     pts = [v for s in series.values() for _, v in s]
     days = sorted({d for s in series.values() for d, _ in s})
     if not pts:
         return f'<div class="plot empty">{_e(title)}: no values yet</div>'
-    lo, hi = min(pts), max(pts)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.01, hi + 0.01
-    ml, mr, mt, mb = 48, 110, 24, 34
+    ticks = nice_ticks(min(pts), max(pts))
+    lo, hi = ticks[0], ticks[-1]
+    ml, mr, mt, mb = 64, 120, 28, 56
     pw, ph = width - ml - mr, height - mt - mb
 
     def xy(d: str, v: float) -> tuple[float, float]:
@@ -107,29 +129,68 @@ def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: 
         return x, mt + ph * (1 - (v - lo) / (hi - lo))
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'role="img" aria-label="{_e(title)}" class="plot">',
-           f'<text x="{ml}" y="15" class="pt">{_e(title)}</text>',
-           f'<line x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}" class="ax"/>',
-           f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}" class="ax"/>',
-           f'<text x="{ml - 4}" y="{mt + 4}" class="tick" text-anchor="end">{hi:.3f}</text>',
-           f'<text x="{ml - 4}" y="{mt + ph}" class="tick" text-anchor="end">{lo:.3f}</text>']
-    for d in (days[0], days[-1]) if len(days) > 1 else days:
+           f'role="img" aria-label="{_e(title)}" class="plot trend">',
+           f'<text x="{ml}" y="17" class="pt">{_e(title)}</text>']
+    for t in ticks:
+        _, y = xy(days[0], t)
+        out.append(f'<line x1="{ml}" y1="{y:.1f}" x2="{ml + pw}" y2="{y:.1f}" class="grid"/>'
+                   f'<text x="{ml - 6}" y="{y + 4:.1f}" class="tick ytick" '
+                   f'text-anchor="end">{_fmt(t)}</text>')
+    out += [f'<line x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}" class="ax"/>',
+            f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}" class="ax"/>']
+    every = max(1, -(-len(days) // 8))
+    for i, d in enumerate(days):
+        if i % every and i != len(days) - 1:
+            continue
         x, _ = xy(d, lo)
-        out.append(f'<text x="{x:.1f}" y="{height - 12}" class="tick" '
-                   f'text-anchor="middle">{_e(d)}</text>')
+        out.append(f'<line x1="{x:.1f}" y1="{mt + ph}" x2="{x:.1f}" y2="{mt + ph + 5}" class="ax"/>'
+                   f'<text x="{x:.1f}" y="{mt + ph + 18}" class="tick xtick" text-anchor="end" '
+                   f'transform="rotate(-30 {x:.1f} {mt + ph + 18})">{_e(d)}</text>')
     for j, (name, s) in enumerate(series.items()):
         color = COLORS.get(name, "#444")
         coords = [xy(d, v) for d, v in sorted(s)]
         if len(coords) > 1:
-            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2.5" points="'
                        + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
         for (d, v), (x, y) in zip(sorted(s), coords):
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
-                       f"<title>{_e(name)} {_e(d)}: {v:.4f}</title></circle>")
-        ly = mt + 14 * j + 6
-        out.append(f'<rect x="{ml + pw + 12}" y="{ly - 8}" width="10" height="10" fill="{color}"/>'
-                   f'<text x="{ml + pw + 26}" y="{ly + 1}" class="tick">{_e(name)}</text>')
+            # the visible dot, and a wider transparent target that shows the value on hover
+            out.append(f'<g class="pt-hover"><title>{_e(name)} {_e(d)}: {v:.4f}</title>'
+                       f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"/>'
+                       f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="transparent"/></g>')
+        ly = mt + 16 * j + 6
+        out.append(f'<rect x="{ml + pw + 14}" y="{ly - 9}" width="11" height="11" fill="{color}"/>'
+                   f'<text x="{ml + pw + 30}" y="{ly + 1}" class="tick">{_e(name)}</text>')
     out.append("</svg>")
+    return "".join(out)
+
+
+def svg_stage_bars(seconds: dict[str, float], *, width: int = 680, bar: int = 22) -> str:
+    """Seconds inside each stage as horizontal bars (inline SVG), values written and on hover."""
+    items = [(k, float(v)) for k, v in seconds.items() if v is not None]
+    if not items:
+        return '<div class="plot empty">stage seconds: none recorded</div>'
+    ml, mr, mt = 150, 70, 10
+    pw = width - ml - mr
+    top = max(v for _, v in items) or 1.0
+    height = mt + bar * len(items) + 30
+    ticks = [t for t in nice_ticks(0.0, top, 5) if t <= top * 1.0001 or t == 0]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           'role="img" aria-label="seconds per stage" class="plot bars">']
+    for t in ticks:
+        x = ml + pw * t / top
+        out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + bar * len(items)}" '
+                   f'class="grid"/><text x="{x:.1f}" y="{mt + bar * len(items) + 14}" '
+                   f'class="tick xtick" text-anchor="middle">{_fmt(t)}</text>')
+    for i, (name, v) in enumerate(items):
+        y = mt + bar * i
+        w = max(pw * v / top, 1.0)
+        out.append(f'<g class="bar"><title>{_e(name)}: {v:.1f} s</title>'
+                   f'<text x="{ml - 6}" y="{y + bar * 0.68:.1f}" class="tick" '
+                   f'text-anchor="end">{_e(name)}</text>'
+                   f'<rect x="{ml}" y="{y + 3}" width="{w:.1f}" height="{bar - 6}" fill="#1f77b4"/>'
+                   f'<text x="{ml + w + 4:.1f}" y="{y + bar * 0.68:.1f}" class="tick">{v:.1f} s</text></g>')
+    out.append(f'<text x="{ml + pw / 2:.0f}" y="{height - 2}" class="tick" '
+               'text-anchor="middle">seconds inside the stage</text></svg>')
     return "".join(out)
 
 
@@ -337,7 +398,8 @@ tr.tot td{font-weight:bold}.ok{color:#1a7f37}.bad{color:#b00020;font-weight:bold
 .card img,.noimg{width:96px;height:96px;object-fit:contain;border:1px solid #ddd;background:#fafafa}
 .noimg{display:flex;align-items:center;justify-content:center;color:#999;margin:auto}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plot .pt{font-size:13px;font-weight:bold}
-.plot .tick{font-size:10px;fill:#555}.plot .ax{stroke:#999}
+.plot .tick{font-size:12px;fill:#444}.plot .ax{stroke:#777}.plot .grid{stroke:#e6e6e6}
+.plot .pt-hover:hover circle:first-child{r:6}.plot .bar:hover rect{fill:#ff7f0e}
 section.user{border-top:1px dashed #ddd;padding-top:4px}small{color:#777;font-weight:normal}
 """
 
