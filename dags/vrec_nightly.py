@@ -10,7 +10,9 @@ item images (pretrained CNN) → train ALS (and tune the blend) → candidates (
 CF, visual and new-arrival top-N) → build_recs (rank them into `user_recs`; visual
 neighbours into `item_similar`) → evaluate four models on a holdout (`eval_metrics`) →
 validate outputs (GX; gates publish) → publish atomically behind the quality gate →
-the run report.
+the run report. Publish updates one Airflow Asset per published table (`vrec.<table>`, e.g.
+`vrec.user_recs`; event extra: ds, version, rows, path, report), so downstream DAGs can be
+scheduled on `Asset.ref(name="vrec.user_recs")`.
 GX Data Docs: `<warehouse>/reports/gx/data_docs/index.html`; run report:
 `<warehouse>/reports/runs/vrec_report_<ds>.html`.
 
@@ -52,6 +54,7 @@ import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, chain, dag, task
 
+from vrec.airflow.assets import published_assets
 from vrec.airflow.callbacks import on_failure
 from vrec.airflow.schedule import NightlyTimetable, run_ds
 from vrec.airflow.sensors import LandingSensor
@@ -61,7 +64,10 @@ from vrec.stages import STAGES, Stage
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
 CONFIG = os.environ.get("VREC_CONFIG", str(REPO / "vrec.yaml"))
-ORCH = load_settings(CONFIG).orchestration  # retries, time limits, failure webhook
+SETTINGS = load_settings(CONFIG)
+ORCH = SETTINGS.orchestration  # retries, time limits, failure webhook
+# the published tables as Assets: publish's outlets (vrec.airflow.assets)
+ASSETS = published_assets(SETTINGS.paths.warehouse_root)
 RUN_AT = os.environ.get("VREC_RUN_AT", "02:00")
 # Airflow runs no task for a logical date before start_date (the run "succeeds" empty), so
 # the default is early; with catchup off that schedules nothing extra.
@@ -135,6 +141,11 @@ def vrec_nightly():
             "override_gate": bool(p.get("override_quality_gate", False)),
             "override_reason": str(p.get("override_reason") or "")})
         if stage == "publish":
+            from airflow.sdk import get_current_context
+
+            from vrec.airflow.assets import annotate
+
+            annotate(get_current_context()["outlet_events"], SETTINGS.paths.warehouse_root, out)
             return {"ds": out["ds"], "version": out["version"],
                     "gate": out["quality_gate"]["status"],
                     "rows": {t: v["rows"] for t, v in out["tables"].items()}}
@@ -146,7 +157,8 @@ def vrec_nightly():
     salt = {"VREC_USER_SALT": "{{ conn." + SALT_CONN_ID + ".password }}"} if SALT_CONN_ID else {}
     tasks = [_spark_stage(s) if s.engine == "spark"
              else local_stage.override(task_id=s.name, doc_md=s.summary, execution_timeout=
-                                       pendulum.duration(minutes=ORCH.timeout_minutes(s.name)))(
+                                       pendulum.duration(minutes=ORCH.timeout_minutes(s.name)),
+                                       outlets=list(ASSETS.values()) if s.name == "publish" else [])(
                  s.name, DS, "{{ run_id }}", env=salt if s.name == "publish" else None)
              for s in STAGES]
     chain(wait, *tasks)

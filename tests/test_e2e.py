@@ -84,6 +84,24 @@ def test_dag_runs_succeed(dag_runs):
     assert W.latest_ds(dag_runs["wh"]) == dag_runs["days"][-1]
 
 
+def test_long_stages_print_progress_lines_to_the_task_log(dag_runs):
+    """Embedding counts images from the Spark tasks (an accumulator), tuning and the
+    evaluation count grid points and model lists: done/total, elapsed<ETA, rate."""
+    first = dag_runs["days"][0]
+    log = (dag_runs["tmp"] / f"{first}.log").read_text()
+    rec = W.stage_records(dag_runs["wh"], first)
+    meter = r" \[\d\d:\d\d<[^,\]]+, +[^\]]+/s\]"
+    emb = re.findall(rf"\[vrec\] {first} embed_items: embedded: (\d+)/(\d+) images{meter}", log)
+    assert emb and emb[0][0] == "0", log[-3000:]
+    assert emb[-1][0] == emb[-1][1] == str(rec["embed_items"]["embedded_new"])
+    lists = re.findall(rf"\[vrec\] {first} evaluate: model lists: (\d+)/(\d+) lists{meter}", log)
+    assert lists and lists[-1][0] == lists[-1][1] == str(5 * len(rec["evaluate"]["evaluation"]["ks"]))
+    if not rec["train_cf"]["blend"].get("skipped"):
+        grid = re.findall(rf"\[vrec\] {first} train_cf: blend tuning: (\d+)/(\d+) grid points", log)
+        done, total = map(int, grid[-1])
+        assert len(rec["train_cf"]["blend"]["grid"]) <= done <= total
+
+
 def test_a_day_that_never_lands_fails_waiting_and_publishes_nothing(dag_runs):
     missing, raw = dag_runs["missing"], dag_runs["raw"]
     log = (dag_runs["tmp"] / f"{missing}.log").read_text()

@@ -19,12 +19,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pendulum
 import psutil
 import pytest
 
 from vrec.airflow.cluster import free_port
-from vrec.airflow.env import airflow_bin, airflow_env, migrate
+from vrec.airflow.env import REPO, airflow_bin, airflow_env, migrate
 from vrec.data.sample import generate_sample
 from vrec.io import warehouse as W
 from vrec.io.landing import MARKER
@@ -36,6 +37,7 @@ from .test_e2e import ARTIFACTS
 
 pytestmark = pytest.mark.e2e
 DAG = "vrec_nightly"
+DOWNSTREAM = "vrec_downstream_user_recs"  # examples/downstream_user_recs.py
 
 
 def _stop(proc: subprocess.Popen, home: Path) -> None:
@@ -80,6 +82,13 @@ def scheduled(tmp_path_factory):
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10"})
+    # the DAGs folder: vrec_nightly plus the README's downstream example, scheduled on the
+    # vrec.user_recs asset that publish updates
+    dags = tmp / "dags"
+    dags.mkdir()
+    for src in (REPO / "dags" / "vrec_nightly.py", REPO / "examples" / "downstream_user_recs.py"):
+        (dags / src.name).symlink_to(src)
+    env.update({"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "VREC_EXPORT_DIR": str(tmp / "exports")})
     migrate(env)
     log = tmp / "standalone.log"
     with open(log, "w") as out:
@@ -109,7 +118,16 @@ def scheduled(tmp_path_factory):
 
         run = _wait("the scheduled run to finish", finished_scheduled_run,
                     run_time.timestamp() + 900, log)
-        yield {"run": run, "expected": expected, "run_time": run_time, "wh": wh, "api": api,
+
+        def finished_downstream_run():
+            runs = api.get(f"/dags/{DOWNSTREAM}/dagRuns")["dag_runs"]
+            done = [r for r in runs if r["state"] in ("success", "failed")]
+            return done[0] if done else None
+
+        downstream = _wait("the downstream DAG to run on the user_recs asset",
+                           finished_downstream_run, time.time() + 300, log, every=3) \
+            if run["state"] == "success" else None
+        yield {"run": run, "downstream": downstream, "exports": tmp / "exports", "expected": expected, "run_time": run_time, "wh": wh, "api": api,
                "log": log, "raw": raw, "deferred": deferred, "landed_at": landed_at}
     finally:
         _stop(proc, home)
@@ -139,6 +157,31 @@ def test_the_scheduled_run_published_the_day_before_its_run_time(scheduled):
         "logical_date": run["logical_date"], "start_date": run["start_date"],
         "end_date": run["end_date"], "state": run["state"], "published_ds": W.published_ds(wh),
         "latest_ds": W.latest_ds(wh), "tasks": states}, indent=2))
+
+
+def test_publish_emits_asset_events_that_schedule_the_downstream_dag(scheduled):
+    """Each published table is an Asset updated by publish, its event carrying the ds, the
+    version and the report; the README's downstream DAG ran on the user_recs event and
+    exported that day's lists."""
+    from vrec.io.report import report_path
+
+    api, expected, wh = scheduled["api"], scheduled["expected"], scheduled["wh"]
+    man = W.manifest(wh, expected)
+    events = api.get("/assets/events", source_dag_id=DAG, limit=100)["asset_events"]
+    by_name = {e["name"]: e for e in events}
+    assert set(by_name) == {f"vrec.{t}" for t in W.PUBLISHED_TABLES}, events
+    for table in W.PUBLISHED_TABLES:
+        e = by_name[f"vrec.{table}"]
+        assert e["source_task_id"] == "publish" and e["source_run_id"] == scheduled["run"]["dag_run_id"]
+        assert e["uri"] == (wh.resolve() / table).as_uri()
+        assert e["extra"]["ds"] == expected and e["extra"]["version"] == man["version"]
+        assert e["extra"]["rows"] == man["tables"][table]["rows"]
+        assert e["extra"]["report"] == str(report_path(wh, expected))
+    down = scheduled["downstream"]
+    assert down and down["state"] == "success" and down["run_type"] == "asset_triggered", down
+    csv = scheduled["exports"] / f"user_recs_{expected}.csv"
+    assert len(pd.read_csv(csv)) == man["tables"]["user_recs"]["rows"] == \
+        len(W.read_table(wh, "user_recs", expected))
 
 
 def test_the_run_waited_in_the_triggerer_until_the_marker_landed(scheduled):

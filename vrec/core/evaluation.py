@@ -41,6 +41,7 @@ from vrec.core.ranking import lists_by_user, rank
 from vrec.core.retrieval import retrieve
 from vrec.core.tuning import tune_blend
 from vrec.core.users import UserBatch, pairs_by_user, user_batch
+from vrec.progress import progress
 
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
@@ -123,12 +124,12 @@ def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
                  vectors: pd.DataFrame, trending: list[str], *, recs: RecsSettings,
                  visual: VisualSettings, end: pd.Timestamp,
                  fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
-                 seed: int = 0) -> EvalFit:
+                 seed: int = 0, label: str = "evaluation") -> EvalFit:
     """Tune the blend on the training pairs (as train_cf does), fit the CF model with the
     run's engine (``fit``), build the item space and gate it (as the candidates stage
     does) and the users' batch with the one builder (vrec.core.users)."""
     tuned = (tune_blend(train, catalog, vectors, trending, recs=recs, visual=visual, end=end,
-                        fit=fit, seed=seed) if tune else None)
+                        fit=fit, seed=seed, label=f"{label}: blend tuning") if tune else None)
     model = fit(train)
     space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
                                           visual=visual, seed=seed)
@@ -164,12 +165,13 @@ def _restricted(batch: UserBatch, *, cf: bool, profile: bool, pref: bool = True)
 def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
                 vectors: pd.DataFrame, *, recs: RecsSettings, visual: VisualSettings,
                 ks: tuple[int, ...], fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
-                seed: int = 0) -> tuple[dict, dict]:
+                seed: int = 0, label: str = "evaluation") -> tuple[dict, dict]:
     """Lists of the five models (module doc) for ``users`` at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map)."""
     train = holdout.train
     f = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
-                     recs=recs, visual=visual, end=holdout.end, fit=fit, tune=tune, seed=seed)
+                     recs=recs, visual=visual, end=holdout.end, fit=fit, tune=tune, seed=seed,
+                     label=label)
     space = f.space
     hybrid = f.policy.model_copy(update={"candidates": max(f.policy.candidates, *ks)})
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
@@ -188,10 +190,13 @@ def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
         "hybrid": (f.batch, space, hybrid),
     }
     out = {}
-    for name, (b, s, policy) in variants.items():
-        inp = retrieve(b, s, policy.candidates, visual)
-        for k in ks:
-            out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)
+    with progress(f"{label}: model lists", len(variants) * len(ks), "lists") as bar:
+        for name, (b, s, policy) in variants.items():
+            inp = retrieve(b, s, policy.candidates, visual)
+            for k in ks:
+                out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})),
+                                               s)
+                bar.update()
     tuned = f.tuned
     facts = {"blend": {"visual_weight": hybrid.visual_weight,
                        "history_shrink": hybrid.history_shrink, "pref_mix": hybrid.pref_mix,
@@ -267,7 +272,7 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
                     recs: RecsSettings, visual: VisualSettings,
                     fit: Callable[[pd.DataFrame], CFModel],
                     ks: tuple[int, ...] = (10, 50), max_users: int = 5000, tune: bool = True,
-                    seed: int = 0
+                    seed: int = 0, label: str = "evaluation"
                     ) -> tuple[pd.DataFrame, dict]:
     """The metrics table (model, slice, k, metric, value) of the five models on a
     holdout, and facts about the run (split sizes, slices, tuning, seconds)."""
@@ -282,7 +287,7 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return pd.DataFrame(columns=["model", "slice", "k", "metric", "value"]), info
     lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, visual=visual,
-                               ks=ks, fit=fit, tune=tune, seed=seed)
+                               ks=ks, fit=fit, tune=tune, seed=seed, label=label)
     slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
                         popularity=training_popularity(holdout.train),

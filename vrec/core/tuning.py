@@ -144,40 +144,59 @@ def cf_lists(model: CFModel, rows: pd.DataFrame, k: int,
 
 
 def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
-            fit_with: Callable[[CFSettings], Callable[[pd.DataFrame], CFModel]]) -> dict:
+            fit_with: Callable[[CFSettings], Callable[[pd.DataFrame], CFModel]],
+            label: str = "CF tuning") -> dict:
     """Choose factors, regularization and alpha on ``window``; see module doc.
-    ``fit_with(settings)`` returns the run's engine fitting with those settings."""
+    ``fit_with(settings)`` returns the run's engine fitting with those settings; each
+    grid point is counted on a progress line (``label``)."""
+    from vrec.progress import progress
+
     t0 = time.perf_counter()
     out = {**window.info(), "grid": {}, "chosen": None}
     if window.skipped:
         return {**out, "skipped": window.skipped, "seconds": round(time.perf_counter() - t0, 2)}
     rows = pairs_by_user(window.train, window.users)
+    grids = (("alpha", cf.tune_alpha), ("regularization", cf.tune_regularization),
+             ("factors", cf.tune_factors), ("visual_prior", cf.tune_visual_prior))
 
-    def score(c: CFSettings) -> np.ndarray:
-        model = fit_with(c)(window.train)
-        v = window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
-        out["grid"][f"f{c.factors}/r{c.regularization:g}/a{c.alpha:g}/p{c.visual_prior:g}"] = \
-            round(float(v.mean()), 5)
-        return v
+    with progress(label, 1 + sum(len(v) for _, v in grids), "grid points") as bar:
+        def score(c: CFSettings) -> np.ndarray:
+            model = fit_with(c)(window.train)
+            v = window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
+            out["grid"][_cf_key(c)] = round(float(v.mean()), 5)
+            bar.update()
+            return v
 
+        best, best_v = _cf_search(cf, grids, score, bar)
+    out["configured_ndcg"] = out["grid"][_cf_key(cf)]
+    out["chosen"] = {"factors": best.factors, "regularization": best.regularization,
+                     "alpha": best.alpha, "visual_prior": best.visual_prior}
+    out["chosen_ndcg"] = round(float(best_v.mean()), 5)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _cf_key(c: CFSettings) -> str:
+    return f"f{c.factors}/r{c.regularization:g}/a{c.alpha:g}/p{c.visual_prior:g}"
+
+
+def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray], bar
+               ) -> tuple[CFSettings, np.ndarray]:
+    """One parameter at a time (module doc): keep a value only when it beats the best so
+    far by more than one paired standard error. Skipped grid points count as done."""
     best, best_v = cf, score(cf)
-    out["configured_ndcg"] = round(float(best_v.mean()), 5)
-    for key, values in (("alpha", cf.tune_alpha), ("regularization", cf.tune_regularization),
-                        ("factors", cf.tune_factors), ("visual_prior", cf.tune_visual_prior)):
+    for key, values in grids:
         current = best
         for value in values:
             if value == getattr(current, key):
+                bar.update()
                 continue
             cand = current.model_copy(update={key: type(getattr(cf, key))(value)})
             v = score(cand)
             gain, se = _paired_gain(v, best_v)
             if gain > se and v.mean() > best_v.mean():
                 best, best_v = cand, v
-    out["chosen"] = {"factors": best.factors, "regularization": best.regularization,
-                     "alpha": best.alpha, "visual_prior": best.visual_prior}
-    out["chosen_ndcg"] = round(float(best_v.mean()), 5)
-    out["seconds"] = round(time.perf_counter() - t0, 2)
-    return out
+    return best, best_v
 
 
 def cf_tuning_reusable(state: dict | None, *, ds: str, cf: CFSettings, pairs: int, users: int,
@@ -211,9 +230,12 @@ def settings_key(cf: CFSettings) -> dict:
 def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
                trending_ids: list[str], *, recs: RecsSettings, visual: VisualSettings,
                end: pd.Timestamp, fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
-               window: Window | None = None) -> dict:
+               window: Window | None = None, label: str = "blend tuning") -> dict:
     """Choose (visual_weight, history_shrink, pref_mix) and then new_arrival_pref on a
-    validation window; see module doc. ``fit`` fits the run's (tuned) CF engine."""
+    validation window; see module doc. ``fit`` fits the run's (tuned) CF engine. The
+    ranked grid points are counted on a progress line (``label``)."""
+    from vrec.progress import progress
+
     t0 = time.perf_counter()
     window = window or validation_window(pairs, recs, end, seed=seed)
     out = {"split": recs.tune_split, **window.info(), "grid": {}, "chosen": None}
@@ -230,6 +252,23 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
     base = ranking_policy(recs, None, out["slots_off"])
     batch = user_batch(pairs_by_user(train, users), space, model, recs, window.cut)
     inp = retrieve(batch, space, recs.candidates, visual)
+    out["map_quality"] = quality
+    with progress(label, _blend_points(recs, base.new_arrival_slots > 0 and bool(space.new.any())),
+                  "grid points") as bar:
+        return _search_blend(out, t0, recs, base, window, inp, space, bar)
+
+
+def _blend_points(recs: RecsSettings, slots: bool) -> int:
+    """How many rankings :func:`tune_blend`'s search plans (an extended edge adds more)."""
+    weights = sorted(set(recs.tune_grid))
+    pairs = {(b, h) for b in weights for h in recs.tune_shrink_grid} - {(0.0, 0.0)}
+    return 2 + len(pairs) * len(recs.tune_pref_grid) + (
+        len(recs.tune_new_grid) + 1 + 2 * bool(recs.tune_slots) if slots else 0)
+
+
+def _search_blend(out: dict, t0: float, recs: RecsSettings, base, window: Window, inp, space,
+                  bar) -> dict:
+    """The blend search of :func:`tune_blend` on the ranked window (``bar`` counts)."""
     scores: dict[tuple, np.ndarray] = {}
 
     def per_user(**update) -> np.ndarray:
@@ -237,6 +276,8 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
         if key not in scores:
             policy = base.model_copy(update=update)
             scores[key] = window.ndcg(lists_by_user(rank(inp, space, policy), space), recs.k)
+            bar.total = max(bar.total, bar.n + 1)
+            bar.update()
         return scores[key]
 
     cf_only = per_user(visual_weight=0.0, history_shrink=0.0)
@@ -300,6 +341,5 @@ def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame
         max_per_category=0).mean()), 5)
     out["chosen"] = chosen
     out["chosen_ndcg"] = round(float(per_user(**chosen).mean()), 5)
-    out["map_quality"] = quality
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

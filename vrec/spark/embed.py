@@ -28,7 +28,9 @@ from vrec.images.embed import (
     quality_reason,
 )
 from vrec.images.imagequality import hamming_pairs
+from vrec.progress import watch
 
+PROGRESS_CHUNK = 128  # images per embedding task (at least one batch)
 CACHE_SCHEMA = ("model_name string, content_hash string, dim int, "
                 "embedding array<float>, error string, width int, height int, "
                 "pixel_std double, phash long")
@@ -109,13 +111,22 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     if n_new:
         print(f"[vrec] {ds} embed_items: embedding {n_new} new images with {version} "
               f"({parallelism} workers x {threads} threads)", flush=True)
-        n_parts = max(1, min(parallelism, n_new // max(1, batch_size) or 1))
-        fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
-                 .mapInPandas(make_embed_fn(backbone, batch_size, threads, weights_path,
-                                            allow_download, max_bytes, max_pixels,
-                                            embed.decode_workers),
-                              CACHE_SCHEMA)
-                 .toPandas())
+        # small tasks (PROGRESS_CHUNK images): an accumulator only reports finished tasks,
+        # so the progress line moves every few seconds
+        n_parts = max(1, min(n_new, max(parallelism, -(-n_new // max(PROGRESS_CHUNK,
+                                                                        batch_size)))))
+        done = spark.sparkContext.accumulator(0)
+        embed_fn = make_embed_fn(backbone, batch_size, threads, weights_path, allow_download,
+                                 max_bytes, max_pixels, embed.decode_workers)
+
+        def counted(frames):
+            for out in embed_fn(frames):
+                done.add(len(out))
+                yield out
+
+        with watch(f"{ds} embed_items: embedded", n_new, lambda: done.value, "images"):
+            fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
+                     .mapInPandas(counted, CACHE_SCHEMA).toPandas())
         passing = fresh["error"].isin(NOT_CACHED)
         append_to_cache(fresh[~passing], warehouse, ds)
         cache = read_cache(spark, warehouse, version)

@@ -59,7 +59,8 @@ def run(ctx) -> dict:
                                       visual=ctx.settings.visual,
                                       fit=cf_fitter(ctx, run_cf_settings(ctx),
                                                     run_images(ctx, inp.vectors)), ks=e.ks,
-                                      max_users=e.max_users, tune=e.tune)
+                                      max_users=e.max_users, tune=e.tune,
+                                      label=f"{ds} evaluate")
     else:
         frame, info = pd.DataFrame(columns=list(EVAL_COLUMNS)), {"skipped": "eval.enabled is false"}
     frame = frame.astype(EVAL_COLUMNS)

@@ -27,7 +27,8 @@ def tuned_cf(ctx, pairs, window, images) -> tuple:
             "items": int(pairs["item_id"].nunique())}
     if cf_tuning_reusable(state, ds=ds, cf=cf, **size):
         return cf.model_copy(update=state["chosen"]), {**state, "reused_from": state["ds"]}
-    record = tune_cf(window, cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images))
+    record = tune_cf(window, cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images),
+                     label=f"{ds} train_cf: CF tuning")
     if record.get("chosen") is None:
         return cf, record
     record.update(ds=ds, settings=settings_key(cf), size=size)
@@ -62,7 +63,7 @@ def run(ctx) -> dict:
     if s.recs.tune_blend:
         blend = tune_blend(inp.pairs, inp.catalog, inp.vectors, inp.trending, recs=s.recs,
                            visual=s.visual, end=end, fit=cf_fitter(ctx, cf, images),
-                           window=window)
+                           window=window, label=f"{ds} train_cf: blend tuning")
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
               f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})",
               flush=True)
