@@ -93,7 +93,9 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
         application_args=[stage.name, "--ds", DS, "--config", CONFIG, "--run-id", "{{ run_id }}"],
         conn_id=SPARK_CONN_ID,
         name=f"vrec-{stage.name}",
-        conf={"spark.pyspark.python": WORKER_PYTHON,
+        # the config's Spark settings go to spark-submit itself: the driver's memory (and
+        # any JVM option) is fixed when the JVM starts, before the job builds its session
+        conf={**SETTINGS.spark.conf, "spark.pyspark.python": WORKER_PYTHON,
               "spark.pyspark.driver.python": WORKER_PYTHON},
         env_vars=env,
         doc_md=f"{stage.summary}.\n\nSpark job `jobs/stage.py {stage.name}` for the run's ds; "

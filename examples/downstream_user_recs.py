@@ -2,8 +2,8 @@
 ### vrec_downstream_user_recs (example)
 
 A downstream DAG scheduled on the `vrec.user_recs` Asset: it runs each time
-`vrec_nightly`'s publish task publishes a day. It reads the triggering asset event's extra
-(ds, version, rows, path, report) and exports that day's lists to
+`vrec_nightly`'s publish task publishes a day. It reads the asset's latest event (its
+extra: ds, version, rows, path, report) and exports that day's lists to
 `$VREC_EXPORT_DIR/user_recs_<ds>.csv` (default: `/tmp/vrec-exports`), the kind of hand-off
 a CRM or e-mail team would schedule. Copy it into your DAGs folder to use it; it needs only
 Airflow and pyarrow, not vrec.
@@ -24,16 +24,16 @@ USER_RECS = Asset.ref(name="vrec.user_recs")  # declared by vrec_nightly's publi
      start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False,
      tags=["vrec", "example"], doc_md=__doc__)
 def vrec_downstream_user_recs():
-    @task
-    def export_lists(triggering_asset_events=None) -> dict:
-        """Write the published partition named by the newest triggering event as CSV."""
+    @task(inlets=[USER_RECS])
+    def export_lists(inlet_events=None) -> dict:
+        """Write the published partition named by the asset's latest event as CSV."""
         import pyarrow.csv as pacsv
         import pyarrow.dataset as pads
 
-        events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
-        if not events:
-            raise ValueError("no triggering asset event: run me from an asset update")
-        extra = max(events, key=lambda e: e.timestamp).extra
+        events = inlet_events[USER_RECS]
+        if not len(events):
+            raise ValueError("vrec.user_recs has no asset event yet: nothing is published")
+        extra = events[-1].extra
         out_dir = Path(os.environ.get("VREC_EXPORT_DIR", "/tmp/vrec-exports"))
         out_dir.mkdir(parents=True, exist_ok=True)
         table = pads.dataset(extra["path"], format="parquet").to_table()

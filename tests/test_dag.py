@@ -29,9 +29,15 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     # every task gets its day from the one mapping (tests/test_schedule.py renders it)
     ds = dag.get_task("wait_for_events").ds
     assert "vrec_ds(" in ds and dag.user_defined_macros["vrec_ds"].__module__ == "vrec.airflow.schedule"
+    from vrec.config import load_settings
+
+    spark_conf = load_settings(str(DAGS.parent / "vrec.yaml")).spark.conf
     for name in spark_tasks:  # one generic job: jobs/stage.py <stage> --ds <ds>
         task = dag.get_task(name)
         assert task.application.endswith("jobs/stage.py")
+        # the config's Spark settings reach spark-submit (driver memory is fixed at JVM start)
+        assert {k: task.conf[k] for k in spark_conf} == spark_conf
+        assert spark_conf["spark.driver.memory"]
         assert task.application_args[:3] == [name, "--ds", ds]
     for s in STAGES:
         if s.engine == "local":

@@ -35,6 +35,10 @@ TABLES: dict[str, tuple[str, ...]] = {
     "eval_metrics": ("model", "slice", "k", "metric", "value"),
 }
 
+# The tables publish makes visible together under one commit point (vrec.io.warehouse).
+PUBLISHED_TABLES = ("user_recs", "item_similar", "item_popularity", "user_profile", "items",
+                    "image_duplicates", "run_stats", "quarantine", "eval_metrics")
+
 # Reasons attached to each recommendation row.
 REASON_COLLABORATIVE = "collaborative"
 REASON_SIMILAR = "similar_to_history"

@@ -1,12 +1,12 @@
 """The published tables as Airflow Assets (docs/operations.md "Assets").
 
-Each table of ``vrec.io.warehouse.PUBLISHED_TABLES`` is an Asset named
+Each table of ``vrec.columns.PUBLISHED_TABLES`` is an Asset named
 ``vrec.<table>`` whose URI is the table's folder in the warehouse
 (``file:///<warehouse>/<table>``). The publish task declares them as outlets; when it
 succeeds, Airflow records one asset event per table whose extra holds the published ds,
 version, row count, the partition's path and the run report's path. A downstream DAG
 schedules on ``Asset.ref(name="vrec.user_recs")`` (examples/downstream_user_recs.py) and
-reads that extra from its triggering asset events."""
+reads that extra from the asset's latest event (``inlet_events``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from airflow.sdk import Asset
 
-from vrec.io.warehouse import PUBLISHED_TABLES
+from vrec.columns import PUBLISHED_TABLES
 
 PREFIX = "vrec."
 

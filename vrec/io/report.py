@@ -227,7 +227,9 @@ def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
            "<table><tr><th>stage</th><th>seconds</th><th>rows in</th><th>rows out</th>"
            "<th>quarantined</th></tr>", *rows,
            f"<tr class=tot><td>total inside stages</td><td class=n>{total:.1f}</td>"
-           "<td></td><td></td><td></td></tr></table>"]
+           "<td></td><td></td><td></td></tr></table>",
+           svg_stage_bars({s: stats[s].get("seconds") for s in STAGES
+                           if s in stats and s != "quality_gate"})]
     out.append(_reconciliation_table(stats))
     if len(quarantine):
         q = quarantine.assign(at_landing=quarantine["found_by"] == "landing")

@@ -35,11 +35,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vrec import columns as C
 from vrec.io import faults
 from vrec.io.locks import hold, holder_note
 
-PUBLISHED_TABLES = ("user_recs", "item_similar", "item_popularity", "user_profile", "items",
-                    "image_duplicates", "run_stats", "quarantine", "eval_metrics")
+PUBLISHED_TABLES = C.PUBLISHED_TABLES
 KEEP_VERSIONS = 2
 MODEL = "model"  # the non-table folder published with each version, linked at models/ds=
 PUBLISH_LOCK_WAIT_SECONDS = 600.0
