@@ -57,7 +57,7 @@ class SparkSettings(_Section):
             "spark.ui.showConsoleProgress": "false",
         }
     )
-    """Spark configuration passed to the session."""
+    """Spark configuration: DAG runs pass it to spark-submit (--conf; needed for spark.driver.memory, fixed when the driver JVM starts), and every job's session sets it again."""
 
 
 class EmbedSettings(_Section):

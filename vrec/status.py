@@ -175,7 +175,9 @@ def render(st: dict) -> str:
     stages = [s for s in NAMES if s in seen] + sorted(seen - set(NAMES))
     if stages:
         shown = st["nights"][:6]
-        lines += ["", "seconds per stage " + " ".join(f"{n['ds'][5:]:>7}" for n in shown)]
+        width = max(len("seconds per stage"), *map(len, stages))
+        lines += ["", f"{'seconds per stage':<{width}} " + " ".join(f"{n['ds'][5:]:>7}"
+                                                              for n in shown)]
         for s in stages:
             cells = []
             for n in shown:
@@ -183,7 +185,7 @@ def render(st: dict) -> str:
                 cells.append(f"{'-' if not v or v['seconds'] is None else format(v['seconds'], '.1f'):>7}"
                              if not v or v["status"] in ("succeeded", None) else
                              f"{v['status'][:7]:>7}")
-            lines.append(f"{s:<17} " + " ".join(cells))
+            lines.append(f"{s:<{width}} " + " ".join(cells))
     fails = [(n["ds"], f) for n in st["nights"] for f in n["failures"]][:5]
     if fails:
         lines += ["", "failures:"]
