@@ -258,7 +258,11 @@ def test_both_engines_feed_the_candidates_with_the_exact_cf_top_n(spark, tiny_ru
     n = 10
     cands = _candidates(spark, tmp_path, s, loaded, RecsSettings(candidates=n))
     inter = spark.read.parquet(str(path)).toPandas()
-    assert set(cands[C.USER_ID]) == set(inter[C.USER_ID])
+    # every user with history (the model's users) gets CF candidates; a user whose pairs
+    # all weigh 0 (the sample's newcomers: only low ratings) has no factors and none
+    assert set(cands[C.USER_ID]) == set(inter.loc[inter["weight"] > 0, C.USER_ID]) \
+        == set(loaded.user_ids)
+    assert inter[C.USER_ID].nunique() > len(loaded.user_ids)
     assert not set(zip(inter[C.USER_ID], inter[C.ITEM_ID])) & set(zip(cands[C.USER_ID], cands[C.ITEM_ID]))
     # each user's candidates are exactly the model's top n unseen items, scored x_u . y_i
     uf = {u: loaded.user_factors[i] for i, u in enumerate(loaded.user_ids)}
