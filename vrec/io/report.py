@@ -113,14 +113,14 @@ def _fmt(v: float) -> str:
 def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: int = 680,
               height: int = 320) -> str:
     """A line chart (inline SVG) of one value per ds for each model: round y ticks with
-    grid lines, up to eight ds labels, and each point's model, ds and value on hover."""
+    grid lines, at most six ds labels (first and last included), and each point's model, ds and value on hover."""
     pts = [v for s in series.values() for _, v in s]
     days = sorted({d for s in series.values() for d, _ in s})
     if not pts:
         return f'<div class="plot empty">{_e(title)}: no values yet</div>'
     ticks = nice_ticks(min(pts), max(pts))
     lo, hi = ticks[0], ticks[-1]
-    ml, mr, mt, mb = 64, 120, 28, 56
+    ml, mr, mt, mb = 72, 120, 28, 40
     pw, ph = width - ml - mr, height - mt - mb
 
     def xy(d: str, v: float) -> tuple[float, float]:
@@ -138,14 +138,14 @@ def svg_trend(series: dict[str, list[tuple[str, float]]], title: str, *, width: 
                    f'text-anchor="end">{_fmt(t)}</text>')
     out += [f'<line x1="{ml}" y1="{mt + ph}" x2="{ml + pw}" y2="{mt + ph}" class="ax"/>',
             f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{mt + ph}" class="ax"/>']
-    every = max(1, -(-len(days) // 8))
-    for i, d in enumerate(days):
-        if i % every and i != len(days) - 1:
-            continue
+    # at most six dates fit side by side: evenly spaced, the first and the last included
+    shown = sorted({round(i * (len(days) - 1) / 5) for i in range(6)}) if len(days) > 6 \
+        else range(len(days))
+    for d in (days[i] for i in shown):
         x, _ = xy(d, lo)
         out.append(f'<line x1="{x:.1f}" y1="{mt + ph}" x2="{x:.1f}" y2="{mt + ph + 5}" class="ax"/>'
-                   f'<text x="{x:.1f}" y="{mt + ph + 18}" class="tick xtick" text-anchor="end" '
-                   f'transform="rotate(-30 {x:.1f} {mt + ph + 18})">{_e(d)}</text>')
+                   f'<text x="{x:.1f}" y="{mt + ph + 19}" class="tick xtick" '
+                   f'text-anchor="middle">{_e(d)}</text>')
     for j, (name, s) in enumerate(series.items()):
         color = COLORS.get(name, "#444")
         coords = [xy(d, v) for d, v in sorted(s)]
