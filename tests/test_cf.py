@@ -1,6 +1,7 @@
 """Collaborative filtering: weighting math, reweighting parity with implicit, the
 threshold top-K against brute force, seen-item exclusion, determinism, both engines."""
 
+import importlib.util
 import shutil
 
 import numpy as np
@@ -157,17 +158,22 @@ def test_gpu_setting_follows_cuda_availability():
             fit_implicit(sp.eye(3, format="csr", dtype=np.float32), CFSettings(gpu="on"))
 
 
+def _has_cuda() -> bool:
+    from vrec.core.cf import implicit_gpu
+
+    return bool(implicit_gpu().HAS_CUDA)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rmm") is None,
+                    reason="the gpu extra (rmm) is not installed: pip install -e '.[gpu]'")
 def test_implicit_cuda_module_loads_when_the_gpu_extra_is_installed():
     """With the gpu extra (rmm), implicit's CUDA module must find cuBLAS: imported before
     torch it fails ("libcublas.so.13: cannot open shared object file") and cf.gpu: auto
     never engages even on a GPU machine. Loading the module needs no GPU; a fresh process
     so that nothing imported torch earlier."""
-    import importlib.util
     import subprocess
     import sys
 
-    if importlib.util.find_spec("rmm") is None:
-        pytest.skip("the gpu extra (rmm) is not installed: pip install -e '.[gpu]'")
     code = ("import sys\nfrom vrec.core.cf import use_gpu; use_gpu('auto')\n"
             "print('implicit.gpu._cuda' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -176,15 +182,13 @@ def test_implicit_cuda_module_loads_when_the_gpu_extra_is_installed():
     assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
 
 
+@pytest.mark.skipif(not _has_cuda(),
+                    reason="no CUDA: implicit's GPU support is not installed or no GPU is visible")
 def test_cuda_fit_matches_the_cpu_fit():
     """On a GPU: the CUDA fit recommends what the CPU fit does (the two differ in float
     order only). Tolerance (docs/ranking.md): top-10 lists overlap at least 90%."""
     import implicit.gpu
 
-    from vrec.core.cf import implicit_gpu
-
-    if not implicit_gpu().HAS_CUDA:
-        pytest.skip("no CUDA: implicit's GPU support is not installed or no GPU is visible")
     rng = np.random.default_rng(3)
     mat = sp.random(2000, 500, density=0.02, format="csr", dtype=np.float32, random_state=rng)
     mat.data = 1 + 4 * mat.data
