@@ -75,7 +75,7 @@ def night(wh: str | Path, ds: str) -> dict:
     wh = Path(wh)
     published = ds in W.published_ds(wh)
     man = W.manifest(wh, ds) if published else {}
-    records = W.stage_records(wh, ds) if (W.run_dir(wh, ds)).is_dir() else {}
+    records = W.stage_records(wh, ds)
     failures = [f for f in W.read_failures(wh, ds) if f.get("ds") == ds]
     if published:  # attempts before the publish belong to the published run's history
         failures = [f for f in failures if str(f.get("at", "")) > man.get("published_at", "")]
@@ -120,7 +120,8 @@ def status(warehouse: str | Path, *, runs: int = 7, max_age: dt.timedelta | None
     (newest first), the verdict and its exit code."""
     wh = Path(warehouse)
     now = now or dt.datetime.now(dt.UTC)
-    nights = [night(wh, ds) for ds in reversed(_nights(wh)[-runs:])] if runs > 0 else []
+    known = _nights(wh)
+    nights = [night(wh, ds) for ds in reversed(known[-runs:])] if runs > 0 else []
     latest = W.latest_ds(wh)
     head = None
     if latest:
@@ -130,7 +131,7 @@ def status(warehouse: str | Path, *, runs: int = 7, max_age: dt.timedelta | None
                 "data_age_hours": round((now - _day_end(latest)).total_seconds() / 3600, 1),
                 "tables": {t: v["rows"] for t, v in man.get("tables", {}).items()}}
     problems, code = [], EXIT_OK
-    newest = night(wh, _nights(wh)[-1]) if _nights(wh) else None
+    newest = (nights[0] if nights else night(wh, known[-1])) if known else None
     if newest and newest["state"] in ("failed", "refused"):
         where = ", ".join(sorted({str(f.get("stage")) for f in newest["failures"]})) or "the gate"
         problems.append(f"the newest night, {newest['ds']}, {newest['state']} ({where})")

@@ -173,7 +173,7 @@ def svg_stage_bars(seconds: dict[str, float], *, width: int = 680, bar: int = 22
     pw = width - ml - mr
     top = max(v for _, v in items) or 1.0
     height = mt + bar * len(items) + 30
-    ticks = [t for t in nice_ticks(0.0, top, 5) if t <= top * 1.0001 or t == 0]
+    ticks = [t for t in nice_ticks(0.0, top, 5) if t <= top * 1.0001]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            'role="img" aria-label="seconds per stage" class="plot bars">']
     for t in ticks:
