@@ -7,6 +7,7 @@ from __future__ import annotations
 
 
 def run(ctx) -> dict:
+    import gc
     import json
 
     import pandas as pd
@@ -23,6 +24,10 @@ def run(ctx) -> dict:
     inp = driver_inputs(ctx)
     space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
                                           inp.trending, r, visual=ctx.settings.visual)
+    # the pandas inputs (all interaction pairs: GBs at 10M) are not needed past this point;
+    # drop them before the Spark job so the driver does not hold them beside the workers
+    del inp, model
+    gc.collect()
     blend = json.loads(ctx.input("blend").read_text())
     space, slots_off = gate_new_arrivals(space, map_quality, r.new_arrival_min_auc, blend)
     space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
