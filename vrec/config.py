@@ -58,6 +58,10 @@ class SparkSettings(_Section):
         }
     )
     """Spark configuration: DAG runs pass it to spark-submit (--conf; needed for spark.driver.memory, fixed when the driver JVM starts), and every job's session sets it again."""
+    class_archive: str = "auto"
+    """The driver JVM's class-data-sharing archive (vrec.spark.jvm; about 3 s less start-up per stage): auto (<venv>/share/vrec/spark-driver.jsa, built by make venv; nothing is passed while it is missing), off, or the path of an archive."""
+    quick_jit: bool = True
+    """Start the driver JVM with -XX:TieredStopAtLevel=1 (its fast JIT tier only): quicker start-up; long CPU-bound JVM work runs somewhat slower (docs/operations.md, Start-up)."""
 
 
 class EmbedSettings(_Section):
@@ -283,6 +287,8 @@ class RecsSettings(_Section):
     """Fewer validation users than this skips tuning."""
     tune_min_gain_se: float = Field(3.0, ge=0)
     """A blend must beat CF only by this many standard errors of the paired difference."""
+    tune_every_days: int = Field(7, ge=0)
+    """Reuse a blend tuning of data that ended at most this many days earlier (train_cf's or the evaluation's, same settings and CF model, data size within 20%; 0: tune every run)."""
     similar_k: int = Field(10, ge=1)
     """Neighbours per item in item_similar."""
     similar_min: float = Field(0.0, ge=-1, le=1)
@@ -337,6 +343,8 @@ class ValidationSettings(_Section):
 
     max_event_age_days: float | None = Field(None, gt=0)
     """Events older than this (from the end of ds) count against the ts_in_window expectation."""
+    pandas_max_rows: int = Field(500_000, ge=0)
+    """A table of at most this many rows is collected and validated by GX's pandas engine (one transfer, no Spark job per metric); a larger one by GX's Spark engine on the cached frame. Both run the same suites (docs/validation.md)."""
 
 
 class PrivacySettings(_Section):

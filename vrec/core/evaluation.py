@@ -124,12 +124,14 @@ def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
                  vectors: pd.DataFrame, trending: list[str], *, recs: RecsSettings,
                  visual: VisualSettings, end: pd.Timestamp,
                  fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
-                 seed: int = 0, label: str = "evaluation") -> EvalFit:
-    """Tune the blend on the training pairs (as train_cf does), fit the CF model with the
-    run's engine (``fit``), build the item space and gate it (as the candidates stage
-    does) and the users' batch with the one builder (vrec.core.users)."""
-    tuned = (tune_blend(train, catalog, vectors, trending, recs=recs, visual=visual, end=end,
-                        fit=fit, seed=seed, label=f"{label}: blend tuning") if tune else None)
+                 seed: int = 0, label: str = "evaluation", blend: dict | None = None) -> EvalFit:
+    """Tune the blend on the training pairs (as train_cf does; ``blend``: a tuning record
+    to use instead, e.g. an earlier one reused), fit the CF model with the run's engine
+    (``fit``), build the item space and gate it (as the candidates stage does) and the
+    users' batch with the one builder (vrec.core.users)."""
+    tuned = blend if blend is not None else (
+        tune_blend(train, catalog, vectors, trending, recs=recs, visual=visual, end=end,
+                   fit=fit, seed=seed, label=f"{label}: blend tuning") if tune else None)
     model = fit(train)
     space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
                                           visual=visual, seed=seed)
@@ -162,16 +164,33 @@ def _restricted(batch: UserBatch, *, cf: bool, profile: bool, pref: bool = True)
                      batch.weights if profile and pref else empty)
 
 
+def tune_on_holdout(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
+                    recs: RecsSettings, visual: VisualSettings,
+                    fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+                    label: str = "evaluation") -> dict:
+    """The blend tuned on the holdout's training part, as train_cf tunes it (the tuning
+    record :func:`model_lists` ranks the hybrid with)."""
+    train = holdout.train
+    return tune_blend(train, catalog, vectors, training_popularity(train).index.tolist(),
+                      recs=recs, visual=visual, end=holdout.end, fit=fit, seed=seed,
+                      label=f"{label}: blend tuning")
+
+
 def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
                 vectors: pd.DataFrame, *, recs: RecsSettings, visual: VisualSettings,
                 ks: tuple[int, ...], fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
-                seed: int = 0, label: str = "evaluation") -> tuple[dict, dict]:
+                seed: int = 0, label: str = "evaluation", blend: dict | None = None
+                ) -> tuple[dict, dict]:
     """Lists of the five models (module doc) for ``users`` at each K:
-    ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map)."""
+    ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map).
+    ``blend``: the blend tuning to rank the hybrid with (None: tuned here when ``tune``)."""
     train = holdout.train
+    if blend is None and tune:
+        blend = tune_on_holdout(holdout, catalog, vectors, recs=recs, visual=visual, fit=fit,
+                                seed=seed, label=label)
     f = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
-                     recs=recs, visual=visual, end=holdout.end, fit=fit, tune=tune, seed=seed,
-                     label=label)
+                     recs=recs, visual=visual, end=holdout.end, fit=fit, tune=False, seed=seed,
+                     label=label, blend=blend)
     space = f.space
     hybrid = f.policy.model_copy(update={"candidates": max(f.policy.candidates, *ks)})
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
@@ -204,7 +223,8 @@ def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
                        "tuned": bool(tuned and tuned.get("chosen")),
                        "tuning": None if tuned is None else
                        {key: tuned.get(key) for key in ("chosen", "cf_only_ndcg", "chosen_ndcg",
-                                                         "val_users", "skipped")}},
+                                                         "val_users", "skipped", "as_of",
+                                                         "reused_from")}},
              "cf": {k: f.model.params.get(k) for k in ("engine", "device")},
              "new_arrival_slots": hybrid.new_arrival_slots, "slots_off": f.slots_off,
              "map_quality": f.map_quality, "catalog_items": int(space.n),
@@ -272,10 +292,11 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
                     recs: RecsSettings, visual: VisualSettings,
                     fit: Callable[[pd.DataFrame], CFModel],
                     ks: tuple[int, ...] = (10, 50), max_users: int = 5000, tune: bool = True,
-                    seed: int = 0, label: str = "evaluation"
+                    seed: int = 0, label: str = "evaluation", blend: dict | None = None
                     ) -> tuple[pd.DataFrame, dict]:
     """The metrics table (model, slice, k, metric, value) of the five models on a
-    holdout, and facts about the run (split sizes, slices, tuning, seconds)."""
+    holdout, and facts about the run (split sizes, slices, tuning, seconds). ``blend``:
+    the blend tuning to use (None: tuned on the holdout's training part when ``tune``)."""
     t0 = time.perf_counter()
     users = np.asarray(sorted(holdout.relevant), dtype=object)
     if len(users) > max_users:
@@ -287,7 +308,7 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return pd.DataFrame(columns=["model", "slice", "k", "metric", "value"]), info
     lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, visual=visual,
-                               ks=ks, fit=fit, tune=tune, seed=seed, label=label)
+                               ks=ks, fit=fit, tune=tune, seed=seed, label=label, blend=blend)
     slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
                         popularity=training_popularity(holdout.train),

@@ -199,23 +199,29 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
     return best, best_v
 
 
-def cf_tuning_reusable(state: dict | None, *, ds: str, cf: CFSettings, pairs: int, users: int,
-                       items: int) -> bool:
-    """Whether an earlier CF tuning (``state``: what :func:`tune_cf` chose, with the ds it
-    ran for, the settings it started from and the data's size) may be reused for ``ds``:
-    it ran for this day or at most ``cf.tune_every_days`` before (never a later day: a
-    backfill must not see the future), from the same settings, and the pairs, users and
-    items changed by less than 20%."""
+def tuning_reusable(record: dict | None, *, as_of: str, max_age_days: int, key: dict,
+                    size: dict[str, int]) -> bool:
+    """Whether an earlier tuning ``record`` (a CF or blend tuning: what was chosen, the
+    day its data ended, ``as_of``, the settings it started from, ``key``, and the data's
+    ``size``) may be reused for data that ends on ``as_of``: it ran on data that ended
+    that day or at most ``max_age_days`` before (never later: a backfill must not see
+    the future), from the same settings, and each size (pairs, users, items) changed by
+    at most 20%. ``max_age_days`` 0 never reuses."""
     import datetime as dt
 
-    if not state or not state.get("chosen") or cf.tune_every_days == 0:
+    if not record or not record.get("chosen") or max_age_days == 0:
         return False
-    age = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(state["ds"])).days
-    if not 0 <= age <= cf.tune_every_days or state.get("settings") != settings_key(cf):
+    age = (dt.date.fromisoformat(as_of) - dt.date.fromisoformat(record["as_of"])).days
+    if not 0 <= age <= max_age_days or record.get("key") != key:
         return False
-    size = state.get("size", {})
-    return all(abs(now - size.get(k, 0)) <= 0.2 * max(1, size.get(k, 0))
-               for k, now in (("pairs", pairs), ("users", users), ("items", items)))
+    had = record.get("size", {})
+    return all(abs(now - had.get(k, 0)) <= 0.2 * max(1, had.get(k, 0)) for k, now in size.items())
+
+
+def data_size(pairs: pd.DataFrame) -> dict[str, int]:
+    """The size a tuning is reused by: pairs, distinct users, distinct items."""
+    return {"pairs": int(len(pairs)), "users": int(pairs[C.USER_ID].nunique()),
+            "items": int(pairs[C.ITEM_ID].nunique())}
 
 
 def settings_key(cf: CFSettings) -> dict:
@@ -223,6 +229,13 @@ def settings_key(cf: CFSettings) -> dict:
     tuned = {"factors", "regularization", "alpha", "visual_prior"}
     return cf.model_dump(mode="json", exclude=tuned) | {
         "start": [cf.factors, cf.regularization, cf.alpha, cf.visual_prior]}
+
+
+def blend_settings_key(recs: RecsSettings, visual: VisualSettings, cf: CFSettings) -> dict:
+    """What a blend tuning depends on besides the data: the list and tuning settings,
+    the visual settings and the CF model it ranks with (a change of any tunes again)."""
+    return {"recs": recs.model_dump(mode="json"), "visual": visual.model_dump(mode="json"),
+            "cf": cf.model_dump(mode="json")}
 
 
 # ---------------------------------------------------------------- the blend

@@ -2,10 +2,11 @@
 
 Committed: ``great_expectations.yml`` (two data sources, ``vrec_pandas`` and
 ``vrec_spark``, each with one dataframe asset per suite), ``expectations/<suite>.json``
-(the suites: the files you edit) and ``validation_definitions/<suite>.json`` (each suite
-bound to the asset of its engine). ``uncommitted/`` is ignored. Validation results and
-Data Docs go to the warehouse (``<warehouse>/reports/gx/``): the yml's stores read
-``${VREC_GX_RESULTS}``, which :func:`open_context` sets.
+(the suites: the files you edit) and ``validation_definitions/<suite>__<engine>.json``
+(each suite bound to its asset on each engine: one suite definition serves both).
+``uncommitted/`` is ignored. Validation results and Data Docs go to the warehouse
+(``<warehouse>/reports/gx/``): the yml's stores read ``${VREC_GX_RESULTS}``, which
+:func:`open_context` sets.
 
 After adding a suite file, register it: ``.venv/bin/python -m vrec.io.gxcontext``.
 """
@@ -17,9 +18,14 @@ from pathlib import Path
 
 CONTEXT_DIR = Path(__file__).resolve().parents[2] / "expectations"
 RESULTS_ENV = "VREC_GX_RESULTS"
-# engine per suite: Spark for tables that grow with events or users, pandas for per-item ones
-SUITE_ENGINES = {"raw_events": "spark", "raw_catalog": "pandas", "item_embeddings": "pandas",
-                 "user_recs": "spark", "user_lists": "spark", "item_similar": "spark"}
+SUITES = ("raw_events", "raw_catalog", "item_embeddings", "user_recs", "user_lists",
+          "item_similar")
+ENGINES = {"pandas": "vrec_pandas", "spark": "vrec_spark"}  # engine -> data source
+
+
+def definition_name(suite: str, engine: str) -> str:
+    """The validation definition that runs ``suite`` on ``engine``."""
+    return f"{suite}__{engine}"
 
 
 def _gx():
@@ -29,11 +35,19 @@ def _gx():
     return gx
 
 
+_CONTEXTS: dict[str, object] = {}
+
+
 def open_context(results_dir: str | Path):
-    """The File Data Context, with results and Data Docs under ``results_dir``."""
+    """The File Data Context, with results and Data Docs under ``results_dir`` (opened
+    once per process and results folder: GX is imported and configured once)."""
+    key = str(Path(results_dir).resolve())
+    if key in _CONTEXTS:
+        os.environ[RESULTS_ENV] = key
+        return _CONTEXTS[key]
     gx = _gx()
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    os.environ[RESULTS_ENV] = str(Path(results_dir).resolve())
+    os.environ[RESULTS_ENV] = key
     ctx = gx.get_context(mode="file", context_root_dir=str(CONTEXT_DIR))
     try:
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -41,33 +55,43 @@ def open_context(results_dir: str | Path):
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     except Exception:  # progress bars are cosmetic
         pass
+    _CONTEXTS[key] = ctx
     return ctx
 
 
 def register_suites(results_dir: str | Path = CONTEXT_DIR / "uncommitted") -> list[str]:
-    """Make every suite file known to the context: its asset on the engine's data source,
-    a whole-dataframe batch definition, and a validation definition named after it."""
+    """Make every suite file known to the context on both engines: its asset on each
+    data source, a whole-dataframe batch definition, and one validation definition per
+    engine (:func:`definition_name`)."""
     gx = _gx()
     ctx = open_context(results_dir)
-    sources = {"pandas": "vrec_pandas", "spark": "vrec_spark"}
-    for engine, name in sources.items():
+    for name in ENGINES.values():
         if name not in [d.name for d in ctx.data_sources.all().values()]:
-            (ctx.data_sources.add_pandas if engine == "pandas" else ctx.data_sources.add_spark)(name)
+            (ctx.data_sources.add_pandas if name == ENGINES["pandas"]
+             else ctx.data_sources.add_spark)(name)
     done = []
-    for suite_name, engine in SUITE_ENGINES.items():
+    for suite_name in SUITES:
         suite = ctx.suites.get(suite_name)
-        source = ctx.data_sources.get(sources[engine])
+        for engine, source_name in ENGINES.items():
+            source = ctx.data_sources.get(source_name)
+            try:
+                asset = source.get_asset(suite_name)
+            except LookupError:
+                asset = source.add_dataframe_asset(suite_name)
+            try:
+                bd = asset.get_batch_definition("whole")
+            except (KeyError, LookupError):
+                bd = asset.add_batch_definition_whole_dataframe("whole")
+            vd = gx.ValidationDefinition(name=definition_name(suite_name, engine), data=bd,
+                                         suite=suite)
+            ctx.validation_definitions.add_or_update(vd)
+            done.append(vd.name)
+    # definitions of an earlier layout (one engine per suite, named after the suite)
+    for old in SUITES:
         try:
-            asset = source.get_asset(suite_name)
-        except LookupError:
-            asset = source.add_dataframe_asset(suite_name)
-        try:
-            bd = asset.get_batch_definition("whole")
-        except (KeyError, LookupError):
-            bd = asset.add_batch_definition_whole_dataframe("whole")
-        vd = gx.ValidationDefinition(name=suite_name, data=bd, suite=suite)
-        ctx.validation_definitions.add_or_update(vd)
-        done.append(suite_name)
+            ctx.validation_definitions.delete(old)
+        except Exception:  # not there: nothing to remove
+            pass
     return done
 
 

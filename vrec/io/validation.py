@@ -1,4 +1,4 @@
-"""Great Expectations gates (docs/validation.md). GX is imported lazily.
+"""Great Expectations gates (docs/validation.md). GX is imported lazily, once per process.
 
 Suites live in the File Data Context ``expectations/`` (see :mod:`vrec.io.gxcontext`), one
 per table; each expectation has a GX ``severity``: ``critical`` failures fail the task
@@ -7,9 +7,19 @@ before anything downstream runs, ``warning`` ones are recorded. Suite parameters
 columns a declarative suite cannot compute itself (``known_item``, ``ts_not_future``,
 ``is_duplicate``, ``image_ok``, ``norm``...); the functions below build those frames.
 
-Results are stored per ds: as JSON in the run's staging area (``validation/<suite>.json``)
-and in GX's validation results store under ``<warehouse>/reports/gx/validations/``;
-Data Docs are rebuilt into ``<warehouse>/reports/gx/data_docs/index.html``.
+**Two engines, one suite.** Every suite can run on GX's pandas engine or its Spark
+engine. GX on Spark computes each metric as its own small Spark job (thousands of py4j
+round trips for a few thousand rows), so a frame of at most
+``validation.pandas_max_rows`` rows is collected (one Arrow transfer) and validated by
+the pandas engine; a larger one is cached and validated by the Spark engine.
+:func:`validate_all` decides from a row count known without a Spark job (Parquet
+footers), and each result says which engine ran (``SuiteResult.engine``, the stage
+record's ``validation_engines``). ``tests/test_validation.py`` runs the same frames
+through both engines and gets the same verdicts and counts.
+
+Results are stored per ds in GX's validation results store under
+``<warehouse>/reports/gx/validations/``, and the Data Docs pages of the results just
+made are rendered into ``<warehouse>/reports/gx/data_docs/`` (with the index).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ class ValidationFailed(RuntimeError):
 
 @dataclass
 class SuiteResult:
-    """Outcome of one suite on one table."""
+    """Outcome of one suite on one table, and the engine that validated it."""
 
     suite: str
     success: bool
@@ -45,11 +55,14 @@ class SuiteResult:
     warnings: list[dict] = field(default_factory=list)
     evaluated: int = 0
     rows: int | None = None
+    engine: str = "pandas"
+    counts: dict[str, int | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         return {"suite": self.suite, "success": self.success, "evaluated": self.evaluated,
-                "rows": self.rows, "failures": self.failures, "warnings": self.warnings}
+                "rows": self.rows, "engine": self.engine, "failures": self.failures,
+                "warnings": self.warnings}
 
 
 def reports_dir(warehouse: str | Path) -> Path:
@@ -80,21 +93,36 @@ def _param(value):
     return value
 
 
-def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> SuiteResult:
-    """Run the validation definition ``suite`` (its engine's asset) on ``df`` (pandas or
-    Spark) with suite parameters; results are stored in the context's store under ds."""
+def is_pandas(df) -> bool:
+    """Whether ``df`` is a pandas frame (else a Spark DataFrame)."""
+    return isinstance(df, pd.DataFrame)
+
+
+def _expectation_key(cfg) -> str:
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
+    return f"{cfg.type}:{cfg.severity}:{json.dumps(kwargs, sort_keys=True, default=str)}"
+
+
+def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> tuple[SuiteResult, object]:
+    """Run ``suite`` on ``df`` with suite parameters, on the engine of the frame (pandas
+    or Spark: :func:`vrec.io.gxcontext.definition_name`); the result is stored in the
+    context's store under ds. Returns the result and GX's result identifier."""
     from great_expectations.core.run_identifier import RunIdentifier
 
-    vd = ctx.validation_definitions.get(suite)
+    from vrec.io.gxcontext import definition_name
+
+    engine = "pandas" if is_pandas(df) else "spark"
+    vd = ctx.validation_definitions.get(definition_name(suite, engine))
+    run_id = RunIdentifier(run_name=ds, run_time=dt.datetime.now(dt.UTC))
     res = vd.run(batch_parameters={"dataframe": df},
                  expectation_parameters={k: _param(v) for k, v in (params or {}).items()},
-                 run_id=RunIdentifier(run_name=ds, run_time=dt.datetime.now(dt.UTC)),
-                 result_format="SUMMARY")
-    out = SuiteResult(suite=suite, success=True, evaluated=len(res.results))
+                 run_id=run_id, result_format="SUMMARY")
+    out = SuiteResult(suite=suite, success=True, evaluated=len(res.results), engine=engine)
     for r in res.results:
+        cfg = r.expectation_config
+        out.counts[_expectation_key(cfg)] = (r.result or {}).get("unexpected_count")
         if r.success:
             continue
-        cfg = r.expectation_config
         kwargs = {k: v for k, v in cfg.kwargs.items()
                   if k != "batch_id" and not (isinstance(v, list) and len(v) > 10)}
         sev = getattr(cfg.severity, "value", str(cfg.severity)).lower()
@@ -105,34 +133,76 @@ def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> SuiteResu
             out.failures.append(rec)
         else:
             out.warnings.append(rec)
-    return out
+    return out, _result_identifier(res, suite, run_id)
 
 
-def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict
-                 ) -> list[SuiteResult]:
-    """Run each suite on its frame, store the results (GX's results store), rebuild
-    Data Docs. ``frames`` maps suite -> (dataframe, row count or None)."""
+def _result_identifier(res, suite: str, run_id):
+    """GX's key of a stored result (for rendering only its Data Docs page)."""
+    try:
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        batch = (res.meta.get("active_batch_definition") or {})
+        batch_id = getattr(batch, "id", None) or res.meta.get("batch_spec", {}).get("batch_id")
+        if batch_id is None:
+            return None
+        return ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite),
+            run_id=run_id, batch_identifier=batch_id)
+    except Exception:  # Data Docs then rebuild in full
+        return None
+
+
+def validate_all(warehouse: str | Path, ds: str, frames: dict, params: dict, *,
+                 pandas_max_rows: int) -> list[SuiteResult]:
+    """Run each suite on its frame, store the results (GX's results store) and render
+    their Data Docs pages. ``frames`` maps suite -> (dataframe, rows): a pandas frame,
+    or a Spark DataFrame with its row count when known without a Spark job (None:
+    counted). A Spark frame of at most ``pandas_max_rows`` rows is collected and
+    validated by the pandas engine; a larger one is cached and validated on Spark."""
     from vrec.io.gxcontext import open_context
 
     ctx = open_context(reports_dir(warehouse))
-    results = []
+    results, ids = [], []
     for suite, (df, rows) in frames.items():
-        r = run_suite(ctx, df, suite, params, ds=ds)
-        r.rows = rows
+        cached = None
+        if not is_pandas(df):
+            if rows is None or rows > pandas_max_rows:
+                cached = df.cache()
+                rows = cached.count()
+            if rows <= pandas_max_rows:
+                df = (df if cached is None else cached).toPandas()
+        try:
+            r, rid = run_suite(ctx, df if is_pandas(df) else cached, suite, params, ds=ds)
+        finally:  # a cached plan would serve stale rows to a rerun after the files changed
+            if cached is not None:
+                cached.unpersist()
+        r.rows = len(df) if is_pandas(df) else rows
         results.append(r)
+        ids.append(rid)
     try:
-        ctx.build_data_docs()
+        if all(i is not None for i in ids):
+            ctx.build_data_docs(resource_identifiers=ids)
+        else:
+            ctx.build_data_docs()
     except Exception as exc:  # docs are a report; a rendering problem must not hide results
         log.warning("building GX Data Docs failed: %s", exc)
     return results
 
 
+def engines(results: list[SuiteResult]) -> dict[str, str]:
+    """The engine that validated each suite (the stage record's ``validation_engines``)."""
+    return {r.suite: r.engine for r in results}
+
+
 def summarize(results: list[SuiteResult]) -> dict:
     """Per suite, for the stage record (and run_stats.details): success, rows, rows
-    evaluated, the names of failed and warned expectations (``failed``, ``warnings``)
+    evaluated, the engine, the names of failed and warned expectations (``failed``, ``warnings``)
     and each of them with its arguments and observed value (``failures``, ``warned``)."""
     return {r.suite: {"success": r.success, "rows": r.rows, "evaluated": r.evaluated,
-                      "failed": [f["expectation"] for f in r.failures],
+                      "engine": r.engine, "failed": [f["expectation"] for f in r.failures],
                       "warnings": [f["expectation"] for f in r.warnings],
                       "failures": r.failures, "warned": r.warnings} for r in results}
 

@@ -158,6 +158,16 @@ def read_folder(folder: str | Path, columns: list[str] | None = None) -> pd.Data
     return pads.dataset(str(folder), format="parquet").to_table(columns=columns).to_pandas()
 
 
+def parquet_rows(paths: Path | list[Path]) -> int:
+    """Rows in Parquet files, or in the ``*.parquet`` files of a folder, from their
+    footers (no data read); 0 for a missing folder."""
+    files = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        p = Path(p)
+        files += sorted(p.glob("*.parquet")) if p.is_dir() else [p] if p.is_file() else []
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
 def staged_quarantine(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """All quarantine rows staged for ``ds``."""
     folder = run_dir(warehouse, ds) / "quarantine"

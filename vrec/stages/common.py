@@ -1,6 +1,7 @@
 """What several stages share: writing a Spark table into staging, reading a run's staged
 tables on the driver (train_cf's tuning, candidates and evaluate read the same inputs
-the same way) and the run's CF engine as a function."""
+the same way), the run's CF engine as a function, and the blend tuning train_cf and
+evaluate reuse or run."""
 
 from __future__ import annotations
 
@@ -70,3 +71,24 @@ def run_cf_settings(ctx):
 
     params = json.loads((ctx.input("model") / "model.json").read_text())["params"]
     return ctx.settings.cf.model_copy(update={k: params[k] for k in TUNED_CF})
+
+
+def tuned_blend(ctx, cf, pairs, *, as_of: str, tune) -> dict:
+    """The blend tuning for data that ends on ``as_of``: a reusable stored one (an
+    earlier night's train_cf or evaluate, at most ``recs.tune_every_days`` old, the same
+    settings and CF model, data within 20%), else ``tune()``'s record, stored when it
+    chose a blend. train_cf and evaluate both ask here."""
+    from vrec.core.tuning import blend_settings_key, data_size
+    from vrec.io import tunings
+
+    s = ctx.settings
+    key, size = blend_settings_key(s.recs, s.visual, cf), data_size(pairs)
+    rec = tunings.reusable(ctx.warehouse, "blend", as_of=as_of,
+                           max_age_days=s.recs.tune_every_days, key=key, size=size)
+    if rec is not None:
+        return {**rec, "reused_from": rec["as_of"]}
+    record = tune()
+    if record.get("chosen") is not None:
+        record.update(as_of=as_of, key=key, size=size)
+        tunings.save(ctx.warehouse, "blend", record)
+    return record

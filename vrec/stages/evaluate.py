@@ -1,6 +1,9 @@
 """evaluate: a holdout as of ds, and the metrics of popularity, ALS-only, visual-profile,
 visual-preference and hybrid lists built by the production retrieval and ranker on it,
-refitting CF with the run's tuned settings (docs/evaluation.md)."""
+refitting CF with the run's tuned settings (docs/evaluation.md). With the time split the
+hybrid's blend tuning is one for data that ended at the cutoff: a stored one when one
+may be reused (an earlier night's train_cf or evaluate), else tuned on the training part
+and stored."""
 
 from __future__ import annotations
 
@@ -47,20 +50,33 @@ def headline(frame: pd.DataFrame, k: int) -> dict:
 
 
 def run(ctx) -> dict:
-    from vrec.core.evaluation import evaluate_models
+    from vrec.core.evaluation import evaluate_models, tune_on_holdout
     from vrec.io import warehouse as W
-    from vrec.stages.common import cf_fitter, driver_inputs, run_cf_settings, run_images
+    from vrec.stages.common import (
+        cf_fitter,
+        driver_inputs,
+        run_cf_settings,
+        run_images,
+        tuned_blend,
+    )
 
-    e, ds = ctx.settings.eval, ctx.ds
+    e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
     if e.enabled:
         inp = driver_inputs(ctx)
         holdout = holdout_for(ctx, inp.pairs)
-        frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=ctx.settings.recs,
-                                      visual=ctx.settings.visual,
-                                      fit=cf_fitter(ctx, run_cf_settings(ctx),
-                                                    run_images(ctx, inp.vectors)), ks=e.ks,
+        cf = run_cf_settings(ctx)
+        fit = cf_fitter(ctx, cf, run_images(ctx, inp.vectors))
+        blend = None
+        if e.tune and e.split == "time":
+            # the tuning a night at the cutoff would have used (no data after the cutoff)
+            cut_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=e.test_days)).isoformat()
+            blend = tuned_blend(ctx, cf, holdout.train, as_of=cut_ds, tune=lambda: tune_on_holdout(
+                holdout, inp.catalog, inp.vectors, recs=s.recs, visual=s.visual, fit=fit,
+                label=f"{ds} evaluate"))
+        frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
+                                      visual=s.visual, fit=fit, ks=e.ks,
                                       max_users=e.max_users, tune=e.tune,
-                                      label=f"{ds} evaluate")
+                                      label=f"{ds} evaluate", blend=blend)
     else:
         frame, info = pd.DataFrame(columns=list(EVAL_COLUMNS)), {"skipped": "eval.enabled is false"}
     frame = frame.astype(EVAL_COLUMNS)

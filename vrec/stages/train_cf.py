@@ -1,56 +1,53 @@
 """train_cf: tune the CF model's factors, regularization and alpha on a validation window
 (or reuse a recent tuning), fit the configured engine with them on the run's
-interactions and save the model; tune the blend on the same window (or record the
-configured one)."""
+interactions and save the model; tune the blend on the same window (or reuse a recent
+blend tuning, or record the configured one). Tunings are kept per day in
+``<warehouse>/_state/tuning/`` (vrec.io.tunings)."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-
-TUNING_STATE = Path("_state") / "cf_tuning.json"  # under the warehouse: shared across days
 
 
 def tuned_cf(ctx, pairs, window, images) -> tuple:
     """(the CF settings to fit with, the tuning record): a reusable earlier tuning, a new
-    one, or the configured settings when tuning is off or the window is too small."""
-    from vrec.core.tuning import cf_tuning_reusable, settings_key, tune_cf
-    from vrec.io import warehouse as W
+    one, or the configured settings when tuning is off or the window is too small.
+    ``window()`` builds the validation window (only when a tuning runs)."""
+    from vrec.core.tuning import data_size, settings_key, tune_cf
+    from vrec.io import tunings
     from vrec.stages.common import cf_fitter
 
     cf, ds = ctx.settings.cf, ctx.ds
     if not cf.tune:
         return cf, {"skipped": "cf.tune is false: the configured settings"}
-    state_file = ctx.warehouse / TUNING_STATE
-    state = json.loads(state_file.read_text()) if state_file.is_file() else None
-    size = {"pairs": int(len(pairs)), "users": int(pairs["user_id"].nunique()),
-            "items": int(pairs["item_id"].nunique())}
-    if cf_tuning_reusable(state, ds=ds, cf=cf, **size):
-        return cf.model_copy(update=state["chosen"]), {**state, "reused_from": state["ds"]}
-    record = tune_cf(window, cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images),
+    key, size = settings_key(cf), data_size(pairs)
+    rec = tunings.reusable(ctx.warehouse, "cf", as_of=ds, max_age_days=cf.tune_every_days,
+                           key=key, size=size)
+    if rec is not None:
+        return cf.model_copy(update=rec["chosen"]), {**rec, "reused_from": rec["as_of"]}
+    record = tune_cf(window(), cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images),
                      label=f"{ds} train_cf: CF tuning")
     if record.get("chosen") is None:
         return cf, record
-    record.update(ds=ds, settings=settings_key(cf), size=size)
-    if state is None or state.get("ds", "") <= ds:  # a backfill never overwrites a later one
-        W.write_json(state_file, record)
+    record.update(as_of=ds, key=key, size=size)
+    tunings.save(ctx.warehouse, "cf", record)
     return cf.model_copy(update=record["chosen"]), record
 
 
 def run(ctx) -> dict:
+    import functools
+
     import pandas as pd
 
     from vrec.core.tuning import tune_blend, validation_window
     from vrec.io import warehouse as W
     from vrec.spark.cf import fit_cf
     from vrec.spark.interactions import end_of_ds
-    from vrec.stages.common import TUNED_CF, cf_fitter, driver_inputs, run_images
+    from vrec.stages.common import TUNED_CF, cf_fitter, driver_inputs, run_images, tuned_blend
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     inter = ctx.input("interactions")
     inp = driver_inputs(ctx)
     end = pd.Timestamp(end_of_ds(ds))
-    window = validation_window(inp.pairs, s.recs, end)
+    window = functools.cache(lambda: validation_window(inp.pairs, s.recs, end))
     images = run_images(ctx, inp.vectors)
     cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, images)
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
@@ -59,13 +56,15 @@ def run(ctx) -> dict:
     model = fit_cf(inter, cf, spark=spark, ds=ds, images=images,
                    extra_params={"weights": s.weights.model_dump(mode="json")})
     model.save(ctx.output("model"))
-    n_pairs = spark.read.parquet(str(inter)).count()
+    n_pairs = len(inp.pairs)  # every staged pair (no Spark job to count them again)
     if s.recs.tune_blend:
-        blend = tune_blend(inp.pairs, inp.catalog, inp.vectors, inp.trending, recs=s.recs,
-                           visual=s.visual, end=end, fit=cf_fitter(ctx, cf, images),
-                           window=window, label=f"{ds} train_cf: blend tuning")
+        blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, tune=lambda: tune_blend(
+            inp.pairs, inp.catalog, inp.vectors, inp.trending, recs=s.recs, visual=s.visual,
+            end=end, fit=cf_fitter(ctx, cf, images), window=window(),
+            label=f"{ds} train_cf: blend tuning"))
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
-              f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})",
+              f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
+              + (f" (reused from {blend['reused_from']})" if blend.get("reused_from") else ""),
               flush=True)
     else:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}

@@ -22,11 +22,13 @@ def run(ctx) -> dict:
     from vrec.io.validation import (
         catalog_frame,
         docs_index,
+        engines,
         events_frame,
         raise_on_failure,
         summarize,
         validate_all,
     )
+    from vrec.io.warehouse import parquet_rows
 
     spark, ds, paths = ctx.spark, ctx.ds, ctx.settings.paths
     snap = catalog_snapshot_ds(paths.raw_root, ds)
@@ -40,21 +42,21 @@ def run(ctx) -> dict:
     ids = catalog[C.ITEM_ID].dropna().astype(str) if C.ITEM_ID in catalog else pd.Series([], dtype=str)
     catalog_ids = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: ids.unique()}),
                                         schema="item_id string")
-    events = events_frame(spark, ev_dir, catalog_ids, ds,
-                          ctx.settings.validation.max_event_age_days).cache()
-    try:
-        n_events = events.count()
-        results = validate_all(ctx.warehouse, ds, {
-            "raw_catalog": (catalog_frame(catalog, paths.image_root,
-                                          paths.allowed_image_roots()), len(catalog)),
-            "raw_events": (events, n_events)}, {"event_types": list(C.EVENT_TYPES)})
-    finally:  # a cached plan would serve stale rows to a rerun after the files changed
-        events.unpersist()
+    v = ctx.settings.validation
+    events = events_frame(spark, ev_dir, catalog_ids, ds, v.max_event_age_days)
+    # the day's rows from the files' footers: small days are validated in pandas
+    results = validate_all(ctx.warehouse, ds, {
+        "raw_catalog": (catalog_frame(catalog, paths.image_root, paths.allowed_image_roots()),
+                        len(catalog)),
+        "raw_events": (events, parquet_rows(data_files(ev_dir)))},
+        {"event_types": list(C.EVENT_TYPES)}, pandas_max_rows=v.pandas_max_rows)
+    n_events = next(r.rows for r in results if r.suite == "raw_events")
     warnings = sum(len(r.warnings) for r in results)
     rejected = read_rejects(paths.raw_root, "events", [ds])["reason"].value_counts().to_dict()
     ctx.record(n_events + len(catalog), n_events + len(catalog), 0, warnings=warnings,
                catalog_snapshot=snap, validation=summarize(results),
-               rejected_at_landing={str(k): int(v) for k, v in rejected.items()},
+               rejected_at_landing={str(k): int(n) for k, n in rejected.items()},
+               validation_engines=engines(results),
                data_docs=str(docs_index(ctx.warehouse)))
     raise_on_failure(results)
     return {"events": n_events, "catalog": len(catalog), "warnings": warnings}
