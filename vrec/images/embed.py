@@ -24,7 +24,7 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import EmbedSettings
-from vrec.images.backbones import Backbone, load_backbone
+from vrec.images.backbones import Backbone, backbone_version, load_backbone
 from vrec.images.imagequality import MAX_PIXELS, ImageError, prepare
 
 MAX_BYTES = 50_000_000  # the default read cap (EmbedSettings.max_image_bytes)
@@ -240,10 +240,10 @@ def make_embed_fn(backbone_name: str, batch_size: int, threads: int,
 
 def model_version(backbone_name: str, weights_path: str | None = None,
                   allow_download: bool = True) -> str:
-    """Version string of a backbone (loads it once on the driver, which also fails fast
-    with a clear message when weights are missing)."""
-    return load_backbone(backbone_name, weights_path=weights_path,
-                         allow_download=allow_download, device="cpu").version
+    """Version string of a backbone, found without loading the network on the driver
+    (vrec.images.backbones.backbone_version; fails fast with a clear message when the
+    weights are missing)."""
+    return backbone_version(backbone_name, weights_path, allow_download)
 
 
 def quality_reason(error, width, height, pixel_std, policy: EmbedSettings) -> str | None:
