@@ -90,6 +90,8 @@ def greedy_pick(blend: np.ndarray, emb: np.ndarray, category: np.ndarray, is_new
     n = len(blend)
     k = min(k, n)
     slots = min(slots, int(is_new.sum()), k)
+    if mmr_penalty == 0 and max_per_category <= 0:
+        return _greedy_plain(blend.astype(np.float64), is_new, k, slots, slot_key)
     gain = blend.astype(np.float64).copy()
     maxsim = np.zeros(n)
     avail = np.ones(n, dtype=bool)
@@ -122,6 +124,30 @@ def greedy_pick(blend: np.ndarray, emb: np.ndarray, category: np.ndarray, is_new
     return np.asarray(picked, dtype=np.int64), np.minimum.accumulate(out) if len(out) else out
 
 
+def _greedy_plain(gain: np.ndarray, is_new: np.ndarray, k: int, slots: int,
+                  slot_key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`greedy_pick` without diversity or a category cap, by sorting: the places
+    before the reserved ones take the largest gains (ties: the earlier candidate, as the
+    greedy argmax does); once the places left equal the new arrivals still owed, every
+    place takes the new arrival with the largest slot key (or gain)."""
+    order = np.argsort(-gain, kind="stable")
+    head = 0
+    n_new = 0
+    while head < k and (k - head) > (slots - n_new):
+        n_new += int(is_new[order[head]])
+        head += 1
+    picked = order[:head]
+    if head < k:
+        taken = np.zeros(len(gain), dtype=bool)
+        taken[picked] = True
+        pool = np.flatnonzero(is_new & ~taken)
+        key = gain if slot_key is None else np.asarray(slot_key, dtype=np.float64)
+        picked = np.concatenate([picked, pool[np.argsort(-key[pool], kind="stable")[:k - head]]])
+    picked = picked.astype(np.int64)
+    out = gain[picked]
+    return picked, np.minimum.accumulate(out) if len(out) else out
+
+
 def trending_for(n: int, exclude: set[int], trending: np.ndarray, category: np.ndarray,
                  touched: np.ndarray | None) -> list[int]:
     """Up to ``n`` trending catalog indices not in ``exclude``: first those in the
@@ -148,9 +174,7 @@ def trending_for(n: int, exclude: set[int], trending: np.ndarray, category: np.n
 def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame:
     """Final lists for a batch of users (:data:`LIST_COLUMNS`): ``item`` and
     ``reason_item`` are catalog indices (-1: none); see the module doc."""
-    ncf = [normalise(v, policy.normalize) for v in inp.cf]
-    nvis = [normalise(v, policy.normalize) for v in inp.vis]
-    npref = [normalise(v, policy.normalize) for v in inp.pref]
+    ncf, nvis, npref = inp.normalised(policy.normalize)
     q = policy.new_arrival_pref
     # the visual part's preference share; a user with only one of the two signals (e.g. a
     # history too old for the decayed profile) uses that one
@@ -205,7 +229,13 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame
 def lists_by_user(lists: pd.DataFrame, space: ItemSpace) -> dict[str, list[str]]:
     """``{user_id: [item_id, ...]}`` in rank order, from :func:`rank`'s output."""
     ids = space.item_ids[lists["item"].to_numpy()]
-    return pd.Series(ids).groupby(lists["user_id"].to_numpy()).apply(list).to_dict()
+    users = lists["user_id"].to_numpy()
+    if not len(users):
+        return {}
+    # rank() writes each user's rows together, in rank order
+    cuts = np.flatnonzero(users[1:] != users[:-1]) + 1
+    return {users[a]: ids[a:b].tolist()
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(users)])}
 
 
 def to_user_recs(lists: pd.DataFrame, space: ItemSpace, model_version: str) -> pd.DataFrame:

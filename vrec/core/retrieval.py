@@ -60,6 +60,18 @@ class RankInput:
     vis: list[np.ndarray]
     pref: list[np.ndarray]
 
+    def normalised(self, mode: str) -> tuple[list, list, list]:
+        """The CF, mean-profile and preference scores normalised per user (``mode``:
+        zscore or rank; vrec.core.ranking.normalise), computed once per mode: the blend
+        tuning ranks the same input at every grid point."""
+        from vrec.core.ranking import normalise
+
+        cache = self.__dict__.setdefault("_normalised", {})
+        if mode not in cache:
+            cache[mode] = tuple([normalise(v, mode) for v in scores]
+                                for scores in (self.cf, self.vis, self.pref))
+        return cache[mode]
+
     def to_frame(self) -> pd.DataFrame:
         """The stored form (:data:`FRAME_COLUMNS`)."""
         return pd.DataFrame({
