@@ -133,24 +133,25 @@ def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> tuple[Sui
             out.failures.append(rec)
         else:
             out.warnings.append(rec)
-    return out, _result_identifier(res, suite, run_id)
+    return out, _result_identifier(ctx, res, suite, run_id)
 
 
-def _result_identifier(res, suite: str, run_id):
-    """GX's key of a stored result (for rendering only its Data Docs page)."""
+def _result_identifier(ctx, res, suite: str, run_id):
+    """GX's key of the result just stored (for rendering only its Data Docs page), or
+    None when it cannot be told (the whole site is rebuilt then)."""
     try:
         from great_expectations.data_context.types.resource_identifiers import (
             ExpectationSuiteIdentifier,
             ValidationResultIdentifier,
         )
 
-        batch = (res.meta.get("active_batch_definition") or {})
-        batch_id = getattr(batch, "id", None) or res.meta.get("batch_spec", {}).get("batch_id")
-        if batch_id is None:
-            return None
-        return ValidationResultIdentifier(
+        batch = res.meta.get("active_batch_definition") or {}
+        # a whole-dataframe batch is named <data source>-<asset>
+        batch_id = f"{batch['datasource_name']}-{batch['data_asset_name']}"
+        rid = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite),
             run_id=run_id, batch_identifier=batch_id)
+        return rid if ctx.validation_results_store.has_key(rid) else None
     except Exception:  # Data Docs then rebuild in full
         return None
 

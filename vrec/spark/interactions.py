@@ -104,6 +104,25 @@ def clean_events(events, catalog, ds: str, weights: EventWeights | None = None):
     failing reason in ``QUARANTINE_REASONS`` order; an event stamped at or after the end
     of its landing day is ``future_timestamp`` (so a run never uses its own future).
     """
+    return split_events(classify_events(events, catalog, ds, weights))
+
+
+def split_events(classified):
+    """(good, bad) of :func:`classify_events`' rows: good events in the input's columns,
+    and the bad ones as quarantine rows (key, reason, landed_ds)."""
+    from pyspark.sql import functions as F
+
+    good = classified.where(F.col("_reason").isNull()).drop("_reason")
+    key = F.concat_ws("|", *[F.coalesce(F.col(c).cast("string"), F.lit("null"))
+                             for c in (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS)])
+    bad = classified.where(F.col("_reason").isNotNull()).select(
+        key.alias("key"), F.col("_reason").alias("reason"), "landed_ds")
+    return good, bad
+
+
+def classify_events(events, catalog, ds: str, weights: EventWeights | None = None):
+    """The events landed on or before ``ds`` with ``_reason``: null for a good event,
+    else its quarantine reason (:func:`clean_events`)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -134,13 +153,7 @@ def clean_events(events, catalog, ds: str, weights: EventWeights | None = None):
         .when(F.col("_known").isNull(), "unknown_item_id")
         .when(F.col("_dup") > 1, "duplicate_event")
     )
-    ev = ev.withColumn("_reason", reason)
-    good = ev.where(F.col("_reason").isNull()).drop("_known", "_dup", "_reason")
-    key = F.concat_ws("|", *[F.coalesce(F.col(c).cast("string"), F.lit("null"))
-                             for c in (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS)])
-    bad = ev.where(F.col("_reason").isNotNull()).select(
-        key.alias("key"), F.col("_reason").alias("reason"), "landed_ds")
-    return good, bad
+    return ev.withColumn("_reason", reason).drop("_known", "_dup")
 
 
 def event_weight_expr(weights: EventWeights, ds: str | None = None):
@@ -275,12 +288,13 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
 
     from vrec.io.rawio import read_rejects
 
-    raw_catalog = load_catalog(spark, raw_root, ds)
+    raw_catalog = load_catalog(spark, raw_root, ds).cache()
     catalog, cat_bad = dedupe_catalog(raw_catalog)
     catalog = catalog.cache()
     events = load_events(spark, raw_root, ds).where(F.col("landed_ds") <= F.lit(ds))
-    good, bad = clean_events(events, catalog, ds, weights)
-    good = good.cache()
+    # every event read once: its reason (null: good) cached, then split and counted
+    classified = classify_events(events, catalog, ds, weights).cache()
+    good, bad = split_events(classified)
     inter = aggregate_interactions(good, weights, ds)
     snap = catalog_snapshot_ds(raw_root, ds)
     ev_rej = _rejects_frame(read_rejects(raw_root, "events", event_partitions_until(raw_root, ds)))
@@ -288,11 +302,13 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
     ev_q = pd.concat([bad.toPandas().assign(detail=None), ev_rej], ignore_index=True)
     cat_q = pd.concat([cat_bad.toPandas().assign(landed_ds=snap, detail=None), cat_rej],
                       ignore_index=True)
-    n_used = good.count()
+    # rows landed (in all partitions read, and in ds's own) and rows used, in one job
+    counts = (classified.groupBy((F.col("landed_ds") == ds).alias("today"),
+                                 F.col("_reason").isNull().alias("used")).count().collect())
+    landed = {today: sum(r["count"] for r in counts if r["today"] == today)
+              for today in (True, False)}
+    n_used = sum(r["count"] for r in counts if r["used"])
     n_cat = catalog.count()
-    # rows landed in all partitions read, and in ds's own, in one pass over the raw files
-    landed = {r["today"]: r["count"] for r in
-              events.groupBy((F.col("landed_ds") == ds).alias("today")).count().collect()}
     recon = {
         "events": reconcile(sum(landed.values()), len(ev_rej), n_used, len(ev_q)),
         "catalog": reconcile(raw_catalog.count(), len(cat_rej), n_cat, len(cat_q)),

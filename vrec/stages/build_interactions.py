@@ -26,8 +26,10 @@ def run(ctx) -> dict:
     qe, qc, recon = out["events_quarantine"], out["catalog_quarantine"], out["reconciliation"]
     nq = W.write_quarantine(ctx.warehouse, ds, "events", qe) + \
         W.write_quarantine(ctx.warehouse, ds, "catalog", qc)
-    n_pairs = inter.count()
-    n_users = inter.select(C.USER_ID).distinct().count()
+    from pyspark.sql import functions as F
+
+    sizes = inter.agg(F.count("*").alias("pairs"), F.countDistinct(C.USER_ID).alias("users")).first()
+    n_pairs, n_users = int(sizes["pairs"]), int(sizes["users"])
     ctx.record(recon["events"]["landed"], n_pairs, nq, users=n_users,
                events_used=int(out["events_used"]),
                events_landed_today=out["events_landed_today"],
