@@ -324,8 +324,13 @@ def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_
     shutil.copytree(s.paths.warehouse_root, wh, symlinks=True)
     s2 = s.model_copy(update={"paths": s.paths.model_copy(update={"warehouse_root": wh}),
                               "cf": s.cf.model_copy(update={"engine": "spark_mllib"})})
+    # a two-point CF grid: each MLlib fit costs seconds, and what is checked is that the
+    # tuning, the blend tuning and the evaluation fit with MLlib, not the grid's choice
     s2 = s2.model_copy(update={"recs": s2.recs.model_copy(update={"tune_min_users": 5}),
-                               "eval": s2.eval.model_copy(update={"split": "user"})})
+                               "eval": s2.eval.model_copy(update={"split": "user"}),
+                               "cf": s2.cf.model_copy(update={
+                                   "tune_alpha": (1.0, 2.0), "tune_regularization": (),
+                                   "tune_factors": (), "tune_visual_prior": ()})})
     run_stage("embed_items", s2, DS, spark=spark)  # the blend tuning needs the vectors
     res = run_stage("train_cf", s2, DS, spark=spark)
     assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")
@@ -337,6 +342,8 @@ def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_
     recs = pd.read_parquet(run.path("user_recs"))
     assert recs["model_version"].str.startswith("spark_mllib-als-").all()
     assert CFModel.load(run.path("model")).params["device"] == "spark"
+    cf_tuning = run.record("train_cf")["cf_tuning"]
+    assert len(cf_tuning["grid"]) == 2 and cf_tuning["chosen"], cf_tuning  # two MLlib fits
     tuned = run.record("train_cf")["blend"]
     assert tuned["cf"] == {"engine": "spark_mllib", "device": "spark"}, tuned
     assert run.record("evaluate")["evaluation"]["cf"] == {"engine": "spark_mllib", "device": "spark"}

@@ -43,7 +43,7 @@ COMPARED = ("user_recs", "item_similar", "item_popularity", "user_profile", "eva
 def _config(tmp, raw, wh):
     cfg = tmp / f"vrec-{wh.name}.yaml"
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
-                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
+                   "spark: {master: 'local[2]', quick_jit: true, conf: {spark.sql.shuffle.partitions: '2', "
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g, "
                    "spark.executor.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"

@@ -56,7 +56,7 @@ def dag_runs(tmp_path_factory):
     generate_sample(raw, TINY)
     cfg = tmp / "vrec.yaml"
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
-                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
+                   "spark: {master: 'local[2]', quick_jit: true, conf: {spark.sql.shuffle.partitions: '2', "
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
                    "eval: {gate_min_users: 5}\n"
@@ -197,8 +197,15 @@ def test_vrec_status_shows_the_nights_and_exits_for_monitoring(dag_runs, tmp_pat
         s: r["seconds"] for s, r in records.items() if s != "quality_gate"}
     staged_q = W.staged_quarantine(wh, last)
     assert nights[last]["quarantine"] == staged_q.groupby("reason").size().to_dict()
+    # which GX engine validated each suite: the tiny night's tables are all under the
+    # row threshold, so pandas, as the stage records say
+    engines = {**records["validate_inputs"]["validation_engines"],
+               **records["validate_outputs"]["validation_engines"]}
+    assert nights[last]["validation_engines"] == engines
+    assert set(engines.values()) == {"pandas"} and len(engines) == 6
     text = status(wh)
     assert text.returncode == 1 and "verdict: FAILED" in text.stdout
+    assert f"validated by ({last}): " in text.stdout and "raw_events pandas" in text.stdout
     assert f"{missing}  failed" in text.stdout and "wait_for_events" in text.stdout
 
     # the same warehouse without the failed night: healthy, then stale after --max-age

@@ -48,7 +48,7 @@ def ml_runs(tmp_path_factory):
     adapt_movielens(ML, raw, since=dt.date(2018, 1, 1), rated_only=True)
     cfg = tmp / "vrec.yaml"
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
-                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '4', "
+                   "spark: {master: 'local[2]', quick_jit: true, conf: {spark.sql.shuffle.partitions: '4', "
                    "spark.ui.enabled: 'false'}}\n"
                    # MovieLens users rate in single sessions: hold out each user's latest
                    "eval: {split: user}\n")

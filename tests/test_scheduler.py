@@ -58,11 +58,12 @@ def _stop(proc: subprocess.Popen, home: Path) -> None:
 @pytest.fixture(scope="module")
 def scheduled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sched")
-    # the run hour: the first whole minute at least 30 s away (standalone is up by then;
-    # a run whose time has passed when the DAG is parsed starts at once); the day it
-    # processes is the day before the run time (computed here, not by vrec.airflow.schedule)
+    # the run hour: the first whole minute at least 10 s away (standalone may still be
+    # starting then: a run whose time has passed when the DAG is first parsed starts at
+    # once); the day it processes is the day before the run time (computed here, not by
+    # vrec.airflow.schedule)
     now = pendulum.now("UTC")
-    run_time = (now + dt.timedelta(seconds=30)).replace(second=0, microsecond=0) + \
+    run_time = (now + dt.timedelta(seconds=10)).replace(second=0, microsecond=0) + \
         dt.timedelta(minutes=1)
     expected = (run_time.date() - dt.timedelta(days=1)).isoformat()
     raw, wh = tmp / "raw", tmp / "wh"
@@ -71,7 +72,7 @@ def scheduled(tmp_path_factory):
     marker.unlink()  # the day's export is not finished yet
     cfg = tmp / "vrec.yaml"
     cfg.write_text(f"paths: {{raw_root: {raw}, image_root: {raw}, warehouse_root: {wh}}}\n"
-                   "spark: {master: 'local[2]', conf: {spark.sql.shuffle.partitions: '2', "
+                   "spark: {master: 'local[2]', quick_jit: true, conf: {spark.sql.shuffle.partitions: '2', "
                    "spark.ui.enabled: 'false', spark.driver.memory: 1g}}\n"
                    "cf: {factors: 16, iterations: 8}\nrecs: {k: 5, candidates: 20}\n"
                    "eval: {gate_min_users: 5}\nlanding: {poke_seconds: 5, quiet_minutes: null}\n")

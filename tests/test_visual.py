@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pandas as pd
@@ -195,6 +196,15 @@ def test_tunings_are_kept_per_day_and_the_newest_reusable_one_is_found(tmp_path)
         "2026-11-10.json", "2026-11-14.json"]
     with pytest.raises(ValueError, match="unknown tuning kind"):
         tunings.tuning_dir(tmp_path, "ranker")
+    # a warehouse of the earlier layout: its one CF tuning is read as the record of its day
+    legacy = tmp_path / "_state" / "cf_tuning.json"
+    legacy.write_text(json.dumps({"ds": "2026-11-10", "settings": key, "size": size,
+                                  "chosen": {"factors": 32}}))
+    found = tunings.reusable(tmp_path, "cf", as_of="2026-11-12", max_age_days=7, key=key,
+                             size=size)
+    assert found["chosen"] == {"factors": 32} and found["as_of"] == "2026-11-10"
+    assert tunings.reusable(tmp_path, "cf", as_of="2026-11-09", max_age_days=7, key=key,
+                            size=size) is None
 
 
 def test_reserved_slot_picks_by_its_own_key():

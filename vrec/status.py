@@ -98,12 +98,17 @@ def night(wh: str | Path, ds: str) -> dict:
         stages = {r["stage"]: {"status": "succeeded", "seconds": r.get("seconds")}
                   for r in man["stage_stats"] if r.get("stage") != "quality_gate"}
     runs = {r.get("run_id") for r in records.values() if r.get("run_id")}
+    # which GX engine validated each suite (vrec.io.validation: pandas below the row
+    # threshold, Spark above it)
+    engines = {suite: engine for stage in ("validate_inputs", "validate_outputs")
+               for suite, engine in (records.get(stage, {}).get("validation_engines") or {}).items()}
     return {"ds": ds, "state": state, "version": man.get("version"),
             "published_at": man.get("published_at"),
             "run_id": man.get("run_id") or (sorted(runs)[-1] if runs else None),
             "gate": {k: gate.get(k) for k in ("status", "metric", "current", "previous",
                                               "message")} if gate else None,
             "stages": stages,
+            "validation_engines": engines,
             "seconds": round(sum(float(v["seconds"] or 0) for v in stages.values()), 1),
             "quarantine": _quarantine_counts(wh, ds, published),
             "failures": [{k: f.get(k) for k in ("stage", "try", "at", "run_id", "error")}
@@ -187,6 +192,10 @@ def render(st: dict) -> str:
                              if not v or v["status"] in ("succeeded", None) else
                              f"{v['status'][:7]:>7}")
             lines.append(f"{s:<{width}} " + " ".join(cells))
+    newest = next((n for n in st["nights"] if n.get("validation_engines")), None)
+    if newest:
+        lines += ["", f"validated by ({newest['ds']}): " + ", ".join(
+            f"{suite} {engine}" for suite, engine in newest["validation_engines"].items())]
     fails = [(n["ds"], f) for n in st["nights"] for f in n["failures"]][:5]
     if fails:
         lines += ["", "failures:"]

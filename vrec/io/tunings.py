@@ -17,6 +17,8 @@ from pathlib import Path
 from vrec.io.warehouse import check_ds, write_json
 
 KINDS = ("cf", "blend")
+# before tunings were kept per day: the newest CF tuning only (read as a record of its ds)
+LEGACY_CF = Path("_state") / "cf_tuning.json"
 
 
 def tuning_dir(warehouse: str | Path, kind: str) -> Path:
@@ -46,6 +48,15 @@ def records(warehouse: str | Path, kind: str, *, until: str) -> list[dict]:
             out.append(json.loads(f.read_text()))
         except (OSError, ValueError):
             continue
+    legacy = Path(warehouse) / LEGACY_CF
+    if kind == "cf" and legacy.is_file():
+        try:
+            old = json.loads(legacy.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("ds") and old["ds"] <= until and old["ds"] not in {r.get("as_of") for r in out}:
+            out.append({**old, "as_of": old["ds"], "key": old.get("settings")})
+            out.sort(key=lambda r: r["as_of"], reverse=True)
     return out
 
 

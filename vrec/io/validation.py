@@ -56,7 +56,9 @@ class SuiteResult:
     evaluated: int = 0
     rows: int | None = None
     engine: str = "pandas"
-    counts: dict[str, int | None] = field(default_factory=dict)
+    # per expectation: (success, unexpected rows; None where the engine checks the column
+    # as a whole, e.g. a type on Spark)
+    checks: dict[str, tuple[bool, int | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -120,7 +122,8 @@ def run_suite(ctx, df, suite: str, params: dict | None, *, ds: str) -> tuple[Sui
     out = SuiteResult(suite=suite, success=True, evaluated=len(res.results), engine=engine)
     for r in res.results:
         cfg = r.expectation_config
-        out.counts[_expectation_key(cfg)] = (r.result or {}).get("unexpected_count")
+        out.checks[_expectation_key(cfg)] = (bool(r.success),
+                                             (r.result or {}).get("unexpected_count"))
         if r.success:
             continue
         kwargs = {k: v for k, v in cfg.kwargs.items()
