@@ -41,9 +41,12 @@ postgres:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
 	    --no-install-recommends postgresql; }
 
-# pytest exit code 5 ("no tests collected") is a failure, not a pass.
+# pytest exit code 5 ("no tests collected") is a failure, not a pass. Two test processes
+# (pytest-xdist, whole files each; TEST_WORKERS=0 runs in this process): serial pytest
+# keeps a core idle about half the time (JVM starts, Airflow polling).
+TEST_WORKERS ?= 2
 test: venv browser
-	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(VENV)/bin/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "[make] pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The real-data suite (needs ../shared/datasets).

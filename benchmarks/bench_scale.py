@@ -16,6 +16,16 @@ processes together, and the rows of every published table. Results go to
 a Markdown table is printed for ``benchmarks/README.md``.
 
     python benchmarks/bench_scale.py --scale 1m --scale 10m
+
+**Warm nights from a saved night 1.** After night 1 the warehouse and the Airflow home
+are saved under ``benchmarks/.cache/scale-<name>/night1/`` (with the commit that ran
+it). ``--warm`` restores that copy and runs night 2 only, so a before/after of the warm
+night costs one warm night each (about half an hour at 10M) instead of two hours:
+
+    python benchmarks/bench_scale.py --scale 10m --nights 1   # once: night 1, saved
+    python benchmarks/bench_scale.py --scale 10m --warm       # night 2 from the copy
+
+A warm result goes to ``warm`` in the results file, next to the code that ran it.
 """
 
 from __future__ import annotations
@@ -154,10 +164,65 @@ def run_night(ds: str, env: dict, warehouse: Path, log: Path) -> dict:
             "version": manifest.get("version")}
 
 
+def commit() -> str:
+    """The checked-out commit (``+dirty`` with uncommitted changes to tracked files)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
+
+    dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
+
+
+def save_night1(root: Path, warehouse: Path, home: Path, ds: str) -> Path:
+    """Copy the warehouse and the Airflow home after night 1 to ``root/night1``."""
+    snap = root / "night1"
+    shutil.rmtree(snap, ignore_errors=True)
+    shutil.copytree(warehouse, snap / "warehouse", symlinks=True)
+    shutil.copytree(home, snap / "airflow", symlinks=True, ignore=shutil.ignore_patterns("logs"))
+    (snap / "night1.json").write_text(json.dumps({"ds": ds, "commit": commit(),
+                                                  "saved": dt.datetime.now(dt.UTC).isoformat()}))
+    return snap
+
+
+def restore_night1(root: Path, warehouse: Path, home: Path) -> dict:
+    """Put the saved night-1 warehouse and Airflow home back in place."""
+    snap = root / "night1"
+    if not (snap / "night1.json").is_file():
+        raise SystemExit(f"no saved night 1 under {snap}: run `python benchmarks/bench_scale.py "
+                         f"--scale {root.name.split('-', 1)[1]} --nights 1` first")
+    for dst, src in ((warehouse, snap / "warehouse"), (home, snap / "airflow")):
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, symlinks=True)
+    return json.loads((snap / "night1.json").read_text())
+
+
+def run_warm(name: str) -> dict:
+    """Night 2 of one scale from the saved night 1 (module doc)."""
+    spec = SCALES[name]
+    root = HERE / ".cache" / f"scale-{name}"
+    raw, warehouse = root / "raw", root / "warehouse"
+    saved = restore_night1(root, warehouse, root / "airflow")
+    env = airflow_env(root / "airflow", config=write_config(root, raw, warehouse),
+                      spark_master="local[*]")
+    migrate(env)
+    day = spec.end_date
+    print(f"[bench-scale] {name}: warm night {day} from the night 1 of {saved['ds']} "
+          f"(commit {saved['commit']})", flush=True)
+    night = run_night(day.isoformat(), env, warehouse, root / f"night-{day}-warm.log")
+    night.update(label="warm cache, 1% new items, from the saved night 1", code=commit(),
+                 night1=saved)
+    print(f"[bench-scale] {name}: warm night {day} took {night['wall_s'] / 60:.1f} min, "
+          f"peak RSS (all processes) {night['peak_rss_all_gb']} GB", flush=True)
+    return night
+
+
 def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False,
               save=lambda partial: None) -> dict:
     """Both nights of one scale; ``save`` gets the partial result after each night, so a
-    long run that is cut off keeps the nights it finished."""
+    long run that is cut off keeps the nights it finished. Night 1 is saved for
+    :func:`run_warm`."""
     spec = SCALES[name]
     root = HERE / ".cache" / f"scale-{name}"
     raw, warehouse = root / "raw", root / "warehouse"
@@ -183,7 +248,9 @@ def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False,
                        ("warm cache, 1% new items", last))[:nights]:
         print(f"[bench-scale] {name}: night {day} ({label})", flush=True)
         night = run_night(day.isoformat(), env, warehouse, root / f"night-{day}.log")
-        night["label"] = label
+        night.update(label=label, code=commit())
+        if not done:
+            save_night1(root, warehouse, root / "airflow", day.isoformat())
         print(f"[bench-scale] {name}: night {day} took {night['wall_s'] / 60:.1f} min, "
               f"peak RSS (all processes) {night['peak_rss_all_gb']} GB", flush=True)
         done.append(night)
@@ -216,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", action="append", choices=sorted(SCALES),
                     help="scales to run (repeatable; default: 1m and 10m)")
     ap.add_argument("--nights", type=int, default=2, choices=(1, 2),
-                    help="1: only the cold first night")
+                    help="1: only the cold first night (saved for --warm)")
+    ap.add_argument("--warm", action="store_true",
+                    help="only night 2, from the saved night 1 (module doc)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bench-scale] %(message)s")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -228,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2))
 
+    if args.warm:
+        for name in args.scale or ["10m"]:
+            night = run_warm(name)
+            results.setdefault("warm", {}).setdefault(name, []).append(night)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2))
+            print(f"[bench-scale] {name} warm night: {night['wall_s']} s; per task: " + ", ".join(
+                f"{st} {v['task_wall_s']}" for st, v in night["stages"].items()))
+        print(f"[bench-scale] results in {RESULTS}")
+        return 0
     for name in args.scale or ["1m", "10m"]:
         results["scales"][name] = run_scale(name, nights=args.nights,
                                             save=lambda partial, name=name: save(name, partial))
