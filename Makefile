@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vrec-installed
 
-.PHONY: venv browser postgres demo test test-real test-cluster airflow lock lint clean-demo bench bench-scale
+.PHONY: venv browser postgres demo test test-real test-cluster airflow lock lint clean-demo bench bench-scale bench-startup
 
 # Create or reuse .venv; reinstall only when pyproject.toml or constraints.txt changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -82,6 +82,10 @@ bench: venv
 	$(PY) benchmarks/bench_embed.py --dataset movielens --n $(BENCH_N)
 	$(PY) benchmarks/bench_embed.py --dataset fashion --n $(BENCH_N)
 	for s in $(BENCH_CF); do $(PY) benchmarks/bench_cf.py --scenario $$s || exit 1; done
+
+# One stage's start-up (session + first query) with and without the JVM start-up options.
+bench-startup: venv
+	$(PY) benchmarks/bench_startup.py --repeat 5
 
 # The whole nightly DAG through Airflow at 1M and 10M events (about 2 h on 2 cores, most of
 # it the first night's 50k-picture embedding): benchmarks/results/e2e_10m.json.

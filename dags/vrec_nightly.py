@@ -59,7 +59,7 @@ from vrec.airflow.callbacks import on_failure
 from vrec.airflow.schedule import NightlyTimetable, run_ds
 from vrec.airflow.sensors import LandingSensor
 from vrec.config import load_settings
-from vrec.spark.jvm import driver_conf
+from vrec.spark.jvm import jvm_conf
 from vrec.stages import STAGES, Stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,8 +96,8 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
         name=f"vrec-{stage.name}",
         # the config's Spark settings go to spark-submit itself: the driver's memory (and
         # any JVM option) is fixed when the JVM starts, before the job builds its session;
-        # driver_conf adds the start-up options (class archive, JIT tier: vrec.spark.jvm)
-        conf={**driver_conf(SETTINGS.spark), "spark.pyspark.python": WORKER_PYTHON,
+        # jvm_conf adds the start-up options (class archive, JIT tier: vrec.spark.jvm)
+        conf={**jvm_conf(SETTINGS.spark), "spark.pyspark.python": WORKER_PYTHON,
               "spark.pyspark.driver.python": WORKER_PYTHON},
         env_vars=env,
         doc_md=f"{stage.summary}.\n\nSpark job `jobs/stage.py {stage.name}` for the run's ds; "

@@ -12,24 +12,31 @@ from pathlib import Path
 import pytest
 
 from vrec.config import SparkSettings
-from vrec.spark.jvm import JAVA_OPTIONS, archive_path, default_archive, driver_conf
+from vrec.spark.jvm import (
+    EXECUTOR_JAVA_OPTIONS,
+    JAVA_OPTIONS,
+    archive_path,
+    default_archive,
+    jvm_conf,
+)
 
 
-def test_driver_conf_appends_the_start_up_options_to_the_configured_ones(tmp_path):
+def test_the_start_up_options_are_appended_to_the_configured_ones(tmp_path):
     archive = tmp_path / "a.jsa"
     archive.write_bytes(b"x")
     s = SparkSettings(conf={"spark.driver.memory": "2g", JAVA_OPTIONS: "-Dfoo=1"},
                       class_archive=str(archive), quick_jit=True)
-    conf = driver_conf(s)
+    conf = jvm_conf(s)
     assert conf["spark.driver.memory"] == "2g"
     assert conf[JAVA_OPTIONS] == f"-Dfoo=1 -XX:SharedArchiveFile={archive} -XX:TieredStopAtLevel=1"
+    # executors (a cluster's) get the same options; none were configured for them
+    assert conf[EXECUTOR_JAVA_OPTIONS] == f"-XX:SharedArchiveFile={archive} -XX:TieredStopAtLevel=1"
     # off, or an archive that is not there: nothing is passed (the JVM starts as before)
-    assert JAVA_OPTIONS not in driver_conf(SparkSettings(class_archive="off"))
+    assert JAVA_OPTIONS not in jvm_conf(SparkSettings(class_archive="off"))
     assert archive_path(str(tmp_path / "missing.jsa")) is None
-    assert driver_conf(SparkSettings(class_archive=str(tmp_path / "missing.jsa"),
-                                     conf={})) == {}
+    assert jvm_conf(SparkSettings(class_archive=str(tmp_path / "missing.jsa"), conf={})) == {}
     # the defaults: the venv's archive when built, the optimising JIT kept
-    default = driver_conf(SparkSettings())
+    default = jvm_conf(SparkSettings())
     expected = f"-XX:SharedArchiveFile={default_archive()}" if default_archive().is_file() else None
     assert default.get(JAVA_OPTIONS) == expected
 
@@ -40,7 +47,7 @@ def test_a_stage_jvm_maps_the_class_archive_make_venv_built(tmp_path):
     archive = default_archive()
     assert archive.is_file(), ("make venv builds the archive (python -m vrec.spark.jvm build); "
                                f"missing: {archive}")
-    opts = driver_conf(SparkSettings(quick_jit=True))[JAVA_OPTIONS]
+    opts = jvm_conf(SparkSettings(quick_jit=True))[JAVA_OPTIONS]
     log = tmp_path / "classes.log"
     job = tmp_path / "job.py"
     job.write_text("from pyspark.sql import SparkSession\n"

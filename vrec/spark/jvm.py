@@ -1,8 +1,8 @@
 """The Spark driver JVM's start-up: a class-data-sharing archive and the JIT tier.
 
-Every Spark stage is one ``spark-submit``: a fresh JVM that loads some ten thousand
-classes from Spark's jars, then JIT-compiles the query engine while it plans its first
-jobs. On a small night that start-up is most of a stage: a job that only builds the
+Every Spark stage is one ``spark-submit``: a fresh JVM (and, on a cluster, fresh
+executor JVMs) that loads some ten thousand classes from Spark's jars, then JIT-compiles
+the query engine while it plans its first jobs. On a small night that start-up is most of a stage: a job that only builds the
 session and counts one Parquet folder took 10.4 s on 2 cores (docs/operations.md,
 *Start-up*). Two standard HotSpot options cut it, and both are on by default:
 
@@ -18,10 +18,11 @@ session and counts one Parquet folder took 10.4 s on 2 cores (docs/operations.md
   of millions of rows) runs somewhat slower without the optimising tier, so large
   deployments may turn it off (docs/operations.md has the measurements).
 
-:func:`driver_conf` merges both into ``spark.driver.extraJavaOptions``; the DAG passes
-the result to spark-submit and :func:`vrec.spark.session.build_session` to a JVM it
-starts itself (tests, ``vrec run-stage``). This module imports nothing heavy: the DAG
-file imports it.
+:func:`jvm_conf` appends both to ``spark.driver.extraJavaOptions`` and
+``spark.executor.extraJavaOptions`` (an executor on a machine without the archive file,
+or with other jars, simply does without it); the DAG passes the result to spark-submit and
+:func:`vrec.spark.session.build_session` to a JVM it starts itself (tests, ``vrec
+run-stage``). This module imports nothing heavy: the DAG file imports it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+EXECUTOR_JAVA_OPTIONS = "spark.executor.extraJavaOptions"
 ARCHIVE_NAME = "spark-driver.jsa"
 
 
@@ -62,14 +64,14 @@ def java_options(spark_settings) -> list[str]:
     return opts
 
 
-def driver_conf(spark_settings) -> dict[str, str]:
-    """``spark_settings.conf`` with the start-up options appended to the driver's
-    ``extraJavaOptions`` (the configured ones are kept, first)."""
+def jvm_conf(spark_settings) -> dict[str, str]:
+    """``spark_settings.conf`` with the start-up options appended to the driver's and the
+    executors' ``extraJavaOptions`` (the configured ones are kept, first)."""
     conf = dict(spark_settings.conf)
     opts = java_options(spark_settings)
     if opts:
-        conf[JAVA_OPTIONS] = " ".join([conf[JAVA_OPTIONS], *opts] if conf.get(JAVA_OPTIONS)
-                                      else opts)
+        for key in (JAVA_OPTIONS, EXECUTOR_JAVA_OPTIONS):
+            conf[key] = " ".join([conf[key], *opts] if conf.get(key) else opts)
     return conf
 
 

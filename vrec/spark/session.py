@@ -26,11 +26,11 @@ def build_session(settings: Settings, app_name: str, *, master: str | None = Non
     under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if not under_submit:
         builder = builder.master(master or settings.spark.master)
-    from vrec.spark.jvm import driver_conf
+    from vrec.spark.jvm import jvm_conf
 
     # with the start-up options (class archive, JIT tier): they reach a JVM this call
     # starts itself; under spark-submit the DAG passed the same ones
-    for key, value in driver_conf(settings.spark).items():
+    for key, value in jvm_conf(settings.spark).items():
         builder = builder.config(key, value)
     builder = builder.config("spark.pyspark.python", python_for_workers())
     # raw Parquet as pandas writes it: TIMESTAMP(NANOS) read as a long, which
