@@ -153,3 +153,21 @@ def test_the_row_threshold_chooses_the_engine_and_results_say_which(spark, gx, t
     # each result's own Data Docs page was rendered, with the index
     pages = list((reports_dir(wh) / "data_docs" / "validations" / "raw_events").rglob("*.html"))
     assert len(pages) >= 3 and (reports_dir(wh) / "data_docs" / "index.html").is_file()
+
+
+def test_gx_is_configured_once_per_process_and_imported_only_by_the_validate_stages(tmp_path):
+    """open_context returns the context it opened before (GX is imported and configured
+    once per stage process); importing every stage module, the report and the status
+    command imports no GX (only the validate stages do, when they run)."""
+    import subprocess
+    import sys
+
+    from vrec.io.gxcontext import open_context
+
+    assert open_context(tmp_path / "r") is open_context(tmp_path / "r")
+    code = ("import importlib, sys\nfrom vrec.stages import STAGES\n"
+            "for s in STAGES: importlib.import_module(s.module)\n"
+            "import vrec.io.report, vrec.status, vrec.runner, vrec.io.validation\n"
+            "print('great_expectations' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
