@@ -293,7 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"] = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / GB, 1),
                           "python": platform.python_version(), "when": dt.date.today().isoformat()}
     def save(name: str, partial: dict) -> None:
-        results["scales"][name] = partial
+        # a night-1-only run (made to seed --warm) must not replace a recorded two-night run
+        if args.nights == 1:
+            results.setdefault("night1", {})[name] = partial
+        else:
+            results["scales"][name] = partial
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2))
 
@@ -308,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench-scale] results in {RESULTS}")
         return 0
     for name in args.scale or ["1m", "10m"]:
-        results["scales"][name] = run_scale(name, nights=args.nights,
-                                            save=lambda partial, name=name: save(name, partial))
+        save(name, run_scale(name, nights=args.nights,
+                             save=lambda partial, name=name: save(name, partial)))
         if {"1m", "10m"} <= results["scales"].keys() and all(
                 len(results["scales"][s]["nights"]) == 2 for s in ("1m", "10m")):
             a, b = (results["scales"][s]["nights"][1] for s in ("1m", "10m"))

@@ -6,7 +6,8 @@ the venv's Python, 4 GB driver): build the session, count a small Parquet folder
 stop. Three variants, alternating, ``--repeat`` times each: no start-up options (the
 peer), the class archive ``make venv`` builds, and the archive with the first JIT tier
 only (``spark.quick_jit``). Prints the median wall time of each and its ratio to the
-peer, and the job's own split (session, first count, second count, stop).
+peer, and the job's own split (session, first count, second count, stop); writes
+``results/startup.json``.
 
     python benchmarks/bench_startup.py --repeat 5
 """
@@ -85,14 +86,19 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for name, opts in variants.items():
                 runs[name].append(run_once(opts, data, job))
-    peer = statistics.median(r["wall"] for r in runs["no options (peer)"])
+    med = {name: {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
+           for name, rs in runs.items()}
+    peer = med["no options (peer)"]["wall"]
+    out = HERE / "results" / "startup.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"repeat": args.repeat, "cpus": os.cpu_count(),
+                               "median": med, "runs": runs}, indent=2) + "\n")
     print(f"| variant | wall s (median of {args.repeat}) | vs peer | session s | first count s |")
     print("|---|---|---|---|---|")
-    for name, rs in runs.items():
-        wall = statistics.median(r["wall"] for r in rs)
-        print(f"| {name} | {wall:.2f} | {wall / peer:.2f}x | "
-              f"{statistics.median(r['session'] for r in rs):.2f} | "
-              f"{statistics.median(r['first_count'] for r in rs):.2f} |")
+    for name, m in med.items():
+        print(f"| {name} | {m['wall']:.2f} | {m['wall'] / peer:.2f}x | {m['session']:.2f} | "
+              f"{m['first_count']:.2f} |")
+    print(f"[bench] results in {out}")
     return 0
 
 
