@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import EventWeights
 from vrec.io import warehouse as W
 from vrec.io.validation import ValidationFailed
@@ -199,7 +200,7 @@ def test_item_popularity_and_user_profile_match_the_interactions(staged):
     s, _ = staged
     wh = s.paths.warehouse_root
     pop = W.read_table(wh, "item_popularity", DS)
-    assert list(pop.columns[1:]) == list(C.TABLES["item_popularity"])
+    assert list(pop.columns[1:]) == S.ITEM_POPULARITY.names()
     assert sorted(pop["trending_rank"]) == list(range(1, len(pop) + 1))
     assert pop.sort_values("trending_rank")["trending_score"].is_monotonic_decreasing
     assert ((pop["users_1d"] <= pop["users_7d"]) & (pop["users_7d"] <= pop["users_30d"])).all()
@@ -207,7 +208,7 @@ def test_item_popularity_and_user_profile_match_the_interactions(staged):
     assert pop.set_index(C.ITEM_ID)["users_all"].sort_index().to_dict() == \
         inter.groupby(C.ITEM_ID)[C.USER_ID].nunique().sort_index().to_dict()
     prof = W.read_table(wh, "user_profile", DS).set_index(C.USER_ID)
-    assert list(prof.columns[1:]) == list(C.TABLES["user_profile"])[1:]
+    assert list(prof.columns[1:]) == S.USER_PROFILE.names()[1:]
     assert prof["items"].sort_index().to_dict() == \
         inter.groupby(C.USER_ID)[C.ITEM_ID].nunique().sort_index().to_dict()
     last = pd.to_datetime(inter.groupby(C.USER_ID)["last_ts"].max(), utc=True)

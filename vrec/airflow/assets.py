@@ -1,6 +1,6 @@
 """The published tables as Airflow Assets (docs/operations.md "Assets").
 
-Each table of ``vrec.columns.PUBLISHED_TABLES`` is an Asset named
+Each table of ``vrec.schemas.PUBLISHED`` is an Asset named
 ``vrec.<table>`` whose URI is the table's folder in the warehouse
 (``file:///<warehouse>/<table>``). The publish task declares them as outlets; when it
 succeeds, Airflow records one asset event per table whose extra holds the published ds,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from airflow.sdk import Asset
 
-from vrec.columns import PUBLISHED_TABLES
+from vrec.schemas import PUBLISHED as PUBLISHED_TABLES
 
 PREFIX = "vrec."
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import RecsSettings, VisualSettings
 from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
@@ -285,7 +286,7 @@ def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Ser
             val["f1"] = 2 * p * rc / (p + rc) if p + rc > 0 else 0.0
             val["coverage"] = len(items) / max(1, n_catalog)
             rows += [{**base, "metric": name, "value": val[name]} for name in METRICS[1:]]
-    return pd.DataFrame(rows, columns=["model", "slice", "k", "metric", "value"])
+    return pd.DataFrame(rows, columns=S.EVAL_METRICS.names())
 
 
 def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
@@ -306,7 +307,7 @@ def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFra
         info["skipped"] = ("no test users with a relevant item" if len(users) == 0
                            else "no training interactions before the cutoff")
         info["seconds"] = round(time.perf_counter() - t0, 2)
-        return pd.DataFrame(columns=["model", "slice", "k", "metric", "value"]), info
+        return pd.DataFrame(columns=S.EVAL_METRICS.names()), info
     lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, visual=visual,
                                ks=ks, fit=fit, tune=tune, seed=seed, label=label, blend=blend)
     slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import RecsSettings
 from vrec.core.itemspace import ItemSpace
 from vrec.core.retrieval import RankInput
@@ -247,4 +248,4 @@ def to_user_recs(lists: pd.DataFrame, space: ItemSpace, model_version: str) -> p
         "score": lists["score"].astype(float), "cf_score": lists["cf_score"].astype(float),
         "visual_score": lists["visual_score"].astype(float), "reason": lists["reason"],
         "reason_item_id": [str(space.item_ids[i]) if i >= 0 else None for i in ri],
-        "model_version": model_version})
+        "model_version": model_version})[S.USER_RECS.names()]

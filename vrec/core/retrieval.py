@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import VisualSettings
 from vrec.core.coldstart import l2_normalise
 from vrec.core.itemspace import ItemSpace
@@ -32,11 +33,7 @@ from vrec.core.users import UserBatch
 from vrec.core.visual import fit_preferences
 
 # the stored form: one row per user, arrays of catalog indices and scores
-FRAME_COLUMNS = (C.USER_ID, "in_model", "has_profile", "has_pref", "n_hist", "hist", "seen",
-                 "touched", "items", "cf", "vis", "pref")
-SPARK_SCHEMA = ("user_id string, in_model boolean, has_profile boolean, has_pref boolean, "
-                "n_hist int, hist array<int>, seen array<int>, touched array<int>, "
-                "items array<int>, cf array<double>, vis array<double>, pref array<double>")
+SPARK_SCHEMA = S.CANDIDATES.ddl()
 
 
 @dataclass
@@ -73,7 +70,7 @@ class RankInput:
         return cache[mode]
 
     def to_frame(self) -> pd.DataFrame:
-        """The stored form (:data:`FRAME_COLUMNS`)."""
+        """The stored form (:data:`vrec.schemas.CANDIDATES`)."""
         return pd.DataFrame({
             C.USER_ID: self.user_ids.astype(str), "in_model": self.in_model.astype(bool),
             "has_profile": self.has_profile.astype(bool), "has_pref": self.has_pref.astype(bool),
@@ -84,7 +81,7 @@ class RankInput:
             "items": [a.astype(np.int32) for a in self.items],
             "cf": [a.astype(np.float64) for a in self.cf],
             "vis": [a.astype(np.float64) for a in self.vis],
-            "pref": [a.astype(np.float64) for a in self.pref]})
+            "pref": [a.astype(np.float64) for a in self.pref]})[S.CANDIDATES.names()]
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> RankInput:

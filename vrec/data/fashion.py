@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.data.rows import InputFileError, Rejects, read_csv_records
 
 log = logging.getLogger(__name__)
@@ -87,5 +88,5 @@ def simulate_shoppers(styles: pd.DataFrame, *, n_users: int = 2000, days: int = 
             i = rng.choice(n, p=p / p.sum())
             ts = t0 + pd.Timedelta(days=int(d)) + pd.Timedelta(seconds=int(rng.integers(0, 86400)))
             rows.append((f"s{u:05d}", items[C.ITEM_ID].iat[i], "click", None, ts))
-    events = pd.DataFrame(rows, columns=list(C.EVENT_COLUMNS))
+    events = pd.DataFrame(rows, columns=S.RAW["events"].names())
     return events, items

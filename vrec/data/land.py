@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import EventWeights
 from vrec.data.rows import (
     BadValue,
@@ -143,7 +144,7 @@ def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: d
                            rejects)
         log.info("%s: %d rows pass, %d rejected so far", f, len(got), len(rejects.rows))
         rows += got
-    cols = C.EVENT_COLUMNS if source == "events" else C.CATALOG_COLUMNS
+    cols = S.RAW[source].names()
     frame = pd.DataFrame(rows, columns=list(cols))
     writer = write_events_partition if source == "events" else write_catalog_snapshot
     target = writer(raw_root, ds, frame, rejects.frame())

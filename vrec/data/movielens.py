@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import EventWeights
 from vrec.data.land import check_event, checked_rows, report_fallback
 from vrec.data.rows import BadValue, InputFileError, Rejects, parse_ts, read_csv_records
@@ -139,7 +140,7 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
         except BadValue as bad:
             ev_rej.add(r_file, rec.line, bad.reason, str(bad), rec.raw)
             reject_day[rec.line] = _day(rec.fields.get("timestamp"))
-    events = pd.DataFrame(rows, columns=list(C.EVENT_COLUMNS)).assign(_line=lines)
+    events = pd.DataFrame(rows, columns=S.RAW["events"].names()).assign(_line=lines)
     raw_of = {rec.line: rec.raw for rec in recs}
     if not events.empty:
         events[C.TS] = pd.to_datetime(events[C.TS], utc=True)

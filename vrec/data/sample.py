@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.io.rawio import link_image_folder, write_catalog_snapshot, write_events_partition
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ def _simulate_events(items: pd.DataFrame, spec: SampleSpec, rng: np.random.Gener
                         rows.append((f"u{u:05d}", item_ids[i], ev, None, t))
                     else:
                         break
-        df = pd.DataFrame(rows, columns=list(C.EVENT_COLUMNS))
+        df = pd.DataFrame(rows, columns=S.RAW["events"].names())
         df[C.VALUE] = df[C.VALUE].astype("float64")
         out[date] = df
     return out
@@ -273,7 +274,7 @@ def _add_newcomers(events: dict[dt.date, pd.DataFrame], items: pd.DataFrame, spe
             t += dt.timedelta(seconds=float(rng.uniform(30, 600)))
             rows.append((f"u{spec.n_users + j:05d}", item, "rating",
                          float(rng.choice([1.0, 1.5, 2.0, 2.5])), t))
-    new = pd.DataFrame(rows, columns=list(C.EVENT_COLUMNS))
+    new = pd.DataFrame(rows, columns=S.RAW["events"].names())
     events[last] = pd.concat([events[last], new], ignore_index=True).sort_values(C.TS, kind="stable")
 
 
@@ -344,7 +345,7 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
         snap[C.UPDATED_AT] = [
             pd.Timestamp(start + dt.timedelta(days=int(c)), tz="UTC") for c in snap["created_day"]
         ]
-        write_catalog_snapshot(raw_root, date, snap[list(C.CATALOG_COLUMNS)])
+        write_catalog_snapshot(raw_root, date, snap[S.RAW["catalog"].names()])
     stats = {
         "users": spec.n_users, "new_users": max(spec.new_users, 0), "items": n, "events": total, "days": spec.days,
         "images": n - n_missing, "missing_images": n_missing, "corrupt_images": n_corrupt,

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.data.sample import CATEGORIES, COLOURS, PATTERNS, render_item_image
 from vrec.io.rawio import link_image_folder, write_catalog_snapshot, write_events_partition
 
@@ -179,7 +180,7 @@ def generate_scale(raw_root: str | Path, spec: ScaleSpec = ScaleSpec(), *,
         write_events_partition(raw_root, date, df)
         snap = items[created <= d].copy()
         snap[C.UPDATED_AT] = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(snap["created_day"], unit="D")
-        write_catalog_snapshot(raw_root, date, snap[list(C.CATALOG_COLUMNS)])
+        write_catalog_snapshot(raw_root, date, snap[S.RAW["catalog"].names()])
         total += len(df)
         log.info("scale: day %s written, %d events so far (%.0f s)", date, total, time.time() - t0)
     stats = {"users": spec.n_users, "items": len(items), "photos": int(is_photo.sum()),

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import EmbedSettings
 from vrec.images.backbones import Backbone, backbone_version, load_backbone
 from vrec.images.imagequality import MAX_PIXELS, ImageError, prepare
@@ -195,7 +196,7 @@ def embed_paths(paths: list[str], backbone: Backbone, batch_size: int,
         if isinstance(img, ImageError):
             # a file that was there when hashed and is gone now: a moment's problem
             gone = hashes is not None and img.reason == "missing_image_file"
-            out["error"][j] = "image_read_error" if gone else img.reason
+            out["error"][j] = S.reason("images", "image_read_error") if gone else img.reason
             continue
         out["width"][j], out["height"][j] = img.width, img.height
         out["pixel_std"][j], out["phash"][j] = img.pixel_std, img.phash
@@ -252,11 +253,11 @@ def quality_reason(error, width, height, pixel_std, policy: EmbedSettings) -> st
     if isinstance(error, str):
         return error
     if pd.isna(width) or pd.isna(height) or pd.isna(pixel_std):
-        return "not_embedded"
+        return S.reason("images", "not_embedded")
     if min(width, height) < policy.min_side:
-        return "too_small"
+        return S.reason("images", "too_small")
     if pixel_std < policy.blank_std:
-        return "near_blank"
+        return S.reason("images", "near_blank")
     return None
 
 

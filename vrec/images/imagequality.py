@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vrec import schemas as S
+
 
 class ImageError(ValueError):
     """An image that cannot be used; ``reason`` is a short quarantine reason."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason = S.reason("images", reason)
 
 
 @dataclass

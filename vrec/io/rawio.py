@@ -11,18 +11,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vrec import columns as C
+from vrec import schemas as S
 from vrec.io.landing import clear_marker, is_data_file, write_marker
 
-EVENTS_SCHEMA = pa.schema([
-    (C.USER_ID, pa.string()), (C.ITEM_ID, pa.string()), (C.EVENT_TYPE, pa.string()),
-    (C.VALUE, pa.float64()), (C.TS, pa.timestamp("us", tz="UTC")),
-])
-CATALOG_SCHEMA = pa.schema([
-    (C.ITEM_ID, pa.string()), (C.TITLE, pa.string()), (C.CATEGORY, pa.string()),
-    (C.PRICE, pa.float64()), (C.IMAGE_URI, pa.string()),
-    (C.UPDATED_AT, pa.timestamp("us", tz="UTC")),
-])
+EVENTS_SCHEMA = S.RAW["events"].arrow()
+CATALOG_SCHEMA = S.RAW["catalog"].arrow()
 REJECTS_FILE = "_rejects.parquet"
 """Rows an adapter rejected, kept next to the partition's data (a leading ``_``: not data)."""
 REJECTS_SCHEMA = pa.schema([("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()),

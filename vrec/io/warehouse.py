@@ -35,11 +35,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vrec import columns as C
+from vrec import schemas as S
 from vrec.io import faults
 from vrec.io.locks import hold, holder_note
 
-PUBLISHED_TABLES = C.PUBLISHED_TABLES
+PUBLISHED_TABLES = tuple(S.PUBLISHED)
 KEEP_VERSIONS = 2
 MODEL = "model"  # the non-table folder published with each version, linked at models/ds=
 PUBLISH_LOCK_WAIT_SECONDS = 600.0
@@ -100,7 +100,7 @@ def write_table_folder(df: pd.DataFrame, folder: Path) -> Path:
     return write_parquet(df, folder / "part-00000.parquet")
 
 
-QUARANTINE_COLUMNS = ("source", "key", "reason", "found_by", "landed_ds", "detail")
+QUARANTINE_COLUMNS = tuple(S.QUARANTINE.names())
 
 
 def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataFrame) -> int:
@@ -115,8 +115,11 @@ def write_quarantine(warehouse: str | Path, ds: str, source: str, rows: pd.DataF
                         "reason": rows["reason"].astype(str),
                         "found_by": opt("found_by").fillna("run"),
                         "landed_ds": opt("landed_ds"), "detail": opt("detail")})
+    by_run = set(out.loc[out["found_by"] == "run", "reason"])
+    for r in sorted(by_run):  # the run's own reasons come from one vocabulary per source
+        S.reason(source, r)
     write_parquet(out, run_dir(warehouse, ds) / "quarantine" / f"{source}.parquet",
-                  pa.schema([(c, pa.string()) for c in QUARANTINE_COLUMNS]))
+                  S.QUARANTINE.arrow())
     return len(out)
 
 
@@ -130,21 +133,20 @@ def stage_records(warehouse: str | Path, ds: str) -> dict[str, dict]:
 def read_stage_stats(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """All stage records staged for ``ds`` (empty frame when none)."""
     recs = list(stage_records(warehouse, ds).values())
-    cols = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
-    return pd.DataFrame(recs, columns=None if recs else cols)
+    return pd.DataFrame(recs, columns=None if recs else S.RUN_STATS.names()[:-1])
 
 
 def run_stats_frame(warehouse: str | Path, ds: str) -> pd.DataFrame:
     """The run_stats table of ``ds``: stage, rows_in, rows_out, rows_quarantined, seconds
     and ``details`` (the stage's other facts as a JSON object string), for every record
     but those of stages still running or failed."""
-    base = ["stage", "rows_in", "rows_out", "rows_quarantined", "seconds"]
+    base = [c for c in S.RUN_STATS.names() if c != "details"]
     rows = [{**{c: r.get(c) for c in base},
              "details": json.dumps({k: v for k, v in r.items() if k not in base},
                                    sort_keys=True, default=str)}
             for r in stage_records(warehouse, ds).values()
             if r.get("status") not in ("running", "failed")]
-    return pd.DataFrame(rows, columns=base + ["details"])
+    return pd.DataFrame(rows, columns=S.RUN_STATS.names())
 
 
 def read_folder(folder: str | Path, columns: list[str] | None = None) -> pd.DataFrame:

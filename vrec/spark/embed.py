@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import EmbedSettings
 from vrec.images.embed import (
     NOT_CACHED,
@@ -31,9 +32,7 @@ from vrec.images.imagequality import hamming_pairs
 from vrec.progress import watch
 
 PROGRESS_CHUNK = 128  # images per embedding task (at least one batch)
-CACHE_SCHEMA = ("model_name string, content_hash string, dim int, "
-                "embedding array<float>, error string, width int, height int, "
-                "pixel_std double, phash long")
+CACHE_SCHEMA = S.ITEM_EMBEDDINGS.ddl()
 
 
 def cache_dir(warehouse: str | Path) -> Path:
@@ -150,7 +149,7 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     ok = joined["reason"].isna() & joined["embedding"].notna()
     vectors = joined.loc[ok, [C.ITEM_ID, "content_hash", "embedding"]].reset_index(drop=True)
     bad = joined.loc[~ok, [C.ITEM_ID]].rename(columns={C.ITEM_ID: "key"})
-    bad["reason"] = joined.loc[~ok, "reason"].fillna("not_embedded").to_numpy()
+    bad["reason"] = joined.loc[~ok, "reason"].fillna(S.reason("images", "not_embedded")).to_numpy()
     kept = joined.loc[ok].sort_values(C.ITEM_ID)
     pairs = hamming_pairs(kept[C.ITEM_ID].tolist(), kept["phash"].astype("int64").to_numpy(),
                           policy.duplicate_hamming)
@@ -159,9 +158,10 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
     rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
     dups = pd.DataFrame([r for r in rows if r[3] >= policy.duplicate_min_cosine],
-                        columns=[C.ITEM_ID, "duplicate_of", "hamming", "cosine"]).astype(
+                        columns=S.IMAGE_DUPLICATES.names()).astype(
         {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
-    dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str), "reason": "near_duplicate_image"})
+    dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str),
+                          "reason": S.reason("images", "near_duplicate_image")})
     quarantine = pd.concat([d for d in (bad, dup_q.drop_duplicates("key")) if len(d)],
                            ignore_index=True) if len(bad) or len(dup_q) else bad
     return {"vectors": vectors, "quarantine": quarantine,

@@ -14,6 +14,7 @@ import datetime as dt
 from pathlib import Path
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import EventWeights
 from vrec.io.rawio import (
     MissingInput,
@@ -22,12 +23,6 @@ from vrec.io.rawio import (
     event_partitions_until,
     partition_dir,
 )
-
-QUARANTINE_REASONS = (
-    "null_user_id", "null_item_id", "null_ts", "unknown_event_type", "future_timestamp",
-    "rating_without_value", "rating_out_of_range", "unknown_item_id", "duplicate_event",
-)
-
 
 def end_of_ds(ds: str) -> dt.datetime:
     """The exclusive end of logical date ``ds`` (next midnight, UTC)."""
@@ -52,7 +47,7 @@ def load_events(spark, raw_root: str | Path, ds: str):
 
     files = [f for p in parts for f in data_files(partition_dir(raw_root, "events", p))]
     df = read_raw(spark, "events", files, base=Path(raw_root) / "events")
-    _require_columns(df, C.EVENT_COLUMNS, f"events partitions up to ds={ds}")
+    _require_columns(df, S.RAW["events"].required(), f"events partitions up to ds={ds}")
     return df.select(
         F.col(C.USER_ID).cast("string").alias(C.USER_ID),
         F.col(C.ITEM_ID).cast("string").alias(C.ITEM_ID),
@@ -75,8 +70,8 @@ def load_catalog(spark, raw_root: str | Path, ds: str, *, required: bool = True)
     df = read_raw(spark, "catalog", files)
     if not required:
         return df
-    _require_columns(df, C.CATALOG_COLUMNS, f"catalog snapshot ds={snap}")
-    return df.select(*C.CATALOG_COLUMNS)
+    _require_columns(df, S.RAW["catalog"].required(), f"catalog snapshot ds={snap}")
+    return df.select(*S.RAW["catalog"].names())
 
 
 def dedupe_catalog(catalog):
@@ -88,9 +83,9 @@ def dedupe_catalog(catalog):
     ranked = catalog.where(F.col(C.ITEM_ID).isNotNull()).withColumn("_rn", F.row_number().over(w))
     good = ranked.where("_rn = 1").drop("_rn")
     bad = ranked.where("_rn > 1").select(F.col(C.ITEM_ID).alias("key"),
-                                          F.lit("duplicate_item_id").alias("reason"))
+                                          F.lit(S.reason("catalog", "duplicate_item_id")).alias("reason"))
     nulls = catalog.where(F.col(C.ITEM_ID).isNull()).select(
-        F.coalesce(F.col(C.TITLE), F.lit("")).alias("key"), F.lit("null_item_id").alias("reason"))
+        F.coalesce(F.col(C.TITLE), F.lit("")).alias("key"), F.lit(S.reason("catalog", "null_item_id")).alias("reason"))
     return good, bad.unionByName(nulls)
 
 
@@ -101,7 +96,7 @@ def clean_events(events, catalog, ds: str, weights: EventWeights | None = None):
     ``rating_out_of_range``.
 
     Only partitions landed on or before ``ds`` count. Each rejected row gets the first
-    failing reason in ``QUARANTINE_REASONS`` order; an event stamped at or after the end
+    failing reason in ``vrec.schemas.QUARANTINE_REASONS['events']`` order; an event stamped at or after the end
     of its landing day is ``future_timestamp`` (so a run never uses its own future).
     """
     return split_events(classify_events(events, catalog, ds, weights))
@@ -141,18 +136,23 @@ def classify_events(events, catalog, ds: str, weights: EventWeights | None = Non
         steps = (value - F.lit(weights.rating_min)) / F.lit(weights.rating_step)
         off_scale = off_scale | (F.abs(steps - F.round(steps)) > F.lit(weights.STEP_TOLERANCE))
     ev = ev.withColumn("_dup", F.row_number().over(w))
-    reason = (
-        F.when(F.col(C.USER_ID).isNull(), "null_user_id")
-        .when(F.col(C.ITEM_ID).isNull(), "null_item_id")
-        .when(F.col(C.TS).isNull(), "null_ts")
-        .when(~F.col(C.EVENT_TYPE).isin(*C.EVENT_TYPES) | F.col(C.EVENT_TYPE).isNull(),
-              "unknown_event_type")
-        .when(F.col(C.TS) >= landed_end, "future_timestamp")
-        .when((F.col(C.EVENT_TYPE) == "rating") & F.col(C.VALUE).isNull(), "rating_without_value")
-        .when((F.col(C.EVENT_TYPE) == "rating") & off_scale, "rating_out_of_range")
-        .when(F.col("_known").isNull(), "unknown_item_id")
-        .when(F.col("_dup") > 1, "duplicate_event")
-    )
+    failing = {
+        "null_user_id": F.col(C.USER_ID).isNull(),
+        "null_item_id": F.col(C.ITEM_ID).isNull(),
+        "null_ts": F.col(C.TS).isNull(),
+        "unknown_event_type": ~F.col(C.EVENT_TYPE).isin(*C.EVENT_TYPES)
+        | F.col(C.EVENT_TYPE).isNull(),
+        "future_timestamp": F.col(C.TS) >= landed_end,
+        "rating_without_value": (F.col(C.EVENT_TYPE) == "rating") & F.col(C.VALUE).isNull(),
+        "rating_out_of_range": (F.col(C.EVENT_TYPE) == "rating") & off_scale,
+        "unknown_item_id": F.col("_known").isNull(),
+        "duplicate_event": F.col("_dup") > 1,
+    }
+    reason = None  # the first failing reason, in the vocabulary's order
+    for name in S.QUARANTINE_REASONS["events"]:
+        reason = (F if reason is None else reason).when(failing.pop(name), name)
+    if failing:  # a test assigned here must be in the vocabulary (vrec/schemas.py)
+        raise AssertionError(f"event reasons missing from vrec.schemas: {sorted(failing)}")
     return ev.withColumn("_reason", reason).drop("_known", "_dup")
 
 

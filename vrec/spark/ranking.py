@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from vrec import schemas as S
 from vrec.config import RecsSettings
 from vrec.core.ranking import rank, to_user_recs
 from vrec.core.retrieval import RankInput
 
-RECS_SCHEMA = ("user_id string, rank int, item_id string, score double, cf_score double, "
-               "visual_score double, reason string, reason_item_id string, model_version string")
+RECS_SCHEMA = S.USER_RECS.ddl()
 
 
 def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy: RecsSettings,
@@ -54,6 +54,7 @@ def list_facts(spark, recs, space, profile) -> dict:
     from pyspark.sql import functions as F
 
     from vrec import columns as C
+from vrec import schemas as S
 
     new_ids = space.item_ids[np.asarray(space.new, dtype=bool)].astype(str).tolist()
     tot = recs.agg(F.countDistinct(C.USER_ID).alias("users"), F.count("*").alias("rows"),

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vrec import columns as C
+from vrec import schemas as S
 from vrec.io.rawio import MissingInput
 
 CONTRACT: dict[str, dict[str, str]] = {
-    "events": {C.USER_ID: "string", C.ITEM_ID: "string", C.EVENT_TYPE: "string",
-               C.VALUE: "double", C.TS: "timestamp"},
-    "catalog": {C.ITEM_ID: "string", C.TITLE: "string", C.CATEGORY: "string",
-                C.PRICE: "double", C.IMAGE_URI: "string", C.UPDATED_AT: "timestamp"},
-}
+    source: table.types() for source, table in S.RAW.items()}
+"""Each raw source's columns and types (:data:`vrec.schemas.RAW`)."""
 
 
 class RawTypeError(ValueError):
@@ -83,9 +80,11 @@ def contract_column(name: str, kind: str, expected: str):
 def read_raw(spark, source: str, files: list[Path], base: Path | None = None):
     """The Parquet ``files`` of raw ``source`` (events or catalog) as one Spark DataFrame
     with the contract's columns in the contract's types (plus ``ds`` when ``base``, the
-    source's folder, is given: the landing partition). Missing columns are left out (the
-    callers and the validation suites name them)."""
+    source's folder, is given: the landing partition). A missing optional column is read
+    as nulls; a missing required one is left out (the callers and the validation suites
+    name it)."""
     import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
 
     contract = CONTRACT[source]
     groups: dict[tuple, list[str]] = {}
@@ -108,7 +107,11 @@ def read_raw(spark, source: str, files: list[Path], base: Path | None = None):
     for kinds, paths in groups.items():
         reader = spark.read.option("basePath", str(base)) if base is not None else spark.read
         df = reader.parquet(*paths)
-        cols = [contract_column(n, kind, contract[n]) for n, kind in kinds]
+        found = {n: contract_column(n, kind, contract[n]) for n, kind in kinds}
+        # an optional column a file leaves out is read as nulls of its type
+        cols = [found[c.name] if c.name in found else
+                F.lit(None).cast(c.type).alias(c.name)
+                for c in S.RAW[source].columns if c.name in found or c.optional]
         if base is not None:
             cols.append("ds")
         df = df.select(*cols)

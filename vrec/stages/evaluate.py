@@ -12,9 +12,8 @@ import datetime as dt
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 
-EVAL_COLUMNS = {"model": "str", "slice": "str", "k": "int32", "metric": "str",
-                "value": "float64"}
 
 
 def holdout_for(ctx, pairs: pd.DataFrame):
@@ -78,8 +77,8 @@ def run(ctx) -> dict:
                                       max_users=e.max_users, tune=e.tune,
                                       label=f"{ds} evaluate", blend=blend)
     else:
-        frame, info = pd.DataFrame(columns=list(EVAL_COLUMNS)), {"skipped": "eval.enabled is false"}
-    frame = frame.astype(EVAL_COLUMNS)
+        frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
+    frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())
     W.write_table_folder(frame, ctx.output("eval_metrics"))
     head = headline(frame, e.gate_k)
     print(f"[vrec] {ds} evaluate ({info.get('split', '-')} split, "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vrec import schemas as S
 from vrec import stages as registry
 from vrec.config import Settings
 from vrec.io import faults
@@ -266,6 +267,9 @@ def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, sp
     t0 = time.perf_counter()
     try:
         summary = stage.function()(ctx)
+        for artifact in stage.outputs:  # what it wrote, against vrec/schemas.py
+            if layout.path(artifact).exists():
+                S.check_output(artifact, layout.path(artifact))
     except BaseException as exc:
         W.write_stage_record(layout.warehouse, ds, stage.name, {
             **base, **ctx.stats, "status": "failed", "finished_at": _now(),
