@@ -6,7 +6,7 @@ retrieval and ranker. Used by ``benchmarks/eval_hybrid.py``, ``benchmarks/eval_m
 * :func:`evaluate_hybrid`: hybrid vs ALS-only vs visual-only on held-out relevant items,
   plus how the cold-start map and the naive visual cosine rank cold items (AUC);
 * :func:`run_movielens`, :func:`run_fashion`: that on each data set;
-* :func:`run_movielens_models`: the nightly evaluation's four models on all of MovieLens.
+* :func:`run_movielens_models`: the nightly evaluation's five models on all of MovieLens.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, split: str = "user",
                          recs: RecsSettings | None = None, cf: CFSettings | None = None,
                          ks: tuple[int, ...] = (10, 50), fraction: float = 0.2,
                          test_days: int = 28) -> tuple[pd.DataFrame, dict]:
-    """The nightly evaluation's four models on all of MovieLens-small (vrec's default
+    """The nightly evaluation's five models on all of MovieLens-small (vrec's default
     rating weights: relevant = a held-out rating >= 3). ``user``: each user's latest
     ``fraction`` of ratings; ``time``: the last ``test_days`` days of ratings."""
     pairs, catalog = movielens_pairs(ml_dir)

@@ -8,7 +8,7 @@ the SparkSubmitOperator; publish and report run here): validate inputs (Great
 Expectations; critical failures stop the run) → build the as-of interactions → embed new
 item images (pretrained CNN) → train ALS (and tune the blend) → candidates (every user's
 CF, visual and new-arrival top-N) → build_recs (rank them into `user_recs`; visual
-neighbours into `item_similar`) → evaluate four models on a holdout (`eval_metrics`) →
+neighbours into `item_similar`) → evaluate five models on a holdout (`eval_metrics`) →
 validate outputs (GX; gates publish) → publish atomically behind the quality gate →
 the run report. Publish updates one Airflow Asset per published table (`vrec.<table>`, e.g.
 `vrec.user_recs`; event extra: ds, version, rows, path, report), so downstream DAGs can be

@@ -22,7 +22,7 @@ CONFIG_ENV = "VREC_CONFIG"
 
 class _Section(BaseModel):
     # the docstring under each field is its description (docs/configuration.md is
-    # generated from them: python -m vrec.config)
+    # generated from them: python -m vrec.docgen)
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
@@ -543,7 +543,7 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
 
 REFERENCE_HEADER = """# Configuration reference
 
-Generated from the settings schema (`vrec/config.py`) by `python -m vrec.config`; a test
+Generated from the settings schema (`vrec/config.py`) by `python -m vrec.docgen`; a test
 fails when this page and the schema disagree.
 
 Settings load from the built-in defaults, then a YAML file (`vrec.yaml` at the repo root
@@ -587,10 +587,3 @@ def reference_markdown() -> str:
         out.append("")
     return "\n".join(out)
 
-
-if __name__ == "__main__":
-    import sys
-
-    target = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-    target.write_text(reference_markdown())
-    print(f"wrote {target}", file=sys.stderr)

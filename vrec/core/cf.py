@@ -7,8 +7,9 @@ parameters, version), which the candidates stage consumes:
 
 * ``implicit`` (default): Spark filters and reweights the pairs, the driver assembles a
   users x items CSR of confidences and fits ``implicit``'s ALS (CPU, or CUDA when present
-  and ``cf.gpu`` allows). BLAS threads are limited to one around the fit only (implicit
-  runs its own thread pool; DESIGN trap 4).
+  and ``cf.gpu`` allows). BLAS threads are limited to one around the fit only: implicit
+  runs its own thread pool and its ALS is much slower when OpenBLAS runs one too, while
+  numpy's products elsewhere want every core.
 * ``spark_mllib``: ``pyspark.ml.recommendation.ALS(implicitPrefs=True)`` on the same
   weighted pairs, for data beyond one machine.
 

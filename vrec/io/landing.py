@@ -90,7 +90,8 @@ def timeout_message(folder: str | Path, last_seen: str, waited: dt.timedelta) ->
     return (f"events for this run never completed: waited {_human(waited)} for "
             f"{Path(folder) / MARKER} (or data files quiet for landing.quiet_minutes); "
             f"last seen: {last_seen}. Land the day's files there and write {MARKER} last "
-            "(see README 'Landing data'), then clear this task to wait again.")
+            "(docs/scheduling.md, \"Landing: when is a day complete?\"), then clear this task "
+            "to wait again.")
 
 
 def _human(td: dt.timedelta) -> str:

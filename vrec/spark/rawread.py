@@ -1,5 +1,5 @@
 """The raw landing zone as producers write it: events and catalog Parquet read into the
-contract's types (docs/tables.md "The raw contract").
+contract's types (docs/tables.md "The raw landing zone").
 
 Producers rarely write exactly the contract's types. pandas writes nanosecond
 timestamps by default (Spark 4 refuses TIMESTAMP(NANOS) unless told to read it as a long),

@@ -9,7 +9,8 @@ from vrec.config import Settings
 
 
 def python_for_workers() -> str:
-    """The interpreter Spark's Python workers must run: this venv's (DESIGN trap 2)."""
+    """The interpreter Spark's Python workers must run: this venv's (another one lacks
+    vrec's modules and the workers fail)."""
     return os.environ.get("PYSPARK_PYTHON") or sys.executable
 
 

@@ -93,6 +93,8 @@ STAGES: tuple[Stage, ...] = (
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+RAW_READERS = ("validate_inputs", "build_interactions")
+"""The stages that read the raw landing zone (outside the staging area)."""
 
 
 def get(name: str) -> Stage:
@@ -109,3 +111,14 @@ def producer(artifact: str) -> Stage:
         if artifact in s.outputs:
             return s
     raise ValueError(f"no stage writes {artifact!r}")
+
+
+def stage_table() -> str:
+    """The stage table of docs/operations.md (``python -m vrec.docgen`` writes it)."""
+    lines = ["| stage | engine | reads | writes | also needs | what it does |",
+             "|---|---|---|---|---|---|"]
+    for s in STAGES:
+        reads = ", ".join(s.inputs) or ("the raw zone" if s.name in RAW_READERS else "-")
+        lines.append(f"| {s.name} | {s.engine} | {reads} | {', '.join(s.outputs) or '-'} | "
+                     f"{', '.join(s.requires) or '-'} | {s.summary} |")
+    return "\n".join(lines)
