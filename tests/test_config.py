@@ -61,7 +61,11 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_every_setting_is_documented():
     """docs/configuration.md is generated from the docstrings (its staleness:
     tests/test_docs.py)."""
+    from pathlib import Path
+
     from vrec.config import Settings
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     for name, field in Settings.model_fields.items():  # every key documented
         for key, f in field.annotation.model_fields.items():
             assert f.description, f"{name}.{key} has no docstring in vrec/config.py"
