@@ -61,6 +61,7 @@ from vrec.airflow.sensors import LandingSensor
 from vrec.config import load_settings
 from vrec.spark.jvm import jvm_conf
 from vrec.stages import STAGES, Stage
+from vrec.stages import get as get_stage
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = REPO / "jobs"
@@ -84,7 +85,7 @@ DS = "{{ vrec_ds(dag_run.logical_date, dag_run.run_after) }}"
 def _spark_stage(stage: Stage) -> SparkSubmitOperator:
     """A SparkSubmitOperator running ``jobs/stage.py <stage> --ds <the run's ds>``."""
     env = {"PYSPARK_PYTHON": WORKER_PYTHON, "VREC_CONFIG": CONFIG}
-    if stage.name == "build_recs" and SALT_CONN_ID:
+    if stage.needs_salt and SALT_CONN_ID:
         # rendered at run time from the connection (Airflow masks connection passwords)
         env["VREC_USER_SALT"] = "{{ conn." + SALT_CONN_ID + ".password }}"
     return SparkSubmitOperator(
@@ -137,14 +138,14 @@ def vrec_nightly():
         and, with VREC_SALT_CONN_ID, the salt (the published quarantine and model are
         pseudonymised too)."""
         from vrec.config import load_settings
-        from vrec.runner import run_stage
+        from vrec.executor import run_stage
 
         p = params or {}
         os.environ.update({k: v for k, v in (env or {}).items() if v})
         out = run_stage(load_settings(CONFIG), stage, day, run_id=run, params={
             "override_gate": bool(p.get("override_quality_gate", False)),
             "override_reason": str(p.get("override_reason") or "")})
-        if stage == "publish":
+        if get_stage(stage).publishes:
             from airflow.sdk import get_current_context
 
             from vrec.airflow.assets import annotate
@@ -162,8 +163,8 @@ def vrec_nightly():
     tasks = [_spark_stage(s) if s.engine == "spark"
              else local_stage.override(task_id=s.name, doc_md=s.summary, execution_timeout=
                                        pendulum.duration(minutes=ORCH.timeout_minutes(s.name)),
-                                       outlets=list(ASSETS.values()) if s.name == "publish" else [])(
-                 s.name, DS, "{{ run_id }}", env=salt if s.name == "publish" else None)
+                                       outlets=list(ASSETS.values()) if s.publishes else [])(
+                 s.name, DS, "{{ run_id }}", env=salt if s.needs_salt else None)
              for s in STAGES]
     chain(wait, *tasks)
 

@@ -3,7 +3,7 @@
 
 import sys
 
-from vrec.runner import main
+from vrec.executor import main
 
 if __name__ == "__main__":
     sys.exit(main())

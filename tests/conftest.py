@@ -64,11 +64,11 @@ def run_through_publish(spark, s: Settings, ds: str) -> dict:
     """Run every stage up to publish for ``ds`` in-process; the publish result. The quality
     gate is off: a few dozen test users a day make day-to-day NDCG too noisy to gate on
     (the gate has its own tests)."""
+    from vrec.executor import run_stage
     from vrec.stages import NAMES
-    from vrec.stages.layout import run as run_stage
 
     s = s.model_copy(update={"eval": s.eval.model_copy(update={"gate": False})})
-    out = {name: run_stage(name, s, ds, spark=spark) for name in NAMES[:NAMES.index("publish") + 1]}
+    out = {name: run_stage(s, name, ds, spark=spark) for name in NAMES[:NAMES.index("publish") + 1]}
     return out["publish"]
 
 

@@ -197,9 +197,9 @@ def dirty_run(spark, tmp_path_factory):
     run_through_publish(spark, s, prev)
     before = published_state(tmp / "wh")
     manifest = run_through_publish(spark, s, END.isoformat())
-    from vrec.stages.layout import run as run_stage
+    from vrec.executor import run_stage
 
-    report = run_stage("report", s, END.isoformat(), spark=spark)["report"]
+    report = run_stage(s, "report", END.isoformat(), spark=spark)["report"]
     return {"wh": tmp / "wh", "info": info, "stats": stats, "before": before, "prev": prev,
             "manifest": manifest, "clean": info["clean"], "report": Path(report).read_text()}
 

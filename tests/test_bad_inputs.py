@@ -13,10 +13,10 @@ from PIL import Image
 
 from vrec import columns as C
 from vrec.data.sample import SampleSpec, generate_sample
+from vrec.executor import run_stage
 from vrec.io import warehouse as W
 from vrec.io.validation import ValidationFailed
 from vrec.spark.rawread import RawTypeError
-from vrec.stages.layout import run as run_stage
 
 from .conftest import published_state, run_through_publish, settings_for
 
@@ -114,7 +114,7 @@ def test_bad_events_beyond_tolerance_fail_before_publish(case, base, spark, tmp_
     s = settings_for(raw, wh, tmp_path)
     before = _published_state(wh)
     with pytest.raises(ValidationFailed, match=message):
-        run_stage("validate_inputs", s, DS, spark=spark)
+        run_stage(s, "validate_inputs", DS, spark=spark)
     assert _published_state(wh) == before
 
 
@@ -128,7 +128,7 @@ def test_catalog_with_many_duplicated_ids_fails_before_publish(base, spark, tmp_
     pd.concat([cat, cat.iloc[:10]], ignore_index=True).to_parquet(folder / "part-0.parquet", index=False)
     before = _published_state(wh)
     with pytest.raises(ValidationFailed, match=r"raw_catalog: expect_column_values_to_be_unique .*item_id"):
-        run_stage("validate_inputs", settings_for(raw, wh, tmp_path), DS, spark=spark)
+        run_stage(settings_for(raw, wh, tmp_path), "validate_inputs", DS, spark=spark)
     assert _published_state(wh) == before
 
 
@@ -138,7 +138,7 @@ def test_missing_events_partition_fails_with_a_clear_message(base, spark, tmp_pa
     shutil.rmtree(raw / "events" / f"ds={DS}")
     before = _published_state(wh)
     with pytest.raises(FileNotFoundError, match=f"no events landed for ds={DS}"):
-        run_stage("validate_inputs", settings_for(raw, wh, tmp_path), DS, spark=spark)
+        run_stage(settings_for(raw, wh, tmp_path), "validate_inputs", DS, spark=spark)
     assert _published_state(wh) == before
 
 
@@ -296,8 +296,8 @@ def test_events_parquet_as_producers_write_it_is_read_in_the_contract_types(case
     if case == "nanosecond_utc_ts":
         assert str(written.field(C.TS).type) == "timestamp[ns, tz=UTC]"  # what pandas wrote
     s = settings_for(raw, tmp_path / "wh", tmp_path)
-    assert run_stage("validate_inputs", s, DS, spark=spark)["events"] == len(original)
-    run_stage("build_interactions", s, DS, spark=spark)
+    assert run_stage(s, "validate_inputs", DS, spark=spark)["events"] == len(original)
+    run_stage(s, "build_interactions", DS, spark=spark)
     staged = pd.read_parquet(W.run_dir(tmp_path / "wh", DS) / "events")
     staged = staged[staged["landed_ds"] == DS] if "landed_ds" in staged else staged
     want = changed.assign(**{C.USER_ID: changed[C.USER_ID].astype(str)})  # naive = UTC
@@ -316,7 +316,7 @@ def test_a_type_that_cannot_be_cast_fails_in_one_line_naming_column_and_types(ba
     s = settings_for(raw, wh, tmp_path)
     before = _published_state(wh)
     with pytest.raises(RawTypeError) as err:
-        run_stage("validate_inputs", s, DS, spark=spark)
+        run_stage(s, "validate_inputs", DS, spark=spark)
     msg = str(err.value)
     assert "\n" not in msg and "column ts is string, expected timestamp" in msg
     assert f"ds={DS}" in msg and ".parquet" in msg  # the file

@@ -14,10 +14,10 @@ from vrec import columns as C
 from vrec.config import CFSettings, EventWeights, RecsSettings, VisualSettings
 from vrec.core.cf import CFModel, build_matrix, fit_implicit
 from vrec.core.topk import topk_blocked
+from vrec.executor import run_stage
 from vrec.io import warehouse as W
 from vrec.spark.cf import fit_cf, training_pairs
 from vrec.spark.interactions import aggregate_interactions
-from vrec.stages.layout import run as run_stage
 
 from .conftest import TINY
 
@@ -229,7 +229,7 @@ def tiny_run(spark, tiny_raw, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cf")
     s = settings_for(tiny_raw, tmp / "wh", tmp)
     for stage in ("validate_inputs", "build_interactions"):
-        run_stage(stage, s, DS, spark=spark)
+        run_stage(s, stage, DS, spark=spark)
     return s
 
 
@@ -247,8 +247,8 @@ def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.Da
     """The candidates stage's Spark retrieval for every user of the tiny run, CF only (no
     images: an empty item space of vectors), as a frame of user_id, item_id, cf."""
     from vrec.core.itemspace import build_item_space
+    from vrec.dates import end_of_ds
     from vrec.spark.candidates import retrieve_all
-    from vrec.spark.interactions import end_of_ds
     from vrec.spark.users import user_rows
 
     rd = W.run_dir(s.paths.warehouse_root, DS)
@@ -331,12 +331,12 @@ def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_
                                "cf": s2.cf.model_copy(update={
                                    "tune_alpha": (1.0, 2.0), "tune_regularization": (),
                                    "tune_factors": (), "tune_visual_prior": ()})})
-    run_stage("embed_items", s2, DS, spark=spark)  # the blend tuning needs the vectors
-    res = run_stage("train_cf", s2, DS, spark=spark)
+    run_stage(s2, "embed_items", DS, spark=spark)  # the blend tuning needs the vectors
+    res = run_stage(s2, "train_cf", DS, spark=spark)
     assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")
     for stage in ("candidates", "build_recs", "evaluate", "validate_outputs"):
-        run_stage(stage, s2, DS, spark=spark)
-    from vrec.stages.layout import RunLayout
+        run_stage(s2, stage, DS, spark=spark)
+    from vrec.executor import RunLayout
 
     run = RunLayout(wh, DS)
     recs = pd.read_parquet(run.path("user_recs"))

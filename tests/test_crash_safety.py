@@ -196,8 +196,7 @@ def test_a_second_run_of_a_day_fails_at_once_naming_the_holder_and_takes_over_wh
     """Run A's validate_inputs is stopped mid-stage (it holds the day's stage lock); a
     stage of run B fails at once naming it. Once A is killed, B's first stage takes the
     day over, and A's next stage is refused, naming B."""
-    from vrec.stages.layout import RunLayout, RunOwnershipError, owner
-    from vrec.stages.layout import run as run_stage
+    from vrec.executor import RunLayout, RunOwnershipError, owner, run_stage
 
     from .conftest import settings_for
 
@@ -214,24 +213,24 @@ def test_a_second_run_of_a_day_fails_at_once_naming_the_holder_and_takes_over_wh
         t0 = time.monotonic()
         with pytest.raises(LockHeld, match=r"staging area of ds=2026-11-20 is held by stage "
                                            r"validate_inputs of ds=2026-11-20 run run-A \(pid "):
-            run_stage("validate_inputs", s, ds, spark=spark, run_id="run-B")
+            run_stage(s, "validate_inputs", ds, spark=spark, run_id="run-B")
         assert time.monotonic() - t0 < 5  # at once, not after a wait
     finally:
         a.kill()
         a.wait(timeout=30)
     layout = RunLayout(s.paths.warehouse_root, ds)
     assert owner(layout)["run_id"] == "run-A"
-    run_stage("validate_inputs", s, ds, spark=spark, run_id="run-B")  # takes the day over
+    run_stage(s, "validate_inputs", ds, spark=spark, run_id="run-B")  # takes the day over
     assert owner(layout)["run_id"] == "run-B"
     assert layout.record("validate_inputs")["run_id"] == "run-B"
     with pytest.raises(RunOwnershipError, match="belongs to run run-B"):
-        run_stage("build_interactions", s, ds, spark=spark, run_id="run-A")
+        run_stage(s, "build_interactions", ds, spark=spark, run_id="run-A")
 
 
 def test_a_stage_needs_its_inputs_from_its_own_run(tmp_path):
     """Publish of run B refuses validate_outputs' verdict from run A."""
+    from vrec.executor import RunLayout, StageInputError, check_inputs
     from vrec.stages import get
-    from vrec.stages.layout import RunLayout, StageInputError, check_inputs
 
     layout = RunLayout(tmp_path / "wh", "2026-11-20")
     seq = iter(range(1, 100))

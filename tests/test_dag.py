@@ -66,7 +66,7 @@ def test_dag_file_imports_no_heavy_modules():
         "import importlib.util, json, sys\n"
         f"spec = importlib.util.spec_from_file_location('d', {str(DAGS / 'vrec_nightly.py')!r})\n"
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-        "heavy = ['torch', 'pyspark', 'great_expectations', 'implicit', 'duckdb', 'pandas', 'vrec.core', 'vrec.stages.layout', 'vrec.io.warehouse']\n"
+        "heavy = ['torch', 'pyspark', 'great_expectations', 'implicit', 'duckdb', 'pandas', 'vrec.core', 'vrec.executor', 'vrec.io.warehouse']\n"
         "print(json.dumps([h for h in heavy if h in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

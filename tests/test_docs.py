@@ -14,9 +14,10 @@ import pytest
 from vrec import schemas as S
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "benchmarks" / "README.md"]
 TOP = ("vrec", "dags", "jobs", "tests", "benchmarks", "examples")
-PATH = re.compile(r"(?<![\w./-])((?:%s)/[A-Za-z0-9_./<>*{}-]*[A-Za-z0-9_/*>}])" % "|".join(TOP))
+PATH = re.compile(r"(?<![\w./-])((?:" + "|".join(TOP) + r")/[A-Za-z0-9_./<>*{}-]*[A-Za-z0-9_/*>}])")
 MODULE = re.compile(r"(?<![\w./-])(vrec(?:\.[a-z_][a-z0-9_]*)+)")
 SOURCES = sorted(p for d in ("vrec", "dags", "jobs") for p in (ROOT / d).rglob("*.py"))
 
@@ -159,7 +160,7 @@ def test_the_checks_see_what_they_check():
     assert len(_named_paths()) > 50 and len(_named_modules()) > 10
     assert len(_section_refs()) > 5 and len(_links()) > 5
     assert slug("Start-up: what a small night costs") == "start-up-what-a-small-night-costs"
-    assert _resolve("vrec.io.warehouse.check_ds") is None
+    assert _resolve("vrec.dates.check_ds") is None
     assert _resolve("vrec.nothing_here") == "vrec defines no nothing_here"
     assert _resolve("vrec.io.nothing.here") == "vrec.io defines no nothing"
     assert _resolve("vrec.io.warehouse.no_such_name") == "vrec.io.warehouse defines no no_such_name"

@@ -117,7 +117,7 @@ def test_a_failed_night_is_recorded_sent_to_the_webhook_and_shown_in_the_report(
     import json
 
     from vrec.config import load_settings
-    from vrec.io.report import render_report
+    from vrec.report import render_report
 
     missing, wh = dag_runs["missing"], dag_runs["wh"]
     failures = W.read_failures(wh)
@@ -126,7 +126,10 @@ def test_a_failed_night_is_recorded_sent_to_the_webhook_and_shown_in_the_report(
     assert failures[0]["run_id"] and failures[0]["try"] == 1
     assert [(path, json.loads(body)["ds"]) for path, body in dag_runs["posts"]] == [
         ("/hooks/vrec", missing)]
-    html = render_report(load_settings(dag_runs["cfg"]), dag_runs["days"][-1])
+    from vrec.executor import RunLayout
+
+    last = dag_runs["days"][-1]
+    html = render_report(load_settings(dag_runs["cfg"]), last, RunLayout(wh, last).path)
     section = html.split("Failed nights")[1]
     assert f"<td>{missing}</td><td>wait_for_events</td>" in section
 
@@ -192,9 +195,10 @@ def test_vrec_status_shows_the_nights_and_exits_for_monitoring(dag_runs, tmp_pat
     assert [f["stage"] for f in nights[missing]["failures"]] == ["wait_for_events"]
     records = W.stage_records(wh, last)
     assert nights[last]["state"] == "published"
-    assert nights[last]["gate"]["status"] == records["quality_gate"]["status"]
+    assert nights[last]["gate"]["status"] == records["publish"]["quality_gate"]["status"]
+    assert "quality_gate" not in records  # the verdict is publish's, not a stage of its own
     assert {s: v["seconds"] for s, v in nights[last]["stages"].items()} == {
-        s: r["seconds"] for s, r in records.items() if s != "quality_gate"}
+        s: r["seconds"] for s, r in records.items()}
     staged_q = W.staged_quarantine(wh, last)
     assert nights[last]["quarantine"] == staged_q.groupby("reason").size().to_dict()
     # which GX engine validated each suite: the tiny night's tables are all under the
@@ -293,7 +297,7 @@ def test_the_dag_evaluates_gates_and_passes_the_override_param(dag_runs):
 def test_run_report_renders_in_headless_chromium_with_its_images(dag_runs):
     """The report opens from disk in a real browser and every thumbnail decodes; the
     screenshot is kept in test-artifacts/ ($VREC_TEST_ARTIFACTS)."""
-    from vrec.io.report import report_path
+    from vrec.report import report_path
 
     ds = dag_runs["days"][-1]
     report = report_path(dag_runs["wh"], ds)
@@ -320,7 +324,7 @@ def test_run_report_renders_in_headless_chromium_with_its_images(dag_runs):
     stats = W.stage_records(dag_runs["wh"], ds)
     bars = re.findall(r'<g class="bar"><title>(\w+): ([\d.]+) s</title>', dom)
     # (the report's own record is written after it renders)
-    assert {b[0] for b in bars} == set(stats) - {"quality_gate", "report"}
+    assert {b[0] for b in bars} == set(stats) - {"report"}
     assert all(abs(float(v) - stats[k]["seconds"]) < 0.06 for k, v in bars)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"run_report_{ds}.png"

@@ -38,9 +38,9 @@ def published(spark, tiny_raw, tmp_path_factory):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             run_through_publish(spark, s, DS)
-            from vrec.stages.layout import run as run_stage
+            from vrec.executor import run_stage
 
-            run_stage("report", s, DS, spark=spark)
+            run_stage(s, "report", DS, spark=spark)
     finally:
         mp.undo()
     return {"wh": tmp / "wh", "clear": clear, "log": out.getvalue()}

@@ -164,7 +164,7 @@ def test_publish_emits_asset_events_that_schedule_the_downstream_dag(scheduled):
     """Each published table is an Asset updated by publish, its event carrying the ds, the
     version and the report; the README's downstream DAG ran on the user_recs event and
     exported that day's lists."""
-    from vrec.io.report import report_path
+    from vrec.report import report_path
 
     api, expected, wh = scheduled["api"], scheduled["expected"], scheduled["wh"]
     man = W.manifest(wh, expected)

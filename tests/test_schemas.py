@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from vrec import schemas as S
+from vrec.executor import ARTIFACTS, RunLayout, _run_locked
 from vrec.io import warehouse as W
 from vrec.stages import Stage
-from vrec.stages.layout import ARTIFACTS, RunLayout, _run_locked
 
 from .conftest import settings_for
 

@@ -13,13 +13,11 @@ from vrec import columns as C
 from vrec.io.validation import (
     catalog_frame,
     embeddings_frame,
-    events_frame,
-    recs_frames,
     reports_dir,
     run_suite,
-    similar_frame,
     validate_all,
 )
+from vrec.spark.validation_frames import events_frame, recs_frames, similar_frame
 
 from .conftest import TINY
 
@@ -167,7 +165,7 @@ def test_gx_is_configured_once_per_process_and_imported_only_by_the_validate_sta
     assert open_context(tmp_path / "r") is open_context(tmp_path / "r")
     code = ("import importlib, sys\nfrom vrec.stages import STAGES\n"
             "for s in STAGES: importlib.import_module(s.module)\n"
-            "import vrec.io.report, vrec.status, vrec.runner, vrec.io.validation\n"
+            "import vrec.report, vrec.status, vrec.executor, vrec.io.validation\n"
             "print('great_expectations' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]

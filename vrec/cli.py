@@ -78,7 +78,7 @@ def _cmd_query(a: argparse.Namespace) -> int:
 
 
 def _cmd_run_stage(a: argparse.Namespace) -> int:
-    from vrec.runner import main
+    from vrec.executor import main
 
     argv = [a.stage, "--ds", a.ds] + (["--config", a.config] if a.config else []) + \
         (["--run-id", a.run_id] if a.run_id else [])

@@ -18,9 +18,9 @@ from vrec.core.evaluation import MODELS
 from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.rawio import list_partitions
-from vrec.io.report import STAGES as REPORT_STAGES
-from vrec.io.report import report_path
 from vrec.io.validation import docs_index
+from vrec.report import report_path
+from vrec.stages import NAMES as STAGE_ORDER
 
 _VREC_LINE = re.compile(r"(\[vrec\].*?)(\s+\[airflow\.[^\]]*\].*)?$")
 
@@ -85,7 +85,7 @@ def summarize(warehouse: Path, dates: list[str]) -> str:
     out: list[str] = []
     stats = pd.concat([W.read_table(warehouse, "run_stats", d) for d in dates], ignore_index=True)
     pivot = stats.pivot_table(index="stage", columns="ds", values="seconds", aggfunc="sum")
-    order = list(REPORT_STAGES)
+    order = list(STAGE_ORDER)
     pivot = pivot.reindex([s for s in order if s in pivot.index])
     out.append("Per-stage seconds (inside the stage; spark-submit start-up not included):")
     out.append(pivot.round(1).to_string())

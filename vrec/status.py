@@ -23,7 +23,9 @@ import json
 import re
 from pathlib import Path
 
+from vrec.dates import check_ds, end_of_ds
 from vrec.io import warehouse as W
+from vrec.stages import NAMES, publisher
 
 EXIT_OK, EXIT_FAILED, EXIT_STALE = 0, 1, 3
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -37,12 +39,6 @@ def parse_age(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
 
 
-def _day_end(ds: str) -> dt.datetime:
-    """The end of ds's data interval (the next midnight, UTC)."""
-    return dt.datetime.combine(dt.date.fromisoformat(ds) + dt.timedelta(days=1), dt.time(),
-                               tzinfo=dt.UTC)
-
-
 def _nights(wh: Path) -> list[str]:
     """Every ds the warehouse knows: published, staged or with a failure record."""
     found = set(W.published_ds(wh))
@@ -52,7 +48,7 @@ def _nights(wh: Path) -> list[str]:
     out = []
     for ds in found:
         try:
-            out.append(W.check_ds(ds))
+            out.append(check_ds(ds))
         except ValueError:
             continue
     return sorted(out)
@@ -79,7 +75,9 @@ def night(wh: str | Path, ds: str) -> dict:
     failures = [f for f in W.read_failures(wh, ds) if f.get("ds") == ds]
     if published:  # attempts before the publish belong to the published run's history
         failures = [f for f in failures if str(f.get("at", "")) > man.get("published_at", "")]
-    gate = records.get("quality_gate") or man.get("quality_gate") or {}
+    # the gate's verdict: publish's record (a refused gate fails publish), else the manifest
+    gate = (records.get(publisher().name) or {}).get("quality_gate") \
+        or man.get("quality_gate") or {}
     stage_failed = [s for s, r in records.items() if r.get("status") == "failed"
                     and (not published or str(r.get("finished_at", "")) > man["published_at"])]
     if gate.get("status") == "refused" and not published:
@@ -93,10 +91,10 @@ def night(wh: str | Path, ds: str) -> dict:
     else:
         state = "incomplete"
     stages = {s: {"status": r.get("status"), "seconds": r.get("seconds")}
-              for s, r in records.items() if s != "quality_gate"}
+              for s, r in records.items() if s in NAMES}
     if not stages and man.get("stage_stats"):  # staging pruned: the manifest's copy
         stages = {r["stage"]: {"status": "succeeded", "seconds": r.get("seconds")}
-                  for r in man["stage_stats"] if r.get("stage") != "quality_gate"}
+                  for r in man["stage_stats"] if r.get("stage") in NAMES}
     runs = {r.get("run_id") for r in records.values() if r.get("run_id")}
     # which GX engine validated each suite (vrec.io.validation: pandas below the row
     # threshold, Spark above it)
@@ -133,7 +131,7 @@ def status(warehouse: str | Path, *, runs: int = 7, max_age: dt.timedelta | None
         man = W.manifest(wh, latest)
         head = {"ds": latest, "version": man.get("version"),
                 "published_at": man.get("published_at"),
-                "data_age_hours": round((now - _day_end(latest)).total_seconds() / 3600, 1),
+                "data_age_hours": round((now - end_of_ds(latest)).total_seconds() / 3600, 1),
                 "tables": {t: v["rows"] for t, v in man.get("tables", {}).items()}}
     problems, code = [], EXIT_OK
     newest = (nights[0] if nights else night(wh, known[-1])) if known else None
@@ -145,7 +143,7 @@ def status(warehouse: str | Path, *, runs: int = 7, max_age: dt.timedelta | None
         if head is None:
             problems.append("nothing is published")
             code = code or EXIT_STALE
-        elif now - _day_end(head["ds"]) > max_age:
+        elif now - end_of_ds(head["ds"]) > max_age:
             problems.append(f"the latest published day, {head['ds']}, ended "
                             f"{head['data_age_hours']} h ago (more than --max-age "
                             f"{max_age.total_seconds() / 3600:g} h)")
@@ -175,8 +173,6 @@ def render(st: dict) -> str:
                                                          list(q.items())[:3]) + ")" if q else "")
         lines.append(f"{n['ds']:<11} {n['state']:<11} {(n['gate'] or {}).get('status') or '-':<11} "
                      f"{n['seconds']:>8.1f}  {len(n['failures']):>8}  {qs}")
-    from vrec.stages import NAMES
-
     seen = {s for n in st["nights"] for s in n["stages"]}
     stages = [s for s in NAMES if s in seen] + sorted(seen - set(NAMES))
     if stages:

@@ -41,7 +41,7 @@ def event_extra(manifest: dict, table: str, report: str | Path) -> dict:
 def annotate(outlet_events, warehouse: str | Path, manifest: dict) -> None:
     """Attach :func:`event_extra` to the publish task's asset events (Airflow's
     ``outlet_events`` accessor of the running task)."""
-    from vrec.io.report import report_path
+    from vrec.report import report_path
 
     report = report_path(warehouse, manifest["ds"])
     for table, asset in published_assets(warehouse).items():

@@ -61,8 +61,8 @@ class LandingSensor(BaseSensorOperator):
 
     def _target(self) -> tuple[Path, Any]:
         from vrec.config import load_settings
+        from vrec.dates import check_ds
         from vrec.io.rawio import partition_dir
-        from vrec.io.warehouse import check_ds
 
         settings = load_settings(self.config)
         check_ds(self.ds)

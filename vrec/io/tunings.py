@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vrec.io.warehouse import check_ds, write_json
+from vrec.dates import check_ds
+from vrec.io.warehouse import write_json
 
 KINDS = ("cf", "blend")
 # before tunings were kept per day: the newest CF tuning only (read as a record of its ds)

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vrec import schemas as S
+from vrec.dates import check_ds, shift_ds
 from vrec.io import faults
 from vrec.io.locks import hold, holder_note
 
@@ -47,14 +48,6 @@ PUBLISH_LOCK_WAIT_SECONDS = 600.0
 
 class PublishError(RuntimeError):
     """Raised when staged outputs cannot be published; nothing published was changed."""
-
-
-def check_ds(ds: str) -> str:
-    """Return ``ds`` if it is a real date written YYYY-MM-DD, else raise ValueError."""
-    if not isinstance(ds, str) or len(ds) != 10 or ds[4] != "-" or ds[7] != "-":
-        raise ValueError(f"ds must be YYYY-MM-DD, got {ds!r}")
-    dt.date.fromisoformat(ds)
-    return ds
 
 
 def run_dir(warehouse: str | Path, ds: str) -> Path:
@@ -411,7 +404,7 @@ def apply_retention(warehouse: str | Path, ds: str, days: int, run_id: str | Non
     than that which never published; the latest published ds is always kept.
     Returns the removed published ds values."""
     wh = Path(warehouse)
-    cutoff = (dt.date.fromisoformat(check_ds(ds)) - dt.timedelta(days=days)).isoformat()
+    cutoff = shift_ds(ds, -days)
     removed = []
     with publish_lock(wh, f"retention as of ds={ds}", run_id=run_id):
         _check_layout(wh)

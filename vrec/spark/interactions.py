@@ -10,12 +10,12 @@ too) and the rows the adapters rejected for those partitions, each with its
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import EventWeights
+from vrec.dates import end_of_ds
 from vrec.io.rawio import (
     MissingInput,
     catalog_snapshot_ds,
@@ -23,11 +23,6 @@ from vrec.io.rawio import (
     event_partitions_until,
     partition_dir,
 )
-
-def end_of_ds(ds: str) -> dt.datetime:
-    """The exclusive end of logical date ``ds`` (next midnight, UTC)."""
-    return dt.datetime.combine(dt.date.fromisoformat(ds) + dt.timedelta(days=1),
-                               dt.time(), tzinfo=dt.UTC)
 
 
 def _require_columns(df, required, what: str) -> None:

@@ -54,7 +54,6 @@ def list_facts(spark, recs, space, profile) -> dict:
     from pyspark.sql import functions as F
 
     from vrec import columns as C
-from vrec import schemas as S
 
     new_ids = space.item_ids[np.asarray(space.new, dtype=bool)].astype(str).tolist()
     tot = recs.agg(F.countDistinct(C.USER_ID).alias("users"), F.count("*").alias("rows"),

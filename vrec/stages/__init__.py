@@ -3,13 +3,13 @@
 Every consumer iterates :data:`STAGES`: the Airflow DAG (one task per stage, in this
 order), the runner behind ``jobs/stage.py`` and ``vrec run-stage``, the run report, the
 demo and the tests. A stage is a module ``vrec/stages/<name>.py`` with a function
-``run(ctx)`` (see :mod:`vrec.stages.layout` for ``ctx``) plus one entry here naming its
+``run(ctx)`` (see :mod:`vrec.executor` for ``ctx``) plus one entry here naming its
 engine and the staged artifacts it reads and writes. The runner enforces the entry: a
 stage can open only the inputs it declares, each must come from a stage that succeeded
 for the same ds, and its declared outputs are cleared before it runs.
 
 Artifacts live under ``<warehouse>/_runs/<ds>/`` at the paths of
-:data:`vrec.stages.layout.ARTIFACTS`. This module imports nothing heavy: the scheduler
+:data:`vrec.executor.ARTIFACTS`. This module imports nothing heavy: the scheduler
 parses the DAG, which imports it, all the time.
 """
 
@@ -24,7 +24,10 @@ from typing import Literal
 class Stage:
     """One nightly stage: its name (and module), engine, staged inputs and outputs, the
     stages that must have succeeded for the same ds first (beyond those producing its
-    inputs), and one line on what it does."""
+    inputs), and one line on what it does. What is special about a stage is said here,
+    not by its name elsewhere: ``needs_salt`` (it gets the pseudonymisation salt from the
+    orchestrator), ``publishes`` (it holds the quality gate and makes the tables visible;
+    the DAG declares the Assets on it)."""
 
     name: str
     engine: Literal["spark", "local"]
@@ -32,6 +35,8 @@ class Stage:
     outputs: tuple[str, ...]
     summary: str
     requires: tuple[str, ...] = ()
+    needs_salt: bool = False
+    publishes: bool = False
 
     @property
     def module(self) -> str:
@@ -67,7 +72,8 @@ STAGES: tuple[Stage, ...] = (
           ("candidates", "item_space", "model", "blend", "user_profile", "item_vectors"),
           ("user_recs", "item_similar", "user_recs_pseudonymized", "user_profile_pseudonymized"),
           "rank each user's candidates (blend, diversity, new-arrival slots, reasons, "
-          "trending fill) -> user_recs; visual neighbours -> item_similar"),
+          "trending fill) -> user_recs; visual neighbours -> item_similar",
+          needs_salt=True),
     Stage("evaluate", "spark",
           ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model"),
           ("eval_metrics",),
@@ -80,11 +86,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("publish", "local",
           ("user_recs", "item_similar", "item_popularity", "user_profile", "catalog",
            "image_duplicates", "eval_metrics", "model", "blend", "user_recs_pseudonymized",
-           "user_profile_pseudonymized"),
+           "user_profile_pseudonymized", "interactions"),
           ("run_stats", "quarantine_table", "published_model"),
-          "quality gate on hybrid NDCG, then every table of ds and the model published "
-          "with one commit point",
-          requires=("validate_outputs",)),
+          "quality gate on hybrid NDCG (refused: the run report, from these inputs, and "
+          "nothing published), then every table of ds and the model published with one "
+          "commit point",
+          requires=("validate_outputs",), needs_salt=True, publishes=True),
     Stage("report", "local",
           ("catalog", "user_recs", "user_profile", "interactions", "item_similar",
            "item_popularity", "eval_metrics"), (),
@@ -103,6 +110,11 @@ def get(name: str) -> Stage:
         if s.name == name:
             return s
     raise ValueError(f"unknown stage {name!r}; stages: {', '.join(NAMES)}")
+
+
+def publisher() -> Stage:
+    """The one stage that publishes."""
+    return next(s for s in STAGES if s.publishes)
 
 
 def producer(artifact: str) -> Stage:

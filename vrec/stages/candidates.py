@@ -14,8 +14,8 @@ def run(ctx) -> dict:
 
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import build_item_space, gate_new_arrivals, ranking_policy
+    from vrec.dates import end_of_ds
     from vrec.spark.candidates import retrieve_all
-    from vrec.spark.interactions import end_of_ds
     from vrec.spark.users import user_rows
     from vrec.stages.common import driver_inputs
 

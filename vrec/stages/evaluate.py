@@ -7,13 +7,11 @@ and stored."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pandas as pd
 
 from vrec import columns as C
 from vrec import schemas as S
-
+from vrec.dates import end_of_ds, shift_ds
 
 
 def holdout_for(ctx, pairs: pd.DataFrame):
@@ -23,7 +21,7 @@ def holdout_for(ctx, pairs: pd.DataFrame):
     from pyspark.sql import functions as F
 
     from vrec.core.evaluation import time_holdout, user_holdout
-    from vrec.spark.interactions import aggregate_interactions, end_of_ds, event_weight_expr
+    from vrec.spark.interactions import aggregate_interactions, event_weight_expr
     from vrec.stages.common import PAIR_COLUMNS
 
     s, ds = ctx.settings, ctx.ds
@@ -31,7 +29,7 @@ def holdout_for(ctx, pairs: pd.DataFrame):
     end = pd.Timestamp(end_of_ds(ds))
     if e.split == "user":
         return user_holdout(pairs, end, fraction=e.test_fraction, min_pairs=e.min_user_pairs)
-    cut_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=e.test_days)).isoformat()
+    cut_ds = shift_ds(ds, -e.test_days)
     cut = end_of_ds(cut_ds)
     ev = ctx.spark.read.parquet(str(ctx.input("events")))
     train = (aggregate_interactions(ev.where(F.col(C.TS) < F.lit(cut)), s.weights, cut_ds)
@@ -68,7 +66,7 @@ def run(ctx) -> dict:
         blend = None
         if e.tune and e.split == "time":
             # the tuning a night at the cutoff would have used (no data after the cutoff)
-            cut_ds = (dt.date.fromisoformat(ds) - dt.timedelta(days=e.test_days)).isoformat()
+            cut_ds = shift_ds(ds, -e.test_days)
             blend = tuned_blend(ctx, cf, holdout.train, as_of=cut_ds, tune=lambda: tune_on_holdout(
                 holdout, inp.catalog, inp.vectors, recs=s.recs, visual=s.visual, fit=fit,
                 label=f"{ds} evaluate"))

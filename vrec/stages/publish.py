@@ -35,13 +35,11 @@ def run(ctx) -> dict:
                         split=evaluation.get("split"),
                         override=bool(ctx.params.get("override_gate")),
                         reason=str(ctx.params.get("override_reason") or ""))
-    # not a stage: publish's verdict, kept as a record (its status is the gate's)
-    W.write_stage_record(wh, ds, "quality_gate", {
-        "stage": "quality_gate", "rows_in": 0, "rows_out": 0, "rows_quarantined": 0,
-        "seconds": 0.0, **gate})
+    # the verdict goes into publish's own record (refused: the failed record) and the manifest
+    ctx.stats["quality_gate"] = gate
     print(f"[vrec] {ds} {gate['message']}", flush=True)
     if gate["status"] == "refused":
-        _report_quietly(s, ds)
+        _report_quietly(ctx, gate)
         raise QualityGateError(gate["message"])
     from vrec.privacy import pseudonymize_model, pseudonymize_quarantine, resolve_salt
 
@@ -80,15 +78,17 @@ def run(ctx) -> dict:
             print(f"[vrec] retention {s.publish.retention_days} days: removed partitions "
                   f"{removed}", flush=True)
     rows = sum(t["rows"] for t in m["tables"].values())
-    ctx.record(rows, rows, 0, version=m["version"], retention_removed=removed)
+    ctx.record(rows, rows, 0, version=m["version"], retention_removed=removed, quality_gate=gate)
     return m
 
 
-def _report_quietly(settings, ds: str) -> None:
-    """Write the run report; a failure here must not hide the gate's message."""
-    from vrec.io.report import write_report
+def _report_quietly(ctx, gate: dict) -> None:
+    """Write the run report of a refused run (publish's inputs are the report's); a failure
+    here must not hide the gate's message."""
+    from vrec.report import write_report
 
     try:
-        print(f"[vrec] {ds} run report: {write_report(settings, ds)}", flush=True)
+        path = write_report(ctx.settings, ctx.ds, ctx.input, gate)
+        print(f"[vrec] {ctx.ds} run report: {path}", flush=True)
     except Exception as exc:  # noqa: BLE001 - reported, the gate error follows
-        print(f"[vrec] {ds} run report could not be written: {exc!r}", flush=True)
+        print(f"[vrec] {ctx.ds} run report could not be written: {exc!r}", flush=True)

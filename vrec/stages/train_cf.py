@@ -38,9 +38,9 @@ def run(ctx) -> dict:
     import pandas as pd
 
     from vrec.core.tuning import tune_blend, validation_window
+    from vrec.dates import end_of_ds
     from vrec.io import warehouse as W
     from vrec.spark.cf import fit_cf
-    from vrec.spark.interactions import end_of_ds
     from vrec.stages.common import TUNED_CF, cf_fitter, driver_inputs, run_images, tuned_blend
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings

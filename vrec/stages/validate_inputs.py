@@ -23,12 +23,12 @@ def run(ctx) -> dict:
         catalog_frame,
         docs_index,
         engines,
-        events_frame,
         raise_on_failure,
         summarize,
         validate_all,
     )
     from vrec.io.warehouse import parquet_rows
+    from vrec.spark.validation_frames import events_frame
 
     spark, ds, paths = ctx.spark, ctx.ds, ctx.settings.paths
     snap = catalog_snapshot_ds(paths.raw_root, ds)

@@ -14,12 +14,11 @@ def run(ctx) -> dict:
         embeddings_frame,
         engines,
         raise_on_failure,
-        recs_frames,
-        similar_frame,
         summarize,
         validate_all,
     )
     from vrec.io.warehouse import parquet_rows
+    from vrec.spark.validation_frames import recs_frames, similar_frame
 
     spark, r, v = ctx.spark, ctx.settings.recs, ctx.settings.validation
     catalog_ids = spark.read.parquet(str(ctx.input("catalog"))).select(C.ITEM_ID)

@@ -5,8 +5,9 @@ trend plots (inline SVG) and thumbnails (JPEG data URIs) are all inside the file
 shows the pipeline summary (stages, seconds, rows, quarantines, validation), the quality
 gate, the offline metrics of the five models with trends across published runs, and a
 gallery: sample users' recent history and recommendations (score, reason), and
-item_similar examples. Everything is read from the run's staging area (so a run the
-gate refused still gets its report) and, for the trends, from published partitions.
+item_similar examples. Staged artifacts are read through the calling stage's declared
+inputs (``ctx.input``: the report stage's, or publish's when its gate refuses, so a
+refused run still gets its report); the trends read published partitions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -21,19 +23,17 @@ import pandas as pd
 from vrec import columns as C
 from vrec.config import Settings
 from vrec.core.evaluation import METRICS, MODELS, SLICES
+from vrec.dates import check_ds, shift_ds
 from vrec.io import warehouse as W
-from vrec.stages import NAMES
-from vrec.stages.layout import RunLayout
+from vrec.stages import NAMES, publisher
 
-# the stages in order, with publish's quality gate record just before publish
-STAGES = tuple(x for n in NAMES for x in (("quality_gate", n) if n == "publish" else (n,)))
 COLORS = {"popularity": "#8c8c8c", "als": "#1f77b4", "visual": "#2ca02c", "visual_pref": "#9467bd",
           "hybrid": "#d62728"}
 
 
 def report_path(warehouse: str | Path, ds: str) -> Path:
     """Where the report of ``ds`` is written."""
-    return Path(warehouse) / "reports" / "runs" / f"vrec_report_{W.check_ds(ds)}.html"
+    return Path(warehouse) / "reports" / "runs" / f"vrec_report_{check_ds(ds)}.html"
 
 
 def _e(x) -> str:
@@ -216,7 +216,7 @@ def _reconciliation_table(stats: dict[str, dict]) -> str:
 
 def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
     rows = []
-    for s in [s for s in STAGES if s in stats] + [s for s in stats if s not in STAGES]:
+    for s in [s for s in NAMES if s in stats] + [s for s in stats if s not in NAMES]:
         r = stats[s]
         rows.append(f"<tr><td>{_e(s)}</td><td class=n>{r.get('seconds', 0):.1f}</td>"
                     f"<td class=n>{int(r.get('rows_in', 0)):,}</td>"
@@ -228,8 +228,7 @@ def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
            "<th>quarantined</th></tr>", *rows,
            f"<tr class=tot><td>total inside stages</td><td class=n>{total:.1f}</td>"
            "<td></td><td></td><td></td></tr></table>",
-           svg_stage_bars({s: stats[s].get("seconds") for s in STAGES
-                           if s in stats and s != "quality_gate"})]
+           svg_stage_bars({s: stats[s].get("seconds") for s in NAMES if s in stats})]
     out.append(_reconciliation_table(stats))
     if len(quarantine):
         q = quarantine.assign(at_landing=quarantine["found_by"] == "landing")
@@ -261,9 +260,8 @@ def _pipeline_section(stats: dict[str, dict], quarantine: pd.DataFrame) -> str:
 
 def _failures_section(wh: Path, ds: str) -> str:
     """Failed task attempts of the 30 days up to now (vrec.airflow.callbacks)."""
-    import datetime as dt
 
-    since = (dt.date.fromisoformat(ds) - dt.timedelta(days=30)).isoformat()
+    since = shift_ds(ds, -30)
     failures = W.read_failures(wh, since)
     if not failures:
         return "<h2>Failed nights</h2><p>No failed task in the last 30 days.</p>"
@@ -276,8 +274,7 @@ def _failures_section(wh: Path, ds: str) -> str:
             "<th>error</th></tr>" + rows + "</table>")
 
 
-def _gate_section(stats: dict[str, dict]) -> str:
-    g = stats.get("quality_gate")
+def _gate_section(g: dict) -> str:
     if not g:
         return "<h2>Quality gate</h2><p>Not checked yet (publish has not run).</p>"
     cls = {"refused": "bad", "overridden": "warn"}.get(g.get("status"), "ok")
@@ -334,20 +331,20 @@ def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gat
     return "\n".join(out)
 
 
-def _gallery_section(run: RunLayout, settings: Settings, thumbs: Thumbs, titles: dict,
-                     pseudonymized: bool) -> str:
+def _gallery_section(read: Callable[[str], Path], settings: Settings, thumbs: Thumbs,
+                     titles: dict, pseudonymized: bool) -> str:
     e = settings.eval
-    recs = W.read_folder(run.path("user_recs"))
+    recs = W.read_folder(read("user_recs"))
     out = ["<h2>Gallery: sample users</h2>"]
     if recs.empty or e.report_users == 0:
         return "\n".join(out + ["<p>No recommendations staged.</p>"])
-    profile = W.read_folder(run.path("user_profile"), [C.USER_ID, "segment"])
+    profile = W.read_folder(read("user_profile"), [C.USER_ID, "segment"])
     cold = set(profile.loc[profile["segment"] == "cold", C.USER_ID].astype(str))
     variety = recs.groupby(C.USER_ID)["reason"].nunique().sort_index()
     warm = [u for u in variety.sort_values(ascending=False, kind="stable").index if u not in cold]
     users = warm[:max(1, e.report_users - 1)] + sorted(u for u in variety.index if u in cold)[:1]
     users = users[:e.report_users]
-    pairs = W.read_folder(run.path("interactions"), [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
+    pairs = W.read_folder(read("interactions"), [C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
     for n, u in enumerate(users, 1):
         hist = pairs[(pairs[C.USER_ID].astype(str) == u) & (pairs["weight"] > 0)]
         hist = hist.sort_values("last_ts", ascending=False).head(e.report_history)
@@ -368,12 +365,13 @@ def _gallery_section(run: RunLayout, settings: Settings, thumbs: Thumbs, titles:
     return "\n".join(out)
 
 
-def _similar_section(run: RunLayout, settings: Settings, thumbs: Thumbs, titles: dict) -> str:
-    sim = W.read_folder(run.path("item_similar"))
+def _similar_section(read: Callable[[str], Path], settings: Settings, thumbs: Thumbs,
+                     titles: dict) -> str:
+    sim = W.read_folder(read("item_similar"))
     out = ["<h2>Gallery: visually similar items (item_similar)</h2>"]
     if sim.empty or settings.eval.report_similar == 0:
         return "\n".join(out + ["<p>No item_similar rows staged.</p>"])
-    pop = W.read_folder(run.path("item_popularity"),
+    pop = W.read_folder(read("item_popularity"),
                         [C.ITEM_ID, "trending_rank"]).sort_values("trending_rank")
     have = set(sim[C.ITEM_ID].astype(str))
     items = [i for i in pop[C.ITEM_ID].astype(str) if i in have][:settings.eval.report_similar]
@@ -418,18 +416,20 @@ window.addEventListener('load', function () {
 """
 
 
-def render_report(settings: Settings, ds: str) -> str:
-    """The report's HTML for ``ds`` (see the module doc)."""
+def render_report(settings: Settings, ds: str, read: Callable[[str], Path],
+                  gate: dict | None = None) -> str:
+    """The report's HTML for ``ds`` (see the module doc): ``read`` opens a staged artifact
+    (``ctx.input``); ``gate`` is the quality gate's verdict when publish is still running
+    (else it is read from publish's record)."""
     wh = Path(settings.paths.warehouse_root)
-    run = RunLayout(wh, ds)
     stats = W.stage_records(wh, ds)
-    catalog = W.read_folder(run.path("catalog"))
+    catalog = W.read_folder(read("catalog"))
     titles = dict(zip(catalog[C.ITEM_ID].astype(str), catalog[C.TITLE].astype(str))) \
         if len(catalog) else {}
     thumbs = Thumbs(catalog if len(catalog) else pd.DataFrame(columns=[C.ITEM_ID, C.IMAGE_URI]),
                     Path(settings.paths.image_root), settings.eval.thumb_px,
                     settings.paths.allowed_image_roots())
-    metrics = W.read_folder(run.path("eval_metrics"))
+    metrics = W.read_folder(read("eval_metrics"))
     past = []
     for d in W.published_ds(wh)[-30:]:
         if d < ds:
@@ -439,8 +439,8 @@ def render_report(settings: Settings, ds: str) -> str:
                 continue
     trend = pd.concat(past + [metrics.assign(ds=ds)], ignore_index=True) if len(metrics) or past \
         else pd.DataFrame(columns=["ds", "model", "slice", "k", "metric", "value"])
-    gate = stats.get("quality_gate") or {}
-    pub = stats.get("publish") or {}
+    pub = stats.get(publisher().name) or {}
+    gate = gate or pub.get("quality_gate") or {}
     if gate.get("status") == "refused":
         status = "<span class=bad>REFUSED by the quality gate: not published</span>"
     elif pub.get("status") == "succeeded":
@@ -453,12 +453,12 @@ def render_report(settings: Settings, ds: str) -> str:
             f"<code>{_e(wh)}</code>.</p>",
             _pipeline_section(stats, W.staged_quarantine(wh, ds)),
             _failures_section(wh, ds),
-            _gate_section(stats),
+            _gate_section(gate),
             _metrics_section(metrics, (stats.get("evaluate") or {}).get("evaluation") or {},
                              trend, settings.eval.gate_k),
-            _gallery_section(run, settings, thumbs, titles,
+            _gallery_section(read, settings, thumbs, titles,
                              bool((stats.get("build_recs") or {}).get("pseudonymized"))),
-            _similar_section(run, settings, thumbs, titles),
+            _similar_section(read, settings, thumbs, titles),
             '<p id="img-status" data-images-total="?" data-images-loaded="?">'
             "thumbnails: page scripts off</p>"]
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
@@ -466,9 +466,11 @@ def render_report(settings: Settings, ds: str) -> str:
             + "\n".join(body) + f"<script>{SCRIPT}</script></body></html>")
 
 
-def write_report(settings: Settings, ds: str) -> Path:
-    """Render and write the report of ``ds`` atomically; returns its path."""
+def write_report(settings: Settings, ds: str, read: Callable[[str], Path],
+                 gate: dict | None = None) -> Path:
+    """Render and write the report of ``ds`` atomically (:func:`render_report`); returns
+    its path."""
     path = report_path(settings.paths.warehouse_root, ds)
-    W._atomic_write_text(path, render_report(settings, ds))
+    W._atomic_write_text(path, render_report(settings, ds, read, gate))
     return path
 

@@ -1,4 +1,6 @@
-"""The staging layout of a run and the context a stage runs in.
+"""The executor: how every stage runs, whoever starts it (``jobs/stage.py``, which
+Airflow's SparkSubmitOperator submits; the DAG's local tasks; ``vrec run-stage``; the
+tests), through one function, :func:`run_stage`.
 
 Every staged path of a run is here (:data:`ARTIFACTS`, relative to
 ``<warehouse>/_runs/<ds>/``); nothing else builds paths into a run's staging area. Besides
@@ -7,21 +9,27 @@ rows, seconds, facts, which outputs it wrote) and ``quarantine/<source>.parquet`
 stage set aside, with reasons); publish turns both into the ``run_stats`` and
 ``quarantine`` tables.
 
-:func:`run` is how every stage runs (``jobs/stage.py``, ``vrec run-stage``, the DAG's
-local tasks, the tests): it takes the ds's stage lock (one stage of a ds at a time; a
+:func:`run_stage` checks the stage's inputs before a Spark session starts (a stage run out
+of order fails in a second, not after the JVM's start-up), starts the session for a Spark
+stage unless given one, then takes the ds's stage lock (one stage of a ds at a time; a
 second fails at once naming the holder), checks that the run owns the ds's staging (the
-first stage takes it over; a later stage of another run is refused), checks that each
-declared input comes from a stage of the same run that succeeded for this ds (and each
-required stage succeeded), clears the stage's declared outputs, records ``running``,
-calls ``run(ctx)`` and records ``succeeded`` (with the outputs actually written) or
-``failed`` (with the error). Every record carries the run id.
+first stage takes it over; a later stage of another run is refused), checks again that
+each declared input comes from a stage of the same run that succeeded for this ds (and
+each required stage succeeded), clears the stage's declared outputs, records ``running``,
+calls ``run(ctx)``, checks every tabular output it wrote against :mod:`vrec.schemas`, and
+records ``succeeded`` (with the outputs actually written) or ``failed`` (with the error).
+Every record carries the run id.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import os
 import shutil
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +37,7 @@ from typing import Any
 from vrec import schemas as S
 from vrec import stages as registry
 from vrec.config import Settings
+from vrec.dates import check_ds
 from vrec.io import faults
 from vrec.io import warehouse as W
 from vrec.io.locks import hold, holder_note
@@ -233,21 +242,35 @@ def claim(stage: registry.Stage, layout: RunLayout, run_id: str) -> None:
     W.write_json(layout.root / OWNER, {"run_id": run_id, "since": _now(), "by": stage.name})
 
 
-def run(stage_name: str, settings: Settings, ds: str, *, spark=None,
-        params: dict | None = None, run_id: str | None = None) -> dict:
+def run_stage(settings: Settings, stage: str, ds: str, *, spark=None,
+              params: dict | None = None, run_id: str | None = None) -> dict:
     """Run one stage for ``ds`` under the contract (module doc) as part of run ``run_id``
-    (default: the ds's current run, else a new manual one); returns its summary."""
-    stage = registry.get(stage_name)
-    W.check_ds(ds)
+    (default: ``$VREC_RUN_ID``, else the ds's current run, else a new manual one), in a
+    Spark session for a Spark stage (``spark``, else one started here and stopped after);
+    returns its summary."""
+    st = registry.get(stage)
+    check_ds(ds)
     layout = RunLayout(Path(settings.paths.warehouse_root), ds)
     layout.root.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or default_run_id(layout)
-    note = holder_note(f"stage {stage.name} of ds={ds}", run_id=run_id)
-    with hold(layout.root / STAGE_LOCK, note, what=f"the staging area of ds={ds}"):
-        claim(stage, layout, run_id)
-        check_inputs(stage, layout, run_id)
-        faults.point(f"stage:{stage.name}")
-        return _run_locked(stage, settings, layout, spark, params, run_id)
+    run_id = run_id or os.environ.get("VREC_RUN_ID") or default_run_id(layout)
+    if st.name != registry.NAMES[0]:
+        check_inputs(st, layout)  # before Spark starts (checked again under the lock)
+    own = st.engine == "spark" and spark is None
+    if own:
+        from vrec.spark.session import build_session
+
+        spark = build_session(settings, f"vrec-{st.name}-{ds}")
+    try:
+        note = holder_note(f"stage {st.name} of ds={ds}", run_id=run_id)
+        with hold(layout.root / STAGE_LOCK, note, what=f"the staging area of ds={ds}"):
+            claim(st, layout, run_id)
+            check_inputs(st, layout, run_id)
+            faults.point(f"stage:{st.name}")
+            return _run_locked(st, settings, layout, spark if st.engine == "spark" else None,
+                               params, run_id)
+    finally:
+        if own:
+            spark.stop()
 
 
 def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, spark,
@@ -283,3 +306,49 @@ def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, sp
         "status": "succeeded", "finished_at": _now(), "finished_seq": _next_seq(layout),
         "seconds": round(time.perf_counter() - t0, 3), "outputs_written": written})
     return summary
+
+
+# ---------------------------------------------------------------- command line
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``<stage> --ds YYYY-MM-DD [--config FILE] [--override-quality-gate --override-reason R]``."""
+    p = argparse.ArgumentParser(prog="stage", description="run one vrec stage for one day")
+    p.add_argument("stage", help=f"one of: {', '.join(registry.NAMES)}")
+    p.add_argument("--ds", required=True, help="the day to process, YYYY-MM-DD")
+    p.add_argument("--config", default=None, help="vrec YAML config (default: $VREC_CONFIG)")
+    p.add_argument("--override-quality-gate", action="store_true",
+                   help="publish only: publish even when the quality gate refuses (logged)")
+    p.add_argument("--override-reason", default="", help="publish only: why")
+    p.add_argument("--run-id", default=None,
+                   help="the run this stage belongs to (Airflow passes its run id; default: "
+                        "$VREC_RUN_ID, else the day's current run, else a new manual run)")
+    args = p.parse_args(argv)
+    try:
+        check_ds(args.ds)
+    except ValueError:
+        p.error(f"--ds must be YYYY-MM-DD, got {args.ds!r}")
+    if args.stage not in registry.NAMES:
+        p.error(f"unknown stage {args.stage!r}; stages: {', '.join(registry.NAMES)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code: 0 done, 1 failed (the error is printed), 2 bad usage."""
+    from vrec.config import load_settings
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    params = {"override_gate": args.override_quality_gate,
+              "override_reason": args.override_reason}
+    try:
+        result = run_stage(load_settings(args.config), args.stage, args.ds, params=params,
+                           run_id=args.run_id)
+    except StageInputError as exc:  # out of order, or a stale input: the message says what to run
+        print(f"[vrec] {args.ds} {args.stage} cannot run: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # report and fail the task
+        if not getattr(exc, "input_problem", False):  # bad input is said, not traced
+            traceback.print_exc()
+        print(f"[vrec] {args.ds} {args.stage} FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"[vrec] {args.ds} {args.stage} done: {result}", flush=True)
+    return 0
