@@ -92,7 +92,8 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
         task_id=stage.name,
         execution_timeout=pendulum.duration(minutes=ORCH.timeout_minutes(stage.name)),
         application=str(JOBS / "stage.py"),
-        application_args=[stage.name, "--ds", DS, "--config", CONFIG, "--run-id", "{{ run_id }}"],
+        application_args=[stage.name, "--ds", DS, "--config", CONFIG, "--run-id", "{{ run_id }}",
+                          "--retune", "{{ params.retune | lower }}"],
         conn_id=SPARK_CONN_ID,
         name=f"vrec-{stage.name}",
         # the config's Spark settings go to spark-submit itself: the driver's memory (and
@@ -128,6 +129,10 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
                         "than eval.gate_max_drop below the last published run). Logged."),
         "override_reason": Param("", type="string",
                                  description="Why the gate is overridden (recorded)."),
+        "retune": Param(
+            False, type="boolean",
+            description="Tune the CF model and the blend afresh. Off: a rerun of a day takes "
+                        "the tunings that day used before, so it rebuilds the same tables."),
     },
 )
 def vrec_nightly():
@@ -144,7 +149,8 @@ def vrec_nightly():
         os.environ.update({k: v for k, v in (env or {}).items() if v})
         out = run_stage(load_settings(CONFIG), stage, day, run_id=run, params={
             "override_gate": bool(p.get("override_quality_gate", False)),
-            "override_reason": str(p.get("override_reason") or "")})
+            "override_reason": str(p.get("override_reason") or ""),
+            "retune": bool(p.get("retune", False))})
         if get_stage(stage).publishes:
             from airflow.sdk import get_current_context
 

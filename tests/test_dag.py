@@ -42,8 +42,9 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     for s in STAGES:
         if s.engine == "local":
             assert list(dag.get_task(s.name).op_args) == [s.name, ds, "{{ run_id }}"]
-        else:  # the run id travels with every stage (one run owns a day's staging)
-            assert dag.get_task(s.name).application_args[-2:] == ["--run-id", "{{ run_id }}"]
+        else:  # the run id and the retune param travel with every stage
+            assert dag.get_task(s.name).application_args[-4:] == [
+                "--run-id", "{{ run_id }}", "--retune", "{{ params.retune | lower }}"]
     # failures: retries with back-off, a time limit per stage, the failure hook
     from vrec.airflow.callbacks import on_failure
     from vrec.config import OrchestrationSettings
@@ -59,6 +60,7 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     # the operator's override of the quality gate is a DAG param, off by default
     assert dag.params["override_quality_gate"] is False
     assert dag.params["override_reason"] == ""
+    assert dag.params["retune"] is False  # a rerun takes the tunings its day used
 
 
 def test_dag_file_imports_no_heavy_modules():
@@ -80,6 +82,31 @@ def test_jobs_reject_bad_arguments():
     out = subprocess.run([sys.executable, str(job), "score_users", "--ds", "2026-11-20"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "unknown stage 'score_users'" in out.stderr
+    out = subprocess.run([sys.executable, str(job), "train_cf", "--ds", "2026-11-20",
+                          "--retune", "maybe"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--retune takes true or false" in out.stderr
+
+
+def test_the_dag_asks_the_registry_what_is_special_about_a_stage(monkeypatch):
+    """The salt goes to the stages the registry says need it, the Assets to the one that
+    publishes: no stage name is spelled in the DAG file."""
+    import importlib.util
+
+    from vrec.stages import STAGES
+
+    text = (DAGS / "vrec_nightly.py").read_text()
+    assert not [s.name for s in STAGES if f'"{s.name}"' in text]
+    monkeypatch.setenv("VREC_SALT_CONN_ID", "vrec_salt")
+    spec = importlib.util.spec_from_file_location("dag_with_salt", DAGS / "vrec_nightly.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dag = mod.vrec_nightly() if callable(getattr(mod, "vrec_nightly", None)) else mod.dag
+    for s in STAGES:
+        t = dag.get_task(s.name)
+        salted = ("VREC_USER_SALT" in (t.env_vars or {})) if s.engine == "spark" \
+            else bool((t.op_kwargs.get("env") or {}).get("VREC_USER_SALT"))
+        assert salted == s.needs_salt, s.name
+        assert bool(t.outlets) == s.publishes, s.name
 
 
 def test_a_stage_run_out_of_order_says_what_to_run_first(tmp_path):

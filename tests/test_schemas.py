@@ -154,3 +154,12 @@ def test_reasons_come_from_one_vocabulary(tmp_path):
                            pd.DataFrame({"key": ["f:1"], "reason": ["malformed_line"],
                                          "found_by": ["landing"]}))
     assert n == 1
+
+
+def test_every_image_reason_is_explained():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "embeddings.md").read_text()
+    missing = [r for r in S.QUARANTINE_REASONS["images"] if f"| `{r}`" not in text
+               and f", `{r}` |" not in text]
+    assert not missing, f"docs/embeddings.md lacks {missing}"

@@ -207,6 +207,32 @@ def test_tunings_are_kept_per_day_and_the_newest_reusable_one_is_found(tmp_path)
                             size=size) is None
 
 
+def test_a_day_takes_the_tuning_it_pinned_and_nothing_stored_is_overwritten(tmp_path):
+    """A day's run pins the record it took; its rerun takes that record again even when a
+    tuning stored later (here one with the same day, from a forced re-tune) is what the
+    rule prefers now. A second tuning of the same day gets its own file."""
+    from vrec.io import tunings
+
+    key, size = {"s": 1}, {"pairs": 100, "users": 10, "items": 5}
+    first = tunings.save(tmp_path, "blend", {"as_of": "2026-11-10", "key": key, "size": size,
+                                             "chosen": {"w": 1}})
+    tunings.pin(tmp_path, "2026-11-12", "blend", first["id"])
+    again = tunings.save(tmp_path, "blend", {"as_of": "2026-11-12", "key": key, "size": size,
+                                             "chosen": {"w": 2}})
+    later = tunings.save(tmp_path, "blend", {"as_of": "2026-11-12", "key": key, "size": size,
+                                             "chosen": {"w": 3}})
+    assert (first["id"], again["id"], later["id"]) == ("2026-11-10", "2026-11-12", "2026-11-12.1")
+    find = functools.partial(tunings.reusable, tmp_path, "blend", as_of="2026-11-12",
+                             max_age_days=7, key=key, size=size)
+    assert find()["chosen"] == {"w": 3}  # newest first, the re-tune counter included
+    pinned = tunings.pinned(tmp_path, "2026-11-12", "blend")
+    assert pinned == "2026-11-10" and find(pinned=pinned)["chosen"] == {"w": 1}
+    assert tunings.pinned(tmp_path, "2026-11-12", "cf") is None
+    # the pinned record no longer fits (other settings): the rule decides again
+    assert tunings.reusable(tmp_path, "blend", as_of="2026-11-12", max_age_days=7,
+                            key={"s": 2}, size=size, pinned=pinned) is None
+
+
 def test_reserved_slot_picks_by_its_own_key():
     """The slot goes to the new arrival with the largest slot key, not the largest gain."""
     blend = np.array([0.9, 0.8, 0.7, 0.6, 0.5])

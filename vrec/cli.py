@@ -84,6 +84,8 @@ def _cmd_run_stage(a: argparse.Namespace) -> int:
         (["--run-id", a.run_id] if a.run_id else [])
     if a.override_quality_gate:
         argv += ["--override-quality-gate", "--override-reason", a.override_reason]
+    if a.retune:
+        argv.append("--retune")
     return main(argv)
 
 
@@ -171,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--override-quality-gate", action="store_true",
                    help="publish only: publish even when the quality gate refuses (logged)")
     r.add_argument("--override-reason", default="", help="publish only: why")
+    r.add_argument("--retune", action="store_true",
+                   help="train_cf and evaluate: tune afresh instead of taking the tuning this "
+                        "day used before")
     r.add_argument("--run-id", default=None,
                    help="the run this stage belongs to (default: the day's current run)")
     r.set_defaults(fn=_cmd_run_stage)

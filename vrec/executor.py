@@ -311,7 +311,8 @@ def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, sp
 # ---------------------------------------------------------------- command line
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """``<stage> --ds YYYY-MM-DD [--config FILE] [--override-quality-gate --override-reason R]``."""
+    """``<stage> --ds YYYY-MM-DD [--config FILE] [--run-id R] [--retune [true|false]]
+    [--override-quality-gate --override-reason R]``."""
     p = argparse.ArgumentParser(prog="stage", description="run one vrec stage for one day")
     p.add_argument("stage", help=f"one of: {', '.join(registry.NAMES)}")
     p.add_argument("--ds", required=True, help="the day to process, YYYY-MM-DD")
@@ -319,6 +320,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--override-quality-gate", action="store_true",
                    help="publish only: publish even when the quality gate refuses (logged)")
     p.add_argument("--override-reason", default="", help="publish only: why")
+    p.add_argument("--retune", nargs="?", const="true", default="false",
+                   help="train_cf and evaluate: tune afresh instead of taking the tuning "
+                        "this day used before (or a reusable earlier one); a value: true or "
+                        "false (what the DAG's retune param renders to)")
     p.add_argument("--run-id", default=None,
                    help="the run this stage belongs to (Airflow passes its run id; default: "
                         "$VREC_RUN_ID, else the day's current run, else a new manual run)")
@@ -327,6 +332,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         check_ds(args.ds)
     except ValueError:
         p.error(f"--ds must be YYYY-MM-DD, got {args.ds!r}")
+    if str(args.retune).lower() not in ("true", "false"):
+        p.error(f"--retune takes true or false, got {args.retune!r}")
+    args.retune = str(args.retune).lower() == "true"
     if args.stage not in registry.NAMES:
         p.error(f"unknown stage {args.stage!r}; stages: {', '.join(registry.NAMES)}")
     return args
@@ -338,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     params = {"override_gate": args.override_quality_gate,
-              "override_reason": args.override_reason}
+              "override_reason": args.override_reason, "retune": args.retune}
     try:
         result = run_stage(load_settings(args.config), args.stage, args.ds, params=params,
                            run_id=args.run_id)

@@ -126,7 +126,7 @@ QUARANTINE_REASONS: dict[str, tuple[str, ...]] = {
                "future_timestamp", "rating_without_value", "rating_out_of_range",
                "unknown_item_id", "duplicate_event"),
     "catalog": ("null_item_id", "duplicate_item_id"),
-    "images": ("missing_image_file", "image_outside_root", "not_a_regular_file",
+    "images": ("no_image_uri", "missing_image_file", "image_outside_root", "not_a_regular_file",
                "image_too_large", "empty_image_file", "image_read_error", "image_changed",
                "undecodable_image", "not_embedded", "too_small", "near_blank",
                "near_duplicate_image"),

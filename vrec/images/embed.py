@@ -124,7 +124,7 @@ def hash_images(frames: Iterator[pd.DataFrame], image_root: str, roots: Sequence
             try:
                 p = locate_image(uri, image_root, roots)
                 if p is None:
-                    err = "no_image_uri"
+                    err = S.reason("images", "no_image_uri")
                 else:
                     h = content_hash(read_image(p, max_bytes))
             except ImageError as exc:

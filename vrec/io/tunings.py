@@ -1,12 +1,18 @@
-"""Tunings kept across nights: ``<warehouse>/_state/tuning/<kind>/<as_of>.json``.
+"""Tunings kept across nights: ``<warehouse>/_state/tuning/<kind>/<as_of>[.<n>].json``.
 
 A tuning (``cf``: the CF model's factors, regularization, alpha and image prior; ``blend``:
 the blend's weights) records what was chosen on data that ended on day ``as_of``, from
-which settings (``key``) and on how much data (``size``). Each is its own file, so a
-later night never overwrites an earlier one: a rerun of a day finds the tuning it used
-before, and a backfill never sees a tuning of a later day. Which record may be reused is
-:func:`vrec.core.tuning.tuning_reusable`'s rule; :func:`reusable` applies it to the
-stored records, newest first.
+which settings (``key``) and on how much data (``size``). Each is its own file and none is
+ever overwritten (a second tuning with the same ``as_of``, e.g. a forced re-tune, gets
+``.1``, ``.2``, ...), so a backfill never sees a tuning of a later day. Which record may be
+reused is :func:`vrec.core.tuning.tuning_reusable`'s rule; :func:`reusable` applies it to
+the stored records, newest first.
+
+**What a day used is pinned.** ``_state/tuning/used/<ds>.json`` names, per use (``cf`` and
+``blend`` for train_cf, ``eval_blend`` for evaluate), the record the run of ``ds`` took.
+A rerun of the day takes exactly that record again (while its settings are unchanged),
+even when a later night stored a tuning the rule would now prefer; ``--retune`` (the
+``retune`` param) tunes afresh and pins the new record.
 """
 
 from __future__ import annotations
@@ -29,12 +35,25 @@ def tuning_dir(warehouse: str | Path, kind: str) -> Path:
     return Path(warehouse) / "_state" / "tuning" / kind
 
 
-def save(warehouse: str | Path, kind: str, record: dict) -> Path:
-    """Store ``record`` (it carries ``as_of``) as ``<as_of>.json``, atomically."""
-    path = tuning_dir(warehouse, kind) / f"{check_ds(record['as_of'])}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
-    return path
+def save(warehouse: str | Path, kind: str, record: dict) -> dict:
+    """Store ``record`` (it carries ``as_of``) as ``<as_of>.json``, or ``<as_of>.<n>.json``
+    when that name is taken (nothing stored is overwritten), atomically; returns the
+    record with its ``id`` (the file's stem)."""
+    folder = tuning_dir(warehouse, kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, n = check_ds(record["as_of"]), 0
+    while (folder / f"{stem}.json").exists():
+        n += 1
+        stem = f"{record['as_of']}.{n}"
+    record = {**record, "id": stem}
+    write_json(folder / f"{stem}.json", record)
+    return record
+
+
+def _order(stem: str) -> tuple[str, int]:
+    """Newest first: by as_of, then by the re-tune counter."""
+    as_of, _, n = stem.partition(".")
+    return as_of, int(n or 0)
 
 
 def records(warehouse: str | Path, kind: str, *, until: str) -> list[dict]:
@@ -42,11 +61,13 @@ def records(warehouse: str | Path, kind: str, *, until: str) -> list[dict]:
     first (an unreadable file is skipped: it is then tuned again)."""
     folder = tuning_dir(warehouse, kind)
     out = []
-    for f in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
-        if f.stem > until:
+    files = sorted(folder.glob("*.json"), key=lambda f: _order(f.stem), reverse=True) \
+        if folder.is_dir() else []
+    for f in files:
+        if f.stem[:10] > until:
             continue
         try:
-            out.append(json.loads(f.read_text()))
+            out.append({**json.loads(f.read_text()), "id": f.stem})
         except (OSError, ValueError):
             continue
     legacy = Path(warehouse) / LEGACY_CF
@@ -56,18 +77,44 @@ def records(warehouse: str | Path, kind: str, *, until: str) -> list[dict]:
         except (OSError, ValueError):
             old = {}
         if old.get("ds") and old["ds"] <= until and old["ds"] not in {r.get("as_of") for r in out}:
-            out.append({**old, "as_of": old["ds"], "key": old.get("settings")})
+            out.append({**old, "as_of": old["ds"], "key": old.get("settings"), "id": "legacy"})
             out.sort(key=lambda r: r["as_of"], reverse=True)
     return out
 
 
 def reusable(warehouse: str | Path, kind: str, *, as_of: str, max_age_days: int, key: dict,
-             size: dict[str, int]) -> dict | None:
-    """The newest stored record of ``kind`` that may be reused for data ending on
+             size: dict[str, int], pinned: str | None = None) -> dict | None:
+    """The record ``pinned`` names (a rerun: what the day used before) when it may still be
+    reused, else the newest stored record of ``kind`` that may be reused for data ending on
     ``as_of`` (vrec.core.tuning.tuning_reusable), or None."""
     from vrec.core.tuning import tuning_reusable
 
-    for rec in records(warehouse, kind, until=as_of):
+    found = records(warehouse, kind, until=as_of)
+    for rec in [r for r in found if pinned and r["id"] == pinned] + found:
         if tuning_reusable(rec, as_of=as_of, max_age_days=max_age_days, key=key, size=size):
             return rec
     return None
+
+
+def _used_path(warehouse: str | Path, ds: str) -> Path:
+    return Path(warehouse) / "_state" / "tuning" / "used" / f"{check_ds(ds)}.json"
+
+
+def pinned(warehouse: str | Path, ds: str, use: str) -> str | None:
+    """The id of the record the run of ``ds`` took for ``use`` (None: none pinned)."""
+    path = _used_path(warehouse, ds)
+    try:
+        return json.loads(path.read_text()).get(use) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def pin(warehouse: str | Path, ds: str, use: str, record_id: str) -> None:
+    """Record that the run of ``ds`` took record ``record_id`` for ``use``."""
+    path = _used_path(warehouse, ds)
+    try:
+        used = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        used = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {**used, use: record_id})

@@ -73,22 +73,26 @@ def run_cf_settings(ctx):
     return ctx.settings.cf.model_copy(update={k: params[k] for k in TUNED_CF})
 
 
-def tuned_blend(ctx, cf, pairs, *, as_of: str, tune) -> dict:
-    """The blend tuning for data that ends on ``as_of``: a reusable stored one (an
-    earlier night's train_cf or evaluate, at most ``recs.tune_every_days`` old, the same
-    settings and CF model, data within 20%), else ``tune()``'s record, stored when it
-    chose a blend. train_cf and evaluate both ask here."""
+def tuned_blend(ctx, cf, pairs, *, as_of: str, use: str, tune) -> dict:
+    """The blend tuning for data that ends on ``as_of``: the one this day took before for
+    ``use`` (a rerun), else a reusable stored one (an earlier night's train_cf or evaluate,
+    at most ``recs.tune_every_days`` old, the same settings and CF model, data within
+    20%), else ``tune()``'s record, stored when it chose a blend; ``retune`` in the
+    stage's params skips the stored ones. The record taken is pinned for the day
+    (vrec.io.tunings). train_cf (``blend``) and evaluate (``eval_blend``) both ask here."""
     from vrec.core.tuning import blend_settings_key, data_size
     from vrec.io import tunings
 
-    s = ctx.settings
+    s, wh, ds = ctx.settings, ctx.warehouse, ctx.ds
     key, size = blend_settings_key(s.recs, s.visual, cf), data_size(pairs)
-    rec = tunings.reusable(ctx.warehouse, "blend", as_of=as_of,
-                           max_age_days=s.recs.tune_every_days, key=key, size=size)
+    rec = None if ctx.params.get("retune") else tunings.reusable(
+        wh, "blend", as_of=as_of, max_age_days=s.recs.tune_every_days, key=key, size=size,
+        pinned=tunings.pinned(wh, ds, use))
     if rec is not None:
+        tunings.pin(wh, ds, use, rec["id"])
         return {**rec, "reused_from": rec["as_of"]}
     record = tune()
     if record.get("chosen") is not None:
-        record.update(as_of=as_of, key=key, size=size)
-        tunings.save(ctx.warehouse, "blend", record)
+        record = tunings.save(wh, "blend", {**record, "as_of": as_of, "key": key, "size": size})
+        tunings.pin(wh, ds, use, record["id"])
     return record

@@ -67,9 +67,10 @@ def run(ctx) -> dict:
         if e.tune and e.split == "time":
             # the tuning a night at the cutoff would have used (no data after the cutoff)
             cut_ds = shift_ds(ds, -e.test_days)
-            blend = tuned_blend(ctx, cf, holdout.train, as_of=cut_ds, tune=lambda: tune_on_holdout(
-                holdout, inp.catalog, inp.vectors, recs=s.recs, visual=s.visual, fit=fit,
-                label=f"{ds} evaluate"))
+            blend = tuned_blend(
+                ctx, cf, holdout.train, as_of=cut_ds, use="eval_blend",
+                tune=lambda: tune_on_holdout(holdout, inp.catalog, inp.vectors, recs=s.recs,
+                                             visual=s.visual, fit=fit, label=f"{ds} evaluate"))
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
                                       visual=s.visual, fit=fit, ks=e.ks,
                                       max_users=e.max_users, tune=e.tune,

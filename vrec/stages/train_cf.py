@@ -15,20 +15,22 @@ def tuned_cf(ctx, pairs, window, images) -> tuple:
     from vrec.io import tunings
     from vrec.stages.common import cf_fitter
 
-    cf, ds = ctx.settings.cf, ctx.ds
+    cf, ds, wh = ctx.settings.cf, ctx.ds, ctx.warehouse
     if not cf.tune:
         return cf, {"skipped": "cf.tune is false: the configured settings"}
     key, size = settings_key(cf), data_size(pairs)
-    rec = tunings.reusable(ctx.warehouse, "cf", as_of=ds, max_age_days=cf.tune_every_days,
-                           key=key, size=size)
+    rec = None if ctx.params.get("retune") else tunings.reusable(
+        wh, "cf", as_of=ds, max_age_days=cf.tune_every_days, key=key, size=size,
+        pinned=tunings.pinned(wh, ds, "cf"))
     if rec is not None:
+        tunings.pin(wh, ds, "cf", rec["id"])
         return cf.model_copy(update=rec["chosen"]), {**rec, "reused_from": rec["as_of"]}
     record = tune_cf(window(), cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images),
                      label=f"{ds} train_cf: CF tuning")
     if record.get("chosen") is None:
         return cf, record
-    record.update(as_of=ds, key=key, size=size)
-    tunings.save(ctx.warehouse, "cf", record)
+    record = tunings.save(wh, "cf", {**record, "as_of": ds, "key": key, "size": size})
+    tunings.pin(wh, ds, "cf", record["id"])
     return cf.model_copy(update=record["chosen"]), record
 
 
@@ -58,7 +60,7 @@ def run(ctx) -> dict:
     model.save(ctx.output("model"))
     n_pairs = len(inp.pairs)  # every staged pair (no Spark job to count them again)
     if s.recs.tune_blend:
-        blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, tune=lambda: tune_blend(
+        blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
             inp.pairs, inp.catalog, inp.vectors, inp.trending, recs=s.recs, visual=s.visual,
             end=end, fit=cf_fitter(ctx, cf, images), window=window(),
             label=f"{ds} train_cf: blend tuning"))
