@@ -274,8 +274,9 @@ RUN_STATS = Table("run_stats", (
     _c("rows_in", "bigint"), _c("rows_out", "bigint"), _c("rows_quarantined", "bigint"),
     _c("seconds", "double", "inside the stage"),
     _c("details", "string", "JSON: the stage's other facts (for build_recs: coverage, rows "
-       "per reason, new arrivals, cold users, the blend; for train_cf: the tunings; for "
-       "publish: the quality gate's verdict)"),
+       "per reason, new arrivals, cold users, the blend; for train_cf: the tunings); one "
+       "row per stage before publish (publish's own record and the quality gate's verdict "
+       "are in the manifest)"),
 ), "one stage of the run")
 
 QUARANTINE = Table("quarantine", (
