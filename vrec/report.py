@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.config import Settings
 from vrec.core.evaluation import METRICS, MODELS, SLICES
 from vrec.dates import check_ds, shift_ds
@@ -438,7 +439,7 @@ def render_report(settings: Settings, ds: str, read: Callable[[str], Path],
             except FileNotFoundError:
                 continue
     trend = pd.concat(past + [metrics.assign(ds=ds)], ignore_index=True) if len(metrics) or past \
-        else pd.DataFrame(columns=["ds", "model", "slice", "k", "metric", "value"])
+        else pd.DataFrame(columns=["ds", *S.EVAL_METRICS.names()])
     pub = stats.get(publisher().name) or {}
     gate = gate or pub.get("quality_gate") or {}
     if gate.get("status") == "refused":

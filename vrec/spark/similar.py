@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
+from vrec import schemas as S
 from vrec.core.similar import exact_topk, faiss_topk, neighbour_rows, recall_at_k
 
-SCHEMA = "item_id string, rank int, similar_item_id string, similarity double"
+SCHEMA = S.ITEM_SIMILAR.ddl()
 
 
 class RecallTooLow(RuntimeError):
