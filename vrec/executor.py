@@ -149,6 +149,13 @@ class StageContext:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def check_output(self, artifact: str) -> None:
+        """Check a written output against its declaration in :mod:`vrec.schemas` (raises
+        :class:`vrec.schemas.SchemaMismatch` naming the artifact and the column). The
+        executor checks every output when the stage ends; publish checks its own before
+        its commit point."""
+        S.check_output(artifact, self.output(artifact))
+
     def record(self, rows_in: int, rows_out: int, rows_quarantined: int = 0, **extra) -> None:
         """The stage's row counts and facts (written into its record when it ends)."""
         self.stats = {"rows_in": int(rows_in), "rows_out": int(rows_out),
@@ -292,7 +299,7 @@ def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, sp
         summary = stage.function()(ctx)
         for artifact in stage.outputs:  # what it wrote, against vrec/schemas.py
             if layout.path(artifact).exists():
-                S.check_output(artifact, layout.path(artifact))
+                ctx.check_output(artifact)
     except BaseException as exc:
         W.write_stage_record(layout.warehouse, ds, stage.name, {
             **base, **ctx.stats, "status": "failed", "finished_at": _now(),

@@ -53,6 +53,8 @@ def run(ctx) -> dict:
     quarantine = W.staged_quarantine(wh, ds)
     W.write_table_folder(pseudonymize_quarantine(quarantine, salt) if salt else quarantine,
                          ctx.output("quarantine_table"))
+    for artifact in ("run_stats", "quarantine_table"):  # before anything becomes visible
+        ctx.check_output(artifact)
     if salt:
         pseudonymize_model(ctx.input("model"), ctx.output(MODEL_ARTIFACT), salt)
     else:
