@@ -46,8 +46,8 @@ def _rendered_ds(dag, logical_date, run_after) -> dict[str, str]:
     out = {}
     for task_id in TASKS:
         task = copy.copy(dag.get_task(task_id))
-        task.render_template_fields({"dag_run": run, "params": {}, "run_id": "a-run"},
-                                    jinja_env=dag.get_template_env())
+        task.render_template_fields({"dag_run": run, "params": dag.params.dump(),
+                                     "run_id": "a-run"}, jinja_env=dag.get_template_env())
         if task_id == "wait_for_events":
             out[task_id] = task.ds
         elif task_id in {s.name for s in STAGES if s.engine == "local"}:
@@ -55,6 +55,7 @@ def _rendered_ds(dag, logical_date, run_after) -> dict[str, str]:
         else:
             args = task.application_args
             out[task_id] = args[args.index("--ds") + 1]
+            assert args[args.index("--retune") + 1] == "false"  # the param's default
     return out
 
 
