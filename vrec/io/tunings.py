@@ -118,3 +118,21 @@ def pin(warehouse: str | Path, ds: str, use: str, record_id: str) -> None:
         used = {}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {**used, use: record_id})
+
+
+def take(warehouse: str | Path, kind: str, *, ds: str, use: str, as_of: str,
+         max_age_days: int, key: dict, size: dict[str, int], retune: bool, tune) -> dict:
+    """The tuning the run of ``ds`` uses for ``use`` on data ending on ``as_of``: the
+    record it pinned before (a rerun), else a reusable stored one (:func:`reusable`), else
+    ``tune()``'s record, stored when it chose something; ``retune`` skips the stored ones.
+    The record taken is pinned. A reused record says ``reused_from``."""
+    rec = None if retune else reusable(warehouse, kind, as_of=as_of, max_age_days=max_age_days,
+                                       key=key, size=size, pinned=pinned(warehouse, ds, use))
+    if rec is not None:
+        pin(warehouse, ds, use, rec["id"])
+        return {**rec, "reused_from": rec["as_of"]}
+    record = tune()
+    if record.get("chosen") is not None:
+        record = save(warehouse, kind, {**record, "as_of": as_of, "key": key, "size": size})
+        pin(warehouse, ds, use, record["id"])
+    return record

@@ -83,16 +83,8 @@ def tuned_blend(ctx, cf, pairs, *, as_of: str, use: str, tune) -> dict:
     from vrec.core.tuning import blend_settings_key, data_size
     from vrec.io import tunings
 
-    s, wh, ds = ctx.settings, ctx.warehouse, ctx.ds
-    key, size = blend_settings_key(s.recs, s.visual, cf), data_size(pairs)
-    rec = None if ctx.params.get("retune") else tunings.reusable(
-        wh, "blend", as_of=as_of, max_age_days=s.recs.tune_every_days, key=key, size=size,
-        pinned=tunings.pinned(wh, ds, use))
-    if rec is not None:
-        tunings.pin(wh, ds, use, rec["id"])
-        return {**rec, "reused_from": rec["as_of"]}
-    record = tune()
-    if record.get("chosen") is not None:
-        record = tunings.save(wh, "blend", {**record, "as_of": as_of, "key": key, "size": size})
-        tunings.pin(wh, ds, use, record["id"])
-    return record
+    s = ctx.settings
+    return tunings.take(ctx.warehouse, "blend", ds=ctx.ds, use=use, as_of=as_of,
+                        max_age_days=s.recs.tune_every_days,
+                        key=blend_settings_key(s.recs, s.visual, cf), size=data_size(pairs),
+                        retune=bool(ctx.params.get("retune")), tune=tune)

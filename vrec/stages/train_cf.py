@@ -18,19 +18,14 @@ def tuned_cf(ctx, pairs, window, images) -> tuple:
     cf, ds, wh = ctx.settings.cf, ctx.ds, ctx.warehouse
     if not cf.tune:
         return cf, {"skipped": "cf.tune is false: the configured settings"}
-    key, size = settings_key(cf), data_size(pairs)
-    rec = None if ctx.params.get("retune") else tunings.reusable(
-        wh, "cf", as_of=ds, max_age_days=cf.tune_every_days, key=key, size=size,
-        pinned=tunings.pinned(wh, ds, "cf"))
-    if rec is not None:
-        tunings.pin(wh, ds, "cf", rec["id"])
-        return cf.model_copy(update=rec["chosen"]), {**rec, "reused_from": rec["as_of"]}
-    record = tune_cf(window(), cf, ctx.settings.recs, lambda c: cf_fitter(ctx, c, images),
-                     label=f"{ds} train_cf: CF tuning")
+    record = tunings.take(
+        wh, "cf", ds=ds, use="cf", as_of=ds, max_age_days=cf.tune_every_days,
+        key=settings_key(cf), size=data_size(pairs), retune=bool(ctx.params.get("retune")),
+        tune=lambda: tune_cf(window(), cf, ctx.settings.recs,
+                             lambda c: cf_fitter(ctx, c, images),
+                             label=f"{ds} train_cf: CF tuning"))
     if record.get("chosen") is None:
         return cf, record
-    record = tunings.save(wh, "cf", {**record, "as_of": ds, "key": key, "size": size})
-    tunings.pin(wh, ds, "cf", record["id"])
     return cf.model_copy(update=record["chosen"]), record
 
 
