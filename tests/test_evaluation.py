@@ -8,7 +8,8 @@ import pytest
 
 from vrec import columns as C
 from vrec.config import EvalSettings
-from vrec.core.evaluation import eval_slices, metric_rows, time_holdout, user_holdout
+from vrec.core.evaluation import eval_slices, metric_rows
+from vrec.core.window import forward_window, pairs_from_events, user_window
 from vrec.gate import quality_gate
 from vrec.io import warehouse as W
 
@@ -40,23 +41,49 @@ def test_metric_rows_hand_example():
     assert cold[["metric", "value"]].values.tolist() == [["users", 0.0]]
 
 
-def test_time_holdout_relevant_items_exclude_seen_and_zero_weight():
+def test_forward_window_relevant_items_exclude_seen_and_zero_weight():
     train = _pairs([("u1", "a", 1.0, "2026-11-18"), ("u1", "z", 0.0, "2026-11-18")])
     test = pd.DataFrame({C.USER_ID: ["u1", "u1", "u1", "u2", "u1"],
                          C.ITEM_ID: ["a", "b", "c", "d", "z"],
                          "weight": [2.0, 0.0, 1.0, 1.0, 3.0]})
-    h = time_holdout(train, test, pd.Timestamp("2026-11-19", tz="UTC"))
+    h = forward_window(train, test, pd.Timestamp("2026-11-19", tz="UTC"))
     # a and z were seen in training (z with weight 0: seen, never recommended); b weighs 0
     assert h.relevant == {"u1": {"c"}, "u2": {"d"}}
-    assert h.info()["test_pairs"] == 2 and h.split == "time"
+    assert h.info()["test_pairs"] == 2 and h.split == "forward"
+    # u2 was cold at the cutoff and is scored all the same
+    assert list(h.users) == ["u1", "u2"] and h.info()["cold_users"] == 1
 
 
-def test_user_holdout_holds_out_each_users_latest_pairs():
+def test_a_forward_window_never_lets_a_label_day_into_its_features():
+    """Events on both sides of the cutoff: every training pair is built from events
+    before it, trending and new arrivals included, and a label event is never a
+    feature; a training frame that ends after the cutoff is refused."""
+    ev = pd.DataFrame({
+        C.USER_ID: ["u1", "u1", "u1", "u2", "u3", "u3"],
+        C.ITEM_ID: ["a", "b", "a", "b", "new", "a"],
+        C.TS: pd.to_datetime(["2026-11-10", "2026-11-12", "2026-11-16", "2026-11-17",
+                              "2026-11-18", "2026-11-11"], utc=True),
+        "weight": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]})
+    cut = pd.Timestamp("2026-11-15", tz="UTC")
+    train, labels = pairs_from_events(ev, cut)
+    w = forward_window(train, labels, cut)
+    assert (pd.to_datetime(w.train["last_ts"], utc=True) < cut).all()
+    assert set(map(tuple, w.train[[C.USER_ID, C.ITEM_ID]].values)) == {
+        ("u1", "a"), ("u1", "b"), ("u3", "a")}
+    # u1's second click on a is a repeat (seen before the cutoff): not a label
+    assert w.relevant == {"u2": {"b"}, "u3": {"new"}}
+    assert w.trending_ids() == ["a", "b"]  # as of the cutoff: "new" had no user yet
+    leaked = train.assign(last_ts=train["last_ts"].where(train[C.ITEM_ID] != "b", ev[C.TS].max()))
+    with pytest.raises(ValueError, match="before it"):
+        forward_window(leaked, labels, cut)
+
+
+def test_user_window_holds_out_each_users_latest_pairs():
     rows = [("u1", f"i{j}", 1.0, f"2026-11-{10 + j:02d}") for j in range(10)]
     rows += [("u2", "a", 1.0, "2026-11-01"), ("u2", "b", 1.0, "2026-11-02")]  # too few pairs
     rows += [("u3", f"k{j}", 0.0 if j == 9 else 1.0, f"2026-11-{10 + j:02d}") for j in range(10)]
-    h = user_holdout(_pairs(rows), pd.Timestamp("2026-11-30", tz="UTC"), fraction=0.2,
-                     min_pairs=5)
+    h = user_window(_pairs(rows), pd.Timestamp("2026-11-30", tz="UTC"), fraction=0.2,
+                    min_pairs=5)
     assert h.relevant == {"u1": {"i8", "i9"}, "u3": {"k8"}}  # k9 held out but weight 0
     assert set(h.train[C.ITEM_ID]) == {f"i{j}" for j in range(8)} | {"a", "b"} | \
         {f"k{j}" for j in range(8)}
@@ -64,9 +91,10 @@ def test_user_holdout_holds_out_each_users_latest_pairs():
 
 def test_slices_cold_items_and_cold_users():
     train = _pairs([("u1", "a", 1.0, "2026-11-18"), ("u2", "b", 0.0, "2026-11-18")])
-    h = time_holdout(train, pd.DataFrame({C.USER_ID: ["u1", "u1", "u3"], C.ITEM_ID: ["c", "b", "a"],
-                                          "weight": [1.0, 1.0, 1.0]}),
-                     pd.Timestamp("2026-11-19", tz="UTC"))
+    h = forward_window(train, pd.DataFrame({C.USER_ID: ["u1", "u1", "u3"],
+                                            C.ITEM_ID: ["c", "b", "a"],
+                                            "weight": [1.0, 1.0, 1.0]}),
+                       pd.Timestamp("2026-11-19", tz="UTC"))
     s = eval_slices(h, np.array(["u1", "u3"], dtype=object), {"a", "b", "c", "d"})
     assert s["all"] == {"u1": {"b", "c"}, "u3": {"a"}}
     assert s["cold_items"] == {"u1": {"c"}}  # b has a (zero-weight) training pair: not cold

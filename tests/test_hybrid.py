@@ -55,7 +55,8 @@ def _space(n_warm=60, n_new=10, n_cat=3, seed=0):
                       has_vec=np.ones(n, bool), factors=factors, warm=warm, new=new,
                       category=cat.astype(np.int64), trending=np.arange(n)[::-1].copy(),
                       category_names=np.array([f"c{c}" for c in range(n_cat)]),
-                      pref_z=z, pref_gram=gram(z))
+                      pref_z=z, has_z=np.ones(n, bool), pref_gram=gram(z),
+                      text_dims=np.array([0]))
     return space, proj, centres
 
 
@@ -248,6 +249,16 @@ def _taste_pairs(n_users=300, seed=3, visual_signal=True, n_cat=15):
     return pairs, catalog, vectors, list(space.item_ids)
 
 
+def _taste_window(pairs, trending, hours=3):
+    """The forward window of the taste pairs: each user's first ``hours`` pairs are
+    known at the cutoff, the rest are the labels."""
+    from vrec.core.window import forward_window
+
+    cut = pd.Timestamp("2026-11-01", tz="UTC") + pd.Timedelta(hours=hours)
+    early = pairs["last_ts"] < cut
+    return forward_window(pairs[early], pairs[~early], cut, trending=trending)
+
+
 @pytest.mark.parametrize("visual_signal", [True, False])
 def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
     from vrec.core.tuning import tune_blend
@@ -258,8 +269,8 @@ def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
     from vrec.spark.cf import fit_cf
 
     cf = CFSettings(factors=2, iterations=5)
-    out = tune_blend(pairs, catalog, vectors, trending, recs=recs, visual=VisualSettings(dim=8),
-                     end=pd.Timestamp("2026-11-02", tz="UTC"), fit=lambda p: fit_cf(p, cf))
+    out = tune_blend(_taste_window(pairs, trending), catalog, vectors, recs=recs,
+                     visual=VisualSettings(dim=8), fit=lambda p: fit_cf(p, cf))
     assert out["val_users"] >= 250 and out["chosen"] is not None
     assert out["chosen_ndcg"] >= out["cf_only_ndcg"]
     chosen = (out["chosen"]["visual_weight"], out["chosen"]["history_shrink"])
@@ -268,18 +279,6 @@ def test_tuning_never_picks_a_blend_worse_than_cf_only(visual_signal):
         assert out["chosen_ndcg"] == max(out["grid"].values())
     else:  # choices ignore the pictures: no blend wins beyond noise, CF only is kept
         assert chosen == (0.0, 0.0)
-
-
-def test_user_split_holds_out_the_latest_pairs():
-    from vrec.core.tuning import split_pairs
-
-    t = pd.Timestamp("2026-11-01", tz="UTC")
-    pairs = pd.DataFrame({C.USER_ID: ["a"] * 5 + ["b"] * 2, C.ITEM_ID: list("vwxyzpq"),
-                          "weight": [1.0] * 7,
-                          "last_ts": [t + pd.Timedelta(hours=h) for h in (4, 3, 2, 1, 0, 0, 1)]})
-    train, val = split_pairs(pairs, mode="user", fraction=0.4, days=7, end=t)
-    assert sorted(val[C.ITEM_ID]) == ["v", "w"]  # a's two latest; b has < 3 pairs
-    assert len(train) + len(val) == len(pairs)
 
 
 def test_pseudonyms_stable_per_salt_different_across_salts(spark):

@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from vrec import columns as C
-from vrec.config import CFSettings, RecsSettings, VisualSettings
+from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
 from vrec.core.cf import refine_with_images
 from vrec.core.coldstart import auc, l2_normalise
 from vrec.core.ranking import greedy_pick
@@ -21,11 +21,10 @@ from vrec.core.tuning import (
     settings_key,
     tune_cf,
     tuning_reusable,
-    validation_window,
 )
 from vrec.core.visual import fit_pca, fit_preferences, gram, image_features
 
-from .test_hybrid import _taste_pairs
+from .test_hybrid import _taste_pairs, _taste_window
 
 
 def test_pca_keeps_a_plane_and_whitening_gives_unit_variance():
@@ -136,12 +135,12 @@ def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():
     chooses scores at least what it started from on the window."""
     from vrec.spark.cf import fit_cf
 
-    pairs, *_ = _taste_pairs(n_users=300)
+    pairs, _, _, trending = _taste_pairs(n_users=300)
     recs = RecsSettings(k=5, tune_min_users=10)
     cf = CFSettings(factors=2, iterations=5, regularization=0.1, alpha=2.0,
                     tune_factors=(2, 16), tune_regularization=(0.1,),
                     tune_alpha=(2.0,), tune_visual_prior=(0.0,))
-    window = validation_window(pairs, recs, pd.Timestamp("2026-11-02", tz="UTC"))
+    window = _taste_window(pairs, trending)
     out = tune_cf(window, cf, recs, lambda c: (lambda p: fit_cf(p, c)))
     assert out["chosen"]["factors"] == 16
     assert out["chosen_ndcg"] > out["configured_ndcg"]
@@ -154,7 +153,7 @@ def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():
 
 def test_a_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_similar_data():
     cf = CFSettings()
-    key = settings_key(cf)
+    key = settings_key(cf, ContentSettings())
     rec = {"as_of": "2026-11-10", "key": key, "chosen": {"factors": 128},
            "size": {"pairs": 1000, "users": 100, "items": 50}}
     size = dict(pairs=1100, users=95, items=50)
@@ -166,15 +165,21 @@ def test_a_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_
     assert not ok(as_of="2026-11-18")  # too old
     assert not ok(as_of="2026-11-09")  # a backfill: never a later day's tuning
     assert not ok(sz={**size, "pairs": 1300})  # the data grew 30%
-    assert not ok(k=settings_key(cf.model_copy(update={"alpha": 7.0})))  # other settings
+    assert not ok(k=settings_key(cf.model_copy(update={"alpha": 7.0}),
+                                 ContentSettings()))  # other settings
+    # text features feed the image prior: another content setting tunes again
+    assert not ok(k=settings_key(cf, ContentSettings(features="image")))
     assert not ok(age=0)  # tune every run
     assert not ok(record=None) and not ok(record={**rec, "chosen": None})
     # a blend tuning depends on the CF model it ranks with, and on the list settings
     recs, visual = RecsSettings(), VisualSettings()
-    base = blend_settings_key(recs, visual, cf)
-    assert base == blend_settings_key(recs, visual, cf)
-    assert base != blend_settings_key(recs, visual, cf.model_copy(update={"factors": 32}))
-    assert base != blend_settings_key(recs.model_copy(update={"k": 5}), visual, cf)
+    base = blend_settings_key(recs, visual, cf, ContentSettings())
+    assert base == blend_settings_key(recs, visual, cf, ContentSettings())
+    assert base != blend_settings_key(recs, visual, cf.model_copy(update={"factors": 32}),
+                                      ContentSettings())
+    assert base != blend_settings_key(recs.model_copy(update={"k": 5}), visual, cf,
+                                      ContentSettings())
+    assert base != blend_settings_key(recs, visual, cf, ContentSettings(text_weight=2.0))
 
 
 def test_tunings_are_kept_per_day_and_the_newest_reusable_one_is_found(tmp_path):
@@ -256,8 +261,8 @@ def test_blend_tuning_reaches_past_the_grid_edge_when_the_best_sits_on_it():
     recs = RecsSettings(k=5, candidates=20, new_arrival_slots=0, tune_min_users=10,
                         tune_grid=(0.0, 0.05), tune_shrink_grid=(0.0,))
     cf = CFSettings(factors=2, iterations=5)
-    out = tune_blend(pairs, catalog, vectors, trending, recs=recs, visual=VisualSettings(dim=8),
-                     end=pd.Timestamp("2026-11-02", tz="UTC"), fit=lambda p: fit_cf(p, cf))
+    out = tune_blend(_taste_window(pairs, trending), catalog, vectors, recs=recs,
+                     visual=VisualSettings(dim=8), fit=lambda p: fit_cf(p, cf))
     assert out["extended_to"] is not None and out["extended_to"] > 0.05
     assert out["chosen"]["visual_weight"] > 0.05
     assert any(key.startswith(f"{out['extended_to']:g}/") for key in out["grid"])
@@ -276,9 +281,9 @@ def test_a_user_with_only_a_preference_vector_is_ranked_by_it():
     pref = np.linspace(0.0, 1.0, 10)  # the last candidate is preferred most
     one = lambda a: [np.asarray(a)]  # noqa: E731
     inp = RankInput(np.array(["u"]), np.array([False]), np.array([False]), np.array([True]),
-                    np.array([3]), one(np.array([0, 1, 2])), one(np.array([0, 1, 2])),
+                    np.array([False]), np.array([3]), one(np.array([0, 1, 2])), one(np.array([0, 1, 2])),
                     one(np.zeros(0, np.int64)), one(cand), one(np.full(10, np.nan)),
-                    one(np.full(10, np.nan)), one(pref))
+                    one(np.full(10, np.nan)), one(pref), one(np.full(10, np.nan)))
     out = rank(inp, space, ListPolicy(k=3, new_arrival_slots=0, visual_weight=1.0,
                                       pref_mix=0.0))
     assert out.sort_values("rank")["item"].tolist() == [19, 18, 17]

@@ -12,6 +12,7 @@ DS = "ds"
 TITLE = "title"
 CATEGORY = "category"
 PRICE = "price"
+DESCRIPTION = "description"
 IMAGE_URI = "image_uri"
 UPDATED_AT = "updated_at"
 

@@ -225,6 +225,24 @@ class VisualSettings(_Section):
     """Confidence = 1 + alpha * pair weight."""
 
 
+class ContentSettings(_Section):
+    """What the content side knows of an item (docs/ranking.md "Content: images and
+    text"): its image features (the PCA of the embedding, ``visual.dim``), its text
+    features (title, category and description as hashed word and character n-grams,
+    TF-IDF, truncated SVD to ``text_dim``), or both side by side. Each block is scaled
+    to a mean squared row norm of 1, then the text block by ``text_weight``. The fused
+    vector feeds the image prior of the CF model, the cold-start map of new arrivals,
+    the learned preference model and its candidates; the text block alone is the
+    ``text`` model and the text-preference candidate source."""
+
+    features: Literal["image", "text", "both"] = "both"
+    """Which signals the content vector holds."""
+    text_dim: int = Field(64, ge=2)
+    """Dimensions of the text features (truncated SVD of the TF-IDF matrix)."""
+    text_weight: float = Field(1.0, ge=0)
+    """Scale of the text block against the image block in the fused vector."""
+
+
 class RecsSettings(_Section):
     """Candidates, the hybrid ranker, new arrivals, diversity, blend tuning and
     item_similar (docs/ranking.md)."""
@@ -247,6 +265,8 @@ class RecsSettings(_Section):
     """List places reserved for new arrivals (used only when the cold-start map is trusted)."""
     pref_mix: float = Field(0.5, ge=0, le=1)
     """Share of the visual score taken from the learned preference model (the rest from the mean profile); replaced per run by the tuned value when tune_blend."""
+    text_mix: float = Field(0.0, ge=0, le=1)
+    """Share of the preference score taken from the text-only preference model (the rest from the fused content preference); tuned per run."""
     new_arrival_pref: float = Field(0.5, ge=0, le=1)
     """Reserved new-arrival slots pick by (1 - this) x the cold-start map's CF score + this x the preference model's score (normalised); tuned per run."""
     new_arrival_min_auc: float = Field(0.55, ge=0, le=1)
@@ -275,12 +295,10 @@ class RecsSettings(_Section):
     """new_arrival_pref values tried (how reserved slots pick new arrivals)."""
     tune_slots: bool = True
     """Drop the reserved new-arrival slots for the run when lists without them beat lists with them on the validation window by more than one standard error (the slots then cost more clicks than they bring; the record says so)."""
-    tune_split: Literal["user", "time"] = "user"
-    """Validation window: each user's latest tune_fraction of pairs, or the last tune_days."""
-    tune_fraction: float = Field(0.2, gt=0, lt=1)
-    """Share of each user's positive pairs held out (user split)."""
-    tune_days: float = Field(7.0, gt=0)
-    """Days held out (time split)."""
+    window_days: int = Field(7, ge=1)
+    """h: the tunings fit on everything known at ds - h and score what users did in (ds - h, ds] (the forward window; docs/evaluation.md)."""
+    tune_text_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
+    """Shares of the preference score taken from the text-only preference (text_mix) tried."""
     tune_max_users: int = Field(2000, ge=1)
     """Validation users sampled."""
     tune_min_users: int = Field(20, ge=1)
@@ -300,8 +318,19 @@ class RecsSettings(_Section):
     seen_event_types: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
     """Event types that make an item seen: never recommended back to that user (env form: purchase,add_to_cart)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced(cls, data: Any) -> Any:
+        """Settings of the old per-user and time splits name their replacement."""
+        old = [k for k in ("tune_split", "tune_fraction", "tune_days") if k in (data or {})]
+        if old:
+            raise ValueError(f"recs.{', recs.'.join(old)}: the tunings now validate forward in "
+                             "time only; set recs.window_days (h, days) instead "
+                             "(docs/evaluation.md, Forward windows)")
+        return data
+
     @field_validator("seen_event_types", "tune_grid", "tune_shrink_grid", "tune_pref_grid",
-                     "tune_new_grid", mode="before")
+                     "tune_new_grid", "tune_text_grid", mode="before")
     @classmethod
     def _split_csv(cls, v: Any) -> Any:
         """Accept ``purchase,add_to_cart`` from an environment override."""
@@ -461,6 +490,7 @@ class Settings(_Section):
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
     visual: VisualSettings = VisualSettings()
+    content: ContentSettings = ContentSettings()
     landing: LandingSettings = LandingSettings()
     validation: ValidationSettings = ValidationSettings()
     privacy: PrivacySettings = PrivacySettings()

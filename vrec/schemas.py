@@ -159,6 +159,9 @@ RAW: dict[str, Table] = {
         _c(C.CATEGORY, "string", "its category"),
         _c(C.PRICE, "double", "its price; a file may leave it out (read as nulls)",
            optional=True),
+        _c(C.DESCRIPTION, "string", "free text about the item (material, fit, style), used "
+           "with the title and category as its text; a file may leave it out (read as nulls)",
+           optional=True),
         _c(C.IMAGE_URI, "string", "absolute path, `file://` URI, or path relative to "
            "`paths.image_root`"),
         _c(C.UPDATED_AT, "timestamp", "when the row last changed"),
@@ -175,7 +178,8 @@ EVENTS = Table("events", (
 
 ITEMS = Table("items", (
     _key(C.ITEM_ID, "string"), _c(C.TITLE, "string"), _c(C.CATEGORY, "string"),
-    _c(C.PRICE, "double"), _c(C.IMAGE_URI, "string", "null when the item has no picture"),
+    _c(C.PRICE, "double"), _c(C.DESCRIPTION, "string"),
+    _c(C.IMAGE_URI, "string", "null when the item has no picture"),
     _c(C.UPDATED_AT, "timestamp"),
 ), "one item of the catalog snapshot the run used")
 
@@ -228,7 +232,8 @@ CANDIDATES = Table("candidates", (
     _key(C.USER_ID, "string"),
     _key("in_model", "boolean", "the CF model knows the user"),
     _key("has_profile", "boolean", "the user has a visual profile"),
-    _key("has_pref", "boolean", "the user has a learned visual preference"),
+    _key("has_pref", "boolean", "the user has a learned content preference"),
+    _key("has_txt", "boolean", "the user has a learned text preference"),
     _key("n_hist", "int", "history items"),
     _c("hist", "array<int>", "history item indices into the item space"),
     _c("seen", "array<int>", "items never to recommend again"),
@@ -236,7 +241,8 @@ CANDIDATES = Table("candidates", (
     _c("items", "array<int>", "candidate item indices"),
     _c("cf", "array<double>", "raw CF score per candidate"),
     _c("vis", "array<double>", "raw visual-profile score per candidate"),
-    _c("pref", "array<double>", "raw visual-preference score per candidate"),
+    _c("pref", "array<double>", "raw content-preference score per candidate"),
+    _c("txt", "array<double>", "raw text-preference score per candidate"),
 ), "a user's candidates from every source, with raw scores (indices into the item space)")
 
 USER_RECS = Table("user_recs", (
@@ -261,8 +267,10 @@ ITEM_SIMILAR = Table("item_similar", (
 ), "a visual \"more like this\" neighbour")
 
 EVAL_METRICS = Table("eval_metrics", (
-    _key("model", "string", "`popularity`, `als`, `visual`, `visual_pref`, `hybrid`"),
-    _key("slice", "string", "`all`, `cold_items`, `cold_users`"),
+    _key("model", "string", "`popularity`, `als`, `visual`, `visual_pref`, `text`, `hybrid`"),
+    _key("slice", "string", "`all`, `cold_items`, `cold_users` (the holdout); "
+         "`tuning_window` (the blend tuning's estimate on its forward window: `users`, "
+         "`ndcg`, `ndcg_se` at K = recs.k)"),
     _key("k", "int", "10, 50"),
     _key("metric", "string", "`users`, `precision`, `recall`, `f1`, `ndcg`, `ndcg_se`, "
          "`map`, `hit_rate`, `coverage`, `novelty`"),

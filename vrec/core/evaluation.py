@@ -1,19 +1,11 @@
 """Offline evaluation on a holdout (docs/evaluation.md).
 
-:func:`evaluate_models` is what the nightly ``evaluate`` stage runs: a holdout as of the
-run (:func:`time_holdout`: train before the end of ds minus H days, test on the following
-H days; :func:`user_holdout`: each user's latest fraction of pairs), a CF model refit on
-the training part with the run's engine and settings, the blend tuned on the training
-part as the nightly ``train_cf`` does, users built by the one builder (vrec.core.users),
-and five models' lists from the production retrieval and ranker (vrec.core.retrieval,
-vrec.core.ranking) with restricted inputs:
-
-* ``popularity``: no CF factors, no history: the ranker's trending fill (the order is
-  the training period's number of users per item);
-* ``als``: CF factors only (no visual profile, new arrivals not scored);
-* ``visual``: the mean visual profile only (visual and new-arrival candidates by picture);
-* ``visual_pref``: the learned visual preference model only (vrec.core.visual);
-* ``hybrid``: everything, with the tuned blend and the production list policy.
+:func:`evaluate_models` is what the nightly ``evaluate`` stage runs on a holdout window
+(vrec.core.window: the forward window of a cutoff, or the per-user split): a CF model
+refit on the window's features with the run's engine and settings, the tuned blend
+given by the caller, users built by the one builder (vrec.core.users), and every
+model's lists (vrec.core.models: popularity, als, visual, visual_pref, text, hybrid)
+from the production retrieval and ranker with restricted inputs.
 
 Metrics (:func:`metric_rows`, definitions in :mod:`vrec.core.metrics`) are computed at each K
 for the slices ``all`` (test users with a relevant item), ``cold_items`` (relevance
@@ -38,71 +30,18 @@ from vrec import schemas as S
 from vrec.config import RecsSettings, VisualSettings
 from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
-from vrec.core.ranking import lists_by_user, rank
-from vrec.core.retrieval import retrieve
-from vrec.core.tuning import tune_blend
+from vrec.core.models import variant_lists, variants
 from vrec.core.users import UserBatch, pairs_by_user, user_batch
+from vrec.core.visual import ImageFeatures
+from vrec.core.window import Window, training_popularity
 from vrec.progress import progress
 
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
-MODELS = ("popularity", "als", "visual", "visual_pref", "hybrid")
 SLICES = ("all", "cold_items", "cold_users")
 METRICS = ("users", "precision", "recall", "f1", "ndcg", "ndcg_se", "map", "hit_rate",
            "coverage", "novelty")
-
-
-@dataclasses.dataclass
-class Holdout:
-    """Training pairs (user_id, item_id, weight, last_ts), the held-out relevant items
-    per user, and the time the training data ends (profile recency is measured from it)."""
-
-    train: pd.DataFrame
-    relevant: dict[str, set[str]]
-    end: pd.Timestamp
-    split: str
-
-    def info(self) -> dict:
-        return {"split": self.split, "train_pairs": int(len(self.train)),
-                "train_users": int(self.train[C.USER_ID].nunique()),
-                "test_users": len(self.relevant),
-                "test_pairs": int(sum(len(v) for v in self.relevant.values())),
-                "train_end": str(self.end)}
-
-
-def _relevant(pairs: pd.DataFrame) -> dict[str, set[str]]:
-    pos = pairs[pairs["weight"] > 0]
-    return {str(u): set(g.astype(str)) for u, g in pos.groupby(C.USER_ID)[C.ITEM_ID]}
-
-
-def time_holdout(train: pd.DataFrame, test: pd.DataFrame, end: pd.Timestamp) -> Holdout:
-    """Global time cutoff: ``train`` = pairs aggregated from events before ``end``;
-    ``test`` = (user_id, item_id, weight) of the events after it. Relevant = test pairs
-    with weight > 0 that the user had no training pair with (seen items are never
-    recommended, so they could not be hit)."""
-    seen = set(zip(train[C.USER_ID].astype(str), train[C.ITEM_ID].astype(str)))
-    t = test[[(str(u), str(i)) not in seen for u, i in zip(test[C.USER_ID], test[C.ITEM_ID])]]
-    return Holdout(train, _relevant(t), end, "time")
-
-
-def user_holdout(pairs: pd.DataFrame, end: pd.Timestamp, *, fraction: float = 0.2,
-                 min_pairs: int = 5) -> Holdout:
-    """Per-user chronological split: each user's latest ``fraction`` of pairs (users with
-    at least ``min_pairs``) is test; relevant = those with weight > 0."""
-    train, test = per_user_chronological_split(pairs, fraction, min_pairs)
-    return Holdout(train, _relevant(test), end, "user")
-
-
-def per_user_chronological_split(pairs: pd.DataFrame, fraction: float = 0.2,
-                                 min_pairs: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each user's latest ``fraction`` of pairs (by last_ts) is test, for users with at
-    least ``min_pairs`` pairs; returns (train, test)."""
-    p = pairs.sort_values([C.USER_ID, "last_ts", C.ITEM_ID], kind="stable")
-    n = p.groupby(C.USER_ID)[C.ITEM_ID].transform("size")
-    from_end = p.groupby(C.USER_ID).cumcount(ascending=False)
-    test = (from_end < np.ceil(fraction * n)) & (n >= min_pairs)
-    return p[~test], p[test]
 
 
 @dataclasses.dataclass
@@ -124,108 +63,47 @@ class EvalFit:
 def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
                  vectors: pd.DataFrame, trending: list[str], *, recs: RecsSettings,
                  visual: VisualSettings, end: pd.Timestamp,
-                 fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
-                 seed: int = 0, label: str = "evaluation", blend: dict | None = None) -> EvalFit:
-    """Tune the blend on the training pairs (as train_cf does; ``blend``: a tuning record
-    to use instead, e.g. an earlier one reused), fit the CF model with the run's engine
-    (``fit``), build the item space and gate it (as the candidates stage does) and the
-    users' batch with the one builder (vrec.core.users)."""
-    tuned = blend if blend is not None else (
-        tune_blend(train, catalog, vectors, trending, recs=recs, visual=visual, end=end,
-                   fit=fit, seed=seed, label=f"{label}: blend tuning") if tune else None)
+                 fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+                 blend: dict | None = None, content: ImageFeatures | None = None) -> EvalFit:
+    """Fit the CF model with the run's engine (``fit``), build the item space with the
+    run's content features and gate it (as the candidates stage does) and the users'
+    batch with the one builder (vrec.core.users); ``blend``: the tuning record to rank
+    with (None: the configured blend)."""
     model = fit(train)
     space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
-                                          visual=visual, seed=seed)
-    gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc, tuned)
+                                          visual=visual, seed=seed, content=content)
+    gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc, blend)
     batch = user_batch(pairs_by_user(train, users), gated, model, recs, end)
-    return EvalFit(tuned, model, space, gated, ranking_policy(recs, tuned, slots_off), slots_off,
+    return EvalFit(blend, model, space, gated, ranking_policy(recs, blend, slots_off), slots_off,
                    batch, map_quality)
 
 
-def training_popularity(train: pd.DataFrame) -> pd.Series:
-    """Distinct users with a positive training pair per item, most popular first (ties
-    by item id)."""
-    pos = train[train["weight"] > 0]
-    n = pos.groupby(pos[C.ITEM_ID].astype(str))[C.USER_ID].nunique()
-    return n.sort_index().sort_values(ascending=False, kind="stable")
-
-
-def _restricted(batch: UserBatch, *, cf: bool, profile: bool, pref: bool = True) -> UserBatch:
-    """The same users with CF factors and/or history (the visual profile and the
-    preference model; ``pref`` False: the preference model only) removed."""
-    import scipy.sparse as sp
-
-    n = len(batch.user_ids)
-    empty = sp.csr_matrix(batch.hist.shape, dtype=np.float32)
-    return UserBatch(batch.user_ids,
-                     batch.uf if cf else np.zeros_like(batch.uf),
-                     batch.in_model if cf else np.zeros(n, dtype=bool),
-                     batch.hist if profile else empty,
-                     batch.seen, batch.touched,
-                     batch.weights if profile and pref else empty)
-
-
-def tune_on_holdout(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
-                    recs: RecsSettings, visual: VisualSettings,
-                    fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
-                    label: str = "evaluation") -> dict:
-    """The blend tuned on the holdout's training part, as train_cf tunes it (the tuning
-    record :func:`model_lists` ranks the hybrid with)."""
-    train = holdout.train
-    return tune_blend(train, catalog, vectors, training_popularity(train).index.tolist(),
-                      recs=recs, visual=visual, end=holdout.end, fit=fit, seed=seed,
-                      label=f"{label}: blend tuning")
-
-
-def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
-                vectors: pd.DataFrame, *, recs: RecsSettings, visual: VisualSettings,
-                ks: tuple[int, ...], fit: Callable[[pd.DataFrame], CFModel], tune: bool = True,
-                seed: int = 0, label: str = "evaluation", blend: dict | None = None
-                ) -> tuple[dict, dict]:
-    """Lists of the five models (module doc) for ``users`` at each K:
+def model_lists(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
+                recs: RecsSettings, visual: VisualSettings, ks: tuple[int, ...],
+                fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+                label: str = "evaluation", blend: dict | None = None,
+                content: ImageFeatures | None = None) -> tuple[dict, dict]:
+    """Lists of every model (vrec.core.models) for the window's users at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map).
-    ``blend``: the blend tuning to rank the hybrid with (None: tuned here when ``tune``)."""
-    train = holdout.train
-    if blend is None and tune:
-        blend = tune_on_holdout(holdout, catalog, vectors, recs=recs, visual=visual, fit=fit,
-                                seed=seed, label=label)
-    f = fit_for_eval(train, users, catalog, vectors, training_popularity(train).index.tolist(),
-                     recs=recs, visual=visual, end=holdout.end, fit=fit, tune=False, seed=seed,
-                     label=label, blend=blend)
-    space = f.space
-    hybrid = f.policy.model_copy(update={"candidates": max(f.policy.candidates, *ks)})
-    plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
-    no_new = dataclasses.replace(space, new=np.zeros_like(space.new))
-    variants = {
-        "popularity": (_restricted(f.batch, cf=False, profile=False), space,
-                       hybrid.model_copy(update=plain)),
-        "als": (_restricted(f.batch, cf=True, profile=False), no_new,
-                hybrid.model_copy(update=dict(visual_weight=0.0, history_shrink=0.0, **plain))),
-        "visual": (_restricted(f.batch, cf=False, profile=True, pref=False), space,
-                   hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0,
-                                                 pref_mix=0.0, **plain))),
-        "visual_pref": (_restricted(f.batch, cf=False, profile=True), space,
-                        hybrid.model_copy(update=dict(visual_weight=1.0, history_shrink=0.0,
-                                                      pref_mix=1.0, **plain))),
-        "hybrid": (f.batch, space, hybrid),
-    }
-    out = {}
-    with progress(f"{label}: model lists", len(variants) * len(ks), "lists") as bar:
-        for name, (b, s, policy) in variants.items():
-            inp = retrieve(b, s, policy.candidates, visual)
-            for k in ks:
-                out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})),
-                                               s)
-                bar.update()
-    tuned = f.tuned
+    ``blend``: the blend tuning record to rank the hybrid with (None: the configured
+    blend)."""
+    train = window.train
+    f = fit_for_eval(train, window.users, catalog, vectors, window.trending_ids(),
+                     recs=recs, visual=visual, end=window.end, fit=fit, seed=seed,
+                     blend=blend, content=content)
+    n_models = len(variants(f.batch, f.space, f.policy))
+    with progress(f"{label}: model lists", n_models * len(ks), "lists") as bar:
+        out = variant_lists(f.batch, f.space, f.policy, visual, ks, bar)
+    tuned, hybrid, space = f.tuned, f.policy, f.space
     facts = {"blend": {"visual_weight": hybrid.visual_weight,
                        "history_shrink": hybrid.history_shrink, "pref_mix": hybrid.pref_mix,
+                       "text_mix": hybrid.text_mix,
                        "new_arrival_pref": hybrid.new_arrival_pref,
                        "tuned": bool(tuned and tuned.get("chosen")),
                        "tuning": None if tuned is None else
                        {key: tuned.get(key) for key in ("chosen", "cf_only_ndcg", "chosen_ndcg",
                                                          "val_users", "skipped", "as_of",
-                                                         "reused_from")}},
+                                                         "reused_from", "window")}},
              "cf": {k: f.model.params.get(k) for k in ("engine", "device")},
              "new_arrival_slots": hybrid.new_arrival_slots, "slots_off": f.slots_off,
              "map_quality": f.map_quality, "catalog_items": int(space.n),
@@ -234,7 +112,7 @@ def model_lists(holdout: Holdout, users: np.ndarray, catalog: pd.DataFrame,
     return out, facts
 
 
-def eval_slices(holdout: Holdout, users: np.ndarray, catalog_ids: set[str]) -> dict:
+def eval_slices(holdout: Window, users: np.ndarray, catalog_ids: set[str]) -> dict:
     """``{slice: {user: relevant items}}`` for the evaluated users (module doc)."""
     trained_items = set(holdout.train[C.ITEM_ID].astype(str))
     trained_users = set(holdout.train[C.USER_ID].astype(str))
@@ -289,31 +167,30 @@ def metric_rows(lists: dict, slices: dict, *, n_catalog: int, popularity: pd.Ser
     return pd.DataFrame(rows, columns=S.EVAL_METRICS.names())
 
 
-def evaluate_models(holdout: Holdout, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
+def evaluate_models(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                     recs: RecsSettings, visual: VisualSettings,
                     fit: Callable[[pd.DataFrame], CFModel],
-                    ks: tuple[int, ...] = (10, 50), max_users: int = 5000, tune: bool = True,
-                    seed: int = 0, label: str = "evaluation", blend: dict | None = None
-                    ) -> tuple[pd.DataFrame, dict]:
-    """The metrics table (model, slice, k, metric, value) of the five models on a
-    holdout, and facts about the run (split sizes, slices, tuning, seconds). ``blend``:
-    the blend tuning to use (None: tuned on the holdout's training part when ``tune``)."""
+                    ks: tuple[int, ...] = (10, 50), max_users: int = 5000, seed: int = 0,
+                    label: str = "evaluation", blend: dict | None = None,
+                    content: ImageFeatures | None = None) -> tuple[pd.DataFrame, dict]:
+    """The metrics table (model, slice, k, metric, value) of every model on a window
+    (a holdout), and facts about the run (split sizes, slices, tuning, seconds).
+    ``blend``: the blend tuning to rank the hybrid with (None: the configured blend)."""
     t0 = time.perf_counter()
-    users = np.asarray(sorted(holdout.relevant), dtype=object)
-    if len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    info = {**holdout.info(), "evaluated_users": int(len(users)), "ks": list(ks)}
-    if len(users) == 0 or holdout.train.empty or not (holdout.train["weight"] > 0).any():
+    window = window.sampled(max_users, seed)
+    users = window.users
+    info = {**window.info(), "evaluated_users": int(len(users)), "ks": list(ks)}
+    if len(users) == 0 or window.train.empty or not (window.train["weight"] > 0).any():
         info["skipped"] = ("no test users with a relevant item" if len(users) == 0
                            else "no training interactions before the cutoff")
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return pd.DataFrame(columns=S.EVAL_METRICS.names()), info
-    lists, facts = model_lists(holdout, users, catalog, vectors, recs=recs, visual=visual,
-                               ks=ks, fit=fit, tune=tune, seed=seed, label=label, blend=blend)
-    slices = eval_slices(holdout, users, set(catalog[C.ITEM_ID].astype(str)))
+    lists, facts = model_lists(window, catalog, vectors, recs=recs, visual=visual, ks=ks,
+                               fit=fit, seed=seed, label=label, blend=blend, content=content)
+    slices = eval_slices(window, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
-                        popularity=training_popularity(holdout.train),
-                        n_train_users=int(holdout.train[C.USER_ID].nunique()))
+                        popularity=training_popularity(window.train),
+                        n_train_users=int(window.train[C.USER_ID].nunique()))
     info.update(facts, slices={k: len(v) for k, v in slices.items()},
                 seconds=round(time.perf_counter() - t0, 2))
     return frame, info

@@ -23,13 +23,13 @@ import scipy.sparse as sp
 from vrec import columns as C
 from vrec.config import RecsSettings, VisualSettings
 from vrec.core.coldstart import fit_ridge_map, l2_normalise
-from vrec.core.visual import fit_pca, gram
+from vrec.core.visual import ImageFeatures, fit_pca, gram
 
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
 ARRAYS = ("item_ids", "emb", "has_vec", "factors", "warm", "new", "category", "trending",
-          "category_names", "pref_z", "pref_gram")
+          "category_names", "pref_z", "has_z", "pref_gram", "text_dims")
 
 
 @dataclass
@@ -40,9 +40,10 @@ class ItemSpace:
     ``factors``: ALS factors of warm items, predicted factors of new arrivals, zeros
     otherwise; ``warm``: has an ALS factor; ``new``: new arrival (predicted factor);
     ``category``: code into ``category_names`` (-1 unknown); ``trending``: catalog
-    indices in trending order (every item once); ``pref_z``: the images' PCA features
-    of the visual preference model (zero rows without a picture) and ``pref_gram`` their
-    ``ZᵀZ`` (vrec.core.visual).
+    indices in trending order (every item once); ``pref_z``: the content features of
+    the preference model and the cold-start map (image PCA and/or text, the last
+    ``text_dims[0]`` columns text; zero rows for items with neither), ``has_z`` which
+    items have them, and ``pref_gram`` their ``ZᵀZ`` (vrec.core.visual).
     """
 
     item_ids: np.ndarray
@@ -55,7 +56,9 @@ class ItemSpace:
     trending: np.ndarray
     category_names: np.ndarray
     pref_z: np.ndarray
+    has_z: np.ndarray
     pref_gram: np.ndarray
+    text_dims: np.ndarray
     # search structures built from these arrays (vrec.core.retrieval); a replaced space
     # (dataclasses.replace) starts with an empty cache
     cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -80,6 +83,21 @@ class ItemSpace:
         """Read a space written by :meth:`save`."""
         mode = "r" if mmap else None
         return cls(**{n: np.load(Path(folder) / f"{n}.npy", mmap_mode=mode) for n in ARRAYS})
+
+    def text_only(self) -> ItemSpace | None:
+        """The same space with only the text block of the content features (the ``text``
+        model and the text-preference source); None without text features."""
+        t = int(np.asarray(self.text_dims).ravel()[0]) if np.size(self.text_dims) else 0
+        if t == 0:
+            return None
+        if "text_only" not in self.cache:
+            z = np.array(self.pref_z, dtype=np.float32)
+            z[:, :z.shape[1] - t] = 0.0
+            has = np.abs(z).sum(axis=1) > 0
+            self.cache["text_only"] = dataclasses.replace(
+                self, pref_z=z, has_z=has, pref_gram=gram(z[has]),
+                new=np.asarray(self.new, dtype=bool) & has)
+        return self.cache["text_only"]
 
     @staticmethod
     def meta(folder: str | Path) -> dict:
@@ -110,15 +128,18 @@ def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
 
 def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFrame,
                      pairs: pd.DataFrame, trending_ids: list[str], recs: RecsSettings, *,
-                     visual: VisualSettings | None = None, seed: int = 0
-                     ) -> tuple[ItemSpace, dict]:
+                     visual: VisualSettings | None = None, seed: int = 0,
+                     content: ImageFeatures | None = None) -> tuple[ItemSpace, dict]:
     """The catalog-indexed arrays of the ranker and the cold-start map's quality
-    (``skipped`` with the reason when too few warm items have an image; ``pca_explained``:
-    the share of image variance the preference model's features keep).
+    (``skipped`` with the reason when too few warm items have content features;
+    ``pca_explained``: the share of image variance the image features keep, when they
+    are computed here).
 
-    New arrivals are items with an embedding and at most ``recs.cold_item_max_users``
-    distinct users (pairs with weight > 0); their factors come from the ridge map fit on
-    warm items with an image and at least ``recs.map_min_users`` users.
+    ``content``: the run's content features (vrec.core.visual.content_features); None:
+    the images' PCA features only. New arrivals are items with content features and at
+    most ``recs.cold_item_max_users`` distinct users (pairs with weight > 0); their
+    factors come from the ridge map from content features to ALS factors, fit on warm
+    items with content features and at least ``recs.map_min_users`` users.
     """
     item_ids = np.asarray(sorted(catalog[C.ITEM_ID].astype(str)), dtype=object)
     cats = catalog.set_index(catalog[C.ITEM_ID].astype(str))[C.CATEGORY].reindex(item_ids)
@@ -128,48 +149,54 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
                           dtype=np.int64)
     emb, has = catalog_embedding_matrix(item_ids, vectors)
     emb = l2_normalise(emb)
+    visual = visual or VisualSettings()
+    explained = None
+    if content is None and has.sum() >= 2:
+        pca = fit_pca(emb[has], visual.dim, whiten=visual.whiten)
+        content = ImageFeatures(item_ids[has].astype(str), pca.project(emb[has]))
+        explained = pca.explained
+    if content is not None:
+        pref_z, has_z = content.lookup(item_ids)
+        text_dims = content.text_dims
+    else:
+        pref_z = np.zeros((len(item_ids), min(visual.dim, emb.shape[1])), dtype=np.float32)
+        has_z, text_dims = np.zeros(len(item_ids), dtype=bool), 0
     pos = pairs[pairs["weight"] > 0]
     ci = index_of(pos[C.ITEM_ID].to_numpy(), item_ids)
     users = np.bincount(ci[ci >= 0], minlength=len(item_ids))
     mpos = index_of(item_ids, model.item_ids)
     in_model = mpos >= 0
-    new = has & (users <= recs.cold_item_max_users)
+    new = has_z & (users <= recs.cold_item_max_users)
     warm = in_model & ~new
     f = np.asarray(model.item_factors).shape[1]
     factors = np.zeros((len(item_ids), f), dtype=np.float32)
     factors[warm] = np.asarray(model.item_factors)[mpos[warm]]
-    fit = warm & has & (users >= recs.map_min_users)
+    fit = warm & has_z & (users >= recs.map_min_users)
     uidx = index_of(pos[C.USER_ID].to_numpy(), model.user_ids)
     ok = (ci >= 0) & (uidx >= 0)
     liked = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (uidx[ok], ci[ok])),
                           shape=(len(model.user_ids), len(item_ids)))
     fit_idx = np.flatnonzero(fit)
-    rmap = fit_ridge_map(emb[fit_idx], factors[fit_idx], np.asarray(model.user_factors),
+    rmap = fit_ridge_map(pref_z[fit_idx], factors[fit_idx], np.asarray(model.user_factors),
                          liked[:, fit_idx], seed=seed)
     if rmap is not None:
-        factors[new] = rmap.predict(emb[new])
+        factors[new] = rmap.predict(pref_z[new])
     else:
-        new[:] = False  # no map: new arrivals are reached through the visual path only
+        new[:] = False  # no map: new arrivals are reached through the content path only
     t = index_of(np.asarray(trending_ids), item_ids)
     t = t[t >= 0]
     rest = np.setdiff1d(np.arange(len(item_ids)), t)
-    visual = visual or VisualSettings()
-    pref_z = np.zeros((len(item_ids), min(visual.dim, emb.shape[1])), dtype=np.float32)
-    explained = None
-    if has.sum() >= 2:
-        pca = fit_pca(emb[has], visual.dim, whiten=visual.whiten)
-        pref_z = np.zeros((len(item_ids), pca.components.shape[0]), dtype=np.float32)
-        pref_z[has] = pca.project(emb[has])
-        explained = pca.explained
     space = ItemSpace(item_ids=item_ids.astype(str), emb=emb, has_vec=has, factors=factors,
                       warm=warm, new=new, category=category,
                       trending=np.concatenate([t, rest]).astype(np.int64),
-                      category_names=np.asarray(names, dtype=str), pref_z=pref_z,
-                      pref_gram=gram(pref_z[has]))
-    quality = ({"skipped": f"{len(fit_idx)} warm items with an image and >= "
+                      category_names=np.asarray(names, dtype=str), pref_z=pref_z, has_z=has_z,
+                      pref_gram=gram(pref_z[has_z]),
+                      text_dims=np.asarray([text_dims], dtype=np.int64))
+    quality = ({"skipped": f"{len(fit_idx)} warm items with content features and >= "
                            f"{recs.map_min_users} users; the map needs 20", "new_arrivals": 0}
                if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())})
-    return space, {**quality, "pca_dim": int(pref_z.shape[1]), "pca_explained": explained}
+    return space, {**quality, "content_dim": int(pref_z.shape[1]), "text_dims": int(text_dims),
+                   "content_items": int(has_z.sum()), "pca_explained": explained}
 
 
 def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float,

@@ -11,20 +11,24 @@ formulas; in short, for a user ``u`` with history ``H``:
 * ``cf(u, i) = x_u · y_i``, where ``y_i`` is the ALS factor of a warm item or, for a new
   arrival (an item with an embedding and at most ``cold_item_max_users`` users), the
   factor predicted from its image by the ridge map (:func:`fit_ridge_map`);
-* ``pref(u, i) = v_u · z_i``: the learned visual preference (vrec.core.visual);
+* ``pref(u, i) = v_u · z_i``: the learned content preference (vrec.core.visual) over the
+  run's content features (image and/or text); ``txt(u, i)`` the same over the text
+  block alone;
 * candidates = CF top-N ∪ visual top-N ∪ preference top-N ∪ new-arrival top-N, seen
   items excluded (vrec.core.retrieval);
 * each score is normalised over the user's candidates (``zscore``, or ``rank`` =
   ``1 - 2·(r-1)/(n-1)``; a missing score counts as 0); the visual part is
-  ``n_v = (1 - m) · n_vis + m · n_pref`` (``m`` = pref_mix; 1 without a profile, 0
-  without a preference vector) and the blend
+  ``n_v = (1 - m) · n_vis + m · ((1 - t) · n_pref + t · n_txt)`` (``m`` = pref_mix; 1
+  without a profile, 0 without a preference vector; ``t`` = text_mix, 1 without a
+  content preference, 0 without a text preference) and the blend
   ``s = (1 - b_u) · n_cf + b_u · n_v`` with
   ``b_u = b + (1 - b) · h0 / (h0 + |H|)`` (``b`` = visual weight, ``h0`` = history
   shrink): short histories lean on the picture; ``b_u = 1`` without CF factors,
   ``0`` without a picture in the history;
 * the list is picked greedily: gain = ``s - mmr_penalty · max cos(e_i, picked)``, at most
   ``max_per_category`` items per category, and the last ``new_arrival_slots`` places
-  reserved for new arrivals, picked by ``(1 - q) · n_cf + q · n_pref`` (``q`` =
+  reserved for new arrivals, picked by ``(1 - q) · n_cf + q · n_p`` (``n_p`` the
+  preference part above; ``q`` =
   new_arrival_pref: the cold-start map, the preference model, or a mix). Each pick's
   gain is its ``score``, made non-increasing by rank;
 * reason: ``new_arrival_visual`` for a new arrival, ``similar_to_history`` when
@@ -175,26 +179,30 @@ def trending_for(n: int, exclude: set[int], trending: np.ndarray, category: np.n
 def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame:
     """Final lists for a batch of users (:data:`LIST_COLUMNS`): ``item`` and
     ``reason_item`` are catalog indices (-1: none); see the module doc."""
-    ncf, nvis, npref = inp.normalised(policy.normalize)
+    ncf, nvis, npref, ntxt = inp.normalised(policy.normalize)
     q = policy.new_arrival_pref
-    # the visual part's preference share; a user with only one of the two signals (e.g. a
+    # the content part's preference share; a user with only one of the signals (e.g. a
     # history too old for the decayed profile) uses that one
-    mu = np.where(~inp.has_profile, 1.0, np.where(~inp.has_pref, 0.0, policy.pref_mix))
+    any_pref = inp.has_pref | inp.has_txt
+    mu = np.where(~inp.has_profile, 1.0, np.where(~any_pref, 0.0, policy.pref_mix))
+    tu = np.where(~inp.has_txt, 0.0, np.where(~inp.has_pref, 1.0, policy.text_mix))
     bu = user_visual_weight(policy.visual_weight, policy.history_shrink, inp.n_hist,
-                            inp.in_model, inp.has_profile | inp.has_pref)
+                            inp.in_model, inp.has_profile | any_pref)
     cols: dict[str, list] = {k: [] for k in LIST_COLUMNS}
     for r, uid in enumerate(inp.user_ids):
         cand = inp.items[r]
-        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - mu[r]) * nvis[r] + mu[r] * npref[r])
+        p_r = (1.0 - tu[r]) * npref[r] + tu[r] * ntxt[r]
+        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - mu[r]) * nvis[r] + mu[r] * p_r)
         blend = c_cf + c_vis
         is_new = space.new[cand]
         pick, gain = greedy_pick(blend, space.emb[cand], space.category[cand], is_new,
                                  k=policy.k, slots=policy.new_arrival_slots,
                                  mmr_penalty=policy.mmr_penalty,
                                  max_per_category=policy.max_per_category,
-                                 slot_key=(1.0 - q) * ncf[r] + q * npref[r])
+                                 slot_key=(1.0 - q) * ncf[r] + q * p_r)
         items = cand[pick]
-        has_visual = ~(np.isnan(inp.vis[r][pick]) & np.isnan(inp.pref[r][pick]))
+        has_visual = ~(np.isnan(inp.vis[r][pick]) & np.isnan(inp.pref[r][pick])
+                       & np.isnan(inp.txt[r][pick]))
         reason = np.where(is_new[pick], R_NEW,
                           np.where((c_vis[pick] > c_cf[pick]) & has_visual, R_SIM, R_CF))
         h = inp.hist[r]

@@ -5,9 +5,11 @@
   of the history's embeddings weighted by the profile weights (vrec.core.users);
 * new arrivals: through the CF space (``x_u · W(e_i)``, the cold-start map) for users with
   factors, by the picture otherwise;
-* visual preference: ``v_u · z_i`` over items with an image, and over new arrivals, where
-  ``v_u`` is the user's learned preference vector over the images' PCA features
-  (vrec.core.visual), fit here from the user's history.
+* content preference: ``v_u · z_i`` over items with content features (image and/or
+  text), and over new arrivals, where ``v_u`` is the user's learned preference vector
+  over those features (vrec.core.visual), fit here from the user's history;
+* text preference (when the run has text features): ``t_u · z^text_i``, the same fit
+  over the text block alone, over items with text.
 
 Seen items are excluded with the exact top-k kernel (vrec.core.topk). The result,
 :class:`RankInput`, is everything the ranker needs for those users; the candidates stage
@@ -38,16 +40,18 @@ SPARK_SCHEMA = S.CANDIDATES.ddl()
 
 @dataclass
 class RankInput:
-    """Per user: whether the model knows them, whether they have a visual profile and a
-    preference vector, the number of history items, history items with an image (for
-    reasons), seen items and touched categories (for the trending fill), and the
-    candidates with raw CF, mean-profile and preference scores (NaN = no score). Indices
-    are catalog rows of the run's item space."""
+    """Per user: whether the model knows them, whether they have a visual profile, a
+    content preference vector and a text preference vector, the number of history
+    items, history items with an image (for reasons), seen items and touched categories
+    (for the trending fill), and the candidates with raw CF, mean-profile, content
+    preference and text preference scores (NaN = no score). Indices are catalog rows of
+    the run's item space."""
 
     user_ids: np.ndarray
     in_model: np.ndarray
     has_profile: np.ndarray
     has_pref: np.ndarray
+    has_txt: np.ndarray
     n_hist: np.ndarray
     hist: list[np.ndarray]
     seen: list[np.ndarray]
@@ -56,9 +60,10 @@ class RankInput:
     cf: list[np.ndarray]
     vis: list[np.ndarray]
     pref: list[np.ndarray]
+    txt: list[np.ndarray]
 
-    def normalised(self, mode: str) -> tuple[list, list, list]:
-        """The CF, mean-profile and preference scores normalised per user (``mode``:
+    def normalised(self, mode: str) -> tuple[list, list, list, list]:
+        """The CF, mean-profile, preference and text scores normalised per user (``mode``:
         zscore or rank; vrec.core.ranking.normalise), computed once per mode: the blend
         tuning ranks the same input at every grid point."""
         from vrec.core.ranking import normalise
@@ -66,7 +71,7 @@ class RankInput:
         cache = self.__dict__.setdefault("_normalised", {})
         if mode not in cache:
             cache[mode] = tuple([normalise(v, mode) for v in scores]
-                                for scores in (self.cf, self.vis, self.pref))
+                                for scores in (self.cf, self.vis, self.pref, self.txt))
         return cache[mode]
 
     def to_frame(self) -> pd.DataFrame:
@@ -74,14 +79,15 @@ class RankInput:
         return pd.DataFrame({
             C.USER_ID: self.user_ids.astype(str), "in_model": self.in_model.astype(bool),
             "has_profile": self.has_profile.astype(bool), "has_pref": self.has_pref.astype(bool),
-            "n_hist": self.n_hist.astype(np.int32),
+            "has_txt": self.has_txt.astype(bool), "n_hist": self.n_hist.astype(np.int32),
             "hist": [a.astype(np.int32) for a in self.hist],
             "seen": [a.astype(np.int32) for a in self.seen],
             "touched": [a.astype(np.int32) for a in self.touched],
             "items": [a.astype(np.int32) for a in self.items],
             "cf": [a.astype(np.float64) for a in self.cf],
             "vis": [a.astype(np.float64) for a in self.vis],
-            "pref": [a.astype(np.float64) for a in self.pref]})[S.CANDIDATES.names()]
+            "pref": [a.astype(np.float64) for a in self.pref],
+            "txt": [a.astype(np.float64) for a in self.txt]})[S.CANDIDATES.names()]
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> RankInput:
@@ -95,8 +101,10 @@ class RankInput:
 
         return cls(df[C.USER_ID].astype(str).to_numpy(), df["in_model"].to_numpy(dtype=bool),
                    df["has_profile"].to_numpy(dtype=bool), df["has_pref"].to_numpy(dtype=bool),
+                   df["has_txt"].to_numpy(dtype=bool),
                    df["n_hist"].to_numpy(dtype=np.int64), ints("hist"), ints("seen"),
-                   ints("touched"), ints("items"), floats("cf"), floats("vis"), floats("pref"))
+                   ints("touched"), ints("items"), floats("cf"), floats("vis"), floats("pref"),
+                   floats("txt"))
 
 
 def profiles(hist, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,14 +146,14 @@ class Source:
 
 def source(space: ItemSpace, name: str) -> Source:
     """The ``warm`` (CF factors), ``visual`` (embeddings), ``new`` (predicted factors),
-    ``new_visual`` (new arrivals' embeddings), ``pref`` (PCA features of every item with a
-    picture) or ``new_pref`` (new arrivals' PCA features) source of ``space``, cached on
-    it. Only the CF factors have norms worth pruning by."""
+    ``new_visual`` (new arrivals' embeddings), ``pref`` (content features of every item
+    with them) or ``new_pref`` (new arrivals' content features) source of ``space``,
+    cached on it. Only the CF factors have norms worth pruning by."""
     if name not in space.cache:
         mask, vectors = {"warm": (space.warm, space.factors), "visual": (space.has_vec, space.emb),
                          "new": (space.new, space.factors),
                          "new_visual": (space.new, space.emb),
-                         "pref": (space.has_vec, space.pref_z),
+                         "pref": (space.has_z, space.pref_z),
                          "new_pref": (space.new, space.pref_z)}[name]
         rows = np.flatnonzero(mask)
         local = np.full(space.n, -1, dtype=np.int64)
@@ -156,27 +164,35 @@ def source(space: ItemSpace, name: str) -> Source:
 
 def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
              *, profile: bool = True) -> RankInput:
-    """The CF, visual, preference and new-arrival top-``n`` of each user (seen items
-    excluded), their union, and the raw scores of every candidate (see the module doc).
-    ``profile`` False skips the mean-profile source (its score is still computed for the
-    candidates the other sources bring)."""
+    """The CF, visual, content preference, text preference and new-arrival top-``n`` of
+    each user (seen items excluded), their union, and the raw scores of every candidate
+    (see the module doc). ``profile`` False skips the mean-profile source (its score is
+    still computed for the candidates the other sources bring)."""
     P, has_p = profiles(batch.hist, space.emb)
     weights = batch.weights if batch.weights is not None else batch.hist
     V, has_v = fit_preferences(weights, space.pref_z, space.pref_gram,
                                regularization=visual.regularization, alpha=visual.alpha)
+    text = space.text_only()
+    if text is not None:
+        T, has_t = fit_preferences(weights, text.pref_z, text.pref_gram,
+                                   regularization=visual.regularization, alpha=visual.alpha)
+    else:
+        T, has_t = np.zeros((len(batch.user_ids), 1), np.float32), \
+            np.zeros(len(batch.user_ids), dtype=bool)
     seen = batch.seen.tocsr()
     seen.sort_indices()
     cf_top = source(space, "warm").top(batch.uf, n, seen, batch.in_model)
     vis_top = source(space, "visual").top(P, n, seen, has_p & profile)
     pref_top = source(space, "pref").top(V, n, seen, has_v)
     new_pref = source(space, "new_pref").top(V, n, seen, has_v)
+    txt_top = source(text, "pref").top(T, n, seen, has_t) if text is not None else None
     # new arrivals: through the CF space when the user has factors, else by the picture
     new_cf = source(space, "new").top(batch.uf, n, seen, batch.in_model)
     new_vis = source(space, "new_visual").top(P, n, seen, has_p & ~batch.in_model)
     hist = batch.hist
-    out = RankInput(batch.user_ids, batch.in_model, has_p, has_v, batch.n_hist, [], [],
+    out = RankInput(batch.user_ids, batch.in_model, has_p, has_v, has_t, batch.n_hist, [], [],
                     list(batch.touched) if batch.touched else
-                    [np.zeros(0, np.int64) for _ in batch.user_ids], [], [], [], [])
+                    [np.zeros(0, np.int64) for _ in batch.user_ids], [], [], [], [], [])
     for r in range(len(batch.user_ids)):
         parts = []
         if batch.in_model[r]:
@@ -187,6 +203,8 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
                 parts += [new_vis[r][new_vis[r] >= 0]]
         if has_v[r]:
             parts += [pref_top[r][pref_top[r] >= 0], new_pref[r][new_pref[r] >= 0]]
+        if has_t[r]:
+            parts += [txt_top[r][txt_top[r] >= 0]]
         cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         cf = (space.factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
             else np.full(len(cand), np.nan)
@@ -196,7 +214,11 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
         vis[~space.has_vec[cand]] = np.nan
         pref = (space.pref_z[cand] @ V[r]).astype(np.float64) if has_v[r] \
             else np.full(len(cand), np.nan)
-        pref[~space.has_vec[cand]] = np.nan
+        pref[~space.has_z[cand]] = np.nan
+        txt = np.full(len(cand), np.nan)
+        if has_t[r]:
+            txt = (text.pref_z[cand] @ T[r]).astype(np.float64)
+            txt[~text.has_z[cand]] = np.nan
         h = hist.indices[hist.indptr[r]:hist.indptr[r + 1]]
         out.hist.append(np.sort(h[space.has_vec[h]]))
         out.seen.append(np.sort(seen.indices[seen.indptr[r]:seen.indptr[r + 1]]))
@@ -204,4 +226,5 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
         out.cf.append(cf)
         out.vis.append(vis)
         out.pref.append(pref)
+        out.txt.append(txt)
     return out

@@ -1,9 +1,9 @@
-"""Tuning on a validation window (docs/ranking.md "Tuning"): the CF model, then the blend.
+"""Tuning on a forward window (docs/ranking.md "Tuning"): the CF model, then the blend.
 
-The run's interaction pairs are split as of the run (``user``: each user's latest
-``tune_fraction`` of positive pairs by last event; ``time``: pairs whose last event falls
-in the last ``tune_days``) into a training part and a validation window, and lists for a
-sample of validation users are scored by NDCG@k (:class:`Window`).
+Both tunings validate forward in time (vrec.core.window): everything is built as of a
+cutoff ``as_of - recs.window_days`` (pairs, histories, trending, new arrivals), and lists
+for a sample of the users active after it (cold users and new arrivals included) are
+scored by NDCG@k against what they did in the days up to ``as_of``.
 
 :func:`tune_cf`: the CF model's factors, regularization, alpha and image prior, by a
 coordinate search from the configured values (alpha, regularization, factors, then the
@@ -18,8 +18,9 @@ ranker (the production code, on users built by vrec.core.users) build lists at e
 weight is the grid's largest, larger ones are tried up to 1. CF only is the default; a
 blend replaces it only when its mean per-user NDCG@k beats CF only by more than
 ``tune_min_gain_se`` standard errors of the paired per-user difference, and then the best
-such blend wins. Then the reserved slots' pick (``new_arrival_pref``) is chosen the same
-way, and with ``tune_slots`` the reserved slots are dropped when lists without them beat
+such blend wins. Then the text share of the preference part (``text_mix``) and the
+reserved slots' pick (``new_arrival_pref``) are chosen against the configured values
+by one standard error, and with ``tune_slots`` the reserved slots are dropped when lists without them beat
 lists with them by more than one standard error, or when the window's cold-start map was
 not trusted (nothing then shows that they pay). The chosen blend is therefore never
 worse than CF only on the window, and noise does not move it.
@@ -29,83 +30,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.config import CFSettings, RecsSettings, VisualSettings
+from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
 from vrec.core.itemspace import build_item_space, gate_new_arrivals, ranking_policy
-from vrec.core.metrics import ndcg_at_k
+from vrec.core.models import variant_lists
 from vrec.core.ranking import lists_by_user, rank
 from vrec.core.retrieval import retrieve
 from vrec.core.topk import TopK
 from vrec.core.users import is_seen, pairs_by_user, user_batch
+from vrec.core.visual import ImageFeatures
+from vrec.core.window import Window
 
 if TYPE_CHECKING:
     from vrec.core.cf import CFModel
-
-
-def split_pairs(pairs: pd.DataFrame, *, mode: str, fraction: float, days: float,
-                end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train pairs, validation positive pairs) of the validation window."""
-    ts = pd.to_datetime(pairs["last_ts"], utc=True)
-    pos = pairs["weight"].to_numpy() > 0
-    if mode == "time":
-        val = (ts >= end - pd.Timedelta(days=days)).to_numpy()
-        return pairs[~val], pairs[val & pos]
-    p = pairs.assign(_ts=ts, _pos=pos)
-    p = p.sort_values([C.USER_ID, "_ts", C.ITEM_ID], kind="stable")
-    n_pos = p.groupby(C.USER_ID)["_pos"].transform("sum")
-    order_from_end = p[p["_pos"]].groupby(C.USER_ID).cumcount(ascending=False)
-    take = np.ceil(fraction * n_pos).astype(int)
-    val = pd.Series(False, index=p.index)
-    val.loc[order_from_end.index] = (order_from_end < take.loc[order_from_end.index]) & \
-        (n_pos.loc[order_from_end.index] >= 3)
-    return p.loc[~val].drop(columns=["_ts", "_pos"]), p.loc[val].drop(columns=["_ts", "_pos"])
-
-
-@dataclass
-class Window:
-    """A validation window: the training pairs, the sampled validation users (with a
-    training history) and their held-out relevant items; ``skipped`` says why it is
-    unusable (too few users)."""
-
-    train: pd.DataFrame
-    users: np.ndarray
-    relevant: dict[str, set[str]]
-    cut: pd.Timestamp
-    skipped: str | None
-
-    def info(self) -> dict:
-        return {"train_pairs": int(len(self.train)),
-                "val_pairs": int(sum(len(v) for v in self.relevant.values())),
-                "val_users": int(len(self.users))}
-
-    def ndcg(self, lists: dict[str, list[str]], k: int) -> np.ndarray:
-        """Per-user NDCG@k of ``{user: [item_id, ...]}`` over the window's users."""
-        return np.asarray([ndcg_at_k(lists.get(u, []), self.relevant[u], k) for u in self.users])
-
-
-def validation_window(pairs: pd.DataFrame, recs: RecsSettings, end: pd.Timestamp, *,
-                      seed: int = 0) -> Window:
-    """The window both tunings use (see module doc)."""
-    train, val = split_pairs(pairs, mode=recs.tune_split, fraction=recs.tune_fraction,
-                             days=recs.tune_days, end=end)
-    trained = set(train.loc[train["weight"] > 0, C.USER_ID].astype(str))
-    val = val[val[C.USER_ID].astype(str).isin(trained)]
-    users = np.asarray(sorted(val[C.USER_ID].astype(str).unique()), dtype=object)
-    if len(users) > recs.tune_max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, recs.tune_max_users,
-                                                           replace=False))
-    v = val[val[C.USER_ID].astype(str).isin(set(users))]
-    relevant = {str(u): set(g.astype(str)) for u, g in v.groupby(v[C.USER_ID].astype(str))[C.ITEM_ID]}
-    cut = end if recs.tune_split == "user" else end - pd.Timedelta(days=recs.tune_days)
-    skipped = (f"{len(users)} validation users < tune_min_users {recs.tune_min_users}"
-               if len(users) < recs.tune_min_users else None)
-    return Window(train, users, relevant, cut, skipped)
 
 
 def _paired_gain(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
@@ -152,9 +94,11 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
     from vrec.progress import progress
 
     t0 = time.perf_counter()
-    out = {**window.info(), "grid": {}, "chosen": None}
-    if window.skipped:
-        return {**out, "skipped": window.skipped, "seconds": round(time.perf_counter() - t0, 2)}
+    out = {"window": window.info(), "val_users": int(len(window.users)), "grid": {},
+           "chosen": None}
+    skipped = window_skipped(window, recs)
+    if skipped:
+        return {**out, "skipped": skipped, "seconds": round(time.perf_counter() - t0, 2)}
     rows = pairs_by_user(window.train, window.users)
     grids = (("alpha", cf.tune_alpha), ("regularization", cf.tune_regularization),
              ("factors", cf.tune_factors), ("visual_prior", cf.tune_visual_prior))
@@ -224,62 +168,91 @@ def data_size(pairs: pd.DataFrame) -> dict[str, int]:
             "items": int(pairs[C.ITEM_ID].nunique())}
 
 
-def settings_key(cf: CFSettings) -> dict:
-    """The CF settings a tuning starts from (a change of any of them tunes again)."""
+def settings_key(cf: CFSettings, content: ContentSettings) -> dict:
+    """The CF settings a tuning starts from and the content features its image prior
+    uses (a change of any of them tunes again)."""
     tuned = {"factors", "regularization", "alpha", "visual_prior"}
     return cf.model_dump(mode="json", exclude=tuned) | {
-        "start": [cf.factors, cf.regularization, cf.alpha, cf.visual_prior]}
+        "start": [cf.factors, cf.regularization, cf.alpha, cf.visual_prior],
+        "content": content.model_dump(mode="json")}
 
 
-def blend_settings_key(recs: RecsSettings, visual: VisualSettings, cf: CFSettings) -> dict:
+def blend_settings_key(recs: RecsSettings, visual: VisualSettings, cf: CFSettings,
+                       content: ContentSettings) -> dict:
     """What a blend tuning depends on besides the data: the list and tuning settings,
-    the visual settings and the CF model it ranks with (a change of any tunes again)."""
+    the visual and content settings and the CF model it ranks with (a change of any
+    tunes again)."""
     return {"recs": recs.model_dump(mode="json"), "visual": visual.model_dump(mode="json"),
-            "cf": cf.model_dump(mode="json")}
+            "cf": cf.model_dump(mode="json"), "content": content.model_dump(mode="json")}
 
 
 # ---------------------------------------------------------------- the blend
 
-def tune_blend(pairs: pd.DataFrame, catalog: pd.DataFrame, vectors: pd.DataFrame,
-               trending_ids: list[str], *, recs: RecsSettings, visual: VisualSettings,
-               end: pd.Timestamp, fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
-               window: Window | None = None, label: str = "blend tuning") -> dict:
-    """Choose (visual_weight, history_shrink, pref_mix) and then new_arrival_pref on a
-    validation window; see module doc. ``fit`` fits the run's (tuned) CF engine. The
-    ranked grid points are counted on a progress line (``label``)."""
+def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
+               recs: RecsSettings, visual: VisualSettings,
+               fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+               content: ImageFeatures | None = None, label: str = "blend tuning") -> dict:
+    """Choose (visual_weight, history_shrink, pref_mix), then text_mix and
+    new_arrival_pref, on a forward window; see module doc. ``fit`` fits the run's (tuned)
+    CF engine; ``content``: the run's content features. The record also holds every
+    model's NDCG@k on the window with the chosen blend (``estimates``: what the tuning
+    expects; the evaluation measures the same models on its holdout). The ranked grid
+    points are counted on a progress line (``label``)."""
     from vrec.progress import progress
 
     t0 = time.perf_counter()
-    window = window or validation_window(pairs, recs, end, seed=seed)
-    out = {"split": recs.tune_split, **window.info(), "grid": {}, "chosen": None}
-    if window.skipped:
-        out["skipped"] = window.skipped
+    out = {"window": window.info(), "val_users": int(len(window.users)), "grid": {},
+           "chosen": None}
+    skipped = window_skipped(window, recs)
+    if skipped:
+        out["skipped"] = skipped
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
     train, users = window.train, window.users
     model = fit(train)
     out["cf"] = {k: model.params.get(k) for k in ("engine", "device")}
-    space, quality = build_item_space(model, catalog, vectors, train, trending_ids, recs,
-                                      visual=visual, seed=seed)
+    space, quality = build_item_space(model, catalog, vectors, train, window.trending_ids(),
+                                      recs, visual=visual, seed=seed, content=content)
     space, out["slots_off"] = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
     base = ranking_policy(recs, None, out["slots_off"])
-    batch = user_batch(pairs_by_user(train, users), space, model, recs, window.cut)
+    batch = user_batch(pairs_by_user(train, users), space, model, recs, window.end)
     inp = retrieve(batch, space, recs.candidates, visual)
     out["map_quality"] = quality
     with progress(label, _blend_points(recs, base.new_arrival_slots > 0 and bool(space.new.any())),
                   "grid points") as bar:
-        return _search_blend(out, t0, recs, base, window, inp, space, bar)
+        out = _search_blend(out, recs, base, window, inp, space, bar)
+    policy = base.model_copy(update=out["chosen"])
+    lists = variant_lists(batch, space, policy, visual, (recs.k,))
+    out["estimates"] = {}
+    for (name, _), per_user in lists.items():
+        v = window.ndcg(per_user, recs.k)
+        out["estimates"][name] = {"ndcg": round(float(v.mean()), 5),
+                                  "se": round(float(v.std(ddof=1) / np.sqrt(len(v))), 5)
+                                  if len(v) > 1 else 0.0}
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def window_skipped(window: Window, recs: RecsSettings) -> str | None:
+    """Why a window is too small to tune on (None: it is not)."""
+    n = len(window.users)
+    if n < recs.tune_min_users:
+        return (f"{n} users with labels in the forward window < recs.tune_min_users "
+                f"{recs.tune_min_users}")
+    if window.train.empty or not (window.train["weight"] > 0).any():
+        return "no interactions before the forward window's cutoff"
+    return None
 
 
 def _blend_points(recs: RecsSettings, slots: bool) -> int:
     """How many rankings :func:`tune_blend`'s search plans (an extended edge adds more)."""
     weights = sorted(set(recs.tune_grid))
     pairs = {(b, h) for b in weights for h in recs.tune_shrink_grid} - {(0.0, 0.0)}
-    return 2 + len(pairs) * len(recs.tune_pref_grid) + (
+    return 2 + len(pairs) * len(recs.tune_pref_grid) + len(recs.tune_text_grid) + (
         len(recs.tune_new_grid) + 1 + 2 * bool(recs.tune_slots) if slots else 0)
 
 
-def _search_blend(out: dict, t0: float, recs: RecsSettings, base, window: Window, inp, space,
+def _search_blend(out: dict, recs: RecsSettings, base, window: Window, inp, space,
                   bar) -> dict:
     """The blend search of :func:`tune_blend` on the ranked window (``bar`` counts)."""
     scores: dict[tuple, np.ndarray] = {}
@@ -323,6 +296,19 @@ def _search_blend(out: dict, t0: float, recs: RecsSettings, base, window: Window
         consider(edge)
     out["extended_to"] = edge if edge > weights[-1] else None
     chosen = dict(best[1])
+    # the text share of the preference part (decision-level fusion), when there is text
+    text_scores = {}
+    if space.text_only() is not None:
+        ref = per_user(**chosen, text_mix=recs.text_mix)
+        text_best = (float(ref.mean()), recs.text_mix)
+        for t in recs.tune_text_grid:
+            v = per_user(**chosen, text_mix=t)
+            text_scores[f"{t:g}"] = round(float(v.mean()), 5)
+            gain, se = _paired_gain(v, ref)
+            if gain > se and v.mean() > text_best[0]:
+                text_best = (float(v.mean()), t)
+        chosen["text_mix"] = text_best[1]
+    out["text_grid"] = text_scores
     # how the reserved slots pick new arrivals: the map, the preference model, or a mix
     slot_scores = {}
     if base.new_arrival_slots > 0 and space.new.any():
@@ -354,5 +340,4 @@ def _search_blend(out: dict, t0: float, recs: RecsSettings, base, window: Window
         max_per_category=0).mean()), 5)
     out["chosen"] = chosen
     out["chosen_ndcg"] = round(float(per_user(**chosen).mean()), 5)
-    out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

@@ -59,10 +59,21 @@ def fit_pca(emb: np.ndarray, d: int, *, whiten: bool = False) -> Pca:
 
 @dataclass
 class ImageFeatures:
-    """The PCA features of every item with a usable image, looked up by item id."""
+    """An item's content features, looked up by item id: the PCA features of its image
+    and/or its text features (vrec.core.text), side by side; the last ``text_dims``
+    columns are the text block. Items with neither are absent."""
 
     ids: np.ndarray
     z: np.ndarray
+    text_dims: int = 0
+
+    def text_only(self) -> ImageFeatures | None:
+        """The text block alone, for the items with text (None without text)."""
+        if not self.text_dims:
+            return None
+        z = self.z[:, -self.text_dims:]
+        has = np.abs(z).sum(axis=1) > 0
+        return ImageFeatures(self.ids[has], np.ascontiguousarray(z[has]), self.text_dims)
 
     def lookup(self, item_ids) -> tuple[np.ndarray, np.ndarray]:
         """(features aligned with ``item_ids``, zero rows without an image; has image)."""
@@ -83,6 +94,38 @@ def image_features(vectors, d: int, *, whiten: bool = False) -> ImageFeatures | 
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     pca = fit_pca(emb, d, whiten=whiten)
     return ImageFeatures(vectors["item_id"].astype(str).to_numpy(), pca.project(emb))
+
+
+def _unit_scale(z: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """``z`` scaled so that its rows in ``has`` have a mean squared norm of 1."""
+    ms = float((z[has] ** 2).sum(axis=1).mean()) if has.any() else 0.0
+    return z / np.sqrt(ms) if ms > 0 else z
+
+
+def content_features(vectors, catalog, visual, content, *, seed: int = 0
+                     ) -> ImageFeatures | None:
+    """The fused content features of the catalog's items (``content.features``: image,
+    text or both; see vrec.config.ContentSettings): the image block is the PCA of the
+    embeddings (:func:`image_features`), the text block the LSA of title, category and
+    description (vrec.core.text); each scaled to a mean squared row norm of 1, the text
+    block then by ``content.text_weight``. None when no item has either."""
+    from vrec.core.text import text_vectors
+
+    img = image_features(vectors, visual.dim, whiten=visual.whiten) \
+        if content.features in ("image", "both") else None
+    if content.features == "image":
+        return img
+    ids, t, has_t = text_vectors(catalog, content.text_dim, seed=seed)
+    if not has_t.any():
+        return img
+    t = _unit_scale(t, has_t) * content.text_weight
+    if img is None:
+        return ImageFeatures(ids[has_t], t[has_t], t.shape[1])
+    zi, has_i = img.lookup(ids)
+    zi = _unit_scale(zi, has_i)
+    keep = has_i | has_t
+    z = np.concatenate([zi, t], axis=1)[keep].astype(np.float32)
+    return ImageFeatures(ids[keep], z, t.shape[1])
 
 
 def gram(z: np.ndarray) -> np.ndarray:

@@ -83,7 +83,7 @@ def check_item(fields: dict, updated_at: pd.Timestamp) -> dict:
         else parse_ts(raw_upd, C.UPDATED_AT)
     return {C.ITEM_ID: parse_id(fields.get(C.ITEM_ID), C.ITEM_ID), C.TITLE: text(C.TITLE),
             C.CATEGORY: text(C.CATEGORY), C.PRICE: parse_float(fields.get(C.PRICE), C.PRICE),
-            C.IMAGE_URI: text(C.IMAGE_URI), C.UPDATED_AT: upd}
+            C.DESCRIPTION: text(C.DESCRIPTION), C.IMAGE_URI: text(C.IMAGE_URI), C.UPDATED_AT: upd}
 
 
 def file_format(path: Path, fmt: str | None) -> str:

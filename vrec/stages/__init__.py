@@ -59,15 +59,18 @@ STAGES: tuple[Stage, ...] = (
     Stage("embed_items", "spark", ("catalog",), ("item_vectors", "image_duplicates"),
           "new or changed item images -> CNN vectors (incremental cache); bad images "
           "quarantined; near-duplicate pairs"),
-    Stage("train_cf", "spark", ("interactions", "catalog", "item_vectors", "item_popularity"),
+    Stage("train_cf", "spark",
+          ("events", "interactions", "catalog", "item_vectors", "item_popularity"),
           ("model", "blend"),
           "ALS (implicit on one node, or Spark MLlib) with factors, regularization and alpha "
-          "tuned on a validation window; the blend tuned on the same window"),
+          "tuned on the forward window (features as of ds - h, labels after it); the blend "
+          "tuned on the same window"),
     Stage("candidates", "spark",
           ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend"),
           ("item_space", "candidates"),
-          "the item space (factors, images and their PCA features, cold-start map) and every "
-          "user's CF, visual-profile, visual-preference and new-arrival top-N with raw scores"),
+          "the item space (factors, images, content features of images and text, cold-start "
+          "map) and every user's CF, visual-profile, content-preference, text-preference and "
+          "new-arrival top-N with raw scores"),
     Stage("build_recs", "spark",
           ("candidates", "item_space", "model", "blend", "user_profile", "item_vectors"),
           ("user_recs", "item_similar", "user_recs_pseudonymized", "user_profile_pseudonymized"),
@@ -77,8 +80,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", "spark",
           ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model"),
           ("eval_metrics",),
-          "a holdout as of ds: popularity, ALS, visual profile, visual preference and hybrid "
-          "through the same retrieval and ranker -> eval_metrics"),
+          "a holdout as of ds: popularity, ALS, visual profile, content preference, text and "
+          "hybrid through the same retrieval and ranker, refit and tuned as of the holdout's "
+          "cutoff, beside the tuning window's estimates -> eval_metrics"),
     Stage("validate_outputs", "spark",
           ("user_recs", "user_profile", "item_similar", "item_vectors", "catalog"), (),
           "Great Expectations on user_recs, per-user lists, item_similar and the item "

@@ -1,7 +1,7 @@
-"""candidates: the run's item space (CF factors, image embeddings and their PCA features,
-categories, trending order, the cold-start map and its gate) and, for every user, the CF,
-visual-profile, visual-preference and new-arrival top-N with raw scores (Spark, the exact
-top-k kernel). build_recs ranks them."""
+"""candidates: the run's item space (CF factors, image embeddings, the content features of
+images and text, categories, trending order, the cold-start map and its gate) and, for
+every user, the CF, visual-profile, content-preference, text-preference and new-arrival
+top-N with raw scores (Spark, the exact top-k kernel). build_recs ranks them."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ def run(ctx) -> dict:
     from vrec.dates import end_of_ds
     from vrec.spark.candidates import retrieve_all
     from vrec.spark.users import user_rows
-    from vrec.stages.common import driver_inputs
+    from vrec.stages.common import driver_inputs, run_content
 
     spark, ds, r = ctx.spark, ctx.ds, ctx.settings.recs
     model = CFModel.load(ctx.input("model"))
     inp = driver_inputs(ctx)
     space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
-                                          inp.trending, r, visual=ctx.settings.visual)
+                                          inp.trending, r, visual=ctx.settings.visual,
+                                          content=run_content(ctx, inp))
     # the pandas inputs (all interaction pairs: GBs at 10M) are not needed past this point;
     # drop them before the Spark job so the driver does not hold them beside the workers
     del inp, model

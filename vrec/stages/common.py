@@ -1,6 +1,7 @@
 """What several stages share: writing a Spark table into staging, reading a run's staged
 tables on the driver (train_cf's tuning, candidates and evaluate read the same inputs
-the same way), the run's CF engine as a function, and the blend tuning train_cf and
+the same way), the run's content features, the run's CF engine as a function, the
+forward window a tuning validates on, and the CF and blend tunings train_cf and
 evaluate reuse or run."""
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vrec import columns as C
+from vrec.core.window import PAIR_COLUMNS
 from vrec.io import warehouse as W
 
-PAIR_COLUMNS = [C.USER_ID, C.ITEM_ID, "weight", "last_ts", "event_types", "n_events"]
+CATALOG_COLUMNS = [C.ITEM_ID, C.TITLE, C.CATEGORY, C.DESCRIPTION]
 
 
 @dataclass
 class DriverInputs:
-    """Catalog (item_id, category), item vectors, the interaction pairs (with event types
+    """Catalog (item_id, title, category, description), item vectors, the interaction pairs (with event types
     and counts: the user builder needs them) and item ids in trending order."""
 
     catalog: pd.DataFrame
@@ -38,7 +40,7 @@ def driver_inputs(ctx) -> DriverInputs:
     """The run's catalog, vectors, pairs and trending order (declared inputs of ctx)."""
     pop = W.read_folder(ctx.input("item_popularity"), [C.ITEM_ID, "trending_rank"])
     return DriverInputs(
-        catalog=W.read_folder(ctx.input("catalog"), [C.ITEM_ID, C.CATEGORY]),
+        catalog=W.read_folder(ctx.input("catalog"), CATALOG_COLUMNS),
         vectors=W.read_folder(ctx.input("item_vectors"), [C.ITEM_ID, "embedding"]),
         pairs=W.read_folder(ctx.input("interactions"), PAIR_COLUMNS),
         trending=pop.sort_values("trending_rank")[C.ITEM_ID].astype(str).tolist())
@@ -54,15 +56,56 @@ def cf_fitter(ctx, cf=None, images=None):
     return lambda pairs: fit_cf(pairs, settings, spark=ctx.spark, ds=ctx.ds, images=images)
 
 
-def run_images(ctx, vectors):
-    """The image features the CF model's image prior uses (the PCA of the run's vectors)."""
-    from vrec.core.visual import image_features
+def run_content(ctx, inp: DriverInputs):
+    """The run's content features (``content.features``: the images' PCA, the text's LSA,
+    or both; vrec.core.visual.content_features): the CF model's image prior, the
+    cold-start map and the preference models use them."""
+    from vrec.core.visual import content_features
 
-    v = ctx.settings.visual
-    return image_features(vectors, v.dim, whiten=v.whiten)
+    return content_features(inp.vectors, inp.catalog, ctx.settings.visual, ctx.settings.content)
+
+
+def tuning_window(ctx, as_of: str):
+    """The forward window a tuning for data that ends on ``as_of`` validates on: features
+    as of ``as_of - recs.window_days``, labels in the days after it through ``as_of``
+    (vrec.spark.windows), sampled to ``recs.tune_max_users``."""
+    from vrec.dates import shift_ds
+    from vrec.spark.windows import forward_window_at
+
+    r = ctx.settings.recs
+    w = forward_window_at(ctx.spark, ctx.input("events"), ctx.input("catalog"), ctx.settings,
+                          shift_ds(as_of, -r.window_days), as_of)
+    print(f"[vrec] {ctx.ds} tuning window as of {shift_ds(as_of, -r.window_days)}: "
+          f"{len(w.train)} pairs, labels of {len(w.relevant)} users through {as_of}",
+          flush=True)
+    return w.sampled(r.tune_max_users)
 
 
 TUNED_CF = ("factors", "regularization", "alpha", "visual_prior")
+
+
+def tuned_cf(ctx, pairs, window, content, *, as_of: str, use: str) -> tuple:
+    """(the CF settings to fit with, the tuning record) for data that ends on ``as_of``:
+    the record this day took before for ``use`` (a rerun), else a reusable stored one,
+    else a new tuning on ``window()`` (the forward window, built only when a tuning
+    runs), or the configured settings when tuning is off or the window is too small.
+    train_cf (``cf``, as of ds) and evaluate (``eval_cf``, as of its cutoff) ask here."""
+    from vrec.core.tuning import data_size, settings_key, tune_cf
+    from vrec.io import tunings
+
+    s, ds = ctx.settings, ctx.ds
+    cf = s.cf
+    if not cf.tune:
+        return cf, {"skipped": "cf.tune is false: the configured settings"}
+    record = tunings.take(
+        ctx.warehouse, "cf", ds=ds, use=use, as_of=as_of, max_age_days=cf.tune_every_days,
+        key=settings_key(cf, s.content), size=data_size(pairs),
+        retune=bool(ctx.params.get("retune")),
+        tune=lambda: tune_cf(window(), cf, s.recs, lambda c: cf_fitter(ctx, c, content),
+                             label=f"{ds} {ctx.stage.name}: CF tuning as of {as_of}"))
+    if record.get("chosen") is None:
+        return cf, record
+    return cf.model_copy(update=record["chosen"]), record
 
 
 def run_cf_settings(ctx):
@@ -86,5 +129,6 @@ def tuned_blend(ctx, cf, pairs, *, as_of: str, use: str, tune) -> dict:
     s = ctx.settings
     return tunings.take(ctx.warehouse, "blend", ds=ctx.ds, use=use, as_of=as_of,
                         max_age_days=s.recs.tune_every_days,
-                        key=blend_settings_key(s.recs, s.visual, cf), size=data_size(pairs),
+                        key=blend_settings_key(s.recs, s.visual, cf, s.content),
+                        size=data_size(pairs),
                         retune=bool(ctx.params.get("retune")), tune=tune)

@@ -1,43 +1,36 @@
-"""evaluate: a holdout as of ds, and the metrics of popularity, ALS-only, visual-profile,
-visual-preference and hybrid lists built by the production retrieval and ranker on it,
-refitting CF with the run's tuned settings (docs/evaluation.md). With the time split the
-hybrid's blend tuning is one for data that ended at the cutoff: a stored one when one
-may be reused (an earlier night's train_cf or evaluate), else tuned on the training part
-and stored."""
+"""evaluate: a holdout as of ds, and the metrics of every model (vrec.core.models) built
+by the production retrieval and ranker on it (docs/evaluation.md).
+
+With the time split the holdout is the forward window whose features end at the cutoff
+(ds - eval.test_days) and whose labels are the days after it. Nothing tuned or trained
+on those days reaches it: the CF settings and the blend are the tunings for data that
+ended at the cutoff (a stored one when one may be reused, an earlier night's train_cf or
+evaluate, else tuned here on the forward window before the cutoff and stored), and the
+CF model is refit on the features. The tuning's own estimates of every model, from its
+window, are stored beside the holdout's values (slice ``tuning_window``)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from vrec import columns as C
 from vrec import schemas as S
 from vrec.dates import end_of_ds, shift_ds
 
 
 def holdout_for(ctx, pairs: pd.DataFrame):
-    """The run's holdout: ``time`` aggregates the staged events before the end of ds minus
-    ``eval.test_days`` with the run's weights (decay measured from the cutoff) and tests
-    on the events after it; ``user`` splits the run's interaction ``pairs`` per user."""
-    from pyspark.sql import functions as F
-
-    from vrec.core.evaluation import time_holdout, user_holdout
-    from vrec.spark.interactions import aggregate_interactions, event_weight_expr
-    from vrec.stages.common import PAIR_COLUMNS
+    """The run's holdout: ``time``: the forward window of the cutoff ds -
+    ``eval.test_days`` (vrec.spark.windows); ``user``: each user's latest pairs of the
+    run's interaction ``pairs``."""
+    from vrec.core.window import user_window
+    from vrec.spark.windows import forward_window_at
 
     s, ds = ctx.settings, ctx.ds
     e = s.eval
-    end = pd.Timestamp(end_of_ds(ds))
     if e.split == "user":
-        return user_holdout(pairs, end, fraction=e.test_fraction, min_pairs=e.min_user_pairs)
-    cut_ds = shift_ds(ds, -e.test_days)
-    cut = end_of_ds(cut_ds)
-    ev = ctx.spark.read.parquet(str(ctx.input("events")))
-    train = (aggregate_interactions(ev.where(F.col(C.TS) < F.lit(cut)), s.weights, cut_ds)
-             .select(*PAIR_COLUMNS).toPandas())
-    test = (ev.where(F.col(C.TS) >= F.lit(cut))
-            .withColumn("weight", event_weight_expr(s.weights))
-            .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight")).toPandas())
-    return time_holdout(train, test, pd.Timestamp(cut))
+        return user_window(pairs, pd.Timestamp(end_of_ds(ds)), fraction=e.test_fraction,
+                           min_pairs=e.min_user_pairs)
+    return forward_window_at(ctx.spark, ctx.input("events"), ctx.input("catalog"), s,
+                             shift_ds(ds, -e.test_days), ds)
 
 
 def headline(frame: pd.DataFrame, k: int) -> dict:
@@ -46,35 +39,64 @@ def headline(frame: pd.DataFrame, k: int) -> dict:
     return {str(r.model): round(float(r.value), 5) for r in m.itertuples()}
 
 
+def estimate_rows(blend: dict | None, k: int) -> pd.DataFrame:
+    """The blend tuning's estimates of every model on its window (NDCG@k, its standard
+    error and the users scored) as eval_metrics rows of the slice ``tuning_window``."""
+    rows = []
+    for model, est in ((blend or {}).get("estimates") or {}).items():
+        base = {"model": model, "slice": "tuning_window", "k": int(k)}
+        rows += [{**base, "metric": "users", "value": float(blend.get("val_users") or 0)},
+                 {**base, "metric": "ndcg", "value": float(est["ndcg"])},
+                 {**base, "metric": "ndcg_se", "value": float(est["se"])}]
+    return pd.DataFrame(rows, columns=S.EVAL_METRICS.names())
+
+
 def run(ctx) -> dict:
-    from vrec.core.evaluation import evaluate_models, tune_on_holdout
+    import functools
+
+    from vrec.core.evaluation import evaluate_models
+    from vrec.core.tuning import tune_blend
     from vrec.io import warehouse as W
     from vrec.stages.common import (
         cf_fitter,
         driver_inputs,
         run_cf_settings,
-        run_images,
+        run_content,
         tuned_blend,
+        tuned_cf,
+        tuning_window,
     )
 
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
     if e.enabled:
         inp = driver_inputs(ctx)
+        content = run_content(ctx, inp)
         holdout = holdout_for(ctx, inp.pairs)
-        cf = run_cf_settings(ctx)
-        fit = cf_fitter(ctx, cf, run_images(ctx, inp.vectors))
-        blend = None
-        if e.tune and e.split == "time":
-            # the tuning a night at the cutoff would have used (no data after the cutoff)
-            cut_ds = shift_ds(ds, -e.test_days)
-            blend = tuned_blend(
-                ctx, cf, holdout.train, as_of=cut_ds, use="eval_blend",
-                tune=lambda: tune_on_holdout(holdout, inp.catalog, inp.vectors, recs=s.recs,
-                                             visual=s.visual, fit=fit, label=f"{ds} evaluate"))
+        # the tunings for data that ended where the holdout's features end; the user
+        # split holds out pairs of every day, so it can only use the run's own
+        as_of = shift_ds(ds, -e.test_days) if e.split == "time" else ds
+        window = functools.cache(lambda: tuning_window(ctx, as_of))
+        if e.split == "time":
+            cf, cf_tuning = tuned_cf(ctx, holdout.train, window, content, as_of=as_of,
+                                     use="eval_cf")
+        else:
+            cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
+        fit = cf_fitter(ctx, cf, content)
+        blend = tuned_blend(
+            ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
+            tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
+                                    visual=s.visual, fit=fit, content=content,
+                                    label=f"{ds} evaluate: blend tuning as of {as_of}")
+        ) if e.tune and s.recs.tune_blend else None
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
                                       visual=s.visual, fit=fit, ks=e.ks,
-                                      max_users=e.max_users, tune=e.tune,
-                                      label=f"{ds} evaluate", blend=blend)
+                                      max_users=e.max_users, label=f"{ds} evaluate",
+                                      blend=blend, content=content)
+        if len(frame):
+            frame = pd.concat([frame, estimate_rows(blend, s.recs.k)], ignore_index=True)
+        info["cf_tuning"] = {k: cf_tuning.get(k) for k in ("chosen", "as_of", "reused_from",
+                                                             "skipped", "chosen_ndcg")}
+        info["tunings_as_of"] = as_of
     else:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())

@@ -1,0 +1,45 @@
+"""Forward windows from the staged events (vrec.core.window builds the window itself).
+
+:func:`forward_window_at` aggregates the clean events before a cutoff (the end of
+``cut_ds``) into pairs with the run's weights, their decay measured from the cutoff,
+exactly as build_interactions aggregates a night; computes item_popularity's trending
+order as of the cutoff with the same function; and takes the events after the cutoff,
+up to the end of ``label_ds``, as labels.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vrec import columns as C
+from vrec.config import Settings
+from vrec.core.window import PAIR_COLUMNS, Window, forward_window
+from vrec.dates import end_of_ds
+
+
+def forward_window_at(spark, events_path, catalog_path, settings: Settings, cut_ds: str,
+                      label_ds: str) -> Window:
+    """The window whose features end with ``cut_ds`` and whose labels are the events of
+    the days after it, through ``label_ds`` (vrec.core.window)."""
+    from pyspark.sql import functions as F
+
+    from vrec.spark.interactions import (
+        aggregate_interactions,
+        event_weight_expr,
+        item_popularity,
+    )
+
+    cut, end = end_of_ds(cut_ds), end_of_ds(label_ds)
+    ev = spark.read.parquet(str(events_path))
+    before = ev.where(F.col(C.TS) < F.lit(cut))
+    train = aggregate_interactions(before, settings.weights, cut_ds).select(*PAIR_COLUMNS)
+    labels = (ev.where((F.col(C.TS) >= F.lit(cut)) & (F.col(C.TS) < F.lit(end)))
+              .withColumn("weight", event_weight_expr(settings.weights))
+              .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight")))
+    catalog = spark.read.parquet(str(catalog_path))
+    trending = (item_popularity(before, catalog, cut_ds, settings.recs.trending_half_life_days)
+                .where(F.col("users_all") > 0).orderBy("trending_rank")
+                .select(C.ITEM_ID).toPandas())
+    return forward_window(train.toPandas(), labels.toPandas(), pd.Timestamp(cut),
+                          trending=trending[C.ITEM_ID].astype(str).tolist(),
+                          label_end=pd.Timestamp(end))
