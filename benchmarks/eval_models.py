@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import harness as evaluation  # noqa: E402
 from realdata_embeddings import DATASETS, dataset_embeddings  # noqa: E402
 
-from vrec.core.evaluation import MODELS, SLICES  # noqa: E402
+from vrec.core.evaluation import SLICES  # noqa: E402
+from vrec.core.models import MODELS  # noqa: E402
 
 COLS = ["users", "precision", "recall", "f1", "ndcg", "ndcg_se", "map", "hit_rate",
         "coverage", "novelty"]

@@ -141,7 +141,7 @@ def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_pop
     import harness as evaluation
     from realdata_embeddings import DATASETS, dataset_embeddings
 
-    from vrec.core.evaluation import MODELS
+    from vrec.core.models import MODELS
 
     frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small",
                                                   dataset_embeddings("movielens"))

@@ -196,7 +196,7 @@ class CFSettings(_Section):
     tune_alpha: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
     """Alphas tried by the CF tuning."""
     tune_visual_prior: tuple[float, ...] = (0.0, 30.0, 100.0, 300.0)
-    """Image-prior strengths tried by the CF tuning (implicit engine)."""
+    """Image-prior strengths tried by the CF tuning (implicit engine); when the largest wins, 3x larger values are tried while they keep winning (up to three steps)."""
     tune_every_days: int = Field(7, ge=0)
     """Reuse the last tuning (of an earlier or the same day) for this many days while the data size stays within 20% (0: tune every run)."""
 

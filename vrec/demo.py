@@ -14,7 +14,7 @@ import pandas as pd
 from vrec import columns as C
 from vrec.airflow.env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
-from vrec.core.evaluation import MODELS
+from vrec.core.models import MODELS
 from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.rawio import list_partitions

@@ -23,7 +23,8 @@ import pandas as pd
 from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import Settings
-from vrec.core.evaluation import METRICS, MODELS, SLICES
+from vrec.core.evaluation import METRICS, SLICES
+from vrec.core.models import MODELS
 from vrec.dates import check_ds, shift_ds
 from vrec.io import warehouse as W
 from vrec.stages import NAMES, publisher

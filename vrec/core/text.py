@@ -8,6 +8,7 @@ vector in three steps, all plain numpy/scipy:
    hashed with CRC-32 into ``2**18`` buckets (stable across processes and machines).
 2. **TF-IDF**: sublinear term frequency ``1 + log(tf)``, smoothed idf
    ``log((1 + n) / (1 + df)) + 1``, each row L2-normalised (the classic weighting).
+   Grams found in one item only are dropped, and so are numbers (product codes).
 3. **Truncated SVD** to ``dim`` dimensions (latent semantic analysis), by a seeded
    randomized range finder with power iterations (Halko et al. 2011): deterministic
    for a given catalog and seed.
@@ -44,8 +45,9 @@ def item_text(catalog: pd.DataFrame) -> pd.Series:
 
 def grams(text: str) -> list[str]:
     """The hashed features of one text: word unigrams and bigrams, and character 3- to
-    5-grams of each word padded with spaces."""
-    words = [w.lower() for w in _WORD.findall(text)]
+    5-grams of each word padded with spaces. Numbers (product codes, sizes) are left out:
+    they name no taste."""
+    words = [w.lower() for w in _WORD.findall(text) if not w.isdigit()]
     out = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in zip(words, words[1:])]
     for w in words:
         p = f" {w} "
@@ -70,6 +72,8 @@ def tfidf(texts: list[str], n_buckets: int = N_BUCKETS) -> sp.csr_matrix:
     x.sum_duplicates()
     x.data = 1.0 + np.log(x.data)
     df = np.bincount(x.indices, minlength=n_buckets)
+    x.data[df[x.indices] < 2] = 0.0  # a gram of one item alone relates it to nothing
+    x.eliminate_zeros()
     idf = np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0
     x = x.multiply(idf[None, :]).tocsr()
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())

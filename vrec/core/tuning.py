@@ -140,6 +140,21 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
             gain, se = _paired_gain(v, best_v)
             if gain > se and v.mean() > best_v.mean():
                 best, best_v = cand, v
+    # an image prior chosen at the grid's largest value: try larger ones (x3 each) while
+    # they keep winning by more than one SE (a prior at the edge may want more)
+    edge = max(cf.tune_visual_prior, default=0.0)
+    prior = best.visual_prior
+    for _ in range(3):
+        if not (edge > 0 and prior >= edge and prior == best.visual_prior):
+            break
+        prior = prior * 3.0
+        bar.total = bar.total + 1
+        cand = best.model_copy(update={"visual_prior": prior})
+        v = score(cand)
+        gain, se = _paired_gain(v, best_v)
+        if not (gain > se and v.mean() > best_v.mean()):
+            break
+        best, best_v = cand, v
     return best, best_v
 
 
