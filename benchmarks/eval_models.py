@@ -1,9 +1,10 @@
-"""The nightly offline evaluation on real data (issue 7): popularity, ALS-only,
-visual-only and hybrid through the production ranker on MovieLens-small + posters, per
-slice and K. Prints a Markdown table and writes benchmarks/results/eval_<dataset>_<split>.json.
+"""The nightly offline evaluation on real data: every model of the evaluate stage
+(popularity, ALS, visual profile, content preference, text, hybrid) through the
+production ranker on MovieLens-small (posters, titles, genres, tags), per slice and K,
+with the per-user split and the tunings on a forward window inside the training part.
+Prints a Markdown table and writes benchmarks/results/eval_movielens_user.json.
 
-    .venv/bin/python benchmarks/eval_models.py                 # per-user split (default)
-    .venv/bin/python benchmarks/eval_models.py --split time    # last 28 days of ratings
+    .venv/bin/python benchmarks/eval_models.py
 """
 
 from __future__ import annotations
@@ -43,13 +44,10 @@ def markdown(frame) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", choices=["user", "time"], default="user")
-    a = ap.parse_args(argv)
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
     vec = dataset_embeddings("movielens")
-    frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small", vec,
-                                                  split=a.split)
-    out = REPO / "benchmarks" / "results" / f"eval_movielens_{a.split}.json"
+    frame, info = evaluation.run_movielens_models(DATASETS / "movielens-small", vec)
+    out = REPO / "benchmarks" / "results" / "eval_movielens_user.json"
     out.write_text(json.dumps({"info": info, "metrics": frame.to_dict(orient="records")},
                               indent=1, default=str))
     print(json.dumps({k: v for k, v in info.items() if k != "map_quality"}, default=str))

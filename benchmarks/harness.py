@@ -121,6 +121,9 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                         "holdout": round(float(h.mean()), 5), "holdout_se": round(se_h, 5),
                         "z": round(z, 2)}
     vs = {name: _paired(ndcg["hybrid"], ndcg[name]) for name in ndcg if name != "hybrid"}
+    others = {f"{a} vs {b}": _paired(ndcg[a], ndcg[b]) for a, b in
+              (("visual_pref", "visual"), ("text", "visual_pref"), ("text", "visual"))
+              if a in ndcg and b in ndcg}
     return {
         "users": int(len(users)), "train_pairs": int(len(holdout.train)), "k": k,
         "holdout": holdout.info(), "tuning_window": tuning.info(),
@@ -134,7 +137,7 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
         "map_quality": f.map_quality, "new_arrival_slots": f.policy.new_arrival_slots,
         "slots_off": f.slots_off,
         "ndcg_all": {name: round(float(v.mean()), 5) for name, v in ndcg.items()},
-        "hybrid_vs": vs,
+        "hybrid_vs": vs, "paired": others,
         "ratios": {f"hybrid / {name}": round(float(ndcg["hybrid"].mean() / v.mean()), 3)
                    for name, v in ndcg.items() if name != "hybrid" and v.mean() > 0},
         "als_grid_best_in_hindsight": ({"params": list(best_key),

@@ -176,3 +176,24 @@ def test_gate_skips_a_previous_run_measured_on_too_few_users(tmp_path):
 def test_eval_settings_reject_a_gate_k_that_is_not_measured():
     with pytest.raises(ValueError, match="gate_k"):
         EvalSettings(ks=(5, 20), gate_k=10)
+
+
+def test_the_report_sets_each_tuning_estimate_beside_the_holdout():
+    """The blend tuning's estimates become eval_metrics rows (slice tuning_window) and
+    the report's table puts each beside the holdout's value with its z."""
+    from vrec.report import estimate_vs_holdout
+    from vrec.stages.evaluate import estimate_rows
+
+    est = estimate_rows({"val_users": 900, "estimates": {
+        "als": {"ndcg": 0.05, "se": 0.003}, "hybrid": {"ndcg": 0.07, "se": 0.004}}}, 10)
+    assert set(est["slice"]) == {"tuning_window"} and set(est["k"]) == {10}
+    assert est[est["metric"] == "users"]["value"].tolist() == [900.0, 900.0]
+    hold = pd.DataFrame([("als", "all", 10, "ndcg", 0.04), ("als", "all", 10, "ndcg_se", 0.004),
+                         ("hybrid", "all", 10, "ndcg", 0.071),
+                         ("hybrid", "all", 10, "ndcg_se", 0.003)],
+                        columns=["model", "slice", "k", "metric", "value"])
+    t = estimate_vs_holdout(pd.concat([hold, est], ignore_index=True)).set_index("model")
+    assert t.loc["als", "difference"] == pytest.approx(-0.01)
+    assert t.loc["als", "z"] == pytest.approx(-0.01 / 0.005)
+    assert t.loc["hybrid", "z"] == pytest.approx(0.001 / 0.005)
+    assert estimate_rows(None, 10).empty and estimate_rows({"estimates": None}, 10).empty

@@ -72,10 +72,13 @@ def test_movielens_dag_publishes_valid_recs(ml_runs):
     assert not rated & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
     items = W.read_table(wh, "items", ds)
     assert set(recs[C.ITEM_ID]) <= set(items[C.ITEM_ID])
-    # the evaluate stage measured the five models with the per-user split; the gate ran
+    # the evaluate stage measured every model with the per-user split (titles: a text
+    # model); the gate ran
+    from vrec.core.models import MODELS
+
     for d in ml_runs["days"]:
         m = W.read_table(wh, "eval_metrics", d)
-        assert set(m["model"]) == {"popularity", "als", "visual", "visual_pref", "hybrid"}
+        assert set(m.loc[m["slice"] == "all", "model"]) == set(MODELS)
         assert W.manifest(wh, d)["evaluation"]["split"] == "user"
         print(f"\nMovieLens DAG {d}: gate {W.manifest(wh, d)['quality_gate']['message']}")
     assert (wh / "reports" / "runs" / f"vrec_report_{ds}.html").is_file()
@@ -119,7 +122,7 @@ def test_movielens_poster_embeddings_quality_report(ml_runs):
     assert top1 > rand + 0.1
 
 
-def _eval(dataset):
+def _eval(dataset, **kw):
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -129,12 +132,12 @@ def _eval(dataset):
     vec = dataset_embeddings(dataset)  # cached in benchmarks/.cache after the first run
     if dataset == "movielens":
         return evaluation.run_movielens(DATASETS / "movielens-small", vec)
-    return evaluation.run_fashion(DATASETS / "fashion-small", vec)
+    return evaluation.run_fashion(DATASETS / "fashion-small", vec, **kw)
 
 
 def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_popularity():
-    """The five models of the nightly evaluate stage on all of MovieLens-small with the
-    per-user split (the table in the closing note: benchmarks/eval_models.py)."""
+    """The models of the nightly evaluate stage on all of MovieLens-small with the
+    per-user split (the table in benchmarks/README.md: benchmarks/eval_models.py)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -154,27 +157,27 @@ def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_pop
     print("\nMovieLens NDCG@10: " + ", ".join(f"{m} {v(m):.4f}" for m in MODELS)
           + f"; slices {info['slices']}; blend {info['blend']}; slots_off {info['slots_off']}")
     assert info["evaluated_users"] > 550 and info["slices"]["cold_items"] > 100
-    assert v("hybrid") >= v("als")  # not worse than ALS only
+    assert v("hybrid") >= v("als") - 2 * v("hybrid", "ndcg_se")  # not worse than ALS only
     assert v("hybrid") - v("popularity") > 2 * np.hypot(v("hybrid", "ndcg_se"),
                                                        v("popularity", "ndcg_se"))
     assert v("als") > 2 * v("visual")  # posters are a weak taste signal
+    assert v("text") > v("visual")  # titles, genres and tags say more than posters
     assert v("hybrid", "recall", k=50) > v("hybrid", "recall", k=10)
 
 
 def test_hybrid_on_movielens_never_loses_to_als():
-    """Posters are a weak taste signal: the tuned hybrid must not lose to the tuned ALS
-    beyond noise (the tunings keep the posters out), and a cold-start map no better than
-    chance must not take list places."""
+    """Posters are a weak taste signal and titles, genres and tags a modest one: the
+    hybrid tuned forward in time must not lose to ALS (configured or tuned) beyond noise,
+    and a cold-start map no better than chance must not take list places."""
     r = _eval("movielens")
-    print(f"\nMovieLens hybrid: {r['ndcg_all']} vs {r['hybrid_vs']} cold {r['cold']} "
+    print(f"\nMovieLens hybrid: {r['ndcg_all']} vs {r['hybrid_vs']} "
           f"map {r['map_quality']} cf {r['cf_tuning']['chosen']} blend {r['tuning']['chosen']} "
-          f"slots_off {r['slots_off']}")
+          f"slots_off {r['slots_off']} estimates {r['estimate_vs_holdout']}")
     assert r["users"] > 550
     n = r["ndcg_all"]
     for peer in ("als_configured", "als_tuned"):
         d = r["hybrid_vs"][peer]
         assert d["diff"] >= -2 * d["stderr"], peer
-    assert n["hybrid"] >= 0.99 * n["als_tuned"]
     assert r["tuning"]["chosen_ndcg"] >= r["tuning"]["cf_only_ndcg"]
     assert r["cf_tuning"]["chosen_ndcg"] >= r["cf_tuning"]["configured_ndcg"]
     if r["map_quality"]["auc_mapped"] < 0.55:
@@ -182,29 +185,39 @@ def test_hybrid_on_movielens_never_loses_to_als():
     assert n["als_tuned"] > 2 * n["visual"]
 
 
-def test_pictures_pay_on_fashion():
-    """Real photos, simulated shoppers (attributes only): the image-regularised CF model
-    and the hybrid beat the tuned ALS beyond noise; the learned visual preference beats
-    the mean profile; new arrivals (which ALS cannot recommend) reach the users who like
-    their look."""
-    r = _eval("fashion")
+def test_pictures_pay_on_fashion_forward_in_time():
+    """Real photos, simulated shoppers, opaque titles (the content side sees only the
+    pictures): tuned on the week before the holdout, the image-regularised CF model and
+    the hybrid beat the tuned ALS beyond noise on the following week; the learned
+    preference beats the mean profile; new arrivals (which ALS cannot recommend) are
+    reached; and the tuning's estimates agree with the holdout."""
+    r = _eval("fashion", titles="opaque")
     n, vs = r["ndcg_all"], r["hybrid_vs"]
-    print(f"\nfashion: {n} vs {vs} cf {r['cf_tuning']['chosen']} blend {r['tuning']['chosen']} "
-          f"cold {r['cold']} slot {r['slot']}")
+    print(f"\nfashion (opaque titles): {n} vs {vs} cf {r['cf_tuning']['chosen']} "
+          f"blend {r['tuning']['chosen']} cold {r['cold']} agree {r['estimate_vs_holdout']}")
     assert r["cf_tuning"]["chosen"]["visual_prior"] > 0  # the tuning takes the image prior
-    assert n["hybrid"] >= 1.15 * n["als_configured"]
     assert vs["als_tuned"]["diff"] > 2 * vs["als_tuned"]["stderr"]
-    assert n["visual_pref"] > n["visual"] + 2 * r["pref_vs_profile"]["stderr"]
+    assert vs["als_configured"]["diff"] > 2 * vs["als_configured"]["stderr"]
+    p = r["paired"]["visual_pref vs visual"]
+    assert p["diff"] > 2 * p["stderr"]
     cold = r["cold"]
-    assert cold["users_with_cold_relevant"] > 300
-    assert cold["auc_map"] > 0.65 and cold["auc_visual_pref"] > 0.65
-    assert cold["auc_visual_pref"] > cold["auc_visual_cosine"]
-    assert cold["ndcg"]["visual_pref"] > 0 and cold["ndcg"]["cf"] == 0
-    assert r["slot"]["filled"] > 1000  # with slots on, every list holds a new arrival
-    if r["slot"]["dropped_by_tuning"]:  # the slots cost on the window: none is published
-        assert n["hybrid"] == n["hybrid_no_slots"]
-        assert r["tuning"]["new_arrival_grid"]["slots_off"] > \
-            r["tuning"]["new_arrival_grid"]["slots_on"]
+    assert cold["users_with_new_relevant"] > 300
+    assert cold["recall_at_k"]["als"] == 0 and cold["recall_at_k"]["visual_pref"] > 0
+    for m in ("als", "hybrid"):  # what the tuning expected is what the next week shows
+        assert abs(r["estimate_vs_holdout"][m]["z"]) < 3, m
+
+
+def test_titles_as_shops_write_them_pay_on_fashion():
+    """The same shoppers with titles as shops write them ("Navy Blue Shirts"): the text
+    side sees article type and colour, so the text model beats the picture-only
+    preference beyond noise and the hybrid stays above the tuned ALS."""
+    r = _eval("fashion", titles="shop")
+    n, vs = r["ndcg_all"], r["hybrid_vs"]
+    print(f"\nfashion (shop titles): {n} vs {vs} cf {r['cf_tuning']['chosen']} "
+          f"blend {r['tuning']['chosen']} paired {r['paired']}")
+    t = r["paired"]["text vs visual"]
+    assert t["diff"] > 2 * t["stderr"]
+    assert vs["als_tuned"]["diff"] > 2 * vs["als_tuned"]["stderr"]
 
 
 def test_movielens_runs_pass_every_suite_and_build_data_docs(ml_runs):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -289,6 +290,60 @@ def _gate_section(g: dict) -> str:
             f"<td class=n>{prev}</td><td class=n>{g.get('max_drop')}</td></tr></table>")
 
 
+def estimate_vs_holdout(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the blend tuning's NDCG estimate on its forward window (slice
+    ``tuning_window``) beside the holdout's NDCG at the same K (slice ``all``), with the
+    difference and its z (difference over the combined standard error)."""
+    est = metrics[metrics["slice"] == "tuning_window"]
+    if est.empty:
+        return pd.DataFrame(columns=["model", "k", "estimate", "estimate_se", "holdout",
+                                     "holdout_se", "difference", "z"])
+    k = int(est["k"].iloc[0])
+    rows = []
+    for model, g in est.groupby("model"):
+        hold = metrics[(metrics["slice"] == "all") & (metrics["k"] == k)
+                       & (metrics["model"] == model)]
+        if hold.empty:
+            continue
+
+        def val(frame, metric):
+            v = frame.loc[frame["metric"] == metric, "value"]
+            return float(v.iloc[0]) if len(v) else float("nan")
+
+        e, e_se, h, h_se = val(g, "ndcg"), val(g, "ndcg_se"), val(hold, "ndcg"), val(hold, "ndcg_se")
+        se = math.hypot(e_se, h_se)
+        rows.append({"model": model, "k": k, "estimate": e, "estimate_se": e_se, "holdout": h,
+                     "holdout_se": h_se, "difference": h - e,
+                     "z": (h - e) / se if se > 0 else float("nan")})
+    order = {m: i for i, m in enumerate(MODELS)}
+    return pd.DataFrame(rows).sort_values("model", key=lambda c: c.map(order)) \
+        if rows else pd.DataFrame(rows)
+
+
+def _estimates_table(metrics: pd.DataFrame, info: dict) -> str:
+    """What the tuning expected beside what happened (docs/evaluation.md)."""
+    t = estimate_vs_holdout(metrics)
+    if t.empty:
+        return ("<h3>What the tuning expected</h3><p>No tuning-window estimates for this run "
+                "(the blend tuning was off, skipped, or reused from a record that predates "
+                "them).</p>")
+    tuning = ((info.get("blend") or {}).get("tuning") or {})
+    window = tuning.get("window") or {}
+    head = (f"the blend tuning as of {_e(tuning.get('as_of') or info.get('tunings_as_of'))}"
+            + (f" (features to {_e(window.get('cutoff'))}, {window.get('scored_users')} users "
+               "scored on what they did next)" if window else ""))
+    rows = "".join(
+        f"<tr><td>{_e(r.model)}</td><td class=n>{r.estimate:.4f} ± {r.estimate_se:.4f}</td>"
+        f"<td class=n>{r.holdout:.4f} ± {r.holdout_se:.4f}</td>"
+        f"<td class=n>{r.difference:+.4f}</td><td class=n>{r.z:+.1f}</td></tr>"
+        for r in t.itertuples())
+    return (f"<h3>What the tuning expected and what happened (NDCG@{int(t['k'].iloc[0])})</h3>"
+            f"<p>Estimate: {head}. Holdout: this run's evaluation, after the cutoff. A |z| "
+            "above 2 means the tuning's window did not predict the holdout.</p>"
+            "<table class=metrics><tr><th>model</th><th>tuning window</th><th>holdout</th>"
+            f"<th>difference</th><th>z</th></tr>{rows}</table>")
+
+
 def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gate_k: int) -> str:
     out = ["<h2>Offline evaluation</h2>"]
     if info:
@@ -321,6 +376,7 @@ def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gat
                 for m in MODELS if m in pv.index)
             out.append("<table class=metrics><tr><th>model</th>"
                        + "".join(f"<th>{_e(c)}</th>" for c in cols) + f"</tr>{rows}</table>")
+    out.append(_estimates_table(metrics, info))
     plots = []
     kmax = int(metrics["k"].max())
     for metric, k in (("ndcg", gate_k), ("recall", kmax), ("coverage", kmax)):

@@ -1,0 +1,116 @@
+"""Text as a content signal: the vectors, the fusion with the images, and what the
+ranker does with them (docs/ranking.md, "Content: images and text")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vrec import columns as C
+from vrec.config import ContentSettings, RecsSettings, Settings, VisualSettings
+from vrec.core.text import grams, item_text, text_vectors, tfidf, truncated_svd
+from vrec.core.visual import content_features
+
+
+def _catalog():
+    colours = ["Red", "Navy Blue", "Green"]
+    kinds = ["Shirts", "Jeans", "Sandals"]
+    rows = []
+    for j in range(60):
+        rows.append({C.ITEM_ID: f"i{j:02d}", C.TITLE: f"{colours[j % 3]} {kinds[(j // 3) % 3]}",
+                     C.CATEGORY: "Apparel", C.DESCRIPTION: None if j % 2 else f"size {j}"})
+    return pd.DataFrame(rows)
+
+
+def test_item_text_joins_title_category_and_description_and_ignores_numbers():
+    cat = _catalog()
+    assert item_text(cat).iloc[0] == "Red Shirts Apparel size 0"
+    assert item_text(cat.drop(columns=[C.DESCRIPTION])).iloc[1] == "Navy Blue Shirts Apparel"
+    g = grams("Navy Blue T-Shirts 42")
+    assert "w:navy" in g and "b:navy blue" in g and "c: na" in g
+    assert not any("42" in x for x in g)  # a size or product code names no taste
+
+
+def test_text_vectors_are_deterministic_and_put_shared_words_close():
+    cat = _catalog()
+    ids, z, has = text_vectors(cat, 8)
+    ids2, z2, _ = text_vectors(cat, 8)
+    assert has.all() and z.shape == (60, 8) and np.array_equal(z, z2)
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    same = zn[0] @ zn[9]  # both "Red Shirts"
+    other = zn[0] @ zn[4]  # "Navy Blue Jeans"
+    assert same > 0.85 and same > other + 0.3
+    # an empty text is a zero row and has no text
+    cat.loc[5, [C.TITLE, C.CATEGORY, C.DESCRIPTION]] = None
+    _, z3, has3 = text_vectors(cat, 8)
+    assert not has3[5] and not z3[5].any()
+
+
+def test_truncated_svd_matches_the_exact_svd_on_a_small_matrix():
+    x = tfidf(item_text(_catalog()).tolist())
+    u = truncated_svd(x, 5, n_iter=6)
+    dense = x.toarray()
+    s = np.linalg.svd(dense, compute_uv=False)[:5]
+    assert np.allclose(np.sort(np.linalg.norm(u, axis=0))[::-1], s, rtol=1e-3)
+
+
+def test_fusion_settings_choose_images_text_or_both():
+    cat = _catalog()
+    rng = np.random.default_rng(0)
+    # pictures for the first 40 items only: the last 20 have a title and no picture
+    vec = pd.DataFrame({C.ITEM_ID: cat[C.ITEM_ID][:40],
+                        "embedding": list(rng.normal(size=(40, 16)).astype(np.float32))})
+    v = VisualSettings(dim=6)
+    img = content_features(vec, cat, v, ContentSettings(features="image"))
+    txt = content_features(vec, cat, v, ContentSettings(features="text", text_dim=4))
+    both = content_features(vec, cat, v, ContentSettings(features="both", text_dim=4,
+                                                         text_weight=2.0))
+    assert img.text_dims == 0 and len(img.ids) == 40 and img.text_only() is None
+    assert txt.text_dims == 4 and len(txt.ids) == 60 and txt.z.shape[1] == 4
+    # items without a picture but with a title are no longer invisible to the content side
+    assert both.z.shape == (60, 6 + 4) and both.text_dims == 4
+    z, has = both.lookup(["i50", "i01"])
+    assert has.all() and not z[0, :6].any() and z[0, 6:].any() and z[1, :6].any()
+    # each block has a mean squared row norm of 1, the text block then x text_weight
+    assert np.mean((both.z[:40, :6] ** 2).sum(1)) == pytest.approx(1.0, rel=1e-4)
+    assert np.mean((both.z[:, 6:] ** 2).sum(1)) == pytest.approx(4.0, rel=1e-4)
+    assert np.array_equal(both.text_only().z, both.z[:, 6:])
+
+
+def test_the_text_model_learns_a_taste_the_pictures_do_not_show():
+    """Pictures are noise; titles name the colour. Users who bought red items get red
+    items first from the text preference (the ``text`` model), not from the pictures."""
+    from vrec.core.cf import CFModel
+    from vrec.core.itemspace import build_item_space
+    from vrec.core.models import variant_lists
+    from vrec.core.users import pairs_by_user, user_batch
+
+    cat = _catalog()
+    rng = np.random.default_rng(1)
+    vec = pd.DataFrame({C.ITEM_ID: cat[C.ITEM_ID],
+                        "embedding": list(rng.normal(size=(60, 16)).astype(np.float32))})
+    red = cat[C.ITEM_ID][cat[C.TITLE].str.startswith("Red")].tolist()
+    t = pd.Timestamp("2026-11-01", tz="UTC")
+    pairs = pd.DataFrame([(f"u{u}", i, 1.0, t) for u in range(6) for i in red[u:u + 4]]
+                         + [("v0", "i01", 1.0, t), ("v0", "i04", 1.0, t)],
+                         columns=[C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
+    model = CFModel(np.array([]), np.array([]), np.zeros((0, 4), np.float32),
+                    np.zeros((0, 4), np.float32), {}, "none")
+    recs = RecsSettings(k=5, candidates=20, new_arrival_slots=0)
+    visual = VisualSettings(dim=6, regularization=1.0)
+    feats = content_features(vec, cat, visual, ContentSettings(text_dim=8))
+    space, _ = build_item_space(model, cat, vec, pairs, list(cat[C.ITEM_ID]), recs,
+                                visual=visual, content=feats)
+    users = np.array([f"u{u}" for u in range(6)], dtype=object)
+    batch = user_batch(pairs_by_user(pairs, users), space, model, recs, t)
+    lists = variant_lists(batch, space, recs, visual, (5,))
+    hit = lambda m: np.mean([np.isin(v, red).mean() for v in lists[(m, 5)].values()])  # noqa: E731
+    assert hit("text") == 1.0  # every recommended item is red
+    assert hit("visual") < 0.6  # the pictures carry no colour
+
+
+def test_the_old_tuning_splits_name_their_replacement():
+    with pytest.raises(ValueError, match="recs.window_days"):
+        Settings.model_validate({"recs": {"tune_split": "time"}})
+    assert Settings().recs.window_days == 7 and Settings().content.features == "both"
