@@ -56,7 +56,10 @@ def settings_for(raw: Path, warehouse: Path, tmp: Path) -> Settings:
         f"paths:\n  raw_root: {raw}\n  image_root: {raw}\n  warehouse_root: {warehouse}\n"
         "spark:\n  master: local[2]\n  conf:\n    spark.sql.shuffle.partitions: '2'\n"
         "    spark.ui.enabled: 'false'\n    spark.driver.memory: 2g\n"
-        "cf:\n  factors: 16\n  iterations: 8\nrecs:\n  k: 5\n  candidates: 20\n  similar_k: 5\n")
+        "cf:\n  factors: 16\n  iterations: 8\nrecs:\n  k: 5\n  candidates: 20\n  similar_k: 5\n"
+        # four days of data: the tunings' forward window is the last day, and a few
+        # users active on it are enough to tune on
+        "  window_days: 1\n  tune_min_users: 5\n")
     return load_settings(cfg, environ={})
 
 

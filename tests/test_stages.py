@@ -307,11 +307,17 @@ def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
     run_stage(s, "validate_outputs", DS, spark=spark)
 
 
-def test_eval_metrics_are_published_for_five_models_slices_and_ks(staged):
+def test_eval_metrics_are_published_for_every_model_slice_and_k(staged):
     s, res = staged
     m = W.read_table(s.paths.warehouse_root, "eval_metrics", DS)
-    assert set(m["model"]) == {"popularity", "als", "visual", "visual_pref", "hybrid"}
-    assert set(m["slice"]) == {"all", "cold_items", "cold_users"} and set(m["k"]) == {10, 50}
+    from vrec.core.models import MODELS
+
+    assert set(m["model"]) == set(MODELS)  # the sample's titles give a text model
+    assert set(m["slice"]) == {"all", "cold_items", "cold_users", "tuning_window"}
+    assert set(m["k"]) == {10, 50} | {s.recs.k}
+    # the tuning's estimate of each model sits beside the holdout's value
+    est = m[(m["slice"] == "tuning_window") & (m["metric"] == "ndcg")]
+    assert set(est["model"]) == set(MODELS) and est["value"].between(0, 1).all()
     allk = m[(m["slice"] == "all") & (m["metric"] == "users")]
     assert (allk["value"] > 0).all()
     bounded = m[m["metric"].isin(["precision", "recall", "f1", "ndcg", "map", "hit_rate",
@@ -321,7 +327,7 @@ def test_eval_metrics_are_published_for_five_models_slices_and_ks(staged):
     ev = pd.read_parquet(W.run_dir(s.paths.warehouse_root, DS) / "events")
     last_day = ev[pd.to_datetime(ev[C.TS], utc=True) >= pd.Timestamp(DS, tz="UTC")]
     assert 0 < allk["value"].iloc[0] <= last_day[C.USER_ID].nunique()
-    assert res[DS]["evaluate"]["headline"].keys() == {"popularity", "als", "visual", "visual_pref", "hybrid"}
+    assert res[DS]["evaluate"]["headline"].keys() == set(MODELS)
     gate = W.manifest(s.paths.warehouse_root, DS)["quality_gate"]
     assert gate["status"] in {"passed", "overridden"} and gate["override"] is True
 

@@ -188,7 +188,7 @@ class CFSettings(_Section):
     visual_prior: float = Field(0.0, ge=0)
     """Image-regularised ALS: pull each item's factor towards a learned projection of its image features with this strength (0: plain ALS; implicit engine only; tuned per run)."""
     tune: bool = True
-    """Tune factors, regularization, alpha and visual_prior on the validation window (docs/ranking.md "Tuning the CF model"); the configured values are the starting point."""
+    """Tune factors, regularization, alpha and visual_prior on the forward window (docs/ranking.md "Tuning the CF model"); the configured values are the starting point."""
     tune_factors: tuple[int, ...] = (32, 64, 128)
     """Ranks tried by the CF tuning."""
     tune_regularization: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
@@ -209,7 +209,7 @@ class CFSettings(_Section):
 
 
 class VisualSettings(_Section):
-    """The learned visual preference model (docs/ranking.md "Visual preference"): item
+    """The learned content preference model (docs/ranking.md "Content preference"): item
     images reduced to ``dim`` dimensions by a PCA fit on the catalog, and one preference
     vector per user fit to the user's confidence-weighted interactions with the item
     features held fixed (one ALS half-step, closed form). It scores every item with a
@@ -284,7 +284,7 @@ class RecsSettings(_Section):
     trending_half_life_days: float = Field(7.0, gt=0)
     """Decay of item_popularity.trending_score."""
     tune_blend: bool = True
-    """Tune visual_weight and history_shrink per run on a validation window."""
+    """Tune visual_weight, history_shrink, pref_mix, text_mix and the new-arrival slots per run on the forward window."""
     tune_grid: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5)
     """Visual weights tried (env form: 0,0.1,0.2); when the best is the largest, larger values are tried too (up to 1)."""
     tune_shrink_grid: tuple[float, ...] = (0.0, 5.0)
@@ -294,7 +294,7 @@ class RecsSettings(_Section):
     tune_new_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
     """new_arrival_pref values tried (how reserved slots pick new arrivals)."""
     tune_slots: bool = True
-    """Drop the reserved new-arrival slots for the run when lists without them beat lists with them on the validation window by more than one standard error (the slots then cost more clicks than they bring; the record says so)."""
+    """Drop the reserved new-arrival slots for the run when lists without them beat lists with them on the forward window by more than one standard error (the slots then cost more clicks than they bring; the record says so)."""
     window_days: int = Field(7, ge=1)
     """h: the tunings fit on everything known at ds - h and score what users did in (ds - h, ds] (the forward window; docs/evaluation.md)."""
     tune_text_grid: tuple[float, ...] = (0.0, 0.5, 1.0)

@@ -202,7 +202,7 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
 def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float,
                       blend: dict | None = None) -> tuple[ItemSpace, str | None]:
     """Use the cold-start map only when it ranks held-out warm items for their users with
-    AUC >= ``min_auc``, and the blend tuning's map on its validation window (``blend``:
+    AUC >= ``min_auc``, and the blend tuning's map on its forward window (``blend``:
     the tuning record, when there is one) did too. Otherwise a map no better than chance
     would spend list places on noise: new arrivals get no predicted CF score and no
     reserved slots (they stay reachable through the pictures, as plain items). Returns
@@ -216,7 +216,7 @@ def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float
     elif a < min_auc:
         why = f"cold-start map AUC {a} < recs.new_arrival_min_auc {min_auc}"
     else:
-        why = f"on the tuning's validation window: {window}"
+        why = f"on the tuning's forward window: {window}"
     new = np.asarray(space.new, dtype=bool)
     factors = np.array(space.factors, dtype=np.float32)
     factors[new] = 0.0

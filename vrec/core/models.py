@@ -51,7 +51,7 @@ def variants(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings
     is the run's list policy. ``text`` is left out when the space has no text features."""
     plain = dict(new_arrival_slots=0, mmr_penalty=0.0, max_per_category=0)
     no_new = dataclasses.replace(space, new=np.zeros_like(space.new))
-    pref_only = dict(visual_weight=1.0, history_shrink=0.0, pref_mix=1.0, **plain)
+    pref_only = dict(visual_weight=1.0, history_shrink=0.0, pref_mix=1.0, text_mix=0.0, **plain)
     out = {
         "popularity": (restricted(batch, cf=False, profile=False), space,
                        hybrid.model_copy(update=plain)),
@@ -66,7 +66,7 @@ def variants(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings
     text = space.text_only()
     if text is not None:
         out["text"] = (restricted(batch, cf=False, profile=True), text,
-                       hybrid.model_copy(update=pref_only))
+                       hybrid.model_copy(update={**pref_only, "text_mix": 1.0}))
     out["hybrid"] = (batch, space, hybrid)
     return out
 

@@ -1,4 +1,4 @@
-"""Item text as vectors, offline and without a download (docs/ranking.md, "Text").
+"""Item text as vectors, offline and without a download (docs/ranking.md, "Content: images and text").
 
 An item's text is its title, its category and its optional description. It becomes a
 vector in three steps, all plain numpy/scipy:

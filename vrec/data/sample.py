@@ -160,6 +160,9 @@ def _synthetic_catalog(spec: SampleSpec, rng: np.random.Generator) -> pd.DataFra
                   for i, (k, c, p) in enumerate(zip(cat, col, pat))],
         C.CATEGORY: cat,
         C.PRICE: np.round(rng.lognormal(3.2, 0.5, size=n), 2),
+        # the optional description: every other item has one (the rest are nulls)
+        C.DESCRIPTION: [f"A {p} {k[:-1] if k.endswith('s') else k} in {c}" if i % 2 == 0
+                        else None for i, (k, c, p) in enumerate(zip(cat, col, pat))],
         "axis_a": cat, "axis_b": col, "axis_c": pat,
         "created_day": created,
     })
@@ -185,6 +188,8 @@ def _real_catalog(spec: SampleSpec, catalog_dir: Path, rng: np.random.Generator)
                   + ")"),
         C.CATEGORY: pick["articleType"],
         C.PRICE: np.round(rng.lognormal(3.5, 0.6, size=n), 2),
+        C.DESCRIPTION: (pick["usage"].fillna("") + " " + pick["season"].fillna("") + " "
+                        + pick["subCategory"].fillna("")).str.strip().replace("", None),
         "axis_a": pick["articleType"], "axis_b": pick["baseColour"],
         "axis_c": pick["usage"].fillna("Unknown"),
         "created_day": created,

@@ -78,6 +78,7 @@ def _catalog(spec: ScaleSpec, rng: np.random.Generator, photos: Path | None) -> 
     items["group"] = items[C.CATEGORY] + "|" + items["colour"]
     items[C.TITLE] = items["colour"] + " " + items["pattern"] + " " + items[C.CATEGORY]
     items[C.PRICE] = np.round(rng.lognormal(3.3, 0.6, n), 2)
+    items[C.DESCRIPTION] = None  # the optional column, left empty at scale
     return items
 
 
