@@ -79,11 +79,13 @@ def main(argv=None) -> int:
         res = json.loads(out.read_text()) if out.exists() else {}
         for form in a.forms or list(FORMS):
             sim = simulate_shoppers(styles, n_users=a.users, days=60, seed=0, form=form)
+            als_cache: dict = {}  # the same shoppers: the plain ALS peers are fit once
             for titles in a.titles:
                 t0 = time.perf_counter()
                 r = harness.run_fashion(DATASETS / "fashion-small", vec, n_users=a.users,
                                         form=form, titles=titles, als_grid=a.als_grid,
-                                        content=content, cf=cf, events=sim)
+                                        content=content, cf=cf, events=sim,
+                                        als_cache=als_cache)
                 r["seconds"] = round(time.perf_counter() - t0, 1)
                 res[f"{form}/{titles}"] = r
                 print(summary(f"{form}/{titles}", r), flush=True)

@@ -71,14 +71,20 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                      vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
                      visual: VisualSettings | None = None,
                      content: ContentSettings | None = None, seed: int = 0,
-                     als_grid: bool = False) -> dict:
+                     als_grid: bool = False, als_cache: dict | None = None) -> dict:
     """The product's tunings on ``tuning`` (a forward window that ends where the
-    holdout's features end), then every model on ``holdout`` (module doc)."""
+    holdout's features end), then every model on ``holdout`` (module doc).
+    ``als_cache``: a dict kept across calls on the same windows (another content
+    setting or title variant of the same shoppers): the plain ALS peers, which see no
+    content, are computed once."""
     t0 = time.perf_counter()
     visual, content = visual or VisualSettings(), content or ContentSettings()
     feats = content_features(vectors, catalog, visual, content, seed=seed)
     cf_t, cf_rec = tuned(tuning, cf, recs, feats)
-    als_t, als_rec = tuned(tuning, cf, recs, None)
+    cache = als_cache if als_cache is not None else {}
+    if "als_tuned" not in cache:
+        cache["als_tuned"] = tuned(tuning, cf, recs, None)
+    als_t, als_rec = cache["als_tuned"]
     fit = lambda p: fit_cf(p, cf_t, images=feats)  # noqa: E731
     blend = tune_blend(tuning, catalog, vectors, recs=recs, visual=visual, fit=fit,
                        content=feats, seed=seed)
@@ -88,17 +94,22 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                      blend=blend, content=feats)
     lists = {m: v for (m, _), v in variant_lists(f.batch, f.space, f.policy, visual, (k,)).items()}
     ndcg = {m: holdout.ndcg(v, k) for m, v in lists.items()}
-    ndcg["als_configured"] = plain_cf_ndcg(holdout, cf.model_copy(update={"visual_prior": 0.0}),
-                                           recs)
-    ndcg["als_tuned"] = plain_cf_ndcg(holdout, als_t, recs)
+    if "als_configured" not in cache:
+        cache["als_configured"] = plain_cf_ndcg(
+            holdout, cf.model_copy(update={"visual_prior": 0.0}), recs)
+        cache["als_tuned_ndcg"] = plain_cf_ndcg(holdout, als_t, recs)
+    ndcg["als_configured"], ndcg["als_tuned"] = cache["als_configured"], cache["als_tuned_ndcg"]
     grid = {}
     if als_grid:  # plain ALS over a grid, scored on the holdout (hindsight)
-        for fa in cf.tune_factors:
-            for reg in cf.tune_regularization:
-                for al in cf.tune_alpha:
-                    c = cf.model_copy(update={"factors": fa, "regularization": reg, "alpha": al,
-                                              "visual_prior": 0.0})
-                    grid[(fa, reg, al)] = plain_cf_ndcg(holdout, c, recs)
+        if "grid" not in cache:
+            for fa in cf.tune_factors:
+                for reg in cf.tune_regularization:
+                    for al in cf.tune_alpha:
+                        c = cf.model_copy(update={"factors": fa, "regularization": reg,
+                                                  "alpha": al, "visual_prior": 0.0})
+                        grid[(fa, reg, al)] = plain_cf_ndcg(holdout, c, recs)
+            cache["grid"] = grid
+        grid = cache["grid"]
         best_key = max(grid, key=lambda g: grid[g].mean())
         ndcg["als_best_in_hindsight"] = grid[best_key]
     # new arrivals: relevant items nobody touched before the cutoff
@@ -246,12 +257,13 @@ def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int
                 test_days: int = 7, window_days: int = 7, recs: RecsSettings | None = None,
                 cf: CFSettings | None = None, content: ContentSettings | None = None,
                 seed: int = 0, taste: dict | None = None, form: str = "softmax",
-                titles: str = "shop", als_grid: bool = False, events=None) -> dict:
+                titles: str = "shop", als_grid: bool = False, events=None,
+                als_cache: dict | None = None) -> dict:
     """Simulated shoppers (vrec.data.fashion, generative ``form``, ``titles``): the
     holdout is the last ``test_days`` days (items arriving then are new arrivals with
     real photos and no history), the tunings' window the ``window_days`` before it.
     ``events``: (events, items) already simulated (another title variant of the same
-    shoppers)."""
+    shoppers; ``als_cache`` then spares the plain ALS peers)."""
     from vrec.data.fashion import load_styles, simulate_shoppers
 
     if events is None:
@@ -269,7 +281,8 @@ def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int
     holdout, tuning = forward_pair(ev, cut, pd.Timedelta(days=window_days), recs, seed)
     catalog = items[[C.ITEM_ID, C.TITLE, C.CATEGORY]]
     out = evaluate_forward(holdout, tuning, catalog, vectors, cf=cf or CFSettings(),
-                           recs=recs, content=content, seed=seed, als_grid=als_grid)
+                           recs=recs, content=content, seed=seed, als_grid=als_grid,
+                           als_cache=als_cache)
     out["simulation"] = {"users": n_users, "days": days, "test_days": test_days,
                          "window_days": window_days, "events": int(len(ev)),
                          "items": int(len(items)), "form": form, "titles": titles,

@@ -343,8 +343,13 @@ def test_run_report_is_one_self_contained_file(staged):
     path = res[DS]["report"]["report"]
     assert path.endswith(f"reports/runs/vrec_report_{DS}.html")
     html = open(path).read()
-    for model in ("popularity", "als", "visual", "visual_pref", "hybrid"):
+    for model in ("popularity", "als", "visual", "visual_pref", "text", "hybrid"):
         assert f"<td>{model}</td>" in html
+    # what the tuning expected beside what happened: one row per model with the estimate
+    tuned = html.split("What the tuning expected and what happened")[1].split("</table>")[0]
+    m = W.read_table(s.paths.warehouse_root, "eval_metrics", DS)
+    est = m[(m["slice"] == "tuning_window") & (m["metric"] == "ndcg") & (m["model"] == "als")]
+    assert f"<td>als</td><td class=n>{float(est['value'].iloc[0]):.4f} ±" in tuned
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) > 10 and all(x.startswith("data:image/jpeg;base64,") for x in srcs)
     with Image.open(io.BytesIO(base64.b64decode(srcs[0].split(",", 1)[1]))) as im:

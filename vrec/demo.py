@@ -48,7 +48,7 @@ def validation_lines(warehouse: Path, ds: str) -> str:
 
 
 def evaluation_lines(warehouse: Path, ds: str) -> str:
-    """The offline metrics of the five models (all users) and the quality gate of ``ds``."""
+    """The offline metrics of every model (all users) and the quality gate of ``ds``."""
     m = W.read_table(warehouse, "eval_metrics", ds)
     gate = W.manifest(warehouse, ds).get("quality_gate") or {}
     lines = [f"\nOffline evaluation for {ds} (all test users; the report has every slice):"]

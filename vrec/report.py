@@ -3,7 +3,7 @@
 ``<warehouse>/reports/runs/vrec_report_<ds>.html`` opens from disk with no server: styles,
 trend plots (inline SVG) and thumbnails (JPEG data URIs) are all inside the file. It
 shows the pipeline summary (stages, seconds, rows, quarantines, validation), the quality
-gate, the offline metrics of the five models with trends across published runs, and a
+gate, the offline metrics of every model (beside the tuning's estimates) with trends across published runs, and a
 gallery: sample users' recent history and recommendations (score, reason), and
 item_similar examples. Staged artifacts are read through the calling stage's declared
 inputs (``ctx.input``: the report stage's, or publish's when its gate refuses, so a

@@ -311,31 +311,30 @@ def _search_blend(out: dict, recs: RecsSettings, base, window: Window, inp, spac
         consider(edge)
     out["extended_to"] = edge if edge > weights[-1] else None
     chosen = dict(best[1])
-    # the text share of the preference part (decision-level fusion), when there is text
-    text_scores = {}
-    if space.text_only() is not None:
-        ref = per_user(**chosen, text_mix=recs.text_mix)
-        text_best = (float(ref.mean()), recs.text_mix)
-        for t in recs.tune_text_grid:
-            v = per_user(**chosen, text_mix=t)
-            text_scores[f"{t:g}"] = round(float(v.mean()), 5)
+
+    def one_setting(key: str, start: float, grid, scores: dict) -> float:
+        """``key`` over ``grid`` with the rest of the choice fixed: a value replaces the
+        configured ``start`` only when it beats it by more than one paired SE."""
+        ref = per_user(**chosen, **{key: start})
+        best_v = (float(ref.mean()), start)
+        for x in grid:
+            v = per_user(**chosen, **{key: x})
+            scores[f"{x:g}"] = round(float(v.mean()), 5)
             gain, se = _paired_gain(v, ref)
-            if gain > se and v.mean() > text_best[0]:
-                text_best = (float(v.mean()), t)
-        chosen["text_mix"] = text_best[1]
-    out["text_grid"] = text_scores
+            if gain > se and v.mean() > best_v[0]:
+                best_v = (float(v.mean()), x)
+        return best_v[1]
+
+    # the text share of the preference part (decision-level fusion), when there is text
+    out["text_grid"] = {}
+    if space.text_only() is not None:
+        chosen["text_mix"] = one_setting("text_mix", recs.text_mix, recs.tune_text_grid,
+                                         out["text_grid"])
     # how the reserved slots pick new arrivals: the map, the preference model, or a mix
     slot_scores = {}
     if base.new_arrival_slots > 0 and space.new.any():
-        ref = per_user(**chosen, new_arrival_pref=recs.new_arrival_pref)
-        slot_best = (float(ref.mean()), recs.new_arrival_pref)
-        for q in recs.tune_new_grid:
-            v = per_user(**chosen, new_arrival_pref=q)
-            slot_scores[f"{q:g}"] = round(float(v.mean()), 5)
-            gain, se = _paired_gain(v, ref)
-            if gain > se and v.mean() > slot_best[0]:
-                slot_best = (float(v.mean()), q)
-        chosen["new_arrival_pref"] = slot_best[1]
+        chosen["new_arrival_pref"] = one_setting("new_arrival_pref", recs.new_arrival_pref,
+                                                 recs.tune_new_grid, slot_scores)
         if recs.tune_slots:  # slots that cost more than one SE on the window are dropped
             on = per_user(**chosen)
             off = per_user(**chosen, new_arrival_slots=0)
