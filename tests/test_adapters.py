@@ -151,6 +151,20 @@ def test_land_events_csv_and_jsonl_with_the_same_checks(tmp_path):
     assert (part / "_SUCCESS").is_file()
 
 
+def test_the_optional_description_lands_as_text(tmp_path):
+    import datetime as dt
+
+    from vrec.data.land import land_files
+
+    f = tmp_path / "cat.jsonl"
+    f.write_text('{"item_id": "i1", "title": "Navy Blue Shirts", '
+                 '"description": "  linen, slim fit "}\n'
+                 '{"item_id": "i2", "title": "Lamp", "description": ""}\n')
+    land_files("catalog", [f], tmp_path / "raw", dt.date(2026, 11, 20))
+    cat = pd.read_parquet(tmp_path / "raw" / "catalog" / "ds=2026-11-20" / "part-00000.parquet")
+    assert cat[C.DESCRIPTION].tolist() == ["linen, slim fit", None]
+
+
 def test_land_cli_replaces_the_partition_and_reports_counts(tmp_path):
     f = tmp_path / "cat.csv"
     f.write_bytes(b"item_id,title,category,price,image_uri\n"
@@ -167,6 +181,7 @@ def test_land_cli_replaces_the_partition_and_reports_counts(tmp_path):
     cat = pd.read_parquet(tmp_path / "raw" / "catalog" / "ds=2026-11-20" / "part-00000.parquet")
     assert list(cat[C.TITLE]) == ["Café chair"] and cat[C.PRICE].tolist() == [12.5]
     assert cat[C.UPDATED_AT].iloc[0] == pd.Timestamp("2026-11-20", tz="UTC")
+    assert cat[C.DESCRIPTION].isna().all()  # the optional description, left out: nulls
     res = subprocess.run(cmd[:5] + [str(tmp_path / "missing.csv")] + cmd[6:],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
