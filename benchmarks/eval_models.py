@@ -1,7 +1,8 @@
 """The nightly offline evaluation on real data: every model of the evaluate stage
 (popularity, ALS, visual profile, content preference, text, hybrid) through the
 production ranker on MovieLens-small (posters, titles, genres, tags), per slice and K,
-with the per-user split and the tunings on a forward window inside the training part.
+with the per-user split and the tunings per user inside the training part
+(MovieLens has no shared time axis: benchmarks/harness.py, movielens_tuning).
 Prints a Markdown table and writes benchmarks/results/eval_movielens_user.json.
 
     .venv/bin/python benchmarks/eval_models.py

@@ -202,22 +202,22 @@ def movielens_pairs(ml_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pairs, catalog
 
 
-def movielens_tuning(train: pd.DataFrame, recs: RecsSettings, quantile: float = 0.8,
-                     seed: int = 0) -> Window:
-    """A forward window inside MovieLens's training part: its users arrive in sessions
-    over years, so the cutoff is the time by which ``quantile`` of the training pairs
-    had happened, and the labels are the pairs after it."""
-    ts = pd.to_datetime(train["last_ts"], utc=True)
-    cut = pd.Timestamp(np.quantile(ts.astype("int64"), quantile), tz="UTC")
-    early = ts < cut
-    return forward_window(train[early], train[~early], cut).sampled(recs.tune_max_users, seed)
+def movielens_tuning(train: pd.DataFrame, recs: RecsSettings, seed: int = 0) -> Window:
+    """The tunings' window inside MovieLens's training part. MovieLens has no shared time
+    axis: its users arrive in sessions over 22 years, and a global forward window over
+    the training part (the cutoff at its 80th percentile in time) holds 107 labelled
+    users of whom 97 were cold, so every setting scores alike there. Its tunings
+    therefore validate per user, as its holdout does (each user's latest 20% of training
+    pairs, after their earlier ones): forward in each user's own time."""
+    end = pd.to_datetime(train["last_ts"], utc=True).max() + pd.Timedelta(seconds=1)
+    return user_window(train, end).sampled(recs.tune_max_users, seed)
 
 
 def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = None,
                   cf: CFSettings | None = None, content: ContentSettings | None = None,
                   als_grid: bool = False) -> dict:
     """Per-user chronological split (last 20%; relevant = test ratings >= 3.5); the
-    tunings on a forward window inside the training part (:func:`movielens_tuning`)."""
+    tunings per user inside the training part (:func:`movielens_tuning`)."""
     pairs, catalog = movielens_pairs(ml_dir)
     train, test = per_user_chronological_split(pairs)
     test = test[test["rating"] >= 3.5]
@@ -236,7 +236,7 @@ def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | 
                          fraction: float = 0.2) -> tuple[pd.DataFrame, dict]:
     """The nightly evaluation's models on all of MovieLens-small with the per-user split
     (vrec's default rating weights: relevant = a held-out rating >= 3), the CF model and
-    the blend tuned on a forward window inside the training part."""
+    the blend tuned per user inside the training part (:func:`movielens_tuning`)."""
     pairs, catalog = movielens_pairs(ml_dir)
     pairs = pairs.drop(columns=["rating"])
     end = pairs["last_ts"].max() + pd.Timedelta(seconds=1)

@@ -9,7 +9,8 @@ reused is :func:`vrec.core.tuning.tuning_reusable`'s rule; :func:`reusable` appl
 the stored records, newest first.
 
 **What a day used is pinned.** ``_state/tuning/used/<ds>.json`` names, per use (``cf`` and
-``blend`` for train_cf, ``eval_blend`` for evaluate), the record the run of ``ds`` took.
+``blend`` for train_cf, ``eval_cf`` and ``eval_blend`` for evaluate), the record the run
+of ``ds`` took.
 A rerun of the day takes exactly that record again (while its settings are unchanged),
 even when a later night stored a tuning the rule would now prefer; ``--retune`` (the
 ``retune`` param) tunes afresh and pins the new record.
