@@ -49,6 +49,35 @@ def summary(name: str, r: dict) -> str:
             f"| estimate vs holdout {agree} | {r['seconds']:.0f}s")
 
 
+def _pm(d: dict) -> str:
+    return f"{d['diff']:+.4f} ± {d['stderr']:.4f}"
+
+
+def markdown(res: dict) -> str:
+    """The results table of benchmarks/README.md: one row per run (NDCG@10; paired
+    per-user differences ± 1 SE; the tuning's estimate of the hybrid against the
+    holdout, as z; cold recall@10 of the hybrid)."""
+    head = ("| run | users | ALS configured | ALS tuned | best ALS in hindsight | visual_pref | "
+            "text | **hybrid** | ÷ best ALS | − best ALS | − tuned ALS | hybrid estimate z "
+            "| new-arrival recall@10 | CF chosen (f/reg/alpha/prior) | blend (vw/shrink/pref/text) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in res.items():
+        n, v = r["ndcg_all"], r["hybrid_vs"]
+        c, b = r["cf_tuning"]["chosen"] or {}, r["tuning"]["chosen"] or {}
+        best = n.get("als_best_in_hindsight")
+        lines.append(
+            f"| {name} | {r['users']} | {n['als_configured']:.4f} | {n['als_tuned']:.4f} | "
+            f"{best:.4f} | {n['visual_pref']:.4f} | {n.get('text', float('nan')):.4f} | "
+            f"**{n['hybrid']:.4f}** | {n['hybrid'] / best:.3f} | "
+            f"{_pm(v['als_best_in_hindsight'])} | {_pm(v['als_tuned'])} | "
+            f"{r['estimate_vs_holdout'].get('hybrid', {}).get('z', float('nan')):+.1f} | "
+            f"{r['cold']['recall_at_k'].get('hybrid') or 0:.4f} | "
+            f"{c.get('factors')}/{c.get('regularization'):g}/{c.get('alpha'):g}/"
+            f"{c.get('visual_prior'):g} | {b.get('visual_weight'):g}/{b.get('history_shrink'):g}/"
+            f"{b.get('pref_mix'):g}/{b.get('text_mix', 0):g} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +90,14 @@ def main(argv=None) -> int:
     ap.add_argument("--als-grid", action="store_true",
                     help="also score plain ALS over a grid in hindsight")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--table", nargs="*", type=Path, default=None,
+                    help="print the Markdown table of result files (no run)")
     a = ap.parse_args(argv)
+    if a.table is not None:
+        for f in a.table:
+            res = json.loads(f.read_text())
+            print(markdown({"movielens": res} if "ndcg_all" in res else res))
+        return 0
     vec = dataset_embeddings(a.dataset)
     content = ContentSettings(features=a.content) if a.content else None
     suffix = f"_{a.content}" if a.content else ""
