@@ -86,8 +86,10 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
         cache["als_tuned"] = tuned(tuning, cf, recs, None)
     als_t, als_rec = cache["als_tuned"]
     fit = lambda p: fit_cf(p, cf_t, images=feats)  # noqa: E731
+    days = None if holdout.label_end is None or holdout.split != "forward" else \
+        (holdout.label_end - holdout.end) / pd.Timedelta(days=1)
     blend = tune_blend(tuning, catalog, vectors, recs=recs, visual=visual, fit=fit,
-                       content=feats, seed=seed)
+                       content=feats, seed=seed, estimate_days=days)
     users, k = holdout.users, recs.k
     f = fit_for_eval(holdout.train, users, catalog, vectors, holdout.trending_ids(),
                      recs=recs, visual=visual, end=holdout.end, fit=fit, seed=seed,
@@ -175,7 +177,8 @@ def forward_pair(events: pd.DataFrame, cut: pd.Timestamp, h: pd.Timedelta,
     are the events after it; the tuning window's features end at ``cut - h`` and its
     labels are the events in ``[cut - h, cut)``: nothing of the holdout reaches it."""
     ev = weighted(events)
-    holdout = forward_window(*pairs_from_events(ev, cut), cut)
+    end = pd.to_datetime(ev[C.TS], utc=True).max() + pd.Timedelta(seconds=1)
+    holdout = forward_window(*pairs_from_events(ev, cut), cut, label_end=cut + (end - cut).ceil("D"))
     before = ev[pd.to_datetime(ev[C.TS], utc=True) < cut]
     tuning = forward_window(*pairs_from_events(before, cut - h), cut - h)
     return holdout, tuning.sampled(recs.tune_max_users, seed)

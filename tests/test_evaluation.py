@@ -73,6 +73,10 @@ def test_a_forward_window_never_lets_a_label_day_into_its_features():
     # u1's second click on a is a repeat (seen before the cutoff): not a label
     assert w.relevant == {"u2": {"b"}, "u3": {"new"}}
     assert w.trending_ids() == ["a", "b"]  # as of the cutoff: "new" had no user yet
+    # the first three days of labels only (u3's "new" came on the fourth)
+    three = w.first_days(3)
+    assert three.relevant == {"u2": {"b"}} and list(three.users) == ["u2"]
+    assert w.first_days(1).relevant == {}
     leaked = train.assign(last_ts=train["last_ts"].where(train[C.ITEM_ID] != "b", ev[C.TS].max()))
     with pytest.raises(ValueError, match="before it"):
         forward_window(leaked, labels, cut)
@@ -184,8 +188,11 @@ def test_the_report_sets_each_tuning_estimate_beside_the_holdout():
     from vrec.report import estimate_vs_holdout
     from vrec.stages.evaluate import estimate_rows
 
-    est = estimate_rows({"val_users": 900, "estimates": {
-        "als": {"ndcg": 0.05, "se": 0.003}, "hybrid": {"ndcg": 0.07, "se": 0.004}}}, 10)
+    record = {"estimate_users": 900, "estimate_days": 1, "estimates": {
+        "als": {"ndcg": 0.05, "se": 0.003}, "hybrid": {"ndcg": 0.07, "se": 0.004}}}
+    est = estimate_rows(record, 10, 1)
+    # estimates scored on 7 days of labels do not compare with a 1-day holdout
+    assert estimate_rows(record, 10, 7).empty
     assert set(est["slice"]) == {"tuning_window"} and set(est["k"]) == {10}
     assert est[est["metric"] == "users"]["value"].tolist() == [900.0, 900.0]
     hold = pd.DataFrame([("als", "all", 10, "ndcg", 0.04), ("als", "all", 10, "ndcg_se", 0.004),
@@ -196,4 +203,4 @@ def test_the_report_sets_each_tuning_estimate_beside_the_holdout():
     assert t.loc["als", "difference"] == pytest.approx(-0.01)
     assert t.loc["als", "z"] == pytest.approx(-0.01 / 0.005)
     assert t.loc["hybrid", "z"] == pytest.approx(0.001 / 0.005)
-    assert estimate_rows(None, 10).empty and estimate_rows({"estimates": None}, 10).empty
+    assert estimate_rows(None, 10, 1).empty and estimate_rows({"estimates": None}, 10, 1).empty

@@ -206,13 +206,16 @@ def blend_settings_key(recs: RecsSettings, visual: VisualSettings, cf: CFSetting
 def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                recs: RecsSettings, visual: VisualSettings,
                fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
-               content: ImageFeatures | None = None, label: str = "blend tuning") -> dict:
+               content: ImageFeatures | None = None, label: str = "blend tuning",
+               estimate_days: float | None = None) -> dict:
     """Choose (visual_weight, history_shrink, pref_mix), then text_mix and
     new_arrival_pref, on a forward window; see module doc. ``fit`` fits the run's (tuned)
     CF engine; ``content``: the run's content features. The record also holds every
     model's NDCG@k on the window with the chosen blend (``estimates``: what the tuning
-    expects; the evaluation measures the same models on its holdout). The ranked grid
-    points are counted on a progress line (``label``)."""
+    expects; the evaluation measures the same models on its holdout), scored on the
+    labels of the first ``estimate_days`` days after the window's cutoff when given (the
+    holdout's length, so that the two compare; None: all of the window's labels). The
+    ranked grid points are counted on a progress line (``label``)."""
     from vrec.progress import progress
 
     t0 = time.perf_counter()
@@ -238,9 +241,13 @@ def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
         out = _search_blend(out, recs, base, window, inp, space, bar)
     policy = base.model_copy(update=out["chosen"])
     lists = variant_lists(batch, space, policy, visual, (recs.k,))
-    out["estimates"] = {}
+    est = window.first_days(estimate_days) if estimate_days else window
+    out["estimates"], out["estimate_days"] = {}, estimate_days
+    out["estimate_users"] = int(len(est.users))
     for (name, _), per_user in lists.items():
-        v = window.ndcg(per_user, recs.k)
+        v = est.ndcg(per_user, recs.k)
+        if len(v) == 0:
+            continue
         out["estimates"][name] = {"ndcg": round(float(v.mean()), 5),
                                   "se": round(float(v.std(ddof=1) / np.sqrt(len(v))), 5)
                                   if len(v) > 1 else 0.0}

@@ -45,6 +45,7 @@ class Window:
     trending: list[str] | None = None
     label_end: pd.Timestamp | None = None
     users: np.ndarray | None = None
+    labels: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         if self.users is None:
@@ -57,6 +58,20 @@ class Window:
         if len(users) > max_users:
             users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
         return dataclasses.replace(self, users=users)
+
+    def first_days(self, days: float) -> Window:
+        """The same window with only the labels of the first ``days`` days after the
+        cutoff (label pairs need ``first_ts``), scoring the users of :attr:`users` who
+        have one: what a holdout of ``days`` days would see, for comparing an estimate
+        with it at the same length."""
+        if self.labels is None or "first_ts" not in self.labels:
+            raise ValueError("this window's labels carry no first_ts")
+        lab = self.labels[pd.to_datetime(self.labels["first_ts"], utc=True)
+                          < self.end + pd.Timedelta(days=days)]
+        rel = _relevant(lab)
+        users = np.asarray([u for u in self.users if u in rel], dtype=object)
+        return dataclasses.replace(self, relevant=rel, users=users, labels=lab,
+                                   label_end=self.end + pd.Timedelta(days=days))
 
     def trending_ids(self) -> list[str]:
         """Item ids in trending order as of the cutoff."""
@@ -88,7 +103,8 @@ def forward_window(train: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timesta
                    trending: list[str] | None = None,
                    label_end: pd.Timestamp | None = None) -> Window:
     """The window of a cutoff: ``train`` = pairs aggregated from events before
-    ``cutoff``; ``labels`` = (user_id, item_id, weight) of the events after it. Relevant
+    ``cutoff``; ``labels`` = (user_id, item_id, weight[, first_ts]) of the events after
+    it (``first_ts``: the pair's first event after the cutoff). Relevant
     = label pairs with weight > 0 that the user had no training pair with (seen items
     are never recommended, so they could not be hit). A label pair whose ``last_ts`` is
     before the cutoff would be a leak: ValueError."""
@@ -99,7 +115,9 @@ def forward_window(train: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timesta
                              f"{cutoff}: features must be built from events before it")
     seen = set(zip(train[C.USER_ID].astype(str), train[C.ITEM_ID].astype(str)))
     keep = [(str(u), str(i)) not in seen for u, i in zip(labels[C.USER_ID], labels[C.ITEM_ID])]
-    return Window(train, _relevant(labels[keep]), cutoff, "forward", trending, label_end)
+    kept = labels[keep]
+    return Window(train, _relevant(kept), cutoff, "forward", trending, label_end,
+                  labels=kept.reset_index(drop=True))
 
 
 def user_window(pairs: pd.DataFrame, end: pd.Timestamp, *, fraction: float = 0.2,
@@ -140,5 +158,6 @@ def pairs_from_events(events: pd.DataFrame, cutoff: pd.Timestamp, *,
     after = events[ts >= cutoff]
     train = before.groupby([C.USER_ID, C.ITEM_ID], as_index=False).agg(
         weight=(weight, "sum"), last_ts=(C.TS, "max"), n_events=(weight, "size"))
-    labels = after.groupby([C.USER_ID, C.ITEM_ID], as_index=False).agg(weight=(weight, "max"))
+    labels = after.groupby([C.USER_ID, C.ITEM_ID], as_index=False).agg(
+        weight=(weight, "max"), first_ts=(C.TS, "min"))
     return train, labels

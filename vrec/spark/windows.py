@@ -35,7 +35,8 @@ def forward_window_at(spark, events_path, catalog_path, settings: Settings, cut_
     train = aggregate_interactions(before, settings.weights, cut_ds).select(*PAIR_COLUMNS)
     labels = (ev.where((F.col(C.TS) >= F.lit(cut)) & (F.col(C.TS) < F.lit(end)))
               .withColumn("weight", event_weight_expr(settings.weights))
-              .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight")))
+              .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight"),
+                                                 F.min(C.TS).alias("first_ts")))
     catalog = spark.read.parquet(str(catalog_path))
     trending = (item_popularity(before, catalog, cut_ds, settings.recs.trending_half_life_days)
                 .where(F.col("users_all") > 0).orderBy("trending_rank")

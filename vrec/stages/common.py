@@ -19,8 +19,9 @@ CATALOG_COLUMNS = [C.ITEM_ID, C.TITLE, C.CATEGORY, C.DESCRIPTION]
 
 @dataclass
 class DriverInputs:
-    """Catalog (item_id, title, category, description), item vectors, the interaction pairs (with event types
-    and counts: the user builder needs them) and item ids in trending order."""
+    """Catalog (item_id, title, category, description), item vectors, the interaction
+    pairs (with event types and counts: the user builder needs them) and item ids in
+    trending order."""
 
     catalog: pd.DataFrame
     vectors: pd.DataFrame
@@ -82,6 +83,13 @@ def tuning_window(ctx, as_of: str):
 
 
 TUNED_CF = ("factors", "regularization", "alpha", "visual_prior")
+
+
+def estimate_days(settings) -> int | None:
+    """How many days of a tuning window's labels its estimates are scored on: the
+    evaluation's holdout length with the time split (so that estimate and holdout
+    compare), all of them with the user split."""
+    return settings.eval.test_days if settings.eval.split == "time" else None
 
 
 def tuned_cf(ctx, pairs, window, content, *, as_of: str, use: str) -> tuple:

@@ -39,13 +39,17 @@ def headline(frame: pd.DataFrame, k: int) -> dict:
     return {str(r.model): round(float(r.value), 5) for r in m.itertuples()}
 
 
-def estimate_rows(blend: dict | None, k: int) -> pd.DataFrame:
+def estimate_rows(blend: dict | None, k: int, days: int | None) -> pd.DataFrame:
     """The blend tuning's estimates of every model on its window (NDCG@k, its standard
-    error and the users scored) as eval_metrics rows of the slice ``tuning_window``."""
+    error and the users scored) as eval_metrics rows of the slice ``tuning_window``;
+    none when they were scored on another number of label days than ``days`` (the
+    holdout's: they would not compare)."""
     rows = []
-    for model, est in ((blend or {}).get("estimates") or {}).items():
+    blend = blend or {}
+    same = blend.get("estimate_days") == days
+    for model, est in ((blend.get("estimates") if same else None) or {}).items():
         base = {"model": model, "slice": "tuning_window", "k": int(k)}
-        rows += [{**base, "metric": "users", "value": float(blend.get("val_users") or 0)},
+        rows += [{**base, "metric": "users", "value": float(blend.get("estimate_users") or 0)},
                  {**base, "metric": "ndcg", "value": float(est["ndcg"])},
                  {**base, "metric": "ndcg_se", "value": float(est["se"])}]
     return pd.DataFrame(rows, columns=S.EVAL_METRICS.names())
@@ -60,6 +64,7 @@ def run(ctx) -> dict:
     from vrec.stages.common import (
         cf_fitter,
         driver_inputs,
+        estimate_days,
         run_cf_settings,
         run_content,
         tuned_blend,
@@ -86,14 +91,16 @@ def run(ctx) -> dict:
             ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
             tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
                                     visual=s.visual, fit=fit, content=content,
-                                    label=f"{ds} evaluate: blend tuning as of {as_of}")
+                                    label=f"{ds} evaluate: blend tuning as of {as_of}",
+                                    estimate_days=estimate_days(s))
         ) if e.tune and s.recs.tune_blend else None
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
                                       visual=s.visual, fit=fit, ks=e.ks,
                                       max_users=e.max_users, label=f"{ds} evaluate",
                                       blend=blend, content=content)
         if len(frame):
-            frame = pd.concat([frame, estimate_rows(blend, s.recs.k)], ignore_index=True)
+            frame = pd.concat([frame, estimate_rows(blend, s.recs.k, estimate_days(s))],
+                              ignore_index=True)
         info["cf_tuning"] = {k: cf_tuning.get(k) for k in ("chosen", "as_of", "reused_from",
                                                              "skipped", "chosen_ndcg")}
         info["tunings_as_of"] = as_of

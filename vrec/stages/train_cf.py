@@ -18,6 +18,7 @@ def run(ctx) -> dict:
         TUNED_CF,
         cf_fitter,
         driver_inputs,
+        estimate_days,
         run_content,
         tuned_blend,
         tuned_cf,
@@ -41,7 +42,7 @@ def run(ctx) -> dict:
         blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
             window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
             fit=cf_fitter(ctx, cf, content), content=content,
-            label=f"{ds} train_cf: blend tuning"))
+            label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s)))
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
               f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
               + (f" (reused from {blend['reused_from']})" if blend.get("reused_from") else ""),
