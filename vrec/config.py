@@ -441,7 +441,7 @@ class EvalSettings(_Section):
     min_user_pairs: int = Field(5, ge=2)
     """Users with fewer pairs are not split (user split)."""
     ks: tuple[int, ...] = (10, 50)
-    """Cut-offs evaluated (env form: 10,50)."""
+    """Cut-offs evaluated (env form: 10,50); recs.k is always added (the tuning estimates are at recs.k)."""
     max_users: int = Field(5000, ge=1)
     """Test users sampled."""
     tune: bool = True

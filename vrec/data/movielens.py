@@ -63,7 +63,9 @@ def _movie(fields: dict) -> dict:
     genres = str(fields.get("genres") or "").strip()
     title = str(fields.get("title") or "").strip()
     return {"movieId": movielens_id(fields["movieId"], C.ITEM_ID, ""),
-            C.TITLE: title or None, C.CATEGORY: genres.split("|")[0] if genres else None}
+            C.TITLE: title or None, C.CATEGORY: genres.split("|")[0] if genres else None,
+            # every genre is part of the movie's text (the category keeps the first)
+            C.DESCRIPTION: genres.replace("|", " ") if genres else None}
 
 
 def future_horizon(ts: pd.Series, now: pd.Timestamp, max_ahead_days: float) -> pd.Timestamp:
@@ -175,7 +177,7 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
 
     movies = pd.DataFrame(checked_rows(
         read_csv_records(m_file, ("movieId",), cat_rej, fallback=fallback_encoding),
-        _movie, m_file, cat_rej), columns=["movieId", C.TITLE, C.CATEGORY])
+        _movie, m_file, cat_rej), columns=["movieId", C.TITLE, C.CATEGORY, C.DESCRIPTION])
     if rated_only:
         kept = set(events[C.ITEM_ID])
         movies = movies[("m" + movies["movieId"]).isin(kept)].reset_index(drop=True)
@@ -190,6 +192,7 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
         C.TITLE: movies[C.TITLE],
         C.CATEGORY: movies[C.CATEGORY],
         C.PRICE: pd.Series([None] * len(movies), dtype="float64"),
+        C.DESCRIPTION: movies[C.DESCRIPTION],
         C.IMAGE_URI: [poster_files.get(m) for m in movies["movieId"]],
         C.UPDATED_AT: pd.Timestamp(bulk_ds, tz="UTC"),
     })

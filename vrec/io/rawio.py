@@ -77,7 +77,9 @@ def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path,
     if rejects is not None and len(rejects):
         _replace(folder, REJECTS_FILE, pa.Table.from_pandas(
             rejects[REJECTS_SCHEMA.names], schema=REJECTS_SCHEMA, preserve_index=False))
-    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    # an optional column the writer leaves out is written as nulls
+    df = df.reindex(columns=schema.names)
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     target = _replace(folder, "part-00000.parquet", table)
     write_marker(folder)
     return target

@@ -95,7 +95,9 @@ def run(ctx) -> dict:
                                     estimate_days=estimate_days(s))
         ) if e.tune and s.recs.tune_blend else None
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
-                                      visual=s.visual, fit=fit, ks=e.ks,
+                                      visual=s.visual, fit=fit,
+                                      # the tuning estimates at recs.k need the holdout's
+                                      ks=tuple(sorted(set(e.ks) | {s.recs.k})),
                                       max_users=e.max_users, label=f"{ds} evaluate",
                                       blend=blend, content=content)
         if len(frame):
