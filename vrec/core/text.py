@@ -82,22 +82,29 @@ def tfidf(texts: list[str], n_buckets: int = N_BUCKETS) -> sp.csr_matrix:
 
 def truncated_svd(x: sp.csr_matrix, dim: int, *, seed: int = 0, n_iter: int = 4) -> np.ndarray:
     """``U·S`` of the rank-``dim`` truncated SVD of ``x`` (rows × dim), by a randomized
-    range finder with ``n_iter`` power iterations; each column's sign is fixed so that
-    its largest entry is positive (deterministic output)."""
+    range finder with ``n_iter`` power iterations, on the columns ``x`` uses (hashing
+    leaves most buckets empty); each column's sign is fixed so that its largest entry is
+    positive (deterministic output)."""
+    x = sp.csr_matrix(x)
+    used = np.unique(x.indices)
+    x = sp.csr_matrix((x.data, np.searchsorted(used, x.indices), x.indptr),
+                      shape=(x.shape[0], len(used)))
     n, m = x.shape
-    k = max(1, min(dim, n - 1, m - 1)) if n > 1 else 1
+    k = max(1, min(dim, n - 1, m - 1)) if n > 1 and m > 1 else 1
     rng = np.random.default_rng(seed)
-    q = x @ rng.standard_normal((m, k + 10))
-    for _ in range(n_iter):
+    q = np.asarray(x @ rng.standard_normal((m, k + 10)))
+    for _ in range(n_iter):  # orthonormalised on the (small) row side only
         q, _ = np.linalg.qr(q)
-        q, _ = np.linalg.qr(x.T @ q)
-        q = x @ q
+        q = np.asarray(x @ np.asarray(x.T @ q))
     q, _ = np.linalg.qr(q)
-    b = np.asarray(x.T @ q).T  # (k + 10) × m
-    ub, s, _ = np.linalg.svd(b, full_matrices=False)
-    u = (q @ ub[:, :k]) * s[:k]
-    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(k)])
-    return (u * np.where(flip == 0, 1.0, flip)).astype(np.float32)
+    b = np.asarray(x.T @ q)  # m × (k + 10): B = Qᵀx, held transposed
+    w, v = np.linalg.eigh(b.T @ b)  # BBᵀ = V S² Vᵀ
+    order = np.argsort(-w)[:k]
+    u = (q @ v[:, order]) * np.sqrt(np.maximum(w[order], 0.0))
+    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
+    out = np.zeros((n, min(dim, u.shape[1])), dtype=np.float32)
+    out[:] = u * np.where(flip == 0, 1.0, flip)
+    return out
 
 
 def text_vectors(catalog: pd.DataFrame, dim: int, *, seed: int = 0
