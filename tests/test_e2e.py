@@ -95,7 +95,10 @@ def test_long_stages_print_progress_lines_to_the_task_log(dag_runs):
     assert emb and emb[0][0] == "0", log[-3000:]
     assert emb[-1][0] == emb[-1][1] == str(rec["embed_items"]["embedded_new"])
     lists = re.findall(rf"\[vrec\] {first} evaluate: model lists: (\d+)/(\d+) lists{meter}", log)
-    assert lists and lists[-1][0] == lists[-1][1] == str(5 * len(rec["evaluate"]["evaluation"]["ks"]))
+    m = W.read_table(dag_runs["wh"], "eval_metrics", first)
+    n_models = m.loc[m["slice"] == "all", "model"].nunique()  # six with text features
+    assert lists and lists[-1][0] == lists[-1][1] == \
+        str(n_models * len(rec["evaluate"]["evaluation"]["ks"]))
     if not rec["train_cf"]["blend"].get("skipped"):
         grid = re.findall(rf"\[vrec\] {first} train_cf: blend tuning: (\d+)/(\d+) grid points", log)
         done, total = map(int, grid[-1])
@@ -287,7 +290,9 @@ def test_the_dag_evaluates_gates_and_passes_the_override_param(dag_runs):
     assert g2["override"] is True and g2["reason"] == "e2e override check"
     assert g2["previous_ds"] == first and g2["status"] in {"passed", "overridden"}
     m = W.read_table(wh, "eval_metrics", second)
-    assert set(m["model"]) == {"popularity", "als", "visual", "visual_pref", "hybrid"}
+    from vrec.core.models import MODELS
+
+    assert set(m["model"]) == set(MODELS)
     log = (dag_runs["tmp"] / f"{second}.log").read_text()
     assert "quality gate" in log and "run report:" in log
     # the config's driver memory reaches spark-submit (a session setting would be too late)
