@@ -102,9 +102,7 @@ def truncated_svd(x: sp.csr_matrix, dim: int, *, seed: int = 0, n_iter: int = 4)
     order = np.argsort(-w)[:k]
     u = (q @ v[:, order]) * np.sqrt(np.maximum(w[order], 0.0))
     flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
-    out = np.zeros((n, min(dim, u.shape[1])), dtype=np.float32)
-    out[:] = u * np.where(flip == 0, 1.0, flip)
-    return out
+    return (u * np.where(flip == 0, 1.0, flip)).astype(np.float32)
 
 
 def text_vectors(catalog: pd.DataFrame, dim: int, *, seed: int = 0
