@@ -26,8 +26,9 @@ LAYERS: dict[str, int] = {
     "vrec.cli": 9,
 }
 # vrec/core: numpy and pandas, plus the numeric kernels it wraps (implicit's ALS, FAISS,
-# torch only to find CUDA); no Spark, no storage, no Airflow, no GX
-PURE_CORE = {"numpy", "pandas", "scipy", "threadpoolctl", "implicit", "faiss", "torch", "vrec"}
+# LightGBM's boosting, torch only to find CUDA); no Spark, no storage, no Airflow, no GX
+PURE_CORE = {"numpy", "pandas", "scipy", "threadpoolctl", "implicit", "faiss", "lightgbm",
+             "torch", "vrec"}
 
 
 def unit(module: str) -> str:

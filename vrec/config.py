@@ -337,6 +337,32 @@ class RecsSettings(_Section):
         return tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
 
 
+class RankerSettings(_Section):
+    """The learned ranker over the candidates (docs/ranking.md "The learned ranker"):
+    LightGBM lambdarank on features of each (user, candidate), trained on the window as
+    of ds - 2h with labels in (ds - 2h, ds - h], validated as of ds - h on (ds - h, ds]
+    against the tuned blend, and refit as of ds - h for the night's lists. It publishes
+    only when it beats the blend on the validation window by more than ``min_gain_se``
+    paired standard errors."""
+
+    enabled: bool = True
+    """Train the ranker each night (false: the blend always ranks)."""
+    negatives: int = Field(50, ge=1)
+    """Negative candidates sampled per training query (all positives kept)."""
+    max_rows: int = Field(1_000_000, ge=1000)
+    """At most this many training rows (queries beyond it are dropped, in a seeded order)."""
+    rounds: int = Field(300, ge=1)
+    """Boosting rounds at most (early stopping on a fifth of the training queries picks fewer)."""
+    learning_rate: float = Field(0.05, gt=0)
+    """LightGBM's shrinkage per round."""
+    num_leaves: int = Field(31, ge=2)
+    """Leaves per tree."""
+    min_data_in_leaf: int = Field(20, ge=1)
+    """Training rows a leaf needs."""
+    min_gain_se: float = Field(1.0, ge=0)
+    """The ranker publishes when its validation NDCG@k beats the blend's by more than this many paired SE."""
+
+
 class LandingSettings(_Section):
     """How the nightly DAG waits for a day's events (docs/scheduling.md): the first task
     waits until ``raw/events/ds=<ds>/_SUCCESS`` exists or, when ``quiet_minutes`` is not
@@ -489,6 +515,7 @@ class Settings(_Section):
     weights: EventWeights = EventWeights()
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
+    ranker: RankerSettings = RankerSettings()
     visual: VisualSettings = VisualSettings()
     content: ContentSettings = ContentSettings()
     landing: LandingSettings = LandingSettings()

@@ -235,6 +235,9 @@ CANDIDATES = Table("candidates", (
     _key("has_pref", "boolean", "the user has a learned content preference"),
     _key("has_txt", "boolean", "the user has a learned text preference"),
     _key("n_hist", "int", "history items"),
+    _c("last_days", "double", "days since the user's latest event"),
+    _c("recent", "int", "pairs touched in the last 7 days"),
+    _c("price_ref", "double", "the mean price of the user's history items"),
     _c("hist", "array<int>", "history item indices into the item space"),
     _c("seen", "array<int>", "items never to recommend again"),
     _c("touched", "array<int>", "items with any event"),
@@ -243,6 +246,8 @@ CANDIDATES = Table("candidates", (
     _c("vis", "array<double>", "raw visual-profile score per candidate"),
     _c("pref", "array<double>", "raw content-preference score per candidate"),
     _c("txt", "array<double>", "raw text-preference score per candidate"),
+    _c("last", "array<double>", "raw score against the user's last items per candidate"),
+    _c("cat", "array<double>", "the history's share in the candidate's category"),
 ), "a user's candidates from every source, with raw scores (indices into the item space)")
 
 USER_RECS = Table("user_recs", (

@@ -71,7 +71,7 @@ def fit_for_eval(train: pd.DataFrame, users: np.ndarray, catalog: pd.DataFrame,
     with (None: the configured blend)."""
     model = fit(train)
     space, map_quality = build_item_space(model, catalog, vectors, train, trending, recs,
-                                          visual=visual, seed=seed, content=content)
+                                          visual=visual, seed=seed, content=content, end=end)
     gated, slots_off = gate_new_arrivals(space, map_quality, recs.new_arrival_min_auc, blend)
     batch = user_batch(pairs_by_user(train, users), gated, model, recs, end)
     return EvalFit(blend, model, space, gated, ranking_policy(recs, blend, slots_off), slots_off,
@@ -82,18 +82,21 @@ def model_lists(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                 recs: RecsSettings, visual: VisualSettings, ks: tuple[int, ...],
                 fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
                 label: str = "evaluation", blend: dict | None = None,
-                content: ImageFeatures | None = None) -> tuple[dict, dict]:
+                content: ImageFeatures | None = None, ranker=None,
+                extra: bool = False) -> tuple[dict, dict]:
     """Lists of every model (vrec.core.models) for the window's users at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map).
     ``blend``: the blend tuning record to rank the hybrid with (None: the configured
-    blend)."""
+    blend); ``ranker``: a learned ranker to add the ``ranker`` model with; ``extra``:
+    the hybrid retrieves the ranker's sources too (as the night does)."""
     train = window.train
     f = fit_for_eval(train, window.users, catalog, vectors, window.trending_ids(),
                      recs=recs, visual=visual, end=window.end, fit=fit, seed=seed,
                      blend=blend, content=content)
-    n_models = len(variants(f.batch, f.space, f.policy))
+    n_models = len(variants(f.batch, f.space, f.policy)) + (ranker is not None)
     with progress(f"{label}: model lists", n_models * len(ks), "lists") as bar:
-        out = variant_lists(f.batch, f.space, f.policy, visual, ks, bar)
+        out = variant_lists(f.batch, f.space, f.policy, visual, ks, bar, extra=extra,
+                            ranker=ranker)
     tuned, hybrid, space = f.tuned, f.policy, f.space
     facts = {"blend": {"visual_weight": hybrid.visual_weight,
                        "history_shrink": hybrid.history_shrink, "pref_mix": hybrid.pref_mix,
@@ -172,10 +175,12 @@ def evaluate_models(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame
                     fit: Callable[[pd.DataFrame], CFModel],
                     ks: tuple[int, ...] = (10, 50), max_users: int = 5000, seed: int = 0,
                     label: str = "evaluation", blend: dict | None = None,
-                    content: ImageFeatures | None = None) -> tuple[pd.DataFrame, dict]:
+                    content: ImageFeatures | None = None, ranker=None,
+                    extra: bool = False) -> tuple[pd.DataFrame, dict]:
     """The metrics table (model, slice, k, metric, value) of every model on a window
     (a holdout), and facts about the run (split sizes, slices, tuning, seconds).
-    ``blend``: the blend tuning to rank the hybrid with (None: the configured blend)."""
+    ``blend``: the blend tuning to rank the hybrid with (None: the configured blend);
+    ``ranker``/``extra``: see :func:`model_lists`."""
     t0 = time.perf_counter()
     window = window.sampled(max_users, seed)
     users = window.users
@@ -186,7 +191,8 @@ def evaluate_models(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame
         info["seconds"] = round(time.perf_counter() - t0, 2)
         return pd.DataFrame(columns=S.EVAL_METRICS.names()), info
     lists, facts = model_lists(window, catalog, vectors, recs=recs, visual=visual, ks=ks,
-                               fit=fit, seed=seed, label=label, blend=blend, content=content)
+                               fit=fit, seed=seed, label=label, blend=blend, content=content,
+                               ranker=ranker, extra=extra)
     slices = eval_slices(window, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
                         popularity=training_popularity(window.train),

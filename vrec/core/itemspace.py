@@ -29,7 +29,12 @@ if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
 ARRAYS = ("item_ids", "emb", "has_vec", "factors", "warm", "new", "category", "trending",
-          "category_names", "pref_z", "has_z", "pref_gram", "text_dims")
+          "category_names", "pref_z", "has_z", "pref_gram", "text_dims", "stats")
+# the columns of ItemSpace.stats, as of the space's cutoff (the learned ranker's item
+# features): distinct users whose latest event is at most 1, 7 and 30 days old, the 7-day
+# trend (daily users of 7 days / of 30), days since the item's oldest pair's latest event
+# (a lower bound on how long it has been known; NaN without pairs), and the price
+STATS = ("users_1d", "users_7d", "users_30d", "trend_7d", "days_known", "price")
 
 
 @dataclass
@@ -59,9 +64,14 @@ class ItemSpace:
     has_z: np.ndarray
     pref_gram: np.ndarray
     text_dims: np.ndarray
+    stats: np.ndarray | None = None
     # search structures built from these arrays (vrec.core.retrieval); a replaced space
     # (dataclasses.replace) starts with an empty cache
     cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.stats is None:  # no facts known: every stat unknown
+            self.stats = np.full((len(self.item_ids), len(STATS)), np.nan, dtype=np.float32)
 
     @property
     def n(self) -> int:
@@ -126,10 +136,40 @@ def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
     return np.asarray([lookup.get(str(v), -1) for v in values], dtype=np.int64)
 
 
+def item_stats(item_ids: np.ndarray, pairs: pd.DataFrame, catalog: pd.DataFrame,
+               end: pd.Timestamp | None) -> np.ndarray:
+    """The :data:`STATS` columns of each item in ``item_ids`` from the pairs known at
+    ``end`` (None: the latest pair's time) and the catalog's price, when it has one."""
+    out = np.full((len(item_ids), len(STATS)), np.nan, dtype=np.float32)
+    if C.PRICE in catalog:
+        price = pd.to_numeric(catalog.set_index(catalog[C.ITEM_ID].astype(str))[C.PRICE],
+                              errors="coerce")
+        out[:, STATS.index("price")] = price[~price.index.duplicated()].reindex(
+            item_ids.astype(str)).to_numpy(dtype=np.float32)
+    if pairs.empty:
+        out[:, :3] = 0.0
+        return out
+    last = pd.to_datetime(pairs["last_ts"], utc=True)
+    end = pd.Timestamp(end) if end is not None else last.max()
+    end = end.tz_localize("UTC") if end.tzinfo is None else end
+    age = ((end - last).dt.total_seconds() / 86400.0).to_numpy()
+    ci = index_of(pairs[C.ITEM_ID].to_numpy(), item_ids)
+    ok = ci >= 0
+    for j, days in enumerate((1, 7, 30)):
+        out[:, j] = np.bincount(ci[ok & (age <= days)], minlength=len(item_ids))
+    out[:, 3] = np.where(out[:, 2] > 0, (out[:, 1] / 7.0) / np.maximum(out[:, 2] / 30.0, 1e-9),
+                         np.nan)
+    oldest = np.full(len(item_ids), -np.inf)
+    np.maximum.at(oldest, ci[ok], age[ok])
+    out[:, 4] = np.where(np.isfinite(oldest), oldest, np.nan)
+    return out
+
+
 def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFrame,
                      pairs: pd.DataFrame, trending_ids: list[str], recs: RecsSettings, *,
                      visual: VisualSettings | None = None, seed: int = 0,
-                     content: ImageFeatures | None = None) -> tuple[ItemSpace, dict]:
+                     content: ImageFeatures | None = None,
+                     end: pd.Timestamp | None = None) -> tuple[ItemSpace, dict]:
     """The catalog-indexed arrays of the ranker and the cold-start map's quality
     (``skipped`` with the reason when too few warm items have content features;
     ``pca_explained``: the share of image variance the image features keep, when they
@@ -139,7 +179,8 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
     the images' PCA features only. New arrivals are items with content features and at
     most ``recs.cold_item_max_users`` distinct users (pairs with weight > 0); their
     factors come from the ridge map from content features to ALS factors, fit on warm
-    items with content features and at least ``recs.map_min_users`` users.
+    items with content features and at least ``recs.map_min_users`` users. ``end``: the
+    cutoff the item stats are measured from (None: the latest pair).
     """
     item_ids = np.asarray(sorted(catalog[C.ITEM_ID].astype(str)), dtype=object)
     cats = catalog.set_index(catalog[C.ITEM_ID].astype(str))[C.CATEGORY].reindex(item_ids)
@@ -191,7 +232,8 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
                       trending=np.concatenate([t, rest]).astype(np.int64),
                       category_names=np.asarray(names, dtype=str), pref_z=pref_z, has_z=has_z,
                       pref_gram=gram(pref_z[has_z]),
-                      text_dims=np.asarray([text_dims], dtype=np.int64))
+                      text_dims=np.asarray([text_dims], dtype=np.int64),
+                      stats=item_stats(item_ids, pos, catalog, end))
     quality = ({"skipped": f"{len(fit_idx)} warm items with content features and >= "
                            f"{recs.map_min_users} users; the map needs 20", "new_arrivals": 0}
                if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())})

@@ -10,7 +10,9 @@ publishes and their parts:
 * ``visual_pref``: the learned content preference only (vrec.core.visual), over the
   content features the run uses (images, text or both);
 * ``text``: the learned preference over the items' text features alone;
-* ``hybrid``: everything, with the tuned blend and the production list policy.
+* ``hybrid``: everything, with the tuned blend and the production list policy;
+* ``ranker``: the hybrid's candidates (with the learned ranker's extra sources) ranked
+  by a learned ranker (vrec.core.ranker) under the same list policy, when one is given.
 
 The blend tuning scores them on its window (the estimate) and the evaluation on its
 holdout (what happened); the report shows both.
@@ -29,7 +31,7 @@ from vrec.core.ranking import lists_by_user, rank
 from vrec.core.retrieval import retrieve
 from vrec.core.users import UserBatch
 
-MODELS = ("popularity", "als", "visual", "visual_pref", "text", "hybrid")
+MODELS = ("popularity", "als", "visual", "visual_pref", "text", "hybrid", "ranker")
 
 
 def restricted(batch: UserBatch, *, cf: bool, profile: bool, pref: bool = True) -> UserBatch:
@@ -37,12 +39,12 @@ def restricted(batch: UserBatch, *, cf: bool, profile: bool, pref: bool = True) 
     preference model; ``pref`` False: the preference model only) removed."""
     n = len(batch.user_ids)
     empty = sp.csr_matrix(batch.hist.shape, dtype=np.float32)
-    return UserBatch(batch.user_ids,
-                     batch.uf if cf else np.zeros_like(batch.uf),
-                     batch.in_model if cf else np.zeros(n, dtype=bool),
-                     batch.hist if profile else empty,
-                     batch.seen, batch.touched,
-                     batch.weights if profile and pref else empty)
+    return dataclasses.replace(
+        batch, uf=batch.uf if cf else np.zeros_like(batch.uf),
+        in_model=batch.in_model if cf else np.zeros(n, dtype=bool),
+        hist=batch.hist if profile else empty,
+        weights=batch.weights if profile and pref else empty,
+        last_items=batch.last_items if profile else [])
 
 
 def variants(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings
@@ -72,16 +74,26 @@ def variants(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings
 
 
 def variant_lists(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings,
-                  visual: VisualSettings, ks: tuple[int, ...], bar=None
+                  visual: VisualSettings, ks: tuple[int, ...], bar=None, *,
+                  extra: bool = False, ranker=None
                   ) -> dict[tuple[str, int], dict[str, list[str]]]:
     """``{(model, k): {user: [item_id, ...]}}`` of every variant at each K (``bar``: a
-    progress bar counting lists)."""
+    progress bar counting lists); ``extra``: the hybrid retrieves the learned ranker's
+    sources too (as the night does when the ranker is on); ``ranker``: also the
+    ``ranker`` model's lists."""
     hybrid = hybrid.model_copy(update={"candidates": max(hybrid.candidates, *ks)})
     out = {}
     for name, (b, s, policy) in variants(batch, space, hybrid).items():
-        inp = retrieve(b, s, policy.candidates, visual)
+        inp = retrieve(b, s, policy.candidates, visual,
+                       extra=(extra or ranker is not None) and name == "hybrid")
         for k in ks:
             out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)
             if bar is not None:
                 bar.update()
+        if name == "hybrid" and ranker is not None:
+            for k in ks:
+                out[("ranker", k)] = lists_by_user(
+                    rank(inp, s, policy.model_copy(update={"k": k}), ranker), s)
+                if bar is not None:
+                    bar.update()
     return out

@@ -34,6 +34,13 @@ formulas; in short, for a user ``u`` with history ``H``:
 * reason: ``new_arrival_visual`` for a new arrival, ``similar_to_history`` when
   ``b_u · n_v > (1 - b_u) · n_cf`` (with ``reason_item_id`` = the history item most
   similar to it), else ``collaborative``; ``trending`` for fill and cold users.
+
+With a learned ranker (vrec.core.ranker) its score, normalised per user, replaces the
+blend ``s`` (and the slot key); the list rules are the same. A pick's reason then comes
+from its strongest source: ``new_arrival_visual`` for a new arrival, ``trending`` when no
+source scored it (the trending source brought it), ``similar_to_history`` when its best
+content rank (visual profile, preference, text, last items) beats its CF rank, else
+``collaborative``; the history anchor is found as above.
 """
 
 from __future__ import annotations
@@ -176,10 +183,17 @@ def trending_for(n: int, exclude: set[int], trending: np.ndarray, category: np.n
 
 # ---------------------------------------------------------------- lists
 
-def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame:
+def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) -> pd.DataFrame:
     """Final lists for a batch of users (:data:`LIST_COLUMNS`): ``item`` and
-    ``reason_item`` are catalog indices (-1: none); see the module doc."""
+    ``reason_item`` are catalog indices (-1: none); ``ranker``: a learned ranker
+    (vrec.core.ranker.Ranker) to score with in place of the blend; see the module doc."""
     ncf, nvis, npref, ntxt = inp.normalised(policy.normalize)
+    learned = None
+    if ranker is not None:
+        from vrec.core.ranker import features
+
+        cuts = np.cumsum([len(c) for c in inp.items])[:-1]
+        learned = np.split(ranker.predict(features(inp, space)), cuts)
     q = policy.new_arrival_pref
     # the content part's preference share; a user with only one of the signals (e.g. a
     # history too old for the decayed profile) uses that one
@@ -194,20 +208,26 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame
         p_r = (1.0 - tu[r]) * npref[r] + tu[r] * ntxt[r]
         c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - mu[r]) * nvis[r] + mu[r] * p_r)
         blend = c_cf + c_vis
+        slot_key = (1.0 - q) * ncf[r] + q * p_r
+        if learned is not None:
+            blend = slot_key = normalise(learned[r], "zscore")
         is_new = space.new[cand]
         pick, gain = greedy_pick(blend, space.emb[cand], space.category[cand], is_new,
                                  k=policy.k, slots=policy.new_arrival_slots,
                                  mmr_penalty=policy.mmr_penalty,
                                  max_per_category=policy.max_per_category,
-                                 slot_key=(1.0 - q) * ncf[r] + q * p_r)
+                                 slot_key=slot_key)
         items = cand[pick]
         has_visual = ~(np.isnan(inp.vis[r][pick]) & np.isnan(inp.pref[r][pick])
-                       & np.isnan(inp.txt[r][pick]))
-        reason = np.where(is_new[pick], R_NEW,
-                          np.where((c_vis[pick] > c_cf[pick]) & has_visual, R_SIM, R_CF))
+                       & np.isnan(inp.txt[r][pick]) & np.isnan(inp.last[r][pick]))
+        if learned is not None:
+            reason = _source_reasons(inp, r, pick, is_new[pick], has_visual)
+        else:
+            reason = np.where(is_new[pick], R_NEW,
+                              np.where((c_vis[pick] > c_cf[pick]) & has_visual, R_SIM, R_CF))
         h = inp.hist[r]
         reason_item = np.full(len(items), -1, dtype=np.int64)
-        explain = (reason != R_CF) & space.has_vec[items]
+        explain = np.isin(reason, (R_SIM, R_NEW)) & space.has_vec[items]
         if len(h) and explain.any():
             sims = space.emb[items[explain]] @ space.emb[h].T
             reason_item[explain] = h[np.argmax(sims, axis=1)]
@@ -233,6 +253,22 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings) -> pd.DataFrame
         cols["reason"] += [REASON_CODES[x] for x in reason]
         cols["reason_item"] += reason_item.tolist()
     return pd.DataFrame(cols)
+
+
+def _source_reasons(inp: RankInput, r: int, pick: np.ndarray, is_new: np.ndarray,
+                    has_visual: np.ndarray) -> np.ndarray:
+    """The reason codes of a learned ranker's picks from their strongest source (module
+    doc): by rank among the user's candidates, CF against the best content source."""
+    def ranks(x):
+        return normalise(x, "rank")[pick] if len(x) else np.zeros(len(pick))
+
+    cf = np.where(np.isnan(inp.cf[r][pick]), -np.inf, ranks(inp.cf[r]))
+    content = np.max([np.where(np.isnan(getattr(inp, s)[r][pick]), -np.inf,
+                               ranks(getattr(inp, s)[r]))
+                      for s in ("vis", "pref", "txt", "last")], axis=0)
+    scored = has_visual | ~np.isnan(inp.cf[r][pick])
+    return np.where(is_new, R_NEW, np.where(~scored, R_TREND,
+                                            np.where(content > cf, R_SIM, R_CF)))
 
 
 def lists_by_user(lists: pd.DataFrame, space: ItemSpace) -> dict[str, list[str]]:

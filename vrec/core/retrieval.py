@@ -9,7 +9,16 @@
   text), and over new arrivals, where ``v_u`` is the user's learned preference vector
   over those features (vrec.core.visual), fit here from the user's history;
 * text preference (when the run has text features): ``t_u · z^text_i``, the same fit
-  over the text block alone, over items with text.
+  over the text block alone, over items with text;
+* with ``extra`` (the learned ranker's pool): trending, the user's first N unseen items
+  in trending order (for users some other source reaches), and "more like the last
+  items", ``z_i · q_u`` where ``q_u`` is the mean content vector of the user's last
+  items (vrec.core.users).
+
+Per candidate it also records the share of the user's history in the candidate's
+category; per user the days since the latest event, the pairs of the last 7 days and
+the usual price (the history's mean price): features of the learned ranker
+(vrec.core.ranker).
 
 Seen items are excluded with the exact top-k kernel (vrec.core.topk). The result,
 :class:`RankInput`, is everything the ranker needs for those users; the candidates stage
@@ -29,7 +38,7 @@ from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import VisualSettings
 from vrec.core.coldstart import l2_normalise
-from vrec.core.itemspace import ItemSpace
+from vrec.core.itemspace import STATS, ItemSpace
 from vrec.core.topk import TopK
 from vrec.core.users import UserBatch
 from vrec.core.visual import fit_preferences
@@ -43,9 +52,11 @@ class RankInput:
     """Per user: whether the model knows them, whether they have a visual profile, a
     content preference vector and a text preference vector, the number of history
     items, history items with an image (for reasons), seen items and touched categories
-    (for the trending fill), and the candidates with raw CF, mean-profile, content
-    preference and text preference scores (NaN = no score). Indices are catalog rows of
-    the run's item space."""
+    (for the trending fill), the user's activity (days since the latest event, pairs of
+    the last 7 days, the history's mean price: NaN unknown), and the candidates with raw
+    CF, mean-profile, content preference, text preference and last-items scores (NaN =
+    no score) and the history's share in each candidate's category. Indices are catalog
+    rows of the run's item space."""
 
     user_ids: np.ndarray
     in_model: np.ndarray
@@ -61,6 +72,21 @@ class RankInput:
     vis: list[np.ndarray]
     pref: list[np.ndarray]
     txt: list[np.ndarray]
+    last: list[np.ndarray] | None = None
+    cat: list[np.ndarray] | None = None
+    last_days: np.ndarray | None = None
+    recent: np.ndarray | None = None
+    price_ref: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """Inputs built without the ranker's facts: every one of them unknown."""
+        n = len(self.user_ids)
+        for name in ("last", "cat"):
+            if getattr(self, name) is None:
+                setattr(self, name, [np.full(len(c), np.nan) for c in self.items])
+        self.last_days = np.full(n, np.nan) if self.last_days is None else self.last_days
+        self.recent = np.zeros(n, np.int64) if self.recent is None else self.recent
+        self.price_ref = np.full(n, np.nan) if self.price_ref is None else self.price_ref
 
     def normalised(self, mode: str) -> tuple[list, list, list, list]:
         """The CF, mean-profile, preference and text scores normalised per user (``mode``:
@@ -80,6 +106,9 @@ class RankInput:
             C.USER_ID: self.user_ids.astype(str), "in_model": self.in_model.astype(bool),
             "has_profile": self.has_profile.astype(bool), "has_pref": self.has_pref.astype(bool),
             "has_txt": self.has_txt.astype(bool), "n_hist": self.n_hist.astype(np.int32),
+            "last_days": self.last_days.astype(np.float64),
+            "recent": self.recent.astype(np.int32),
+            "price_ref": self.price_ref.astype(np.float64),
             "hist": [a.astype(np.int32) for a in self.hist],
             "seen": [a.astype(np.int32) for a in self.seen],
             "touched": [a.astype(np.int32) for a in self.touched],
@@ -87,7 +116,9 @@ class RankInput:
             "cf": [a.astype(np.float64) for a in self.cf],
             "vis": [a.astype(np.float64) for a in self.vis],
             "pref": [a.astype(np.float64) for a in self.pref],
-            "txt": [a.astype(np.float64) for a in self.txt]})[S.CANDIDATES.names()]
+            "txt": [a.astype(np.float64) for a in self.txt],
+            "last": [a.astype(np.float64) for a in self.last],
+            "cat": [a.astype(np.float64) for a in self.cat]})[S.CANDIDATES.names()]
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> RankInput:
@@ -104,7 +135,10 @@ class RankInput:
                    df["has_txt"].to_numpy(dtype=bool),
                    df["n_hist"].to_numpy(dtype=np.int64), ints("hist"), ints("seen"),
                    ints("touched"), ints("items"), floats("cf"), floats("vis"), floats("pref"),
-                   floats("txt"))
+                   floats("txt"), floats("last"), floats("cat"),
+                   df["last_days"].to_numpy(dtype=np.float64),
+                   df["recent"].to_numpy(dtype=np.int64),
+                   df["price_ref"].to_numpy(dtype=np.float64))
 
 
 def profiles(hist, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,12 +196,25 @@ def source(space: ItemSpace, name: str) -> Source:
     return space.cache[name]
 
 
+def last_items_query(batch: UserBatch, space: ItemSpace) -> tuple[np.ndarray, np.ndarray]:
+    """(each user's mean content vector of their last items, whether they have one)."""
+    z = np.asarray(space.pref_z)
+    Q = np.zeros((len(batch.user_ids), z.shape[1]), dtype=np.float32)
+    ok = np.zeros(len(batch.user_ids), dtype=bool)
+    for r, items in enumerate(batch.last_items or []):
+        items = items[np.asarray(space.has_z)[items]] if len(items) else items
+        if len(items):
+            Q[r], ok[r] = z[items].mean(axis=0), True
+    return Q, ok
+
+
 def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
-             *, profile: bool = True) -> RankInput:
+             *, profile: bool = True, extra: bool = False) -> RankInput:
     """The CF, visual, content preference, text preference and new-arrival top-``n`` of
-    each user (seen items excluded), their union, and the raw scores of every candidate
-    (see the module doc). ``profile`` False skips the mean-profile source (its score is
-    still computed for the candidates the other sources bring)."""
+    each user (seen items excluded), with ``extra`` also the trending and last-items
+    top-``n``, their union, and the raw scores of every candidate (see the module doc).
+    ``profile`` False skips the mean-profile source (its score is still computed for the
+    candidates the other sources bring)."""
     P, has_p = profiles(batch.hist, space.emb)
     weights = batch.weights if batch.weights is not None else batch.hist
     V, has_v = fit_preferences(weights, space.pref_z, space.pref_gram,
@@ -189,11 +236,20 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
     # new arrivals: through the CF space when the user has factors, else by the picture
     new_cf = source(space, "new").top(batch.uf, n, seen, batch.in_model)
     new_vis = source(space, "new_visual").top(P, n, seen, has_p & ~batch.in_model)
+    Q, has_q = last_items_query(batch, space)
+    last_top = source(space, "pref").top(Q, n, seen, has_q) if extra else None
     hist = batch.hist
+    nu = len(batch.user_ids)
+    stats = np.asarray(space.stats)
+    price = stats[:, STATS.index("price")].astype(np.float64)
     out = RankInput(batch.user_ids, batch.in_model, has_p, has_v, has_t, batch.n_hist, [], [],
                     list(batch.touched) if batch.touched else
-                    [np.zeros(0, np.int64) for _ in batch.user_ids], [], [], [], [], [])
-    for r in range(len(batch.user_ids)):
+                    [np.zeros(0, np.int64) for _ in batch.user_ids], [], [], [], [], [], [], [],
+                    batch.last_days if batch.last_days is not None else np.full(nu, np.nan),
+                    batch.recent if batch.recent is not None else np.zeros(nu, np.int64),
+                    np.full(nu, np.nan))
+    trending = np.asarray(space.trending)
+    for r in range(nu):
         parts = []
         if batch.in_model[r]:
             parts += [cf_top[r][cf_top[r] >= 0], new_cf[r][new_cf[r] >= 0]]
@@ -205,6 +261,12 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
             parts += [pref_top[r][pref_top[r] >= 0], new_pref[r][new_pref[r] >= 0]]
         if has_t[r]:
             parts += [txt_top[r][txt_top[r] >= 0]]
+        if extra and has_q[r]:
+            parts += [last_top[r][last_top[r] >= 0]]
+        s_r = seen.indices[seen.indptr[r]:seen.indptr[r + 1]]
+        if extra and parts:
+            head = trending[:n + len(s_r)]
+            parts += [head[~np.isin(head, s_r)][:n]]
         cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         cf = (space.factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
             else np.full(len(cand), np.nan)
@@ -219,9 +281,21 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
         if has_t[r]:
             txt = (text.pref_z[cand] @ T[r]).astype(np.float64)
             txt[~text.has_z[cand]] = np.nan
+        last = np.full(len(cand), np.nan)
+        if has_q[r]:
+            last = (space.pref_z[cand] @ Q[r]).astype(np.float64)
+            last[~space.has_z[cand]] = np.nan
         h = hist.indices[hist.indptr[r]:hist.indptr[r + 1]]
+        hc = space.category[h]
+        counts = np.bincount(hc[hc >= 0], minlength=len(space.category_names) + 1)
+        cc = space.category[cand]
+        out.cat.append(np.where(cc >= 0, counts[np.maximum(cc, 0)] / max(1, len(h)), np.nan))
+        hp = price[h]
+        if (~np.isnan(hp)).any():
+            out.price_ref[r] = float(np.nanmean(hp))
+        out.last.append(last)
         out.hist.append(np.sort(h[space.has_vec[h]]))
-        out.seen.append(np.sort(seen.indices[seen.indptr[r]:seen.indptr[r + 1]]))
+        out.seen.append(np.sort(s_r))
         out.items.append(cand)
         out.cf.append(cf)
         out.vis.append(vis)

@@ -28,6 +28,7 @@ worse than CF only on the window, and noise does not move it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,12 +38,12 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
-from vrec.core.itemspace import build_item_space, gate_new_arrivals, ranking_policy
+from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.models import variant_lists
 from vrec.core.ranking import lists_by_user, rank
-from vrec.core.retrieval import retrieve
+from vrec.core.retrieval import RankInput, retrieve
 from vrec.core.topk import TopK
-from vrec.core.users import is_seen, pairs_by_user, user_batch
+from vrec.core.users import UserBatch, is_seen, pairs_by_user, user_batch
 from vrec.core.visual import ImageFeatures
 from vrec.core.window import Window
 
@@ -203,11 +204,47 @@ def blend_settings_key(recs: RecsSettings, visual: VisualSettings, cf: CFSetting
 
 # ---------------------------------------------------------------- the blend
 
+@dataclasses.dataclass
+class WindowCandidates:
+    """A forward window ranked as the night ranks: the CF model fit on its training part,
+    the item space as of its cutoff (gated), the map's quality and why slots were off,
+    its users (the window's sample) and their retrieved candidates."""
+
+    window: Window
+    model: CFModel
+    space: ItemSpace
+    quality: dict
+    slots_off: str | None
+    batch: UserBatch
+    inp: RankInput
+
+
+def window_candidates(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
+                      recs: RecsSettings, visual: VisualSettings,
+                      fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+                      content: ImageFeatures | None = None, extra: bool = False
+                      ) -> WindowCandidates:
+    """Fit, build the space and retrieve every sampled user's candidates as of the
+    window's cutoff (``extra``: the learned ranker's sources too). The blend tuning and
+    the learned ranker's training share one per window."""
+    model = fit(window.train)
+    space, quality = build_item_space(model, catalog, vectors, window.train,
+                                      window.trending_ids(), recs, visual=visual, seed=seed,
+                                      content=content, end=window.end)
+    space, slots_off = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
+    batch = user_batch(pairs_by_user(window.train, window.users), space, model, recs,
+                       window.end)
+    return WindowCandidates(window, model, space, quality, slots_off, batch,
+                            retrieve(batch, space, recs.candidates, visual, extra=extra))
+
+
 def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                recs: RecsSettings, visual: VisualSettings,
                fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
                content: ImageFeatures | None = None, label: str = "blend tuning",
-               estimate_days: float | None = None) -> dict:
+               estimate_days: float | None = None,
+               cands: Callable[[], WindowCandidates] | None = None, extra: bool = False
+               ) -> dict:
     """Choose (visual_weight, history_shrink, pref_mix), then text_mix and
     new_arrival_pref, on a forward window; see module doc. ``fit`` fits the run's (tuned)
     CF engine; ``content``: the run's content features. The record also holds every
@@ -215,7 +252,9 @@ def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
     expects; the evaluation measures the same models on its holdout), scored on the
     labels of the first ``estimate_days`` days after the window's cutoff when given (the
     holdout's length, so that the two compare; None: all of the window's labels). The
-    ranked grid points are counted on a progress line (``label``)."""
+    ranked grid points are counted on a progress line (``label``). ``cands``: the
+    window's candidates when the caller shares them (else built here); ``extra``: the
+    candidates hold the learned ranker's sources (the night retrieves them)."""
     from vrec.progress import progress
 
     t0 = time.perf_counter()
@@ -226,21 +265,19 @@ def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
         out["skipped"] = skipped
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
-    train, users = window.train, window.users
-    model = fit(train)
+    c = cands() if cands is not None else window_candidates(
+        window, catalog, vectors, recs=recs, visual=visual, fit=fit, seed=seed, content=content,
+        extra=extra)
+    model, space, batch, inp, quality = c.model, c.space, c.batch, c.inp, c.quality
     out["cf"] = {k: model.params.get(k) for k in ("engine", "device")}
-    space, quality = build_item_space(model, catalog, vectors, train, window.trending_ids(),
-                                      recs, visual=visual, seed=seed, content=content)
-    space, out["slots_off"] = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
+    out["slots_off"] = c.slots_off
     base = ranking_policy(recs, None, out["slots_off"])
-    batch = user_batch(pairs_by_user(train, users), space, model, recs, window.end)
-    inp = retrieve(batch, space, recs.candidates, visual)
     out["map_quality"] = quality
     with progress(label, _blend_points(recs, base.new_arrival_slots > 0 and bool(space.new.any())),
                   "grid points") as bar:
         out = _search_blend(out, recs, base, window, inp, space, bar)
     policy = base.model_copy(update=out["chosen"])
-    lists = variant_lists(batch, space, policy, visual, (recs.k,))
+    lists = variant_lists(batch, space, policy, visual, (recs.k,), extra=extra)
     est = window.first_days(estimate_days) if estimate_days else window
     out["estimates"], out["estimate_days"] = {}, estimate_days
     out["estimate_users"] = int(len(est.users))

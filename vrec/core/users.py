@@ -12,7 +12,10 @@ in :func:`user_batch`:
 * seen = pairs whose event types meet ``recs.seen_event_types`` (never recommended back);
 * touched = the user's top 3 categories by number of events (ties by name): cold users'
   trending lists start there when ``recs.cold_user_categories``;
-* CF factors = the model's row for the user (``in_model`` False and zeros without one).
+* CF factors = the model's row for the user (``in_model`` False and zeros without one);
+* last items = the user's :data:`LAST_ITEMS` most recent history items (the "more like
+  the last items" candidate source); activity = the days since the user's latest event
+  and the pairs touched in the last 7 days (features of the learned ranker).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 # types and number of events, all aligned and sorted by item id
 USER_COLUMNS = (C.USER_ID, "items", "weights", "last_s", "event_types", "n_events")
 TOP_CATEGORIES = 3
+LAST_ITEMS = 3
 
 
 @dataclass
@@ -42,7 +46,8 @@ class UserBatch:
     """A batch of users: CF factors (zeros and ``in_model`` False when the model lacks
     the user), history CSR of profile weights, seen CSR (excluded), categories touched,
     and the history's pair weights (the preference model's confidences; same sparsity
-    as ``hist``)."""
+    as ``hist``), the last items (catalog rows, newest first), the days since the
+    latest event (NaN without events) and the pairs of the last 7 days."""
 
     user_ids: np.ndarray
     uf: np.ndarray
@@ -51,6 +56,9 @@ class UserBatch:
     seen: sp.csr_matrix
     touched: list[np.ndarray] = field(default_factory=list)
     weights: sp.csr_matrix | None = None
+    last_items: list[np.ndarray] = field(default_factory=list)
+    last_days: np.ndarray | None = None
+    recent: np.ndarray | None = None
 
     @property
     def n_hist(self) -> np.ndarray:
@@ -104,15 +112,21 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     end_s = pd.Timestamp(end).timestamp()
     half = recs.profile_half_life_days
     h_ptr, h_idx, h_val, h_raw, s_ptr, s_idx, touched = [0], [], [], [], [0], [], []
+    last_items, last_days, recent = [], [], []
     for items, weights, last_s, types, n_events in zip(
             rows["items"], rows["weights"], rows["last_s"], rows["event_types"], rows["n_events"]):
         cats: dict[int, int] = {}
+        ages = (end_s - np.asarray(last_s, dtype=np.float64)) / 86400.0
+        last_days.append(float(max(0.0, ages.min())) if len(ages) else np.nan)
+        recent.append(int((ages <= 7.0).sum()))
+        newest: list[tuple[float, int]] = []
         for k, it in enumerate(items):
             j = item_index.get(str(it), -1)
             if j < 0:
                 continue
             w = float(weights[k])
             if w > 0:
+                newest.append((float(last_s[k]), j))
                 h_raw.append(w)
                 if half:
                     age = max(0.0, (end_s - float(last_s[k])) / 86400.0)
@@ -129,6 +143,8 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
         s_ptr.append(len(s_idx))
         top = sorted(cats.items(), key=lambda kv: (-kv[1], str(space.category_names[kv[0]])))
         touched.append(np.asarray([c for c, _ in top[:TOP_CATEGORIES]], dtype=np.int64))
+        newest.sort(key=lambda tj: (-tj[0], tj[1]))
+        last_items.append(np.asarray([j for _, j in newest[:LAST_ITEMS]], dtype=np.int64))
     n = len(rows)
     hist = sp.csr_matrix((np.asarray(h_val, np.float32), np.asarray(h_idx, np.int64),
                           np.asarray(h_ptr, np.int64)), shape=(n, space.n))
@@ -145,4 +161,5 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     if in_model.any():
         uf[in_model] = np.asarray(model.user_factors)[uidx[in_model]]
     return UserBatch(rows[C.USER_ID].astype(str).to_numpy(), uf, in_model, hist, seen, touched,
-                     raw)
+                     raw, last_items, np.asarray(last_days, dtype=np.float64),
+                     np.asarray(recent, dtype=np.int64))

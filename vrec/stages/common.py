@@ -14,12 +14,12 @@ from vrec import columns as C
 from vrec.core.window import PAIR_COLUMNS
 from vrec.io import warehouse as W
 
-CATALOG_COLUMNS = [C.ITEM_ID, C.TITLE, C.CATEGORY, C.DESCRIPTION]
+CATALOG_COLUMNS = [C.ITEM_ID, C.TITLE, C.CATEGORY, C.DESCRIPTION, C.PRICE]
 
 
 @dataclass
 class DriverInputs:
-    """Catalog (item_id, title, category, description), item vectors, the interaction
+    """Catalog (item_id, title, category, description, price), item vectors, the interaction
     pairs (with event types and counts: the user builder needs them) and item ids in
     trending order."""
 

@@ -1,0 +1,252 @@
+"""The learned ranker: LightGBM lambdarank over each user's candidates (docs/ranking.md
+"The learned ranker").
+
+The candidates and their raw scores come from the production retrieval
+(vrec.core.retrieval); :func:`features` turns them into one row per (user, candidate)
+of :data:`FEATURES`:
+
+* each source's raw score and its rank among the user's candidates (1 best, scaled to
+  (0, 1]; NaN when the source has no score): CF, visual profile, content preference,
+  text preference and the last items;
+* the item's users over 1, 7 and 30 days, its 7-day trend, the days it has been known,
+  its trending rank (log) and whether it is a new arrival (vrec.core.itemspace.STATS);
+* the user's history size, pairs of the last 7 days, days since the latest event and
+  whether the CF model knows them;
+* the history's share in the item's category, and log(price / the user's usual price).
+
+:func:`training_rows` labels the rows of a forward window's candidates (1: the user
+interacted with the item after the cutoff), keeps queries with a positive, samples
+``negatives`` negatives per query and caps the rows. :func:`fit_ranker` fits LightGBM
+(early stopping on a fifth of the queries when there are enough). :func:`train_ranker`
+is the nightly protocol: fit on the window as of ds - 2h, validate on the window as of
+ds - h against the tuned blend (paired per-user NDCG@k), refit on that window with the
+rounds found. vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vrec.config import RankerSettings, RecsSettings
+from vrec.core.itemspace import STATS, ItemSpace
+from vrec.core.retrieval import RankInput
+
+SOURCES = ("cf", "vis", "pref", "txt", "last")
+FEATURES = (*SOURCES, *(f"{s}_rank" for s in SOURCES), "users_1d", "users_7d", "users_30d",
+            "trend_7d", "days_known", "trending_rank", "is_new", "n_hist", "recent",
+            "last_days", "in_model", "cat_share", "price_ratio")
+# LightGBM's lambdarank refuses queries of more rows than this
+MAX_QUERY_ROWS = 10_000
+
+
+@dataclass
+class Ranker:
+    """A fitted model (LightGBM's text form) over :data:`FEATURES`."""
+
+    model: str
+    features: tuple[str, ...] = FEATURES
+    _booster: object = field(default=None, init=False, repr=False, compare=False)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Scores of feature rows (larger: rank higher)."""
+        import lightgbm as lgb
+
+        if self._booster is None:
+            self._booster = lgb.Booster(model_str=self.model)
+        if len(X) == 0:
+            return np.zeros(0)
+        return np.asarray(self._booster.predict(X, num_threads=1), dtype=np.float64)
+
+    def save(self, folder: str | Path) -> Path:
+        """``model.txt`` in ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.txt").write_text(self.model)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Ranker:
+        return cls((Path(folder) / "model.txt").read_text())
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Rank of each score among the non-NaN ones (1 best) over their count; NaN stays."""
+    out = np.full(len(x), np.nan)
+    ok = ~np.isnan(x)
+    m = int(ok.sum())
+    if m:
+        r = np.empty(m)
+        r[np.argsort(-x[ok], kind="stable")] = np.arange(1, m + 1)
+        out[ok] = r / m
+    return out
+
+
+def features(inp: RankInput, space: ItemSpace) -> np.ndarray:
+    """One row of :data:`FEATURES` per (user, candidate), users in order, each user's
+    candidates in ``inp.items`` order (float32; NaN = unknown)."""
+    sizes = np.asarray([len(c) for c in inp.items], dtype=np.int64)
+    n = int(sizes.sum())
+    X = np.full((n, len(FEATURES)), np.nan, dtype=np.float32)
+    if n == 0:
+        return X
+    col = {f: j for j, f in enumerate(FEATURES)}
+    items = np.concatenate(inp.items).astype(np.int64)
+    for s in SOURCES:
+        X[:, col[s]] = np.concatenate(getattr(inp, s))
+        X[:, col[f"{s}_rank"]] = np.concatenate([_ranks(v) for v in getattr(inp, s)])
+    stats = np.asarray(space.stats)
+    for name in ("users_1d", "users_7d", "users_30d", "trend_7d", "days_known"):
+        X[:, col[name]] = stats[items, STATS.index(name)]
+    if "trend_pos" not in space.cache:
+        pos = np.empty(space.n, dtype=np.float32)
+        pos[np.asarray(space.trending)] = np.arange(space.n, dtype=np.float32)
+        space.cache["trend_pos"] = np.log1p(pos)
+    X[:, col["trending_rank"]] = space.cache["trend_pos"][items]
+    X[:, col["is_new"]] = np.asarray(space.new)[items]
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    X[:, col["n_hist"]] = np.asarray(inp.n_hist)[owner]
+    X[:, col["recent"]] = np.asarray(inp.recent)[owner]
+    X[:, col["last_days"]] = np.asarray(inp.last_days)[owner]
+    X[:, col["in_model"]] = np.asarray(inp.in_model)[owner]
+    X[:, col["cat_share"]] = np.concatenate(inp.cat)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = stats[items, STATS.index("price")] / np.asarray(inp.price_ref)[owner]
+        X[:, col["price_ratio"]] = np.where(ratio > 0, np.log(ratio), np.nan)
+    return X
+
+
+def labels(inp: RankInput, space: ItemSpace, relevant: dict[str, set[str]]) -> np.ndarray:
+    """1 for each (user, candidate) row whose item the user interacted with after the
+    cutoff (``relevant``: a window's labels), else 0; the rows of :func:`features`."""
+    ids = np.asarray(space.item_ids).astype(str)
+    out = [np.isin(ids[c], list(relevant.get(str(u), ()))) for u, c in
+           zip(inp.user_ids, inp.items)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def training_rows(inp: RankInput, space: ItemSpace, relevant: dict[str, set[str]], *,
+                  negatives: int, max_rows: int, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, query sizes) for LightGBM: the queries (users) with a positive candidate,
+    every positive and at most ``negatives`` sampled negatives each (and at most
+    :data:`MAX_QUERY_ROWS`), queries taken in a seeded order until ``max_rows``."""
+    X, y = features(inp, space), labels(inp, space, relevant)
+    sizes = np.asarray([len(c) for c in inp.items], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    keep, groups, total = [], [], 0
+    for q in rng.permutation(len(sizes)):
+        rows = np.arange(starts[q], starts[q] + sizes[q])
+        pos, neg = rows[y[rows] > 0], rows[y[rows] == 0]
+        if len(pos) == 0 or len(neg) == 0:
+            continue
+        neg = rng.choice(neg, min(len(neg), negatives, MAX_QUERY_ROWS - len(pos)), replace=False)
+        rows = np.sort(np.concatenate([pos[:MAX_QUERY_ROWS - 1], neg]))
+        if total + len(rows) > max_rows:
+            break
+        keep.append(rows)
+        groups.append(len(rows))
+        total += len(rows)
+    idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    return X[idx], y[idx], np.asarray(groups, dtype=np.int64)
+
+
+def fit_ranker(X: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: RankerSettings, *,
+               k: int, rounds: int | None = None, seed: int = 0, threads: int = 0
+               ) -> tuple[Ranker, dict]:
+    """LightGBM lambdarank on the rows; with ``rounds`` None the number of rounds is
+    chosen by early stopping (NDCG@k) on a seeded fifth of the queries, when there are
+    at least 20 queries (otherwise ``settings.rounds``). Returns the ranker and facts
+    (rounds, rows, queries, positives, feature importance by gain)."""
+    import lightgbm as lgb
+
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [k],
+              "learning_rate": settings.learning_rate, "num_leaves": settings.num_leaves,
+              "min_data_in_leaf": settings.min_data_in_leaf, "seed": seed,
+              "deterministic": True, "force_row_wise": True, "num_threads": threads,
+              "verbose": -1}
+    facts = {"rows": int(len(y)), "queries": int(len(groups)), "positives": int(y.sum())}
+    if rounds is None and len(groups) >= 20:
+        starts = np.concatenate([[0], np.cumsum(groups)[:-1]])
+        held = np.zeros(len(groups), dtype=bool)
+        held[np.random.default_rng(seed).choice(len(groups), len(groups) // 5,
+                                                replace=False)] = True
+        rows = [np.arange(s, s + g) for s, g in zip(starts, groups)]
+        tr = np.concatenate([r for r, h in zip(rows, held) if not h])
+        va = np.concatenate([r for r, h in zip(rows, held) if h])
+        dtrain = lgb.Dataset(X[tr], y[tr], group=groups[~held], feature_name=list(FEATURES),
+                             free_raw_data=False)
+        dvalid = lgb.Dataset(X[va], y[va], group=groups[held], reference=dtrain)
+        probe = lgb.train(params, dtrain, num_boost_round=settings.rounds, valid_sets=[dvalid],
+                          callbacks=[lgb.early_stopping(30, verbose=False)])
+        rounds = max(1, int(probe.best_iteration or settings.rounds))
+        facts["early_stopping_ndcg"] = round(float(probe.best_score["valid_0"][f"ndcg@{k}"]), 5)
+    rounds = rounds or settings.rounds
+    booster = lgb.train(params, lgb.Dataset(X, y, group=groups, feature_name=list(FEATURES)),
+                        num_boost_round=rounds)
+    gain = booster.feature_importance("gain")
+    total = float(gain.sum()) or 1.0
+    facts["rounds"] = int(rounds)
+    facts["importance"] = {f: round(float(g) / total, 4) for f, g in
+                           sorted(zip(FEATURES, gain), key=lambda fg: -fg[1]) if g > 0}
+    return Ranker(booster.model_to_string()), facts
+
+
+def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *,
+                 seed: int = 0, threads: int = 0) -> dict:
+    """The nightly protocol on two forward windows' candidates (vrec.core.tuning
+    .WindowCandidates): ``train`` as of ds - 2h (labels up to ds - h), ``valid`` as of
+    ds - h (labels up to ds). Fit on ``train``; score the ranker's lists and the blend's
+    (``policy``: the tuned blend) on ``valid``'s users; refit on ``valid`` with the same
+    rounds (the night's model). ``chosen`` says whether it publishes: only when it beats
+    the blend by more than ``settings.min_gain_se`` paired SE (``reason`` says why
+    not). ``model`` is the refit model's text."""
+    from vrec.core.ranking import lists_by_user, rank
+
+    t0 = time.perf_counter()
+    k = policy.k
+    out: dict = {"chosen": None, "train_window": train.window.info(),
+                 "valid_window": valid.window.info(), "features": list(FEATURES)}
+
+    def rows(c):
+        users = set(c.window.users)
+        rel = {u: v for u, v in c.window.relevant.items() if u in users}
+        return training_rows(c.inp, c.space, rel, negatives=settings.negatives,
+                             max_rows=settings.max_rows, seed=seed)
+
+    Xt, yt, gt = rows(train)
+    if len(gt) < 5:
+        out["skipped"] = (f"{len(gt)} users of the training window (as of "
+                          f"{train.window.end.date()}) have a label among their candidates; "
+                          "the ranker needs 5")
+        out["seconds"] = round(time.perf_counter() - t0, 2)
+        return out
+    ranker, fit_facts = fit_ranker(Xt, yt, gt, settings, k=k, seed=seed, threads=threads)
+    blend_lists = lists_by_user(rank(valid.inp, valid.space, policy), valid.space)
+    ranker_lists = lists_by_user(rank(valid.inp, valid.space, policy, ranker), valid.space)
+    b, r = valid.window.ndcg(blend_lists, k), valid.window.ndcg(ranker_lists, k)
+    d = r - b
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    wins = bool(len(d) > 1 and d.mean() > settings.min_gain_se * se and d.mean() > 0)
+    out["validation"] = {"users": int(len(d)), "k": k, "ranker_ndcg": round(float(r.mean()), 5),
+                         "blend_ndcg": round(float(b.mean()), 5),
+                         "gain": round(float(d.mean()), 5), "se": round(se, 5)}
+    out["train"] = fit_facts
+    Xv, yv, gv = rows(valid)
+    refit, refit_facts = (fit_ranker(Xv, yv, gv, settings, k=k, rounds=fit_facts["rounds"],
+                                     seed=seed, threads=threads) if len(gv) >= 5
+                          else (ranker, fit_facts))
+    out["refit"] = {key: refit_facts[key] for key in ("rows", "queries", "positives", "rounds")}
+    out["importance"] = refit_facts["importance"]
+    out["model"] = refit.model
+    out["chosen"] = {"use": wins}
+    if not wins:
+        out["reason"] = (f"ranker NDCG@{k} {r.mean():.5f} vs blend {b.mean():.5f} on the "
+                         f"validation window: gain {d.mean():+.5f} is not > "
+                         f"{settings.min_gain_se:g} x SE {se:.5f}")
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
