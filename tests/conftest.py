@@ -58,8 +58,10 @@ def settings_for(raw: Path, warehouse: Path, tmp: Path) -> Settings:
         "    spark.ui.enabled: 'false'\n    spark.driver.memory: 2g\n"
         "cf:\n  factors: 16\n  iterations: 8\nrecs:\n  k: 5\n  candidates: 20\n  similar_k: 5\n"
         # four days of data: the tunings' forward window is the last day, and a few
-        # users active on it are enough to tune on
-        "  window_days: 1\n  tune_min_users: 5\n")
+        # users active on it are enough to tune on (and to train the ranker: it then
+        # runs, though a handful of queries rarely lets it beat the blend)
+        "  window_days: 1\n  tune_min_users: 5\n"
+        "ranker:\n  min_queries: 2\n")
     return load_settings(cfg, environ={})
 
 

@@ -227,7 +227,11 @@ def test_run_stats_details_record_coverage_blend_and_the_cold_start_map(staged):
     assert sum(d["reasons"].values()) == len(recs)
     assert d["reasons"] == recs["reason"].value_counts().to_dict()
     assert set(d["blend"]) == {"visual_weight", "history_shrink", "tuned"}
+    # the version names what ranked: the learned ranker (its record) or the blend
+    ranker = json.loads(stats.loc["train_cf", "details"])["ranker"]
+    assert d["ranked_by"] == ("ranker" if (ranker.get("chosen") or {}).get("use") else "hybrid")
     assert recs["model_version"].str.endswith(
+        f"+ranker{ranker.get('id')}" if d["ranked_by"] == "ranker" else
         f"+vw{d['blend']['visual_weight']:g}h{d['blend']['history_shrink']:g}").all()
     q = d["cold_start_map"]
     assert q is not None and {"r2", "cosine", "auc_mapped", "auc_true_factors"} <= set(q)
@@ -317,7 +321,8 @@ def test_eval_metrics_are_published_for_every_model_slice_and_k(staged):
     assert set(m["k"]) == {10, 50} | {s.recs.k}
     # the tuning's estimate of each model sits beside the holdout's value
     est = m[(m["slice"] == "tuning_window") & (m["metric"] == "ndcg")]
-    assert set(est["model"]) == set(MODELS) and est["value"].between(0, 1).all()
+    # (the ranker is trained after the blend tuning: its estimate is its validation)
+    assert set(est["model"]) == set(MODELS) - {"ranker"} and est["value"].between(0, 1).all()
     allk = m[(m["slice"] == "all") & (m["metric"] == "users")]
     assert (allk["value"] > 0).all()
     bounded = m[m["metric"].isin(["precision", "recall", "f1", "ndcg", "map", "hit_rate",
@@ -370,6 +375,7 @@ def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged
 
     def variant(visual_weight: float):  # the picture through the learned preference
         return s.model_copy(update={
+            "ranker": s.ranker.model_copy(update={"enabled": False}),  # the blend ranks
             "recs": s.recs.model_copy(update={"tune_blend": False, "history_shrink": 0.0,
                                               "visual_weight": visual_weight,
                                               "pref_mix": 1.0}),
@@ -378,7 +384,8 @@ def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged
                                               "gate_max_drop": 0.005, "gate_min_users": 5})})
 
     good, worse = variant(1.0), variant(0.0)
-    run_stage(good, "evaluate", DS, spark=spark)
+    for stage in ("build_recs", "validate_outputs", "evaluate"):
+        run_stage(good, stage, DS, spark=spark)
     published = run_stage(good, "publish", DS)  # first run measured with the per-user split
     assert published["quality_gate"]["status"] == "first_run"
     before = W.manifest(wh, DS)["version"]
@@ -402,6 +409,8 @@ def test_quality_gate_refuses_a_worse_rerun_and_the_override_publishes_it(staged
     assert "quality gate OVERRIDDEN by the operator" in capsys.readouterr().out
     assert W.manifest(wh, DS)["quality_gate"]["status"] == "overridden"
     assert RunLayout(wh, DS).record("publish")["quality_gate"]["reason"] == "agreed in review"
+    for stage in ("build_recs", "validate_outputs"):  # the staging area as the run left it
+        run_stage(s, stage, DS, spark=spark)
 
 
 def test_every_staged_folder_is_declared_and_read_by_a_later_stage_or_published(staged):
@@ -440,8 +449,12 @@ def test_every_staged_folder_is_declared_and_read_by_a_later_stage_or_published(
 
 def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     """Parity: the in-memory path that tuning and evaluate use (one user builder, the same
-    retrieval and ranker) on the run's production inputs gives exactly the published lists."""
+    retrieval and ranking, the learned ranker when it ranked) on the run's production
+    inputs gives exactly the staged lists."""
     import json
+
+    from vrec.core.ranker import Ranker
+    from vrec.stages.common import published_by
 
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import ItemSpace, ranking_policy
@@ -460,9 +473,12 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
                             ItemSpace.meta(run.path("item_space"))["slots_off"])
     pairs = W.read_folder(run.path("interactions"), PAIR_COLUMNS)
     batch = user_batch(pairs_by_user(pairs), space, model, s.recs, pd.Timestamp(end_of_ds(DS)))
-    inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=policy.pref_mix < 1)
-    mine = to_user_recs(rank(inp, space, policy), space, "")
-    published = W.read_table(wh, "user_recs", DS)
+    inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=policy.pref_mix < 1,
+                   extra=s.ranker.enabled)
+    record = json.loads(run.path("ranker").read_text())
+    ranker = Ranker(record["model"]) if published_by(record) == "ranker" else None
+    mine = to_user_recs(rank(inp, space, policy, ranker), space, "")
+    published = pd.read_parquet(run.path("user_recs"))
     key = [C.USER_ID, "rank"]
     a = mine.sort_values(key).reset_index(drop=True)
     b = published.sort_values(key).reset_index(drop=True)

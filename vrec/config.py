@@ -359,6 +359,8 @@ class RankerSettings(_Section):
     """Leaves per tree."""
     min_data_in_leaf: int = Field(20, ge=1)
     """Training rows a leaf needs."""
+    min_queries: int = Field(20, ge=1)
+    """Users with a label among their candidates that a training window needs (fewer: no ranker that night, and the record says why)."""
     min_gain_se: float = Field(1.0, ge=0)
     """The ranker publishes when its validation NDCG@k beats the blend's by more than this many paired SE."""
 

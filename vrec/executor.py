@@ -55,6 +55,7 @@ ARTIFACTS: dict[str, str] = {
     # train_cf
     "model": "model",                      # CF factors and ids (.npy) + model.json
     "blend": "blend.json",                 # the blend used by build_recs (tuned or configured)
+    "ranker": "ranker.json",               # the learned ranker's record and model (or why none)
     # candidates
     "item_space": "item_space",            # catalog-indexed arrays the ranker uses (.npy)
     "candidates": "candidates",            # per user: candidates with raw scores

@@ -1,7 +1,9 @@
 """The quality gate before publish (docs/evaluation.md "Quality gate").
 
-Publish refuses a run whose hybrid NDCG@``gate_k`` over all test users is more than
-``eval.gate_max_drop`` (absolute) below that of the last published run: the latest
+Publish refuses a run whose NDCG@``gate_k`` over all test users, of the model that ranked
+its lists (``ranker`` when the learned ranker did, else ``hybrid``), is more than
+``eval.gate_max_drop`` (absolute) below that of the model the last published run
+published: the latest
 published ds <= the run's ds (a rerun of a published ds compares with the version it
 would replace) whose ``eval_metrics`` were measured with the same split. Two different
 days are measured on different test users, so there the drop must also exceed
@@ -33,12 +35,13 @@ class QualityGateError(RuntimeError):
     was changed."""
 
 
-def gate_value(metrics: pd.DataFrame, k: int, metric: str = GATE_METRIC) -> float | None:
-    """Hybrid NDCG@k (or ``metric``) over all users from an eval_metrics frame (None when
-    absent)."""
+def gate_value(metrics: pd.DataFrame, k: int, metric: str = GATE_METRIC,
+               model: str = GATE_MODEL) -> float | None:
+    """``model``'s NDCG@k (or ``metric``) over all users from an eval_metrics frame (None
+    when absent)."""
     if metrics is None or metrics.empty:
         return None
-    m = metrics[(metrics["model"] == GATE_MODEL) & (metrics["slice"] == GATE_SLICE)
+    m = metrics[(metrics["model"] == model) & (metrics["slice"] == GATE_SLICE)
                 & (metrics["k"].astype(int) == int(k)) & (metrics["metric"] == metric)]
     return float(m["value"].iloc[0]) if len(m) else None
 
@@ -46,32 +49,39 @@ def gate_value(metrics: pd.DataFrame, k: int, metric: str = GATE_METRIC) -> floa
 def previous_run(warehouse: str | Path, ds: str, k: int, split: str | None,
                  min_users: int = 0) -> tuple[str, float, float] | None:
     """(ds, gate value, its standard error) of the latest published run on or before
-    ``ds`` measured with ``split`` on at least ``min_users`` test users."""
+    ``ds`` measured with ``split`` on at least ``min_users`` test users; the value is
+    that of the model the run published (its gate's ``model``; hybrid before)."""
     for prev in sorted((d for d in W.published_ds(warehouse) if d <= ds), reverse=True):
-        ev = (W.manifest(warehouse, prev).get("evaluation") or {})
+        man = W.manifest(warehouse, prev)
+        ev = (man.get("evaluation") or {})
+        model = (man.get("quality_gate") or {}).get("model") or GATE_MODEL
         if split is not None and ev.get("split") not in (None, split):
             continue
         try:
             metrics = W.read_table(warehouse, "eval_metrics", prev)
         except FileNotFoundError:  # published before evaluation existed
             continue
-        value = gate_value(metrics, k)
-        if (gate_value(metrics, k, "users") or min_users) < min_users:
+        value = gate_value(metrics, k, model=model)
+        if (gate_value(metrics, k, "users", model) or min_users) < min_users:
             continue
         if value is not None:
-            return prev, value, gate_value(metrics, k, f"{GATE_METRIC}_se") or 0.0
+            return prev, value, gate_value(metrics, k, f"{GATE_METRIC}_se", model) or 0.0
     return None
 
 
 def quality_gate(warehouse: str | Path, ds: str, metrics: pd.DataFrame, ev: EvalSettings, *,
-                 split: str | None, override: bool = False, reason: str = "") -> dict:
+                 split: str | None, override: bool = False, reason: str = "",
+                 model: str = GATE_MODEL) -> dict:
     """The gate's verdict for a run: ``status`` is ``passed``, ``first_run``,
     ``not_measured``, ``off``, ``overridden`` or ``refused`` (only ``refused`` stops
-    publish), with both values, the drop, the tolerance and a message."""
+    publish), with both values, the drop, the tolerance and a message. ``model``: the
+    model that ranked the lists to publish (``ranker`` or ``hybrid``); it is judged
+    against the model the last published run published."""
     k = ev.gate_k
-    what = f"hybrid NDCG@{k} (all users)"
-    current = gate_value(metrics, k)
-    out = {"metric": what, "current": current, "previous": None, "previous_ds": None,
+    what = f"{model} NDCG@{k} (all users)"
+    current = gate_value(metrics, k, model=model)
+    out = {"metric": what, "model": model, "current": current, "previous": None,
+           "previous_ds": None,
            "drop": None, "max_drop": ev.gate_max_drop, "override": bool(override),
            "reason": reason or None, "split": split}
     if not ev.gate:
@@ -80,7 +90,7 @@ def quality_gate(warehouse: str | Path, ds: str, metrics: pd.DataFrame, ev: Eval
         return {**out, "status": "not_measured",
                 "message": f"quality gate: {what} could not be measured for {ds} (no test users "
                            "in the holdout); publishing without a comparison"}
-    users = gate_value(metrics, k, "users")
+    users = gate_value(metrics, k, "users", model)
     if users is not None and users < ev.gate_min_users:
         return {**out, "status": "too_few_users",
                 "message": f"quality gate: {what} = {current:.4f} measured on {int(users)} test "
@@ -93,7 +103,8 @@ def quality_gate(warehouse: str | Path, ds: str, metrics: pd.DataFrame, ev: Eval
                            "to compare with: passes"}
     drop = prev[1] - current
     same_day = prev[0] == ds
-    noise = 0.0 if same_day else float(np.hypot(gate_value(metrics, k, f"{GATE_METRIC}_se") or 0.0,
+    noise = 0.0 if same_day else float(np.hypot(gate_value(metrics, k, f"{GATE_METRIC}_se",
+                                                           model) or 0.0,
                                                 prev[2]))
     out.update(previous_ds=prev[0], previous=prev[1], drop=drop, noise_se=noise,
                noise_z=ev.gate_noise_z)

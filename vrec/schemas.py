@@ -16,7 +16,7 @@ Types are written as Spark SQL types (``string``, ``double``, ``int``, ``bigint`
 * **nullable** unless ``nullable=False``: the runner fails a stage whose output holds a
   null there.
 
-Non-tabular artifacts (the model's arrays, ``blend.json``, the item space) are declared
+Non-tabular artifacts (the model's arrays, ``blend.json``, ``ranker.json``, the item space) are declared
 in :data:`NON_TABULAR`. This module imports nothing beyond the standard library at import
 time (the DAG and ``vrec/core`` import it); pyarrow is imported by the functions that need it.
 """
@@ -322,6 +322,8 @@ STAGED: dict[str, Table] = {
 NON_TABULAR: dict[str, str] = {
     "model": "CF factors and ids (`.npy`) and `model.json`",
     "blend": "`blend.json`: the blend build_recs uses (tuned or configured)",
+    "ranker": "`ranker.json`: the learned ranker's record (validation, features, importance, "
+              "seconds), its model text, and whether it ranks the night's lists",
     "item_space": "catalog-indexed arrays the ranker uses (`.npy`)",
     "published_model": "the model as published (pseudonymised ids when on)",
 }

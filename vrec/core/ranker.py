@@ -219,10 +219,10 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
                              max_rows=settings.max_rows, seed=seed)
 
     Xt, yt, gt = rows(train)
-    if len(gt) < 5:
+    if len(gt) < settings.min_queries:
         out["skipped"] = (f"{len(gt)} users of the training window (as of "
-                          f"{train.window.end.date()}) have a label among their candidates; "
-                          "the ranker needs 5")
+                          f"{train.window.end.date()}) have a label among their candidates < "
+                          f"ranker.min_queries {settings.min_queries}")
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
     ranker, fit_facts = fit_ranker(Xt, yt, gt, settings, k=k, seed=seed, threads=threads)
@@ -238,7 +238,7 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
     out["train"] = fit_facts
     Xv, yv, gv = rows(valid)
     refit, refit_facts = (fit_ranker(Xv, yv, gv, settings, k=k, rounds=fit_facts["rounds"],
-                                     seed=seed, threads=threads) if len(gv) >= 5
+                                     seed=seed, threads=threads) if len(gv) >= settings.min_queries
                           else (ranker, fit_facts))
     out["refit"] = {key: refit_facts[key] for key in ("rows", "queries", "positives", "rounds")}
     out["importance"] = refit_facts["importance"]

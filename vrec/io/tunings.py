@@ -1,16 +1,17 @@
 """Tunings kept across nights: ``<warehouse>/_state/tuning/<kind>/<as_of>[.<n>].json``.
 
 A tuning (``cf``: the CF model's factors, regularization, alpha and image prior; ``blend``:
-the blend's weights) records what was chosen on data that ended on day ``as_of``, from
-which settings (``key``) and on how much data (``size``). Each is its own file and none is
+the blend's weights; ``ranker``: the learned ranker, its validation and its model) records
+what was chosen on data that ended on day ``as_of``, from which settings (``key``) and on
+how much data (``size``). Each is its own file and none is
 ever overwritten (a second tuning with the same ``as_of``, e.g. a forced re-tune, gets
 ``.1``, ``.2``, ...), so a backfill never sees a tuning of a later day. Which record may be
 reused is :func:`vrec.core.tuning.tuning_reusable`'s rule; :func:`reusable` applies it to
 the stored records, newest first.
 
-**What a day used is pinned.** ``_state/tuning/used/<ds>.json`` names, per use (``cf`` and
-``blend`` for train_cf, ``eval_cf`` and ``eval_blend`` for evaluate), the record the run
-of ``ds`` took.
+**What a day used is pinned.** ``_state/tuning/used/<ds>.json`` names, per use (``cf``,
+``blend`` and ``ranker`` for train_cf, ``eval_cf``, ``eval_blend`` and ``eval_ranker`` for
+evaluate), the record the run of ``ds`` took.
 A rerun of the day takes exactly that record again (while its settings are unchanged),
 even when a later night stored a tuning the rule would now prefer; ``--retune`` (the
 ``retune`` param) tunes afresh and pins the new record.
@@ -24,7 +25,7 @@ from pathlib import Path
 from vrec.dates import check_ds
 from vrec.io.warehouse import write_json
 
-KINDS = ("cf", "blend")
+KINDS = ("cf", "blend", "ranker")
 # before tunings were kept per day: the newest CF tuning only (read as a record of its ds)
 LEGACY_CF = Path("_state") / "cf_tuning.json"
 

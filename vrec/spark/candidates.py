@@ -46,7 +46,7 @@ def _load(space_dir: str, model_dir: str):
 
 def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, model_dir: str,
                          recs: RecsSettings, visual: VisualSettings, end: pd.Timestamp,
-                         profile: bool = True) -> Iterator[pd.DataFrame]:
+                         profile: bool = True, extra: bool = False) -> Iterator[pd.DataFrame]:
     """mapInPandas body: user rows -> candidate rows (one BLAS thread per task)."""
     from threadpoolctl import threadpool_limits
 
@@ -57,17 +57,18 @@ def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, mode
                 batch = user_batch(df.iloc[s:s + recs.batch_users], space, model, recs, end,
                                    item_index=item_index, user_index=user_index)
                 yield retrieve(batch, space, recs.candidates, visual,
-                               profile=profile).to_frame()
+                               profile=profile, extra=extra).to_frame()
 
 
 def retrieve_all(spark, rows, *, space_dir: str | Path, model_dir: str | Path,
                  recs: RecsSettings, visual: VisualSettings, end: pd.Timestamp,
-                 profile: bool = True):
+                 profile: bool = True, extra: bool = False):
     """Candidates for every row of ``rows`` (vrec.spark.users.user_rows), as a Spark
-    DataFrame (vrec.core.retrieval.SPARK_SCHEMA)."""
+    DataFrame (vrec.core.retrieval.SPARK_SCHEMA); ``extra``: the learned ranker's
+    sources too."""
     sd, md = str(Path(space_dir).resolve()), str(Path(model_dir).resolve())
     parts = max(1, 2 * spark.sparkContext.defaultParallelism)
     return rows.repartition(parts).mapInPandas(
         lambda it: candidates_partition(it, space_dir=sd, model_dir=md, recs=recs, visual=visual,
-                                        end=end, profile=profile),
+                                        end=end, profile=profile, extra=extra),
         SPARK_SCHEMA)

@@ -1,7 +1,8 @@
 """build_recs in Spark: the ranker (vrec.core.ranking) over every user's candidates.
 
 Each task memory-maps the run's item space once and ranks batches of the candidates
-stage's rows: blend, diversity, reserved new-arrival slots, reasons, trending fill.
+stage's rows: the blend or the learned ranker, diversity, reserved new-arrival slots,
+reasons, trending fill.
 """
 
 from __future__ import annotations
@@ -20,30 +21,35 @@ RECS_SCHEMA = S.USER_RECS.ddl()
 
 
 def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy: RecsSettings,
-                      model_version: str) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: candidate rows -> user_recs rows (one BLAS thread per task)."""
+                      model_version: str, ranker: str | None = None
+                      ) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: candidate rows -> user_recs rows (one BLAS thread per task);
+    ``ranker``: a learned ranker's model text to score with (None: the blend)."""
     from threadpoolctl import threadpool_limits
 
     from vrec.core.itemspace import ItemSpace
+    from vrec.core.ranker import Ranker
 
     space = ItemSpace.load(space_dir)
+    learned = Ranker(ranker) if ranker else None
     with threadpool_limits(1, "blas"):
         for df in frames:
             for s in range(0, len(df), policy.batch_users):
                 lists = rank(RankInput.from_frame(df.iloc[s:s + policy.batch_users]), space,
-                             policy)
+                             policy, learned)
                 if len(lists):
                     yield to_user_recs(lists, space, model_version)
 
 
 def rank_all(spark, candidates, *, space_dir: str | Path, policy: RecsSettings,
-             model_version: str):
-    """user_recs for every row of the candidates stage's output, as a Spark DataFrame."""
+             model_version: str, ranker: str | None = None):
+    """user_recs for every row of the candidates stage's output, as a Spark DataFrame
+    (``ranker``: the learned ranker's model text, or None for the blend)."""
     sd = str(Path(space_dir).resolve())
     parts = max(1, 2 * spark.sparkContext.defaultParallelism)
     return candidates.repartition(parts).mapInPandas(
         lambda it: ranking_partition(it, space_dir=sd, policy=policy,
-                                     model_version=model_version), RECS_SCHEMA)
+                                     model_version=model_version, ranker=ranker), RECS_SCHEMA)
 
 
 def list_facts(spark, recs, space, profile) -> dict:

@@ -61,28 +61,33 @@ STAGES: tuple[Stage, ...] = (
           "quarantined; near-duplicate pairs"),
     Stage("train_cf", "spark",
           ("events", "interactions", "catalog", "item_vectors", "item_popularity"),
-          ("model", "blend"),
+          ("model", "blend", "ranker"),
           "ALS (implicit on one node, or Spark MLlib) with factors, regularization and alpha "
           "tuned on the forward window (features as of ds - h, labels after it); the blend "
-          "tuned on the same window"),
+          "tuned on the same window; the learned ranker trained as of ds - 2h, validated "
+          "against the blend on that window and refit on it"),
     Stage("candidates", "spark",
           ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend"),
           ("item_space", "candidates"),
           "the item space (factors, images, content features of images and text, cold-start "
-          "map) and every user's CF, visual-profile, content-preference, text-preference and "
-          "new-arrival top-N with raw scores"),
+          "map) and every user's CF, visual-profile, content-preference, text-preference, "
+          "new-arrival, trending and last-items top-N with raw scores"),
     Stage("build_recs", "spark",
-          ("candidates", "item_space", "model", "blend", "user_profile", "item_vectors"),
+          ("candidates", "item_space", "model", "blend", "ranker", "user_profile",
+           "item_vectors"),
           ("user_recs", "item_similar", "user_recs_pseudonymized", "user_profile_pseudonymized"),
-          "rank each user's candidates (blend, diversity, new-arrival slots, reasons, "
-          "trending fill) -> user_recs; visual neighbours -> item_similar",
+          "rank each user's candidates (the learned ranker when it won its validation, else "
+          "the blend; diversity, new-arrival slots, reasons, trending fill) -> user_recs; "
+          "visual neighbours -> item_similar",
           needs_salt=True),
     Stage("evaluate", "spark",
-          ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model"),
+          ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model",
+           "ranker"),
           ("eval_metrics",),
-          "a holdout as of ds: popularity, ALS, visual profile, content preference, text and "
-          "hybrid through the same retrieval and ranker, refit and tuned as of the holdout's "
-          "cutoff, beside the tuning window's estimates -> eval_metrics"),
+          "a holdout as of ds: popularity, ALS, visual profile, content preference, text, "
+          "hybrid and the learned ranker through the same retrieval and ranking, refit and "
+          "tuned as of the holdout's cutoff, beside the tuning window's estimates -> "
+          "eval_metrics"),
     Stage("validate_outputs", "spark",
           ("user_recs", "user_profile", "item_similar", "item_vectors", "catalog"), (),
           "Great Expectations on user_recs, per-user lists, item_similar and the item "
@@ -92,9 +97,9 @@ STAGES: tuple[Stage, ...] = (
            "image_duplicates", "eval_metrics", "model", "blend", "user_recs_pseudonymized",
            "user_profile_pseudonymized", "interactions"),
           ("run_stats", "quarantine_table", "published_model"),
-          "quality gate on hybrid NDCG (refused: the run report, from these inputs, and "
-          "nothing published), then every table of ds and the model published with one "
-          "commit point",
+          "quality gate on the published model's NDCG (the ranker's or the hybrid's; "
+          "refused: the run report, from these inputs, and nothing published), then every "
+          "table of ds and the model published with one commit point",
           requires=("validate_outputs",), needs_salt=True, publishes=True),
     Stage("report", "local",
           ("catalog", "user_recs", "user_profile", "interactions", "item_similar",

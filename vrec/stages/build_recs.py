@@ -1,5 +1,6 @@
-"""build_recs: rank every user's candidates (blend, diversity, reserved new-arrival
-slots, reasons, trending fill) into user_recs; the visual neighbours into item_similar;
+"""build_recs: rank every user's candidates (the learned ranker when train_cf's record
+says it won its validation, else the blend; diversity, reserved new-arrival slots,
+reasons, trending fill) into user_recs; the visual neighbours into item_similar;
 pseudonymised copies of user_recs and user_profile when privacy.pseudonymize is on."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def run(ctx) -> dict:
     from vrec.privacy import pseudonym_col, resolve_salt
     from vrec.spark.ranking import list_facts, rank_all
     from vrec.spark.similar import item_similar
-    from vrec.stages.common import write
+    from vrec.stages.common import published_by, write
 
     spark, s, r = ctx.spark, ctx.settings, ctx.settings.recs
     salt = resolve_salt(s.privacy)  # fail before any work when misconfigured
@@ -24,9 +25,14 @@ def run(ctx) -> dict:
     meta = ItemSpace.meta(ctx.input("item_space"))
     blend = json.loads(ctx.input("blend").read_text())
     policy = ranking_policy(r, blend, meta.get("slots_off"))
+    ranker = json.loads(ctx.input("ranker").read_text())
+    ranked_by = published_by(ranker, s.ranker.enabled)
     version = f"{cf_version}+vw{policy.visual_weight:g}h{policy.history_shrink:g}"
+    if ranked_by == "ranker":  # names the ranker: the day its data ended and its record
+        version = f"{cf_version}+ranker{ranker.get('id') or ranker.get('as_of')}"
     recs = rank_all(spark, spark.read.parquet(str(ctx.input("candidates"))),
-                    space_dir=ctx.input("item_space"), policy=policy, model_version=version)
+                    space_dir=ctx.input("item_space"), policy=policy, model_version=version,
+                    ranker=ranker["model"] if ranked_by == "ranker" else None)
     write(recs, ctx.output("user_recs"), sort=[C.USER_ID, "rank"])
     recs = spark.read.parquet(str(ctx.output("user_recs")))
     profile = spark.read.parquet(str(ctx.input("user_profile")))
@@ -44,6 +50,7 @@ def run(ctx) -> dict:
     n_sim = spark.read.parquet(str(ctx.output("item_similar"))).count()
     ctx.record(facts["users"], facts["rows"], 0, item_similar_rows=n_sim,
                similar_engine=r.similar_engine, faiss_recall=recall, model_version=version,
+               ranked_by=ranked_by, ranker_reason=ranker.get("reason") or ranker.get("skipped"),
                blend={"visual_weight": policy.visual_weight,
                       "history_shrink": policy.history_shrink,
                       "tuned": bool(blend.get("chosen"))},

@@ -1,7 +1,8 @@
 """candidates: the run's item space (CF factors, image embeddings, the content features of
-images and text, categories, trending order, the cold-start map and its gate) and, for
-every user, the CF, visual-profile, content-preference, text-preference and new-arrival
-top-N with raw scores (Spark, the exact top-k kernel). build_recs ranks them."""
+images and text, categories, trending order, item stats, the cold-start map and its gate)
+and, for every user, the CF, visual-profile, content-preference, text-preference and
+new-arrival top-N, with the learned ranker on also the trending and last-items top-N,
+with raw scores (Spark, the exact top-k kernel). build_recs ranks them."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def run(ctx) -> dict:
     rows = user_rows(spark.read.parquet(str(ctx.input("interactions"))))
     out = retrieve_all(spark, rows, space_dir=ctx.output("item_space"),
                        model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
-                       end=pd.Timestamp(end_of_ds(ds)), profile=profile)
+                       end=pd.Timestamp(end_of_ds(ds)), profile=profile,
+                       extra=ctx.settings.ranker.enabled)
     out.write.mode("overwrite").parquet(str(ctx.output("candidates")))
     written = spark.read.parquet(str(ctx.output("candidates")))
     n_users = written.count()

@@ -116,6 +116,65 @@ def tuned_cf(ctx, pairs, window, content, *, as_of: str, use: str) -> tuple:
     return cf.model_copy(update=record["chosen"]), record
 
 
+def window_cands(ctx, window, inp: DriverInputs, cf, content):
+    """The forward ``window``'s candidates as the night builds them (vrec.core.tuning
+    .window_candidates): the CF model refit with ``cf`` on its training part, with the
+    learned ranker's sources when the ranker is on."""
+    from vrec.core.tuning import window_candidates
+
+    s = ctx.settings
+    return window_candidates(window, inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
+                             fit=cf_fitter(ctx, cf, content), content=content,
+                             extra=s.ranker.enabled)
+
+
+def tuned_ranker(ctx, cf, inp: DriverInputs, pairs, content, blend: dict | None, *,
+                 as_of: str, use: str, valid) -> dict:
+    """The learned ranker for data that ends on ``as_of`` (vrec.core.ranker.train_ranker):
+    the one this day took before for ``use``, else a reusable stored one (as the blend's:
+    ``recs.tune_every_days``, the same settings, data within 20%), else trained on the
+    window as of ``as_of - 2h`` (built here), validated against the blend on ``valid()``
+    (the window as of ``as_of - h``, shared with the blend tuning) and refit on it.
+    train_cf (``ranker``) and evaluate (``eval_ranker``) ask here."""
+    from vrec.core.itemspace import ranking_policy
+    from vrec.core.ranker import train_ranker
+    from vrec.core.tuning import blend_settings_key, data_size, window_skipped
+    from vrec.dates import shift_ds
+    from vrec.io import tunings
+
+    s = ctx.settings
+    if not s.ranker.enabled:
+        return {"chosen": None, "skipped": "ranker.enabled is false: the blend ranks"}
+
+    def train() -> dict:
+        before = tuning_window(ctx, shift_ds(as_of, -s.recs.window_days))
+        skipped = window_skipped(before, s.recs)
+        if skipped:
+            return {"chosen": None, "skipped": f"training window as of "
+                                               f"{before.end.date()}: {skipped}"}
+        va = valid()
+        skipped = window_skipped(va.window, s.recs)
+        if skipped:
+            return {"chosen": None, "skipped": f"validation window: {skipped}"}
+        policy = ranking_policy(s.recs, blend, va.slots_off)
+        print(f"[vrec] {ctx.ds} {ctx.stage.name}: training the ranker as of {as_of}", flush=True)
+        return train_ranker(window_cands(ctx, before, inp, cf, content), va, policy, s.ranker)
+
+    key = {"ranker": s.ranker.model_dump(mode="json"),
+           "blend": blend_settings_key(s.recs, s.visual, cf, s.content)}
+    return tunings.take(ctx.warehouse, "ranker", ds=ctx.ds, use=use, as_of=as_of,
+                        max_age_days=s.recs.tune_every_days, key=key, size=data_size(pairs),
+                        retune=bool(ctx.params.get("retune")), tune=train)
+
+
+def published_by(ranker: dict | None, enabled: bool = True) -> str:
+    """The model that ranks the night's lists: ``ranker`` when the ranker is ``enabled``
+    and its record says it won its validation, else ``hybrid`` (the blend)."""
+    rec = ranker or {}
+    won = (rec.get("chosen") or {}).get("use") and rec.get("model")
+    return "ranker" if enabled and won else "hybrid"
+
+
 def run_cf_settings(ctx):
     """The CF settings the run's model was fit with (train_cf's tuned values)."""
     import json

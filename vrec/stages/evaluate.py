@@ -6,8 +6,12 @@ With the time split the holdout is the forward window whose features end at the 
 on those days reaches it: the CF settings and the blend are the tunings for data that
 ended at the cutoff (a stored one when one may be reused, an earlier night's train_cf or
 evaluate, else tuned here on the forward window before the cutoff and stored), and the
-CF model is refit on the features. The tuning's own estimates of every model, from its
-window, are stored beside the holdout's values (slice ``tuning_window``)."""
+CF model is refit on the features. The learned ranker (model ``ranker``) is the one for
+data that ended at the cutoff too (stored by that night's train_cf, else trained here on
+the windows before the cutoff), whether or not it published; with the user split, the
+night's own (train_cf's ``ranker``). The tuning's own estimates
+of every model, from its window, are stored beside the holdout's values (slice
+``tuning_window``)."""
 
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ def estimate_rows(blend: dict | None, k: int, days: int | None) -> pd.DataFrame:
 
 def run(ctx) -> dict:
     import functools
+    import json
 
     from vrec.core.evaluation import evaluate_models
     from vrec.core.tuning import tune_blend
@@ -69,8 +74,11 @@ def run(ctx) -> dict:
         run_content,
         tuned_blend,
         tuned_cf,
+        tuned_ranker,
         tuning_window,
+        window_cands,
     )
+    from vrec.core.ranker import Ranker
 
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
     if e.enabled:
@@ -87,25 +95,35 @@ def run(ctx) -> dict:
         else:
             cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
         fit = cf_fitter(ctx, cf, content)
+        cands = functools.cache(lambda: window_cands(ctx, window(), inp, cf, content))
         blend = tuned_blend(
             ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
             tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
                                     visual=s.visual, fit=fit, content=content,
                                     label=f"{ds} evaluate: blend tuning as of {as_of}",
-                                    estimate_days=estimate_days(s))
+                                    estimate_days=estimate_days(s), cands=cands,
+                                    extra=s.ranker.enabled)
         ) if e.tune and s.recs.tune_blend else None
+        # the ranker as of the cutoff; the user split can only use the night's own
+        ranker = tuned_ranker(ctx, cf, inp, holdout.train, content, blend, as_of=as_of,
+                              use="eval_ranker", valid=cands) \
+            if e.split == "time" else json.loads(ctx.input("ranker").read_text())
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
                                       visual=s.visual, fit=fit,
                                       # the tuning estimates at recs.k need the holdout's
                                       ks=tuple(sorted(set(e.ks) | {s.recs.k})),
                                       max_users=e.max_users, label=f"{ds} evaluate",
-                                      blend=blend, content=content)
+                                      blend=blend, content=content,
+                                      ranker=Ranker(ranker["model"]) if ranker.get("model")
+                                      else None, extra=s.ranker.enabled)
         if len(frame):
             frame = pd.concat([frame, estimate_rows(blend, s.recs.k, estimate_days(s))],
                               ignore_index=True)
         info["cf_tuning"] = {k: cf_tuning.get(k) for k in ("chosen", "as_of", "reused_from",
                                                              "skipped", "chosen_ndcg")}
         info["tunings_as_of"] = as_of
+        info["ranker"] = {k: ranker.get(k) for k in ("chosen", "as_of", "reused_from", "skipped",
+                                                     "reason", "validation")}
     else:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())

@@ -31,8 +31,10 @@ def run(ctx) -> dict:
 
     wh, ds, s = ctx.warehouse, ctx.ds, ctx.settings
     evaluation = ctx.layout.record("evaluate").get("evaluation") or {}
+    # the gate judges the model that ranked the lists (build_recs says which)
     gate = quality_gate(wh, ds, pd.read_parquet(ctx.input("eval_metrics")), s.eval,
                         split=evaluation.get("split"),
+                        model=ctx.layout.record("build_recs").get("ranked_by") or "hybrid",
                         override=bool(ctx.params.get("override_gate")),
                         reason=str(ctx.params.get("override_reason") or ""))
     # the verdict goes into publish's own record (refused: the failed record) and the manifest

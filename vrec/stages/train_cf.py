@@ -2,8 +2,9 @@
 (features as of ds - recs.window_days, labels in the days after it; or reuse a recent
 tuning), fit the configured engine with them on the run's interactions and save the
 model; tune the blend on the same window (or reuse a recent blend tuning, or record the
-configured one). Tunings are kept per day in ``<warehouse>/_state/tuning/``
-(vrec.io.tunings)."""
+configured one); train the learned ranker on the window before it, validate it against
+the blend on this one and refit it here (vrec.core.ranker; or reuse a recent one).
+Tunings are kept per day in ``<warehouse>/_state/tuning/`` (vrec.io.tunings)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def run(ctx) -> dict:
         run_content,
         tuned_blend,
         tuned_cf,
+        tuned_ranker,
         tuning_window,
+        window_cands,
     )
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
@@ -30,6 +33,8 @@ def run(ctx) -> dict:
     inp = driver_inputs(ctx)
     window = functools.cache(lambda: tuning_window(ctx, ds))
     content = run_content(ctx, inp)
+    # the window's candidates, shared by the blend tuning and the ranker's validation
+    cands = functools.cache(lambda: window_cands(ctx, window(), inp, cf, content))
     cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=ds, use="cf")
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
@@ -42,7 +47,8 @@ def run(ctx) -> dict:
         blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
             window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
             fit=cf_fitter(ctx, cf, content), content=content,
-            label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s)))
+            label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s), cands=cands,
+            extra=s.ranker.enabled))
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
               f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
               + (f" (reused from {blend['reused_from']})" if blend.get("reused_from") else ""),
@@ -50,10 +56,19 @@ def run(ctx) -> dict:
     else:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
     W.write_json(ctx.output("blend"), blend)
+    ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=ds, use="ranker",
+                          valid=cands)
+    print(f"[vrec] {ds} ranker: " + (ranker.get("skipped") or (
+        f"validation {ranker['validation']} -> "
+        + ("publishes" if ranker["chosen"]["use"] else f"the blend publishes ({ranker['reason']})")))
+        + (f" (reused from {ranker['reused_from']})" if ranker.get("reused_from") else ""),
+        flush=True)
+    W.write_json(ctx.output("ranker"), ranker)
     ctx.record(n_pairs, len(model.user_ids), 0, items=len(model.item_ids),
                model_version=model.version, engine=cf.engine,
                device=model.params["device"], fit_seconds=model.params["fit_seconds"],
-               cf_tuning=cf_tuning, blend=blend)
+               cf_tuning=cf_tuning, blend=blend,
+               ranker={k: v for k, v in ranker.items() if k != "model"})
     return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version,
             "engine": cf.engine, "cf": {k: getattr(cf, k) for k in TUNED_CF},
-            "blend": blend.get("chosen")}
+            "blend": blend.get("chosen"), "ranker": ranker.get("chosen")}
