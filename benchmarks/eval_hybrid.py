@@ -4,7 +4,10 @@ forms, each with opaque titles (pictures only) and with titles as shops write th
 Every run tunes the CF model and the blend on a forward window before the holdout, as
 the nightly run does, and reports NDCG@10 with the paired per-user difference ± SE
 against ALS at the configured settings, ALS tuned the same way, and the best ALS of a
-grid picked in hindsight on the holdout. Writes benchmarks/results/hybrid_<dataset>.json.
+grid picked in hindsight on the holdout. The learned ranker trains on the window before
+the tuning window, is validated against the blend on the tuning window and refit there,
+as the night does; ``published`` is the model the night would publish (the ranker when
+it won its validation, else the hybrid). Writes benchmarks/results/hybrid_<dataset>.json.
 
     .venv/bin/python benchmarks/eval_hybrid.py --dataset movielens --als-grid
     .venv/bin/python benchmarks/eval_hybrid.py --dataset fashion --users 10000 --als-grid
@@ -37,15 +40,22 @@ HINDSIGHT = CFSettings(tune_factors=(64, 128), tune_regularization=(0.1, 1.0, 10
 
 
 def summary(name: str, r: dict) -> str:
-    """One line: the models' NDCG@10 and the hybrid's paired gains."""
-    n, v = r["ndcg_all"], r["hybrid_vs"]
-    gains = " ".join(f"{p} {n['hybrid'] / n[p]:.3f}x ({v[p]['diff']:+.5f}±{v[p]['stderr']:.5f})"
+    """One line: the models' NDCG@10 and the published model's paired gains."""
+    n = r["ndcg_all"]
+    top = "published" if "published_vs" in r else "hybrid"
+    v = r.get("published_vs") or r["hybrid_vs"]
+    gains = " ".join(f"{p} {n[top] / n[p]:.3f}x ({v[p]['diff']:+.5f}±{v[p]['stderr']:.5f})"
                      for p in PEERS if n.get(p, 0) > 0)
+    rk = r.get("ranker") or {}
     models = " ".join(f"{m} {n[m]:.5f}" for m in
-                      ("popularity", "als", "visual", "visual_pref", "text", "hybrid") if m in n)
+                      ("popularity", "als", "visual", "visual_pref", "text", "hybrid", "ranker")
+                      if m in n)
+    models += (f" | ranker validation {rk.get('validation')} use={(rk.get('chosen') or {}).get('use')}"
+               if rk else "")
+    gains = f"{top} vs {gains}"
     agree = " ".join(f"{m} z={a['z']:+.1f}" for m, a in r["estimate_vs_holdout"].items())
-    return (f"{name}: {models} | hybrid vs {gains} | cf {r['cf_tuning']['chosen']} "
-            f"blend {r['tuning']['chosen']} | cold recall@10 {r['cold']['recall_at_k'].get('hybrid')} "
+    return (f"{name}: {models} | {gains} | cf {r['cf_tuning']['chosen']} "
+            f"blend {r['tuning']['chosen']} | cold recall@10 {r['cold']['recall_at_k'].get(top)} "
             f"| estimate vs holdout {agree} | {r['seconds']:.0f}s")
 
 

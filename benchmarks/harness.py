@@ -9,7 +9,9 @@ and the real-data tests (``make test-real``).
   holdout: the hybrid against ALS at the configured settings, ALS tuned the same way
   (no images) and the best ALS of a grid picked in hindsight on the holdout, with the
   paired per-user difference ± SE; the tuning's estimate of each model beside the
-  holdout's value; new arrivals (cold recall@10);
+  holdout's value; new arrivals (cold recall@10); with a window before the tuning
+  window, the learned ranker trained there, validated against the blend on the tuning
+  window and refit on it (the night's protocol), and the model the night would publish;
 * :func:`run_movielens`, :func:`run_fashion`: that on each data set;
 * :func:`run_movielens_models`: the nightly evaluation's models on all of MovieLens.
 """
@@ -22,11 +24,13 @@ import numpy as np
 import pandas as pd
 
 from vrec import columns as C
-from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
+from vrec.config import CFSettings, ContentSettings, RankerSettings, RecsSettings, VisualSettings
 from vrec.core.evaluation import evaluate_models, fit_for_eval
+from vrec.core.itemspace import ranking_policy
 from vrec.core.models import variant_lists
+from vrec.core.ranker import Ranker, train_ranker
 from vrec.core.similar import exact_topk
-from vrec.core.tuning import cf_lists, tune_blend, tune_cf
+from vrec.core.tuning import cf_lists, tune_blend, tune_cf, window_candidates
 from vrec.core.users import pairs_by_user
 from vrec.core.visual import content_features
 from vrec.core.window import (
@@ -71,12 +75,15 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                      vectors: pd.DataFrame, *, cf: CFSettings, recs: RecsSettings,
                      visual: VisualSettings | None = None,
                      content: ContentSettings | None = None, seed: int = 0,
-                     als_grid: bool = False, als_cache: dict | None = None) -> dict:
+                     als_grid: bool = False, als_cache: dict | None = None,
+                     before: Window | None = None,
+                     ranker: RankerSettings | None = None) -> dict:
     """The product's tunings on ``tuning`` (a forward window that ends where the
     holdout's features end), then every model on ``holdout`` (module doc).
     ``als_cache``: a dict kept across calls on the same windows (another content
     setting or title variant of the same shoppers): the plain ALS peers, which see no
-    content, are computed once."""
+    content, are computed once. ``before``: the window whose labels end where
+    ``tuning``'s features end (the learned ranker trains there; None: no ranker)."""
     t0 = time.perf_counter()
     visual, content = visual or VisualSettings(), content or ContentSettings()
     feats = content_features(vectors, catalog, visual, content, seed=seed)
@@ -88,13 +95,34 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
     fit = lambda p: fit_cf(p, cf_t, images=feats)  # noqa: E731
     days = None if holdout.label_end is None or holdout.split != "forward" else \
         (holdout.label_end - holdout.end) / pd.Timedelta(days=1)
+    extra = before is not None
+
+    def cands(w):
+        return window_candidates(w, catalog, vectors, recs=recs, visual=visual, fit=fit,
+                                 seed=seed, content=feats, extra=extra)
+
+    valid = cands(tuning)
     blend = tune_blend(tuning, catalog, vectors, recs=recs, visual=visual, fit=fit,
-                       content=feats, seed=seed, estimate_days=days)
+                       content=feats, seed=seed, estimate_days=days, cands=lambda: valid,
+                       extra=extra)
+    rk = None
+    if before is not None:
+        rs = ranker or RankerSettings()
+        # the ranker's windows hold more users than the tunings' (ranker.max_users)
+        rk = train_ranker(cands(before.sampled(rs.max_users, seed + 1)),
+                          cands(tuning.sampled(rs.max_users, seed)),
+                          ranking_policy(recs, blend, valid.slots_off), rs,
+                          slots=recs.new_arrival_slots)
     users, k = holdout.users, recs.k
     f = fit_for_eval(holdout.train, users, catalog, vectors, holdout.trending_ids(),
                      recs=recs, visual=visual, end=holdout.end, fit=fit, seed=seed,
                      blend=blend, content=feats)
-    lists = {m: v for (m, _), v in variant_lists(f.batch, f.space, f.policy, visual, (k,)).items()}
+    lists = {m: v for (m, _), v in variant_lists(
+        f.batch, f.space, f.policy, visual, (k,), extra=extra,
+        ranker=Ranker.from_record(rk) if rk and rk.get("model") else None).items()}
+    if rk is not None:  # what the night would publish
+        lists["published"] = lists["ranker" if (rk.get("chosen") or {}).get("use") and
+                                   "ranker" in lists else "hybrid"]
     ndcg = {m: holdout.ndcg(v, k) for m, v in lists.items()}
     if "als_configured" not in cache:
         cache["als_configured"] = plain_cf_ndcg(
@@ -134,6 +162,14 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                         "holdout": round(float(h.mean()), 5), "holdout_se": round(se_h, 5),
                         "z": round(z, 2)}
     vs = {name: _paired(ndcg["hybrid"], ndcg[name]) for name in ndcg if name != "hybrid"}
+    learned = {}
+    for m in ("ranker", "published"):
+        if m in ndcg:
+            learned[f"{m}_vs"] = {name: _paired(ndcg[m], ndcg[name]) for name in ndcg
+                                  if name not in (m, "published", "ranker")}
+            learned[f"{m}_ratios"] = {name: round(float(ndcg[m].mean() / v.mean()), 3)
+                                      for name, v in ndcg.items()
+                                      if name not in (m, "published", "ranker") and v.mean() > 0}
     others = {f"{a} vs {b}": _paired(ndcg[a], ndcg[b]) for a, b in
               (("visual_pref", "visual"), ("text", "visual_pref"), ("text", "visual"))
               if a in ndcg and b in ndcg}
@@ -147,6 +183,10 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                                                     "chosen_ndcg", "val_users", "skipped",
                                                     "extended_to", "new_arrival_grid",
                                                     "text_grid")},
+        "ranker": None if rk is None else {key: rk.get(key) for key in (
+            "chosen", "reason", "skipped", "validation", "train", "refit", "importance",
+            "seconds", "train_window", "valid_window")},
+        **learned,
         "map_quality": f.map_quality, "new_arrival_slots": f.policy.new_arrival_slots,
         "slots_off": f.slots_off,
         "ndcg_all": {name: round(float(v.mean()), 5) for name, v in ndcg.items()},
@@ -172,16 +212,20 @@ def weighted(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def forward_pair(events: pd.DataFrame, cut: pd.Timestamp, h: pd.Timedelta,
-                 recs: RecsSettings, seed: int = 0) -> tuple[Window, Window]:
-    """(holdout, tuning window): the holdout's features end at ``cut`` and its labels
-    are the events after it; the tuning window's features end at ``cut - h`` and its
-    labels are the events in ``[cut - h, cut)``: nothing of the holdout reaches it."""
+                 recs: RecsSettings, seed: int = 0) -> tuple[Window, Window, Window]:
+    """(holdout, tuning window, the window before it): the holdout's features end at
+    ``cut`` and its labels are the events after it; the tuning window's features end at
+    ``cut - h`` and its labels are the events in ``[cut - h, cut)``; the window before
+    it (where the learned ranker trains) ends its features at ``cut - 2h``, its labels
+    at ``cut - h``: nothing of the holdout reaches either."""
     ev = weighted(events)
-    end = pd.to_datetime(ev[C.TS], utc=True).max() + pd.Timedelta(seconds=1)
+    ts = pd.to_datetime(ev[C.TS], utc=True)
+    end = ts.max() + pd.Timedelta(seconds=1)
     holdout = forward_window(*pairs_from_events(ev, cut), cut, label_end=cut + (end - cut).ceil("D"))
-    before = ev[pd.to_datetime(ev[C.TS], utc=True) < cut]
-    tuning = forward_window(*pairs_from_events(before, cut - h), cut - h)
-    return holdout, tuning.sampled(recs.tune_max_users, seed)
+    tuning = forward_window(*pairs_from_events(ev[ts < cut], cut - h), cut - h)
+    before = forward_window(*pairs_from_events(ev[ts < cut - h], cut - 2 * h), cut - 2 * h)
+    return (holdout, tuning.sampled(recs.tune_max_users, seed),
+            before.sampled(recs.tune_max_users, seed + 1))
 
 
 def movielens_pairs(ml_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -218,9 +262,10 @@ def movielens_tuning(train: pd.DataFrame, recs: RecsSettings, seed: int = 0) -> 
 
 def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = None,
                   cf: CFSettings | None = None, content: ContentSettings | None = None,
-                  als_grid: bool = False) -> dict:
+                  als_grid: bool = False, ranker: bool = True) -> dict:
     """Per-user chronological split (last 20%; relevant = test ratings >= 3.5); the
-    tunings per user inside the training part (:func:`movielens_tuning`)."""
+    tunings per user inside the training part (:func:`movielens_tuning`), and the
+    learned ranker's training window per user inside the tuning window's features."""
     pairs, catalog = movielens_pairs(ml_dir)
     train, test = per_user_chronological_split(pairs)
     test = test[test["rating"] >= 3.5]
@@ -229,9 +274,12 @@ def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = 
     holdout = Window(train, test.groupby(C.USER_ID)[C.ITEM_ID].apply(
         lambda s: set(s.astype(str))).to_dict(), end, "user")
     recs = recs or RecsSettings()
-    return evaluate_forward(holdout, movielens_tuning(train, recs), catalog, vectors,
+    tuning = movielens_tuning(train, recs)
+    # the ranker's training window: per user again, inside the tuning window's features
+    before = movielens_tuning(tuning.train, recs, seed=1) if ranker else None
+    return evaluate_forward(holdout, tuning, catalog, vectors,
                             cf=cf or CFSettings(), recs=recs, content=content,
-                            als_grid=als_grid)
+                            als_grid=als_grid, before=before)
 
 
 def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = None,
@@ -261,10 +309,11 @@ def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int
                 cf: CFSettings | None = None, content: ContentSettings | None = None,
                 seed: int = 0, taste: dict | None = None, form: str = "softmax",
                 titles: str = "shop", als_grid: bool = False, events=None,
-                als_cache: dict | None = None) -> dict:
+                als_cache: dict | None = None, ranker: bool = True) -> dict:
     """Simulated shoppers (vrec.data.fashion, generative ``form``, ``titles``): the
     holdout is the last ``test_days`` days (items arriving then are new arrivals with
-    real photos and no history), the tunings' window the ``window_days`` before it.
+    real photos and no history), the tunings' window the ``window_days`` before it, and
+    with ``ranker`` the learned ranker's training window the ``window_days`` before that.
     ``events``: (events, items) already simulated (another title variant of the same
     shoppers; ``als_cache`` then spares the plain ALS peers)."""
     from vrec.data.fashion import load_styles, simulate_shoppers
@@ -281,11 +330,11 @@ def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int
                                           + items["articleType"].fillna("")).str.strip()})
     recs = recs or RecsSettings()
     cut = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=days - test_days)
-    holdout, tuning = forward_pair(ev, cut, pd.Timedelta(days=window_days), recs, seed)
+    holdout, tuning, before = forward_pair(ev, cut, pd.Timedelta(days=window_days), recs, seed)
     catalog = items[[C.ITEM_ID, C.TITLE, C.CATEGORY]]
     out = evaluate_forward(holdout, tuning, catalog, vectors, cf=cf or CFSettings(),
                            recs=recs, content=content, seed=seed, als_grid=als_grid,
-                           als_cache=als_cache)
+                           als_cache=als_cache, before=before if ranker else None)
     out["simulation"] = {"users": n_users, "days": days, "test_days": test_days,
                          "window_days": window_days, "events": int(len(ev)),
                          "items": int(len(items)), "form": form, "titles": titles,

@@ -172,11 +172,11 @@ def test_the_ranker_publishes_only_when_it_beats_the_blend():
 
     policy = ListPolicy(k=5, new_arrival_slots=0, visual_weight=0.5)
     won = train_ranker(cands(1, 200), cands(2, 150), policy, SETTINGS)
-    assert won["chosen"] == {"use": True}, won.get("reason")
+    assert won["chosen"] == {"use": True, "new_arrival_slots": 0}, won.get("reason")
     assert won["validation"]["gain"] > won["validation"]["se"] > 0
     assert won["model"] and won["refit"]["rows"] > 0 and won["importance"]
     lost = train_ranker(cands(3, 200, noise=True), cands(4, 150, noise=True), policy, SETTINGS)
-    assert lost["chosen"] == {"use": False}
+    assert lost["chosen"]["use"] is False
     assert "is not >" in lost["reason"]
 
 
@@ -201,7 +201,7 @@ def test_ranker_reasons_come_from_the_sources():
     y = np.array([3, 2, 1, 0], dtype=np.float32)
     ranker, _ = fit_ranker(np.tile(X, (30, 1)), np.tile(y, 30), np.full(30, 4),
                            RankerSettings(rounds=20, min_data_in_leaf=1), k=4)
-    out = rank(inp, space, ListPolicy(k=4, new_arrival_slots=0), Ranker(ranker.model))
+    out = rank(inp, space, ListPolicy(k=4, new_arrival_slots=0), Ranker(ranker.model, slots=0))
     by_item = dict(zip(out["item"], out["reason"]))
     anchor = dict(zip(out["item"], out["reason_item"]))
     assert by_item[3] == "collaborative" and anchor[3] == -1

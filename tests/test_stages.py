@@ -453,16 +453,14 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     inputs gives exactly the staged lists."""
     import json
 
-    from vrec.core.ranker import Ranker
-    from vrec.stages.common import published_by
-
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import ItemSpace, ranking_policy
+    from vrec.core.ranker import Ranker
     from vrec.core.ranking import rank, to_user_recs
     from vrec.core.retrieval import retrieve
     from vrec.core.users import pairs_by_user, user_batch
     from vrec.dates import end_of_ds
-    from vrec.stages.common import PAIR_COLUMNS
+    from vrec.stages.common import PAIR_COLUMNS, published_by
 
     s, _ = staged
     wh = s.paths.warehouse_root
@@ -476,7 +474,7 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=policy.pref_mix < 1,
                    extra=s.ranker.enabled)
     record = json.loads(run.path("ranker").read_text())
-    ranker = Ranker(record["model"]) if published_by(record) == "ranker" else None
+    ranker = Ranker.from_record(record) if published_by(record) == "ranker" else None
     mine = to_user_recs(rank(inp, space, policy, ranker), space, "")
     published = pd.read_parquet(run.path("user_recs"))
     key = [C.USER_ID, "rank"]

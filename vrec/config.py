@@ -347,6 +347,8 @@ class RankerSettings(_Section):
 
     enabled: bool = True
     """Train the ranker each night (false: the blend always ranks)."""
+    max_users: int = Field(10_000, ge=1)
+    """Labelled users sampled from each of the ranker's windows (its training queries; the validation's users)."""
     negatives: int = Field(50, ge=1)
     """Negative candidates sampled per training query (all positives kept)."""
     max_rows: int = Field(1_000_000, ge=1000)
@@ -357,7 +359,7 @@ class RankerSettings(_Section):
     """LightGBM's shrinkage per round."""
     num_leaves: int = Field(31, ge=2)
     """Leaves per tree."""
-    min_data_in_leaf: int = Field(20, ge=1)
+    min_data_in_leaf: int = Field(100, ge=1)
     """Training rows a leaf needs."""
     min_queries: int = Field(20, ge=1)
     """Users with a label among their candidates that a training window needs (fewer: no ranker that night, and the record says why)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -45,11 +44,18 @@ MAX_QUERY_ROWS = 10_000
 
 @dataclass
 class Ranker:
-    """A fitted model (LightGBM's text form) over :data:`FEATURES`."""
+    """A fitted model (LightGBM's text form) over :data:`FEATURES`, and the reserved
+    new-arrival slots its lists keep (None: the list policy's)."""
 
     model: str
+    slots: int | None = None
     features: tuple[str, ...] = FEATURES
     _booster: object = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: dict) -> Ranker:
+        """The ranker of a :func:`train_ranker` record (with its chosen slots)."""
+        return cls(record["model"], (record.get("chosen") or {}).get("new_arrival_slots"))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores of feature rows (larger: rank higher)."""
@@ -60,17 +66,6 @@ class Ranker:
         if len(X) == 0:
             return np.zeros(0)
         return np.asarray(self._booster.predict(X, num_threads=1), dtype=np.float64)
-
-    def save(self, folder: str | Path) -> Path:
-        """``model.txt`` in ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "model.txt").write_text(self.model)
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path) -> Ranker:
-        return cls((Path(folder) / "model.txt").read_text())
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -197,14 +192,18 @@ def fit_ranker(X: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: Ranke
 
 
 def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *,
-                 seed: int = 0, threads: int = 0) -> dict:
+                 slots: int = 0, seed: int = 0, threads: int = 0) -> dict:
     """The nightly protocol on two forward windows' candidates (vrec.core.tuning
     .WindowCandidates): ``train`` as of ds - 2h (labels up to ds - h), ``valid`` as of
     ds - h (labels up to ds). Fit on ``train``; score the ranker's lists and the blend's
     (``policy``: the tuned blend) on ``valid``'s users; refit on ``valid`` with the same
-    rounds (the night's model). ``chosen`` says whether it publishes: only when it beats
-    the blend by more than ``settings.min_gain_se`` paired SE (``reason`` says why
-    not). ``model`` is the refit model's text."""
+    rounds (the night's model). ``chosen`` says whether it publishes (only when it beats
+    the blend by more than ``settings.min_gain_se`` paired SE; ``reason`` says why not)
+    and how many reserved new-arrival slots its lists keep: ``policy``'s own
+    ``new_arrival_slots``, or with none there the configured ``slots`` when the space
+    has new arrivals and the ranker's lists with them are not worse than without by
+    more than one paired SE (the ranker picks the new arrivals for them). ``model`` is
+    the refit model's text."""
     from vrec.core.ranking import lists_by_user, rank
 
     t0 = time.perf_counter()
@@ -226,9 +225,21 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
     ranker, fit_facts = fit_ranker(Xt, yt, gt, settings, k=k, seed=seed, threads=threads)
-    blend_lists = lists_by_user(rank(valid.inp, valid.space, policy), valid.space)
-    ranker_lists = lists_by_user(rank(valid.inp, valid.space, policy, ranker), valid.space)
-    b, r = valid.window.ndcg(blend_lists, k), valid.window.ndcg(ranker_lists, k)
+
+    def ndcg(pol, model=None):
+        return valid.window.ndcg(lists_by_user(rank(valid.inp, valid.space, pol, model),
+                                               valid.space), k)
+
+    b, r = ndcg(policy), ndcg(policy, ranker)
+    n_slots = policy.new_arrival_slots
+    if n_slots == 0 and slots > 0 and np.asarray(valid.space.new).any():
+        with_slots = ndcg(policy.model_copy(update={"new_arrival_slots": slots}), ranker)
+        dd = r - with_slots
+        se_s = float(dd.std(ddof=1) / np.sqrt(len(dd))) if len(dd) > 1 else 0.0
+        out["slots"] = {"with": round(float(with_slots.mean()), 5),
+                        "without": round(float(r.mean()), 5), "se": round(se_s, 5)}
+        if not dd.mean() > se_s:  # the slots cost no more than one SE: keep them
+            n_slots, r = slots, with_slots
     d = r - b
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     wins = bool(len(d) > 1 and d.mean() > settings.min_gain_se * se and d.mean() > 0)
@@ -243,7 +254,7 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
     out["refit"] = {key: refit_facts[key] for key in ("rows", "queries", "positives", "rounds")}
     out["importance"] = refit_facts["importance"]
     out["model"] = refit.model
-    out["chosen"] = {"use": wins}
+    out["chosen"] = {"use": wins, "new_arrival_slots": int(n_slots)}
     if not wins:
         out["reason"] = (f"ranker NDCG@{k} {r.mean():.5f} vs blend {b.mean():.5f} on the "
                          f"validation window: gain {d.mean():+.5f} is not > "

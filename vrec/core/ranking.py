@@ -36,7 +36,8 @@ formulas; in short, for a user ``u`` with history ``H``:
   similar to it), else ``collaborative``; ``trending`` for fill and cold users.
 
 With a learned ranker (vrec.core.ranker) its score, normalised per user, replaces the
-blend ``s`` (and the slot key); the list rules are the same. A pick's reason then comes
+blend ``s`` (and the slot key); the list rules are the same, except the number of
+reserved new-arrival slots, which the ranker's validation chose. A pick's reason then comes
 from its strongest source: ``new_arrival_visual`` for a new arrival, ``trending`` when no
 source scored it (the trending source brought it), ``similar_to_history`` when its best
 content rank (visual profile, preference, text, last items) beats its CF rank, else
@@ -189,6 +190,8 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
     (vrec.core.ranker.Ranker) to score with in place of the blend; see the module doc."""
     ncf, nvis, npref, ntxt = inp.normalised(policy.normalize)
     learned = None
+    if ranker is not None and ranker.slots is not None:
+        policy = policy.model_copy(update={"new_arrival_slots": ranker.slots})
     if ranker is not None:
         from vrec.core.ranker import features
 

@@ -21,17 +21,16 @@ RECS_SCHEMA = S.USER_RECS.ddl()
 
 
 def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy: RecsSettings,
-                      model_version: str, ranker: str | None = None
-                      ) -> Iterator[pd.DataFrame]:
+                      model_version: str, ranker=None) -> Iterator[pd.DataFrame]:
     """mapInPandas body: candidate rows -> user_recs rows (one BLAS thread per task);
-    ``ranker``: a learned ranker's model text to score with (None: the blend)."""
+    ``ranker``: a learned ranker (vrec.core.ranker.Ranker) to score with (None: the
+    blend)."""
     from threadpoolctl import threadpool_limits
 
     from vrec.core.itemspace import ItemSpace
-    from vrec.core.ranker import Ranker
 
     space = ItemSpace.load(space_dir)
-    learned = Ranker(ranker) if ranker else None
+    learned = ranker
     with threadpool_limits(1, "blas"):
         for df in frames:
             for s in range(0, len(df), policy.batch_users):
@@ -42,9 +41,9 @@ def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy:
 
 
 def rank_all(spark, candidates, *, space_dir: str | Path, policy: RecsSettings,
-             model_version: str, ranker: str | None = None):
+             model_version: str, ranker=None):
     """user_recs for every row of the candidates stage's output, as a Spark DataFrame
-    (``ranker``: the learned ranker's model text, or None for the blend)."""
+    (``ranker``: the learned ranker, or None for the blend)."""
     sd = str(Path(space_dir).resolve())
     parts = max(1, 2 * spark.sparkContext.defaultParallelism)
     return candidates.repartition(parts).mapInPandas(

@@ -13,6 +13,7 @@ def run(ctx) -> dict:
 
     from vrec import columns as C
     from vrec.core.itemspace import ItemSpace, ranking_policy
+    from vrec.core.ranker import Ranker
     from vrec.io import warehouse as W
     from vrec.privacy import pseudonym_col, resolve_salt
     from vrec.spark.ranking import list_facts, rank_all
@@ -32,7 +33,7 @@ def run(ctx) -> dict:
         version = f"{cf_version}+ranker{ranker.get('id') or ranker.get('as_of')}"
     recs = rank_all(spark, spark.read.parquet(str(ctx.input("candidates"))),
                     space_dir=ctx.input("item_space"), policy=policy, model_version=version,
-                    ranker=ranker["model"] if ranked_by == "ranker" else None)
+                    ranker=Ranker.from_record(ranker) if ranked_by == "ranker" else None)
     write(recs, ctx.output("user_recs"), sort=[C.USER_ID, "rank"])
     recs = spark.read.parquet(str(ctx.output("user_recs")))
     profile = spark.read.parquet(str(ctx.input("user_profile")))

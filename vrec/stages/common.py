@@ -129,13 +129,14 @@ def window_cands(ctx, window, inp: DriverInputs, cf, content):
 
 
 def tuned_ranker(ctx, cf, inp: DriverInputs, pairs, content, blend: dict | None, *,
-                 as_of: str, use: str, valid) -> dict:
+                 as_of: str, use: str, window) -> dict:
     """The learned ranker for data that ends on ``as_of`` (vrec.core.ranker.train_ranker):
     the one this day took before for ``use``, else a reusable stored one (as the blend's:
     ``recs.tune_every_days``, the same settings, data within 20%), else trained on the
-    window as of ``as_of - 2h`` (built here), validated against the blend on ``valid()``
-    (the window as of ``as_of - h``, shared with the blend tuning) and refit on it.
-    train_cf (``ranker``) and evaluate (``eval_ranker``) ask here."""
+    window as of ``as_of - 2h``, validated against the blend on ``window()`` (the window
+    as of ``as_of - h``, the tunings') and refit on it, each window with up to
+    ``ranker.max_users`` labelled users. train_cf (``ranker``) and evaluate
+    (``eval_ranker``) ask here."""
     from vrec.core.itemspace import ranking_policy
     from vrec.core.ranker import train_ranker
     from vrec.core.tuning import blend_settings_key, data_size, window_skipped
@@ -147,18 +148,21 @@ def tuned_ranker(ctx, cf, inp: DriverInputs, pairs, content, blend: dict | None,
         return {"chosen": None, "skipped": "ranker.enabled is false: the blend ranks"}
 
     def train() -> dict:
-        before = tuning_window(ctx, shift_ds(as_of, -s.recs.window_days))
+        n = s.ranker.max_users
+        before = tuning_window(ctx, shift_ds(as_of, -s.recs.window_days)).sampled(n, seed=1)
         skipped = window_skipped(before, s.recs)
         if skipped:
             return {"chosen": None, "skipped": f"training window as of "
                                                f"{before.end.date()}: {skipped}"}
-        va = valid()
-        skipped = window_skipped(va.window, s.recs)
+        valid = window().sampled(n)
+        skipped = window_skipped(valid, s.recs)
         if skipped:
             return {"chosen": None, "skipped": f"validation window: {skipped}"}
-        policy = ranking_policy(s.recs, blend, va.slots_off)
         print(f"[vrec] {ctx.ds} {ctx.stage.name}: training the ranker as of {as_of}", flush=True)
-        return train_ranker(window_cands(ctx, before, inp, cf, content), va, policy, s.ranker)
+        va = window_cands(ctx, valid, inp, cf, content)
+        return train_ranker(window_cands(ctx, before, inp, cf, content), va,
+                            ranking_policy(s.recs, blend, va.slots_off), s.ranker,
+                            slots=s.recs.new_arrival_slots)
 
     key = {"ranker": s.ranker.model_dump(mode="json"),
            "blend": blend_settings_key(s.recs, s.visual, cf, s.content)}

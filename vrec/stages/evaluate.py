@@ -64,6 +64,7 @@ def run(ctx) -> dict:
     import json
 
     from vrec.core.evaluation import evaluate_models
+    from vrec.core.ranker import Ranker
     from vrec.core.tuning import tune_blend
     from vrec.io import warehouse as W
     from vrec.stages.common import (
@@ -76,9 +77,7 @@ def run(ctx) -> dict:
         tuned_cf,
         tuned_ranker,
         tuning_window,
-        window_cands,
     )
-    from vrec.core.ranker import Ranker
 
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
     if e.enabled:
@@ -95,18 +94,17 @@ def run(ctx) -> dict:
         else:
             cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
         fit = cf_fitter(ctx, cf, content)
-        cands = functools.cache(lambda: window_cands(ctx, window(), inp, cf, content))
         blend = tuned_blend(
             ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
             tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
                                     visual=s.visual, fit=fit, content=content,
                                     label=f"{ds} evaluate: blend tuning as of {as_of}",
-                                    estimate_days=estimate_days(s), cands=cands,
+                                    estimate_days=estimate_days(s),
                                     extra=s.ranker.enabled)
         ) if e.tune and s.recs.tune_blend else None
         # the ranker as of the cutoff; the user split can only use the night's own
         ranker = tuned_ranker(ctx, cf, inp, holdout.train, content, blend, as_of=as_of,
-                              use="eval_ranker", valid=cands) \
+                              use="eval_ranker", window=window) \
             if e.split == "time" else json.loads(ctx.input("ranker").read_text())
         frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
                                       visual=s.visual, fit=fit,
@@ -114,7 +112,7 @@ def run(ctx) -> dict:
                                       ks=tuple(sorted(set(e.ks) | {s.recs.k})),
                                       max_users=e.max_users, label=f"{ds} evaluate",
                                       blend=blend, content=content,
-                                      ranker=Ranker(ranker["model"]) if ranker.get("model")
+                                      ranker=Ranker.from_record(ranker) if ranker.get("model")
                                       else None, extra=s.ranker.enabled)
         if len(frame):
             frame = pd.concat([frame, estimate_rows(blend, s.recs.k, estimate_days(s))],

@@ -25,7 +25,6 @@ def run(ctx) -> dict:
         tuned_cf,
         tuned_ranker,
         tuning_window,
-        window_cands,
     )
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
@@ -33,8 +32,6 @@ def run(ctx) -> dict:
     inp = driver_inputs(ctx)
     window = functools.cache(lambda: tuning_window(ctx, ds))
     content = run_content(ctx, inp)
-    # the window's candidates, shared by the blend tuning and the ranker's validation
-    cands = functools.cache(lambda: window_cands(ctx, window(), inp, cf, content))
     cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=ds, use="cf")
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
@@ -47,7 +44,7 @@ def run(ctx) -> dict:
         blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
             window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
             fit=cf_fitter(ctx, cf, content), content=content,
-            label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s), cands=cands,
+            label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
             extra=s.ranker.enabled))
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
               f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
@@ -57,7 +54,7 @@ def run(ctx) -> dict:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
     W.write_json(ctx.output("blend"), blend)
     ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=ds, use="ranker",
-                          valid=cands)
+                          window=window)
     print(f"[vrec] {ds} ranker: " + (ranker.get("skipped") or (
         f"validation {ranker['validation']} -> "
         + ("publishes" if ranker["chosen"]["use"] else f"the blend publishes ({ranker['reason']})")))
