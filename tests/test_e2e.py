@@ -291,8 +291,13 @@ def test_the_dag_evaluates_gates_and_passes_the_override_param(dag_runs):
     assert g2["previous_ds"] == first and g2["status"] in {"passed", "overridden"}
     m = W.read_table(wh, "eval_metrics", second)
     from vrec.core.models import MODELS
+    from vrec.executor import RunLayout
 
-    assert set(m["model"]) == set(MODELS)
+    # four days of data and a week-long window: no ranker can train, and the records say so
+    ranker = RunLayout(wh, second).record("evaluate")["evaluation"]["ranker"]
+    assert "training window" in ranker["skipped"] and ranker["chosen"] is None
+    assert set(m["model"]) == set(MODELS) - {"ranker"}
+    assert RunLayout(wh, second).record("build_recs")["ranked_by"] == "hybrid"
     log = (dag_runs["tmp"] / f"{second}.log").read_text()
     assert "quality gate" in log and "run report:" in log
     # the config's driver memory reaches spark-submit (a session setting would be too late)

@@ -254,8 +254,8 @@ USER_RECS = Table("user_recs", (
     _key(C.USER_ID, "string", "a pseudonym when pseudonymisation is on"),
     _key("rank", "int", "1..K"),
     _key(C.ITEM_ID, "string"),
-    _key("score", "double", "the ranker's selection value: blended normalised score minus "
-         "the diversity penalty; non-increasing by rank"),
+    _key("score", "double", "the ranker's selection value: the blended (or the learned "
+         "ranker's) normalised score minus the diversity penalty; non-increasing by rank"),
     _c("cf_score", "double", "user . item factor; for a new arrival the factor predicted "
        "from its image; null for trending"),
     _c("visual_score", "double", "cosine of the user's visual profile and the item; null "
@@ -263,7 +263,8 @@ USER_RECS = Table("user_recs", (
     _key("reason", "string", ", ".join(f"`{r}`" for r in C.REASONS)),
     _c("reason_item_id", "string", "for `similar_to_history` and `new_arrival_visual`: the "
        "history item it looks most like"),
-    _key("model_version", "string", "`<cf model version>+vw<visual weight>h<history shrink>`"),
+    _key("model_version", "string", "`<cf model version>+vw<visual weight>h<history shrink>` "
+         "(the blend ranked), or `<cf model version>+ranker<record id>` (the learned ranker)"),
 ), "one recommendation", sorted_by=(C.USER_ID, "rank"))
 
 ITEM_SIMILAR = Table("item_similar", (
