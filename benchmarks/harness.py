@@ -29,6 +29,8 @@ from vrec.core.evaluation import evaluate_models, fit_for_eval
 from vrec.core.itemspace import ranking_policy
 from vrec.core.models import variant_lists
 from vrec.core.ranker import Ranker, train_ranker
+from vrec.core.ranking import lists_by_user, rank
+from vrec.core.retrieval import retrieve
 from vrec.core.similar import exact_topk
 from vrec.core.tuning import cf_lists, tune_blend, tune_cf, window_candidates
 from vrec.core.users import pairs_by_user
@@ -123,6 +125,11 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
     if rk is not None:  # what the night would publish
         lists["published"] = lists["ranker" if (rk.get("chosen") or {}).get("use") and
                                    "ranker" in lists else "hybrid"]
+    if rk is not None and rk.get("model") and f.space.new.any():
+        # the trade-off of the reserved slots: the ranker's lists with one kept anyway
+        forced = Ranker(rk["model"], slots=max(1, recs.new_arrival_slots))
+        inp = retrieve(f.batch, f.space, max(recs.candidates, k), visual, extra=True)
+        lists["ranker_slots"] = lists_by_user(rank(inp, f.space, f.policy, forced), f.space)
     ndcg = {m: holdout.ndcg(v, k) for m, v in lists.items()}
     if "als_configured" not in cache:
         cache["als_configured"] = plain_cf_ndcg(
@@ -163,13 +170,14 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                         "z": round(z, 2)}
     vs = {name: _paired(ndcg["hybrid"], ndcg[name]) for name in ndcg if name != "hybrid"}
     learned = {}
-    for m in ("ranker", "published"):
+    mine = ("ranker", "published", "ranker_slots")
+    for m in mine:
         if m in ndcg:
             learned[f"{m}_vs"] = {name: _paired(ndcg[m], ndcg[name]) for name in ndcg
-                                  if name not in (m, "published", "ranker")}
+                                  if name not in mine or (m, name) == ("ranker_slots", "ranker")}
             learned[f"{m}_ratios"] = {name: round(float(ndcg[m].mean() / v.mean()), 3)
                                       for name, v in ndcg.items()
-                                      if name not in (m, "published", "ranker") and v.mean() > 0}
+                                      if name not in mine and v.mean() > 0}
     others = {f"{a} vs {b}": _paired(ndcg[a], ndcg[b]) for a, b in
               (("visual_pref", "visual"), ("text", "visual_pref"), ("text", "visual"))
               if a in ndcg and b in ndcg}
@@ -184,8 +192,8 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
                                                     "extended_to", "new_arrival_grid",
                                                     "text_grid")},
         "ranker": None if rk is None else {key: rk.get(key) for key in (
-            "chosen", "reason", "skipped", "validation", "train", "refit", "importance",
-            "seconds", "train_window", "valid_window")},
+            "chosen", "reason", "skipped", "validation", "slots", "train", "refit",
+            "importance", "seconds", "train_window", "valid_window")},
         **learned,
         "map_quality": f.map_quality, "new_arrival_slots": f.policy.new_arrival_slots,
         "slots_off": f.slots_off,
