@@ -204,3 +204,12 @@ def test_the_report_sets_each_tuning_estimate_beside_the_holdout():
     assert t.loc["als", "z"] == pytest.approx(-0.01 / 0.005)
     assert t.loc["hybrid", "z"] == pytest.approx(0.001 / 0.005)
     assert estimate_rows(None, 10, 1).empty and estimate_rows({"estimates": None}, 10, 1).empty
+
+
+def test_a_window_without_labels_is_empty_not_an_error():
+    """A cutoff before any data (e.g. the learned ranker's training window on a young
+    warehouse): no labels, no users, no error."""
+    train = _pairs([("u1", "i1", 1.0, "2026-11-10")])
+    w = forward_window(train, pd.DataFrame(columns=[C.USER_ID, C.ITEM_ID, "weight"]),
+                       pd.Timestamp("2026-11-19", tz="UTC"))
+    assert w.relevant == {} and len(w.users) == 0

@@ -75,10 +75,15 @@ def test_movielens_dag_publishes_valid_recs(ml_runs):
     # the evaluate stage measured every model with the per-user split (titles: a text
     # model); the gate ran
     from vrec.core.models import MODELS
+    from vrec.executor import RunLayout
 
     for d in ml_runs["days"]:
         m = W.read_table(wh, "eval_metrics", d)
-        assert set(m.loc[m["slice"] == "all", "model"]) == set(MODELS)
+        # the user split measures the night's ranker: a row when one was trained
+        ranker = RunLayout(wh, d).record("train_cf")["ranker"]
+        print(f"\nMovieLens DAG {d}: ranker {ranker.get('skipped') or ranker.get('validation')}")
+        expect = set(MODELS) - (set() if ranker.get("chosen") is not None else {"ranker"})
+        assert set(m.loc[m["slice"] == "all", "model"]) == expect
         assert W.manifest(wh, d)["evaluation"]["split"] == "user"
         print(f"\nMovieLens DAG {d}: gate {W.manifest(wh, d)['quality_gate']['message']}")
     assert (wh / "reports" / "runs" / f"vrec_report_{ds}.html").is_file()
@@ -154,7 +159,8 @@ def test_nightly_evaluation_on_movielens_hybrid_not_worse_than_als_and_beats_pop
                   & (frame["metric"] == metric)]
         return float(m["value"].iloc[0])
 
-    print("\nMovieLens NDCG@10: " + ", ".join(f"{m} {v(m):.4f}" for m in MODELS)
+    print("\nMovieLens NDCG@10: " + ", ".join(f"{m} {v(m):.4f}" for m in MODELS
+                                              if m in set(frame["model"]))
           + f"; slices {info['slices']}; blend {info['blend']}; slots_off {info['slots_off']}")
     assert info["evaluated_users"] > 550 and info["slices"]["cold_items"] > 100
     assert v("hybrid") >= v("als") - 2 * v("hybrid", "ndcg_se")  # not worse than ALS only
@@ -184,6 +190,10 @@ def test_hybrid_on_movielens_never_loses_to_als():
     if r["map_quality"]["auc_mapped"] < 0.55:
         assert r["new_arrival_slots"] == 0 and r["slots_off"]
     assert n["als_tuned"] > 2 * n["visual"]
+    # the model the night would publish (the learned ranker only when it won its
+    # validation) never loses to the tuned ALS beyond noise either
+    d = r["published_vs"]["als_tuned"]
+    assert d["diff"] >= -2 * d["stderr"], d
 
 
 def test_pictures_pay_on_fashion_forward_in_time():
@@ -206,6 +216,13 @@ def test_pictures_pay_on_fashion_forward_in_time():
     assert cold["recall_at_k"]["als"] == 0 and cold["recall_at_k"]["visual_pref"] > 0
     for m in ("als", "hybrid"):  # what the tuning expected is what the next week shows
         assert abs(r["estimate_vs_holdout"][m]["z"]) < 3, m
+    # the learned ranker, trained the week before the tuning window, wins its validation
+    # against the blend and keeps winning on the holdout week
+    rk = r["ranker"]
+    print(f"ranker {rk['chosen']} validation {rk['validation']} vs hybrid {r['ranker_vs']['hybrid']}")
+    assert rk["chosen"]["use"] and rk["train"]["queries"] >= 500
+    d = r["published_vs"]["hybrid"]
+    assert d["diff"] > 2 * d["stderr"], d
 
 
 def test_titles_as_shops_write_them_pay_on_fashion():
@@ -219,6 +236,11 @@ def test_titles_as_shops_write_them_pay_on_fashion():
     t = r["paired"]["text vs visual"]
     assert t["diff"] > 2 * t["stderr"]
     assert vs["als_tuned"]["diff"] > 2 * vs["als_tuned"]["stderr"]
+    rk = r["ranker"]
+    print(f"ranker {rk['chosen']} validation {rk['validation']} vs hybrid {r['ranker_vs']['hybrid']}")
+    assert rk["chosen"]["use"]
+    d = r["published_vs"]["hybrid"]
+    assert d["diff"] > 2 * d["stderr"], d
 
 
 def test_movielens_runs_pass_every_suite_and_build_data_docs(ml_runs):

@@ -350,6 +350,14 @@ def test_run_report_is_one_self_contained_file(staged):
     html = open(path).read()
     for model in ("popularity", "als", "visual", "visual_pref", "text", "hybrid"):
         assert f"<td>{model}</td>" in html
+    # which model ranked the lists, and the ranker's validation against the blend
+    import json
+
+    stats = W.read_table(s.paths.warehouse_root, "run_stats", DS).set_index("stage")
+    ranked_by = json.loads(stats.loc["build_recs", "details"])["ranked_by"]
+    assert f"Ranked by: <b>{ranked_by}</b>" in html
+    if ranked_by == "ranker":
+        assert "<td>ranker</td>" in html and "The learned ranker's validation" in html
     # what the tuning expected beside what happened: one row per model with the estimate
     tuned = html.split("What the tuning expected and what happened")[1].split("</table>")[0]
     m = W.read_table(s.paths.warehouse_root, "eval_metrics", DS)

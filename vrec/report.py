@@ -344,6 +344,26 @@ def _estimates_table(metrics: pd.DataFrame, info: dict) -> str:
             f"<th>difference</th><th>z</th></tr>{rows}</table>")
 
 
+def _ranked_by(stats: dict) -> str:
+    """Which model ranked the lists (the learned ranker or the blend), the ranker's
+    validation against the blend, and why the blend ranked when it did."""
+    br = stats.get("build_recs") or {}
+    if not br:
+        return ""
+    rk = (stats.get("train_cf") or {}).get("ranker") or {}
+    v = rk.get("validation") or {}
+    line = f"Ranked by: <b>{_e(br.get('ranked_by') or 'hybrid')}</b>"
+    if v:
+        line += (f". The learned ranker's validation (as of {_e(rk.get('as_of'))}, "
+                 f"{_e(v.get('users'))} users): NDCG@{_e(v.get('k'))} {_e(v.get('ranker_ndcg'))} "
+                 f"against the blend's {_e(v.get('blend_ndcg'))}, gain {_e(v.get('gain'))} "
+                 f"± {_e(v.get('se'))}")
+    why = br.get("ranker_reason")
+    if br.get("ranked_by") != "ranker" and why:
+        line += f". Why the blend ranked: {_e(why)}"
+    return f"<p>{line}.</p>"
+
+
 def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gate_k: int) -> str:
     out = ["<h2>Offline evaluation</h2>"]
     if info:
@@ -509,6 +529,7 @@ def render_report(settings: Settings, ds: str, read: Callable[[str], Path],
     body = [f"<h1>vrec run report — {_e(ds)}</h1>",
             f"<p>Status: {status}. Model: <code>{_e(model)}</code>. Warehouse: "
             f"<code>{_e(wh)}</code>.</p>",
+            _ranked_by(stats),
             _pipeline_section(stats, W.staged_quarantine(wh, ds)),
             _failures_section(wh, ds),
             _gate_section(gate),

@@ -114,8 +114,9 @@ def forward_window(train: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timesta
             raise ValueError(f"{int(late.sum())} training pair(s) end at or after the cutoff "
                              f"{cutoff}: features must be built from events before it")
     seen = set(zip(train[C.USER_ID].astype(str), train[C.ITEM_ID].astype(str)))
-    keep = [(str(u), str(i)) not in seen for u, i in zip(labels[C.USER_ID], labels[C.ITEM_ID])]
-    kept = labels[keep]
+    keep = np.asarray([(str(u), str(i)) not in seen
+                       for u, i in zip(labels[C.USER_ID], labels[C.ITEM_ID])], dtype=bool)
+    kept = labels[keep]  # a boolean mask (an empty list would select no columns)
     return Window(train, _relevant(kept), cutoff, "forward", trending, label_end,
                   labels=kept.reset_index(drop=True))
 
