@@ -200,7 +200,7 @@ def test_tunings_are_kept_per_day_and_the_newest_reusable_one_is_found(tmp_path)
     assert sorted(p.name for p in tunings.tuning_dir(tmp_path, "blend").iterdir()) == [
         "2026-11-10.json", "2026-11-14.json"]
     with pytest.raises(ValueError, match="unknown tuning kind"):
-        tunings.tuning_dir(tmp_path, "ranker")
+        tunings.tuning_dir(tmp_path, "rankers")
     # a warehouse of the earlier layout: its one CF tuning is read as the record of its day
     legacy = tmp_path / "_state" / "cf_tuning.json"
     legacy.write_text(json.dumps({"ds": "2026-11-10", "settings": key, "size": size,
