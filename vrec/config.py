@@ -481,7 +481,7 @@ class EvalSettings(_Section):
     gate_k: int = Field(10, ge=1)
     """The gate compares NDCG at this K (one of ks)."""
     gate_max_drop: float = Field(0.02, ge=0)
-    """Largest allowed absolute drop of hybrid NDCG against the last published run."""
+    """Largest allowed absolute drop of the published model's NDCG (the ranker's or the hybrid's) against the last published run."""
     gate_noise_z: float = Field(2.0, ge=0)
     """Across days, a drop must also exceed this many standard errors of the difference."""
     gate_min_users: int = Field(30, ge=1)
