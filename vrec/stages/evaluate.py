@@ -122,6 +122,9 @@ def run(ctx) -> dict:
         info["tunings_as_of"] = as_of
         info["ranker"] = {k: ranker.get(k) for k in ("chosen", "as_of", "reused_from", "skipped",
                                                      "reason", "validation")}
+        info["ranker"]["source"] = (
+            f"the ranker for data that ended on {as_of}" if e.split == "time" else
+            "the night's own (user split: its windows overlap the held-out pairs)")
     else:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())
