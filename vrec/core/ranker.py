@@ -49,7 +49,6 @@ class Ranker:
 
     model: str
     slots: int | None = None
-    features: tuple[str, ...] = FEATURES
     _booster: object = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
