@@ -37,6 +37,8 @@ class Paths(_Section):
     """Base folder for relative catalog image_uri values."""
     image_roots: list[Path] = Field(default_factory=list)
     """More folders an absolute image_uri may point into (besides image_root and raw_root); any other path is quarantined as image_outside_root."""
+    rules: Path | None = None
+    """Optional business rules (YAML): `excluded_items` and `excluded_categories`, never recommended (docs/operations.md "Business rules")."""
 
     def allowed_image_roots(self) -> list[Path]:
         """The folders catalog images may be read from: image_root, raw_root, image_roots."""
@@ -367,6 +369,29 @@ class RankerSettings(_Section):
     """The ranker publishes when its validation NDCG@k beats the blend's by more than this many paired SE."""
 
 
+class FeedbackSettings(_Section):
+    """How the lists of the last nights did, and what the shop's front end reported about
+    them (docs/operations.md "How yesterday's lists did"): the realised metrics of each
+    published list over the events after it, exposure rotation (from `impression`
+    events) and dismissals (`dismiss` events). An engagement is any event of
+    `columns.ENGAGEMENT_TYPES`."""
+
+    horizon_days: int = Field(7, ge=0)
+    """Lists published up to this many days before ds are measured each night (0: no realised metrics)."""
+    max_unengaged_shows: int = Field(2, ge=0)
+    """An item shown to a user on this many nights within `rest_days`, with no engagement since the first of them, is left out of that user's lists (0: no rotation)."""
+    rest_days: int = Field(7, ge=1)
+    """The window the shows are counted in: the item comes back once fewer than `max_unengaged_shows` unengaged shows remain in it."""
+    dismiss_days: int = Field(30, ge=0)
+    """A dismissed item, and every item that looks almost the same, is not recommended to that user for this many days (0: dismissals are ignored)."""
+    dismiss_similarity: float = Field(0.9, ge=-1, le=1)
+    """Image-embedding cosine at or above which an item counts as a near-duplicate of a dismissed one."""
+    drop_warning: float = Field(0.5, ge=0, le=1)
+    """Warn when the latest list's realised NDCG at one day falls below (1 - this) times the median of the previous nights' (report, `vrec status`)."""
+    drop_min_users: int = Field(30, ge=1)
+    """Users a night's realised NDCG needs to be compared (fewer: no warning, too noisy)."""
+
+
 class LandingSettings(_Section):
     """How the nightly DAG waits for a day's events (docs/scheduling.md): the first task
     waits until ``raw/events/ds=<ds>/_SUCCESS`` exists or, when ``quiet_minutes`` is not
@@ -520,6 +545,7 @@ class Settings(_Section):
     cf: CFSettings = CFSettings()
     recs: RecsSettings = RecsSettings()
     ranker: RankerSettings = RankerSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     visual: VisualSettings = VisualSettings()
     content: ContentSettings = ContentSettings()
     landing: LandingSettings = LandingSettings()
@@ -534,7 +560,8 @@ class Settings(_Section):
         def absolute(value):
             return value if Path(value).is_absolute() else (base / value).resolve()
 
-        paths = {name: [absolute(v) for v in value] if isinstance(value, list) else absolute(value)
+        paths = {name: [absolute(v) for v in value] if isinstance(value, list) else
+                 None if value is None else absolute(value)
                  for name, value in self.paths.model_dump().items()}
         return self.model_copy(update={"paths": Paths(**paths)})
 
@@ -598,6 +625,44 @@ def load_settings(path: str | Path | None = None, *, environ: dict[str, str] | N
         return Settings(**merged).resolved(Path.cwd())
     except ValidationError as exc:
         raise ConfigError(f"invalid vrec configuration: {exc}") from exc
+
+
+# ---------------------------------------------------------------- business rules
+
+class BusinessRules(BaseModel):
+    """The rules file (``paths.rules``): items and categories never recommended. They
+    still count as history and signal (docs/operations.md "Business rules")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    excluded_items: frozenset[str] = frozenset()
+    excluded_categories: frozenset[str] = frozenset()
+
+    @field_validator("excluded_items", "excluded_categories", mode="before")
+    @classmethod
+    def _strings(cls, v: Any) -> Any:
+        if v is None:
+            return frozenset()
+        if not isinstance(v, (list, tuple, set, frozenset)):
+            raise ValueError(f"must be a list of ids, got {type(v).__name__}")
+        return frozenset(str(x) for x in v)
+
+
+def load_rules(path: str | Path | None) -> BusinessRules:
+    """The rules of ``path`` (none without one); ConfigError naming the file and the key
+    when it is missing or malformed."""
+    if path is None:
+        return BusinessRules()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"paths.rules: rules file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"rules file {p} must hold a mapping (excluded_items, "
+                              "excluded_categories)")
+        return BusinessRules(**data)
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise ConfigError(f"invalid rules file {p}: {exc}") from exc
 
 
 # ---------------------------------------------------------------- the reference page

@@ -49,6 +49,7 @@ ARTIFACTS: dict[str, str] = {
     "interactions": "interactions",        # weighted (user, item) pairs
     "item_popularity": "item_popularity",
     "user_profile": "user_profile",
+    "feedback": "feedback",                # impressions and dismisses (never signal)
     # embed_items
     "item_vectors": "item_vectors",        # the run's item embeddings
     "image_duplicates": "image_duplicates",
@@ -66,6 +67,7 @@ ARTIFACTS: dict[str, str] = {
     "user_profile_pseudonymized": "pseudonymized/user_profile",
     # evaluate
     "eval_metrics": "eval_metrics",
+    "realised_metrics": "realised_metrics",  # how the lists of the last nights did
     # publish
     "run_stats": "publish/run_stats",
     "quarantine_table": "publish/quarantine",

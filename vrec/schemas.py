@@ -152,6 +152,13 @@ RAW: dict[str, Table] = {
         _c(C.EVENT_TYPE, "string", "one of " + ", ".join(C.EVENT_TYPES)),
         _c(C.VALUE, "double", "the rating for `rating` events"),
         _c(C.TS, "timestamp", "when it happened (UTC; no time zone means UTC)"),
+        _c(C.LIST_DS, "string", "for `impression` events: the ds (YYYY-MM-DD) of the "
+           "published list that was shown; a file may leave it out (read as nulls)",
+           optional=True),
+        _c(C.POSITION, "int", "for `impression` events: the item's position in what was "
+           "shown, from 1; a file may leave it out", optional=True),
+        _c(C.SURFACE, "string", "for `impression` events: where it was shown (e.g. `home`, "
+           "`email`); a file may leave it out", optional=True),
     ), "one event; `raw/events/ds=YYYY-MM-DD/*.parquet`, one folder per landing day"),
     "catalog": Table("catalog", (
         _c(C.ITEM_ID, "string", "the item"),
@@ -165,6 +172,9 @@ RAW: dict[str, Table] = {
         _c(C.IMAGE_URI, "string", "absolute path, `file://` URI, or path relative to "
            "`paths.image_root`"),
         _c(C.UPDATED_AT, "timestamp", "when the row last changed"),
+        _c(C.AVAILABLE, "boolean", "false: the item must not be recommended (out of stock, "
+           "withdrawn); null means available; a file may leave it out (read as nulls)",
+           optional=True),
     ), "one item of a full catalog snapshot; `raw/catalog/ds=YYYY-MM-DD/*.parquet`"),
 }
 
@@ -172,15 +182,27 @@ RAW: dict[str, Table] = {
 # Tables (staged, published, or both)
 
 EVENTS = Table("events", (
-    _key(C.USER_ID, "string"), _key(C.ITEM_ID, "string"), _key(C.EVENT_TYPE, "string"),
+    _key(C.USER_ID, "string"), _key(C.ITEM_ID, "string"),
+    _key(C.EVENT_TYPE, "string", "an engagement: " + ", ".join(C.ENGAGEMENT_TYPES)),
     _c(C.VALUE, "double", "the rating for `rating` events"), _key(C.TS, "timestamp"),
-), "a clean event landed on or before ds (what survived the quarantine)")
+), "a clean engagement event landed on or before ds (what survived the quarantine)")
+
+FEEDBACK = Table("feedback", (
+    _key(C.USER_ID, "string"), _key(C.ITEM_ID, "string"),
+    _key(C.EVENT_TYPE, "string", ", ".join(C.FEEDBACK_TYPES)),
+    _key(C.TS, "timestamp"), _c(C.LIST_DS, "string"), _c(C.POSITION, "int"),
+    _c(C.SURFACE, "string"),
+), "a clean impression or dismiss landed on or before ds, within the feedback windows "
+   "(never signal: the feedback rules and the realised metrics read it)")
 
 ITEMS = Table("items", (
     _key(C.ITEM_ID, "string"), _c(C.TITLE, "string"), _c(C.CATEGORY, "string"),
     _c(C.PRICE, "double"), _c(C.DESCRIPTION, "string"),
     _c(C.IMAGE_URI, "string", "null when the item has no picture"),
     _c(C.UPDATED_AT, "timestamp"),
+    _c(C.AVAILABLE, "boolean", "false: never recommended (null: available)"),
+    _c("blocked", "string", "why the item is never recommended this night: `unavailable`, "
+       "`excluded_item` or `excluded_category` (the rules file); null: recommendable"),
 ), "one item of the catalog snapshot the run used")
 
 INTERACTIONS = Table("interactions", (
@@ -272,6 +294,21 @@ ITEM_SIMILAR = Table("item_similar", (
     _key("similarity", "double", "cosine of image embeddings, in [-1, 1]"),
 ), "a visual \"more like this\" neighbour")
 
+REALISED_METRICS = Table("realised_metrics", (
+    _key(C.LIST_DS, "string", "the ds of the published lists measured"),
+    _key("horizon_days", "int", "days of events after the list: ds - list_ds"),
+    _key("model_version", "string", "the lists' model version (`all`: every version)"),
+    _key("slice", "string", "`all`; `segment:warm`, `segment:cold`; `reason:<reason>`; "
+         "`position:<n>` (impressions)"),
+    _key("metric", "string", "`users` (with a list and active in the window), "
+         "`hit_rate`, `precision`, `ndcg` (at K = the list length), `demand_coverage` "
+         "(share of the engaged items that any list held), `rows`, `hits` (list rows, and "
+         "those engaged), `impressions`, `ctr` (impressions followed by engagement); "
+         "docs/operations.md \"How yesterday's lists did\""),
+    _c("value", "double"),
+), "one realised metric of a published list, computed on the night ds from the events "
+   "after it")
+
 EVAL_METRICS = Table("eval_metrics", (
     _key("model", "string", "`popularity`, `als`, `visual`, `visual_pref`, `text`, `hybrid`"),
     _key("slice", "string", "`all`, `cold_items`, `cold_users` (the holdout); "
@@ -319,6 +356,7 @@ STAGED: dict[str, Table] = {
     "candidates": CANDIDATES, "user_recs": USER_RECS, "item_similar": ITEM_SIMILAR,
     "user_recs_pseudonymized": USER_RECS, "user_profile_pseudonymized": USER_PROFILE,
     "eval_metrics": EVAL_METRICS, "run_stats": RUN_STATS, "quarantine_table": QUARANTINE,
+    "feedback": FEEDBACK, "realised_metrics": REALISED_METRICS,
 }
 NON_TABULAR: dict[str, str] = {
     "model": "CF factors and ids (`.npy`) and `model.json`",
@@ -334,6 +372,7 @@ PUBLISHED: dict[str, Table] = {
     "user_recs": USER_RECS, "item_similar": ITEM_SIMILAR, "item_popularity": ITEM_POPULARITY,
     "user_profile": USER_PROFILE, "items": ITEMS, "image_duplicates": IMAGE_DUPLICATES,
     "run_stats": RUN_STATS, "quarantine": QUARANTINE, "eval_metrics": EVAL_METRICS,
+    "realised_metrics": REALISED_METRICS,
 }
 CACHES: dict[str, Table] = {"item_embeddings": ITEM_EMBEDDINGS}
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
 ARRAYS = ("item_ids", "emb", "has_vec", "factors", "warm", "new", "category", "trending",
-          "category_names", "pref_z", "has_z", "pref_gram", "text_dims", "stats")
+          "category_names", "pref_z", "has_z", "pref_gram", "text_dims", "stats", "blocked")
 # the columns of ItemSpace.stats, as of the space's cutoff (the learned ranker's item
 # features): distinct users whose latest event is at most 1, 7 and 30 days old, the 7-day
 # trend (daily users of 7 days / of 30), days since the item's oldest pair's latest event
@@ -48,7 +48,10 @@ class ItemSpace:
     indices in trending order (every item once); ``pref_z``: the content features of
     the preference model and the cold-start map (image PCA and/or text, the last
     ``text_dims[0]`` columns text; zero rows for items with neither), ``has_z`` which
-    items have them, and ``pref_gram`` their ``ZᵀZ`` (vrec.core.visual).
+    items have them, and ``pref_gram`` their ``ZᵀZ`` (vrec.core.visual); ``blocked``:
+    never recommended (unavailable or excluded: :func:`block_items`); such items stay in
+    every array (they are history and signal) but no candidate source or trending fill
+    returns them.
     """
 
     item_ids: np.ndarray
@@ -65,6 +68,7 @@ class ItemSpace:
     pref_gram: np.ndarray
     text_dims: np.ndarray
     stats: np.ndarray | None = None
+    blocked: np.ndarray | None = None
     # search structures built from these arrays (vrec.core.retrieval); a replaced space
     # (dataclasses.replace) starts with an empty cache
     cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -72,6 +76,8 @@ class ItemSpace:
     def __post_init__(self) -> None:
         if self.stats is None:  # no facts known: every stat unknown
             self.stats = np.full((len(self.item_ids), len(STATS)), np.nan, dtype=np.float32)
+        if self.blocked is None:  # every item may be recommended
+            self.blocked = np.zeros(len(self.item_ids), dtype=bool)
 
     @property
     def n(self) -> int:
@@ -92,7 +98,8 @@ class ItemSpace:
     def load(cls, folder: str | Path, *, mmap: bool = True) -> ItemSpace:
         """Read a space written by :meth:`save`."""
         mode = "r" if mmap else None
-        return cls(**{n: np.load(Path(folder) / f"{n}.npy", mmap_mode=mode) for n in ARRAYS})
+        return cls(**{n: np.load(Path(folder) / f"{n}.npy", mmap_mode=mode) for n in ARRAYS
+                      if n != "blocked" or (Path(folder) / f"{n}.npy").is_file()})
 
     def text_only(self) -> ItemSpace | None:
         """The same space with only the text block of the content features (the ``text``
@@ -239,6 +246,15 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
                if rmap is None else {**rmap.quality, "new_arrivals": int(new.sum())})
     return space, {**quality, "content_dim": int(pref_z.shape[1]), "text_dims": int(text_dims),
                    "content_items": int(has_z.sum()), "pca_explained": explained}
+
+
+def block_items(space: ItemSpace, blocked_ids) -> ItemSpace:
+    """``space`` with ``blocked`` set for the items of ``blocked_ids`` and those items
+    out of the trending order (the fill and the trending source read it)."""
+    blocked = np.isin(space.item_ids.astype(str), np.asarray(list(blocked_ids), dtype=str))
+    trending = np.asarray(space.trending)
+    return dataclasses.replace(space, blocked=blocked,
+                               trending=trending[~blocked[trending]].astype(np.int64))
 
 
 def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float,

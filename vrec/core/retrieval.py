@@ -182,14 +182,15 @@ def source(space: ItemSpace, name: str) -> Source:
     """The ``warm`` (CF factors), ``visual`` (embeddings), ``new`` (predicted factors),
     ``new_visual`` (new arrivals' embeddings), ``pref`` (content features of every item
     with them) or ``new_pref`` (new arrivals' content features) source of ``space``,
-    cached on it. Only the CF factors have norms worth pruning by."""
+    cached on it; blocked items are never in a source. Only the CF factors have norms
+    worth pruning by."""
     if name not in space.cache:
         mask, vectors = {"warm": (space.warm, space.factors), "visual": (space.has_vec, space.emb),
                          "new": (space.new, space.factors),
                          "new_visual": (space.new, space.emb),
                          "pref": (space.has_z, space.pref_z),
                          "new_pref": (space.new, space.pref_z)}[name]
-        rows = np.flatnonzero(mask)
+        rows = np.flatnonzero(np.asarray(mask) & ~np.asarray(space.blocked))
         local = np.full(space.n, -1, dtype=np.int64)
         local[rows] = np.arange(len(rows))
         space.cache[name] = Source(rows, local, TopK(np.asarray(vectors)[rows], prune=name in ("warm", "new")))

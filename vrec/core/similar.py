@@ -26,22 +26,38 @@ def neighbour_rows(ids: np.ndarray, rows: np.ndarray, idx: np.ndarray, sc: np.nd
         "similarity": np.clip(sc.ravel()[keep].astype(float), -1.0, 1.0)})
 
 
-def exact_topk(emb: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The exact top-k neighbours of ``emb[rows]`` among all rows (self excluded)."""
-    return topk_blocked(emb[rows], emb, k, exclude=[np.array([r]) for r in rows])
+def _pool(n: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows that may be neighbours, each row's position among them or -1)."""
+    pool = np.arange(n) if allowed is None else np.flatnonzero(allowed)
+    local = np.full(n, -1, dtype=np.int64)
+    local[pool] = np.arange(len(pool))
+    return pool, local
 
 
-def faiss_topk(emb: np.ndarray, k: int, *, m: int = 32, ef_search: int = 128
+def exact_topk(emb: np.ndarray, rows: np.ndarray, k: int, allowed: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate top-k neighbours (self excluded) by inner product with a FAISS HNSW
-    index; for L2-normalised rows that is cosine similarity."""
+    """The exact top-k neighbours of ``emb[rows]`` among all rows, or the ``allowed`` ones
+    (self excluded)."""
+    pool, local = _pool(len(emb), allowed)
+    idx, sc = topk_blocked(emb[rows], emb[pool], k,
+                           exclude=[local[[r]][local[[r]] >= 0] for r in rows])
+    return np.where(idx >= 0, pool[np.maximum(idx, 0)], -1), sc
+
+
+def faiss_topk(emb: np.ndarray, k: int, *, m: int = 32, ef_search: int = 128,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-k neighbours (self excluded) among all rows, or the ``allowed``
+    ones, by inner product with a FAISS HNSW index; for L2-normalised rows that is cosine
+    similarity."""
     import faiss
 
     x = np.ascontiguousarray(emb, dtype=np.float32)
+    pool, _ = _pool(len(x), allowed)
     index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efSearch = max(ef_search, k + 1)
-    index.add(x)
+    index.add(np.ascontiguousarray(x[pool]))
     sc, idx = index.search(x, k + 1)
+    idx = np.where(idx >= 0, pool[np.maximum(idx, 0)], -1)
     out_i = np.full((len(x), k), -1, dtype=np.int64)
     out_s = np.full((len(x), k), -np.inf, dtype=np.float32)
     for r in range(len(x)):

@@ -9,7 +9,9 @@ in :func:`user_batch`:
 * history = pairs with weight > 0, each weighted ``weight × 0.5 ** (age_days /
   recs.profile_half_life_days)`` for the mean profile (age from ``end``; no decay when the
   half life is null), and by the pair weight itself for the preference model;
-* seen = pairs whose event types meet ``recs.seen_event_types`` (never recommended back);
+* seen = pairs whose event types meet ``recs.seen_event_types`` (never recommended back),
+  plus the row's optional ``exclude`` item ids (what the feedback rules leave out of the
+  user's next list: :mod:`vrec.core.feedback`);
 * touched = the user's top 3 categories by number of events (ties by name): cold users'
   trending lists start there when ``recs.cold_user_categories``;
 * CF factors = the model's row for the user (``in_model`` False and zeros without one);
@@ -113,8 +115,10 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     half = recs.profile_half_life_days
     h_ptr, h_idx, h_val, h_raw, s_ptr, s_idx, touched = [0], [], [], [], [0], [], []
     last_items, last_days, recent = [], [], []
-    for items, weights, last_s, types, n_events in zip(
-            rows["items"], rows["weights"], rows["last_s"], rows["event_types"], rows["n_events"]):
+    exclude = rows["exclude"] if "exclude" in rows else [None] * len(rows)
+    for items, weights, last_s, types, n_events, excl in zip(
+            rows["items"], rows["weights"], rows["last_s"], rows["event_types"], rows["n_events"],
+            exclude):
         cats: dict[int, int] = {}
         ages = (end_s - np.asarray(last_s, dtype=np.float64)) / 86400.0
         last_days.append(float(max(0.0, ages.min())) if len(ages) else np.nan)
@@ -139,6 +143,8 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
             c = int(space.category[j])
             if c >= 0:
                 cats[c] = cats.get(c, 0) + int(n_events[k] if n_events is not None else 1)
+        if excl is not None:
+            s_idx += [j for j in (item_index.get(str(it), -1) for it in excl) if j >= 0]
         h_ptr.append(len(h_idx))
         s_ptr.append(len(s_idx))
         top = sorted(cats.items(), key=lambda kv: (-kv[1], str(space.category_names[kv[0]])))

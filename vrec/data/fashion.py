@@ -143,5 +143,5 @@ def simulate_shoppers(styles: pd.DataFrame, *, n_users: int = 2000, days: int = 
                 if rng.random() >= 1.0 / (1.0 + np.exp(-logit)):
                     break
                 rows.append((uid, iid, etype, None, ts + pd.Timedelta(seconds=60 * (step + 1))))
-    events = pd.DataFrame(rows, columns=S.RAW["events"].names())
+    events = pd.DataFrame(rows, columns=S.RAW["events"].required())
     return events, items

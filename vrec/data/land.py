@@ -15,7 +15,10 @@ table. The rest of the file lands. Checks and their reasons:
   number, a rating without one, or one off the configured rating scale
   (``weights.rating_min``, ``rating_max``, ``rating_step``);
 * ``future_timestamp``: an event at or after the end of the day it lands in;
-* catalog rows: ``null_item_id``, ``bad_item_id``, ``bad_price``, ``bad_updated_at``.
+* the optional impression columns: ``bad_list_ds`` (not a day YYYY-MM-DD),
+  ``bad_position`` (not a whole number >= 1);
+* catalog rows: ``null_item_id``, ``bad_item_id``, ``bad_price``, ``bad_updated_at``,
+  ``bad_available`` (not true/false, yes/no or 1/0).
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from vrec.data.rows import (
     InputFileError,
     Record,
     Rejects,
+    parse_bool,
+    parse_day,
     parse_float,
     parse_id,
+    parse_int,
     parse_ts,
     read_csv_records,
     read_jsonl_records,
@@ -68,7 +74,11 @@ def check_event(fields: dict, weights: EventWeights, *,
     if not_after is not None and ts >= not_after:
         raise BadValue("future_timestamp", f"ts {ts.isoformat()} is at or after "
                        f"{not_after.isoformat()}")
-    return {C.USER_ID: user, C.ITEM_ID: item, C.EVENT_TYPE: etype, C.VALUE: value, C.TS: ts}
+    surface = fields.get(C.SURFACE)
+    surface = None if surface is None or not str(surface).strip() else str(surface).strip()
+    return {C.USER_ID: user, C.ITEM_ID: item, C.EVENT_TYPE: etype, C.VALUE: value, C.TS: ts,
+            C.LIST_DS: parse_day(fields.get(C.LIST_DS), C.LIST_DS),
+            C.POSITION: parse_int(fields.get(C.POSITION), C.POSITION), C.SURFACE: surface}
 
 
 def check_item(fields: dict, updated_at: pd.Timestamp) -> dict:
@@ -83,7 +93,8 @@ def check_item(fields: dict, updated_at: pd.Timestamp) -> dict:
         else parse_ts(raw_upd, C.UPDATED_AT)
     return {C.ITEM_ID: parse_id(fields.get(C.ITEM_ID), C.ITEM_ID), C.TITLE: text(C.TITLE),
             C.CATEGORY: text(C.CATEGORY), C.PRICE: parse_float(fields.get(C.PRICE), C.PRICE),
-            C.DESCRIPTION: text(C.DESCRIPTION), C.IMAGE_URI: text(C.IMAGE_URI), C.UPDATED_AT: upd}
+            C.DESCRIPTION: text(C.DESCRIPTION), C.IMAGE_URI: text(C.IMAGE_URI), C.UPDATED_AT: upd,
+            C.AVAILABLE: parse_bool(fields.get(C.AVAILABLE), C.AVAILABLE)}
 
 
 def file_format(path: Path, fmt: str | None) -> str:

@@ -142,7 +142,7 @@ def adapt_movielens(ml_dir: str | Path, raw_root: str | Path, *,
         except BadValue as bad:
             ev_rej.add(r_file, rec.line, bad.reason, str(bad), rec.raw)
             reject_day[rec.line] = _day(rec.fields.get("timestamp"))
-    events = pd.DataFrame(rows, columns=S.RAW["events"].names()).assign(_line=lines)
+    events = pd.DataFrame(rows, columns=S.RAW["events"].required()).assign(_line=lines)
     raw_of = {rec.line: rec.raw for rec in recs}
     if not events.empty:
         events[C.TS] = pd.to_datetime(events[C.TS], utc=True)

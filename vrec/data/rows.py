@@ -261,3 +261,46 @@ def parse_ts(v: object, what: str = "ts") -> pd.Timestamp:
     if not 1970 <= t.year < 2262:
         raise BadValue(f"bad_{what}", f"{what} {text!r} is out of range")
     return pd.Timestamp(t).tz_convert("UTC")
+
+
+def parse_int(v: object, what: str, *, minimum: int = 1) -> int | None:
+    """A whole number of at least ``minimum``, or None for an empty field; anything else
+    is ``bad_<what>``."""
+    x = parse_float(v, what)
+    if x is None:
+        return None
+    if x != int(x) or x < minimum:
+        raise BadValue(f"bad_{what}", f"{what} {v!r} is not a whole number >= {minimum}")
+    return int(x)
+
+
+def parse_day(v: object, what: str) -> str | None:
+    """A day ``YYYY-MM-DD``, or None for an empty field; anything else is ``bad_<what>``."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    text = str(v).strip()
+    try:
+        if len(text) != 10:  # fromisoformat also reads 20261120
+            raise ValueError(text)
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise BadValue(f"bad_{what}", f"{what} {text[:40]!r} is not a day YYYY-MM-DD") from None
+
+
+TRUE_TEXT = {"true", "t", "yes", "y", "1"}
+FALSE_TEXT = {"false", "f", "no", "n", "0"}
+
+
+def parse_bool(v: object, what: str) -> bool | None:
+    """true/false (also yes/no, 1/0, any case), or None for an empty field; anything else
+    is ``bad_<what>``."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, bool):
+        return v
+    text = str(v).strip().lower()
+    if text in TRUE_TEXT:
+        return True
+    if text in FALSE_TEXT:
+        return False
+    raise BadValue(f"bad_{what}", f"{what} {str(v)[:40]!r} is not true or false")

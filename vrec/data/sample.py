@@ -62,6 +62,12 @@ class SampleSpec:
     new_users: int = 8
     """Newcomers on the last day whose only events are low ratings (below
     weights.min_rating: seen, no history): cold users, whose lists are trending."""
+    out_of_stock_share: float = 0.03
+    """Items that go out of stock (``available`` false) on a day of the second half and
+    stay out: the lists must never name them from that day on."""
+    dismiss_share: float = 0.02
+    """Of each day's active users, those who dismiss one item they never touched ("not
+    for me")."""
 
 
 def _draw_shape(draw, shape: str, box: tuple[int, int, int, int], fill, outline) -> None:
@@ -243,7 +249,7 @@ def _simulate_events(items: pd.DataFrame, spec: SampleSpec, rng: np.random.Gener
                         rows.append((f"u{u:05d}", item_ids[i], ev, None, t))
                     else:
                         break
-        df = pd.DataFrame(rows, columns=S.RAW["events"].names())
+        df = pd.DataFrame(rows, columns=S.RAW["events"].required())
         df[C.VALUE] = df[C.VALUE].astype("float64")
         out[date] = df
     return out
@@ -279,8 +285,51 @@ def _add_newcomers(events: dict[dt.date, pd.DataFrame], items: pd.DataFrame, spe
             t += dt.timedelta(seconds=float(rng.uniform(30, 600)))
             rows.append((f"u{spec.n_users + j:05d}", item, "rating",
                          float(rng.choice([1.0, 1.5, 2.0, 2.5])), t))
-    new = pd.DataFrame(rows, columns=S.RAW["events"].names())
+    new = pd.DataFrame(rows, columns=S.RAW["events"].required())
     events[last] = pd.concat([events[last], new], ignore_index=True).sort_values(C.TS, kind="stable")
+
+
+def _out_of_stock_days(n: int, spec: SampleSpec) -> np.ndarray:
+    """The day each item goes out of stock (a day of the second half), or ``days`` for
+    items that never do."""
+    rng = np.random.default_rng(spec.seed + 104729)  # apart: the rest is unchanged
+    out = np.full(n, spec.days, dtype=int)
+    k = int(round(n * spec.out_of_stock_share))
+    if k and spec.days > 1:
+        pick = rng.choice(n, size=min(k, n), replace=False)
+        out[pick] = rng.integers(max(1, spec.days // 2), spec.days, size=len(pick))
+    return out
+
+
+def _add_dismisses(events: dict[dt.date, pd.DataFrame], items: pd.DataFrame, spec: SampleSpec
+                   ) -> None:
+    """A few ``dismiss`` events: some active users say "not for me" to an item they never
+    touched, a minute after their last event of the day."""
+    if spec.dismiss_share <= 0:
+        return
+    rng = np.random.default_rng(spec.seed + 15485863)
+    ids = items[C.ITEM_ID].to_numpy()
+    created = items["created_day"].to_numpy()
+    for day, date in enumerate(sorted(events)):
+        df = events[date]
+        ok = df[df[C.USER_ID].notna()]
+        if ok.empty:
+            continue
+        users = ok[C.USER_ID].unique()
+        pick = users[rng.random(len(users)) < spec.dismiss_share]
+        rows = []
+        last = ok.groupby(C.USER_ID)[C.TS].max()
+        touched = ok.groupby(C.USER_ID)[C.ITEM_ID].agg(set)
+        for u in pick:
+            cand = [i for i in ids[created <= day] if i not in touched[u]]
+            if cand:
+                rows.append((u, cand[int(rng.integers(len(cand)))], C.DISMISS, None,
+                             min(last[u] + dt.timedelta(minutes=1),
+                                 pd.Timestamp(date + dt.timedelta(days=1), tz="UTC")
+                                 - dt.timedelta(seconds=1))))
+        if rows:
+            new = pd.DataFrame(rows, columns=S.RAW["events"].required())
+            events[date] = pd.concat([df, new], ignore_index=True).sort_values(C.TS, kind="stable")
 
 
 def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
@@ -301,7 +350,7 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
     -------
     dict
         Counts: users, new_users, items, events, days, images, missing_images,
-        corrupt_images.
+        corrupt_images, out_of_stock, dismisses.
     """
     raw_root = Path(raw_root)
     rng = np.random.default_rng(spec.seed)
@@ -342,18 +391,23 @@ def generate_sample(raw_root: str | Path, spec: SampleSpec = SampleSpec(), *,
     events = _simulate_events(items, spec, rng, start)
     _add_dirty_events(events, spec, rng)
     _add_newcomers(events, items, spec)
+    _add_dismisses(events, items, spec)
+    gone = _out_of_stock_days(n, spec)
     total = 0
     for day, (date, df) in enumerate(sorted(events.items())):
         write_events_partition(raw_root, date, df)
         total += len(df)
         snap = items[items["created_day"] <= day].copy()
+        snap[C.AVAILABLE] = gone[snap.index.to_numpy()] > day
         snap[C.UPDATED_AT] = [
             pd.Timestamp(start + dt.timedelta(days=int(c)), tz="UTC") for c in snap["created_day"]
         ]
-        write_catalog_snapshot(raw_root, date, snap[S.RAW["catalog"].names()])
+        write_catalog_snapshot(raw_root, date, snap[[c for c in S.RAW["catalog"].names() if c in snap]])
     stats = {
         "users": spec.n_users, "new_users": max(spec.new_users, 0), "items": n, "events": total, "days": spec.days,
         "images": n - n_missing, "missing_images": n_missing, "corrupt_images": n_corrupt,
+        "out_of_stock": int((gone < spec.days).sum()),
+        "dismisses": int(sum((df[C.EVENT_TYPE] == C.DISMISS).sum() for df in events.values())),
     }
     log.info("sample written to %s: %s", raw_root, stats)
     return stats

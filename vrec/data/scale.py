@@ -181,7 +181,7 @@ def generate_scale(raw_root: str | Path, spec: ScaleSpec = ScaleSpec(), *,
         write_events_partition(raw_root, date, df)
         snap = items[created <= d].copy()
         snap[C.UPDATED_AT] = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(snap["created_day"], unit="D")
-        write_catalog_snapshot(raw_root, date, snap[S.RAW["catalog"].names()])
+        write_catalog_snapshot(raw_root, date, snap[[c for c in S.RAW["catalog"].names() if c in snap]])
         total += len(df)
         log.info("scale: day %s written, %d events so far (%.0f s)", date, total, time.time() - t0)
     stats = {"users": spec.n_users, "items": len(items), "photos": int(is_photo.sum()),

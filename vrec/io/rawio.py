@@ -92,6 +92,17 @@ def write_events_partition(root: str | Path, ds: dt.date | str, events: pd.DataF
     return _write(events, EVENTS_SCHEMA, partition_dir(root, "events", ds), rejects)
 
 
+def add_events_file(root: str | Path, ds: dt.date | str, events: pd.DataFrame, name: str) -> Path:
+    """Add (or replace) one named data file to a day's events partition, in the
+    contract's schema, leaving its other files and its marker as they are: a second
+    producer landing into a day (the front end's impressions beside the shop's events)."""
+    folder = partition_dir(root, "events", ds)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(events.reindex(columns=EVENTS_SCHEMA.names),
+                                 schema=EVENTS_SCHEMA, preserve_index=False)
+    return _replace(folder, f"{name}.parquet", table)
+
+
 def write_catalog_snapshot(root: str | Path, ds: dt.date | str, catalog: pd.DataFrame,
                            rejects: pd.DataFrame | None = None) -> Path:
     """Write (replace) one day's full catalog snapshot in the contract's schema (and its

@@ -86,11 +86,15 @@ def write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None)
     return path
 
 
-def write_table_folder(df: pd.DataFrame, folder: Path) -> Path:
-    """Replace a staged table folder's Parquet files with one file holding ``df``."""
+def write_table_folder(df: pd.DataFrame, folder: Path, table: S.Table | None = None) -> Path:
+    """Replace a staged table folder's Parquet files with one file holding ``df`` (in
+    ``table``'s columns and types when given: an empty frame keeps them)."""
     for old in folder.glob("*.parquet") if folder.is_dir() else []:
         old.unlink()
-    return write_parquet(df, folder / "part-00000.parquet")
+    if table is not None:
+        df = df[table.names()].astype(table.dtypes())
+    return write_parquet(df, folder / "part-00000.parquet",
+                         table.arrow() if table is not None else None)
 
 
 QUARANTINE_COLUMNS = tuple(S.QUARANTINE.names())
@@ -142,15 +146,21 @@ def run_stats_frame(warehouse: str | Path, ds: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=S.RUN_STATS.names())
 
 
-def read_folder(folder: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A folder of Parquet files (a staged table) as pandas, optionally some columns;
-    an empty frame when the folder has no Parquet files."""
+def read_folder(folder: str | Path, columns: list[str] | None = None, *,
+                since: dt.datetime | None = None, ts: str = "ts") -> pd.DataFrame:
+    """A folder of Parquet files (a staged table) as pandas, optionally some columns and
+    only the rows with ``ts`` at or after ``since`` (filtered while reading: row groups
+    before it are skipped); an empty frame when the folder has no Parquet files."""
     import pyarrow.dataset as pads
 
     folder = Path(folder)
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         return pd.DataFrame(columns=columns or [])
-    return pads.dataset(str(folder), format="parquet").to_table(columns=columns).to_pandas()
+    data = pads.dataset(str(folder), format="parquet")
+    where = None
+    if since is not None:
+        where = pads.field(ts) >= pa.scalar(since, type=data.schema.field(ts).type)
+    return data.to_table(columns=columns, filter=where).to_pandas()
 
 
 def parquet_rows(paths: Path | list[Path]) -> int:

@@ -10,11 +10,12 @@ too) and the rows the adapters rejected for those partitions, each with its
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from vrec import columns as C
 from vrec import schemas as S
-from vrec.config import EventWeights
+from vrec.config import BusinessRules, EventWeights
 from vrec.dates import end_of_ds
 from vrec.io.rawio import (
     MissingInput,
@@ -48,6 +49,9 @@ def load_events(spark, raw_root: str | Path, ds: str):
         F.col(C.ITEM_ID).cast("string").alias(C.ITEM_ID),
         F.col(C.EVENT_TYPE).cast("string").alias(C.EVENT_TYPE), F.col(C.VALUE).cast("double").alias(C.VALUE),
         F.col(C.TS).cast("timestamp").alias(C.TS),
+        F.col(C.LIST_DS).cast("string").alias(C.LIST_DS),
+        F.col(C.POSITION).cast("int").alias(C.POSITION),
+        F.col(C.SURFACE).cast("string").alias(C.SURFACE),
         F.date_format(F.col("ds"), "yyyy-MM-dd").alias("landed_ds"))
 
 
@@ -67,6 +71,22 @@ def load_catalog(spark, raw_root: str | Path, ds: str, *, required: bool = True)
         return df
     _require_columns(df, S.RAW["catalog"].required(), f"catalog snapshot ds={snap}")
     return df.select(*S.RAW["catalog"].names())
+
+
+def mark_blocked(catalog, rules: BusinessRules):
+    """The catalog with ``blocked``: why the item is never recommended this night
+    (``unavailable`` when ``available`` is false, then ``excluded_item`` and
+    ``excluded_category`` from the rules file), null when it may be."""
+    from pyspark.sql import functions as F
+
+    reason = F.when(F.col(C.AVAILABLE) == F.lit(False), F.lit("unavailable"))
+    if rules.excluded_items:
+        reason = reason.when(F.col(C.ITEM_ID).isin(*sorted(rules.excluded_items)),
+                             F.lit("excluded_item"))
+    if rules.excluded_categories:
+        reason = reason.when(F.col(C.CATEGORY).isin(*sorted(rules.excluded_categories)),
+                             F.lit("excluded_category"))
+    return catalog.withColumn("blocked", reason.cast("string"))
 
 
 def dedupe_catalog(catalog):
@@ -271,8 +291,14 @@ def reconcile(landed: int, rejected: int, used: int, quarantined: int) -> dict:
             "quarantined": quarantined, "balanced": landed + rejected == used + quarantined}
 
 
-def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventWeights) -> dict:
+def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventWeights,
+                           rules: BusinessRules | None = None,
+                           feedback_days: int = 0) -> dict:
     """Compute the run's interactions, catalog and quarantine frames (not yet written).
+
+    Clean events split by type: engagements (``events``: the only signal) and the
+    impressions and dismisses of the last ``feedback_days`` days (``feedback``); the
+    catalog carries ``blocked`` (:func:`mark_blocked` with ``rules``).
 
     ``events_quarantine`` and ``catalog_quarantine`` are pandas frames (key, reason,
     landed_ds, detail) of every row dropped from the run's input, the adapters' rejects
@@ -285,11 +311,14 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
 
     raw_catalog = load_catalog(spark, raw_root, ds).cache()
     catalog, cat_bad = dedupe_catalog(raw_catalog)
-    catalog = catalog.cache()
+    catalog = mark_blocked(catalog, rules or BusinessRules()).cache()
     events = load_events(spark, raw_root, ds).where(F.col("landed_ds") <= F.lit(ds))
     # every event read once: its reason (null: good) cached, then split and counted
     classified = classify_events(events, catalog, ds, weights).cache()
     good, bad = split_events(classified)
+    since = end_of_ds(ds) - dt.timedelta(days=feedback_days)
+    feedback = good.where(F.col(C.EVENT_TYPE).isin(*C.FEEDBACK_TYPES) & (F.col(C.TS) >= F.lit(since)))
+    good = good.where(F.col(C.EVENT_TYPE).isin(*C.ENGAGEMENT_TYPES))
     inter = aggregate_interactions(good, weights, ds)
     snap = catalog_snapshot_ds(raw_root, ds)
     ev_rej = _rejects_frame(read_rejects(raw_root, "events", event_partitions_until(raw_root, ds)))
@@ -308,7 +337,7 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
         "events": reconcile(sum(landed.values()), len(ev_rej), n_used, len(ev_q)),
         "catalog": reconcile(raw_catalog.count(), len(cat_rej), n_cat, len(cat_q)),
     }
-    return {"catalog": catalog, "events": good, "interactions": inter,
+    return {"catalog": catalog, "events": good, "interactions": inter, "feedback": feedback,
             "events_quarantine": ev_q, "catalog_quarantine": cat_q, "reconciliation": recon,
             "events_used": n_used, "events_landed_today": int(landed.get(True, 0))}
 

@@ -10,6 +10,7 @@ schema are read together, and every contract column is cast to its contract type
 * string columns (ids, event_type, title, category, image_uri): strings, or integers (written as
   their decimal digits);
 * double columns (value, price): any integer, floating or decimal type;
+* int columns (position): any integer type; boolean columns (available): booleans;
 * timestamp columns (ts, updated_at): timestamps of any unit, with or without a time zone
   (none: UTC), or dates (midnight UTC). Nanoseconds are truncated to microseconds.
 
@@ -53,12 +54,16 @@ def _kind(t) -> str:
         return "timestamp_ns" if t.unit == "ns" else "timestamp"
     if pa.types.is_date(t):
         return "date"
+    if pa.types.is_boolean(t):
+        return "boolean"
     if pa.types.is_null(t):
         return "null"
     return str(t)
 
 
 ACCEPTED = {"string": {"string", "int", "null"},
+            "int": {"int", "null"},
+            "boolean": {"boolean", "null"},
             "double": {"int", "float", "null"},
             "timestamp": {"timestamp", "timestamp_ns", "date", "null"}}
 

@@ -24,3 +24,16 @@ def user_rows(interactions):
                     F.col("p.item").alias("items"), F.col("p.w").alias("weights"),
                     F.col("p.t").alias("last_s"), F.col("p.e").alias("event_types"),
                     F.col("p.n").alias("n_events"))
+
+
+def with_exclusions(rows, spark, pairs):
+    """``rows`` with ``exclude``: each user's item ids of ``pairs`` (pandas: user_id,
+    item_id; the feedback rules' leave-outs), null for users without any."""
+    from pyspark.sql import functions as F
+
+    if pairs is None or pairs.empty:
+        return rows.withColumn("exclude", F.lit(None).cast("array<string>"))
+    ex = spark.createDataFrame(pairs[[C.USER_ID, C.ITEM_ID]].astype(str),
+                               f"{C.USER_ID} string, {C.ITEM_ID} string")
+    ex = ex.groupBy(C.USER_ID).agg(F.collect_set(C.ITEM_ID).alias("exclude"))
+    return rows.join(ex, C.USER_ID, "left")

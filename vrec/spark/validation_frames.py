@@ -51,15 +51,27 @@ def events_frame(spark, events_dir: Path, catalog_ids, ds: str,
     return df
 
 
-def recs_frames(recs, profile, catalog_ids, k: int):
-    """(user_recs plus known_item, user_lists): one row per user of user_profile with
+def _with_catalog(df, catalog, column: str, known: str, recommendable: str):
+    """``df`` plus ``known`` (``column`` names a catalog item) and ``recommendable`` (that
+    item is not blocked: the catalog's ``blocked`` is null; true without that column)."""
+    from pyspark.sql import functions as F
+
+    blocked = F.col("blocked") if "blocked" in catalog.columns else F.lit(None).cast("string")
+    cat = catalog.select(F.col(C.ITEM_ID).alias("_k"), blocked.alias("_b")) \
+        .dropDuplicates(["_k"])
+    return (df.join(F.broadcast(cat), df[column] == cat["_k"], "left")
+            .withColumn(known, F.col("_k").isNotNull())
+            .withColumn(recommendable, F.col("_b").isNull()).drop("_k", "_b"))
+
+
+def recs_frames(recs, profile, catalog, k: int):
+    """(user_recs plus known_item and recommendable (not blocked by availability or the
+    rules: ``catalog``'s ``blocked``), user_lists): one row per user of user_profile with
     n, contiguous (ranks 1..n), non_increasing (scores), full (n = k)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    known = catalog_ids.select(F.col(C.ITEM_ID).alias("_k")).distinct()
-    rows = (recs.join(F.broadcast(known), recs[C.ITEM_ID] == known["_k"], "left")
-            .withColumn("known_item", F.col("_k").isNotNull()).drop("_k"))
+    rows = _with_catalog(recs, catalog, C.ITEM_ID, "known_item", "recommendable")
     w = Window.partitionBy(C.USER_ID).orderBy("rank")
     step = recs.withColumn("_rise", F.col("score") > F.lag("score").over(w) + F.lit(1e-9))
     per = step.groupBy(C.USER_ID).agg(
@@ -76,8 +88,13 @@ def recs_frames(recs, profile, catalog_ids, k: int):
     return rows, lists
 
 
-def similar_frame(sim):
-    """item_similar plus self_pair."""
+def similar_frame(sim, catalog=None):
+    """item_similar plus self_pair and, with ``catalog``, similar_recommendable (the
+    neighbour is not blocked)."""
     from pyspark.sql import functions as F
 
-    return sim.withColumn("self_pair", F.col(C.ITEM_ID) == F.col("similar_item_id"))
+    sim = sim.withColumn("self_pair", F.col(C.ITEM_ID) == F.col("similar_item_id"))
+    if catalog is None:
+        return sim.withColumn("similar_recommendable", F.lit(True))
+    return _with_catalog(sim, catalog, "similar_item_id", "_known_similar",
+                         "similar_recommendable").drop("_known_similar")

@@ -52,9 +52,10 @@ STAGES: tuple[Stage, ...] = (
           "Great Expectations on the day's events (Spark) and the catalog snapshot; "
           "critical failures stop the run"),
     Stage("build_interactions", "spark", (),
-          ("events", "catalog", "interactions", "item_popularity", "user_profile"),
-          "events as of the end of ds -> cleaned, weighted (user, item) pairs; bad rows "
-          "quarantined; item_popularity and user_profile",
+          ("events", "catalog", "interactions", "item_popularity", "user_profile", "feedback"),
+          "events as of the end of ds -> cleaned, weighted (user, item) pairs of the "
+          "engagements; impressions and dismisses apart; bad rows quarantined; the catalog "
+          "with what the rules block; item_popularity and user_profile",
           requires=("validate_inputs",)),
     Stage("embed_items", "spark", ("catalog",), ("item_vectors", "image_duplicates"),
           "new or changed item images -> CNN vectors (incremental cache); bad images "
@@ -67,14 +68,16 @@ STAGES: tuple[Stage, ...] = (
           "tuned on the same window; the learned ranker trained as of ds - 2h, validated "
           "against the blend on that window and refit on it"),
     Stage("candidates", "spark",
-          ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend"),
+          ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend",
+           "events", "feedback"),
           ("item_space", "candidates"),
           "the item space (factors, images, content features of images and text, cold-start "
-          "map) and every user's CF, visual-profile, content-preference, text-preference, "
-          "new-arrival, trending and last-items top-N with raw scores"),
+          "map; blocked items out) and every user's CF, visual-profile, content-preference, "
+          "text-preference, new-arrival, trending and last-items top-N with raw scores, "
+          "leaving out what the user saw, what rotation rests and what they dismissed"),
     Stage("build_recs", "spark",
           ("candidates", "item_space", "model", "blend", "ranker", "user_profile",
-           "item_vectors"),
+           "item_vectors", "catalog"),
           ("user_recs", "item_similar", "user_recs_pseudonymized", "user_profile_pseudonymized"),
           "rank each user's candidates (the learned ranker when it won its validation, else "
           "the blend; diversity, new-arrival slots, reasons, trending fill) -> user_recs; "
@@ -82,19 +85,22 @@ STAGES: tuple[Stage, ...] = (
           needs_salt=True),
     Stage("evaluate", "spark",
           ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model",
-           "ranker"),
-          ("eval_metrics",),
+           "ranker", "feedback"),
+          ("eval_metrics", "realised_metrics"),
           "a holdout as of ds: popularity, ALS, visual profile, content preference, text, "
           "hybrid and the learned ranker through the same retrieval and ranking, refit and "
           "tuned as of the holdout's cutoff, beside the tuning window's estimates -> "
-          "eval_metrics"),
+          "eval_metrics; the lists published on the last feedback.horizon_days nights "
+          "against the events after them -> realised_metrics",
+          needs_salt=True),
     Stage("validate_outputs", "spark",
           ("user_recs", "user_profile", "item_similar", "item_vectors", "catalog"), (),
           "Great Expectations on user_recs, per-user lists, item_similar and the item "
           "vectors; critical failures stop the run before publish"),
     Stage("publish", "local",
           ("user_recs", "item_similar", "item_popularity", "user_profile", "catalog",
-           "image_duplicates", "eval_metrics", "model", "blend", "user_recs_pseudonymized",
+           "image_duplicates", "eval_metrics", "realised_metrics", "model", "blend",
+           "user_recs_pseudonymized",
            "user_profile_pseudonymized", "interactions"),
           ("run_stats", "quarantine_table", "published_model"),
           "quality gate on the published model's NDCG (the ranker's or the hybrid's; "

@@ -1,6 +1,7 @@
 """build_interactions: the events as of the end of ds, cleaned (bad rows quarantined with a
-reason) and weighted into (user, item) pairs; the catalog snapshot; item_popularity and
-user_profile. Every row dropped from the run's input (the adapters' rejects included) is
+reason) and weighted into (user, item) pairs (engagements only); the impressions and
+dismisses apart (``feedback``); the catalog snapshot with why an item is blocked (its
+``available`` flag and the rules file); item_popularity and user_profile. Every row dropped from the run's input (the adapters' rejects included) is
 quarantined once, and the stage fails if rows landed != rows used + rows quarantined."""
 
 from __future__ import annotations
@@ -8,16 +9,22 @@ from __future__ import annotations
 
 def run(ctx) -> dict:
     from vrec import columns as C
+    from vrec import schemas as S
+    from vrec.config import load_rules
     from vrec.io import warehouse as W
     from vrec.spark.interactions import item_popularity, run_build_interactions, user_profile
     from vrec.stages.common import write
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
-    out = run_build_interactions(spark, s.paths.raw_root, ds, s.weights)
+    f = s.feedback
+    out = run_build_interactions(spark, s.paths.raw_root, ds, s.weights,
+                                 rules=load_rules(s.paths.rules),
+                                 feedback_days=max(f.horizon_days, f.rest_days, f.dismiss_days))
     write(out["catalog"], ctx.output("catalog"))
     write(out["events"].select(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.TS),
           ctx.output("events"), sort=[C.TS])
     write(out["interactions"], ctx.output("interactions"), sort=[C.USER_ID, C.ITEM_ID])
+    write(out["feedback"].select(*S.FEEDBACK.names()), ctx.output("feedback"), sort=[C.TS])
     inter = spark.read.parquet(str(ctx.output("interactions")))
     write(item_popularity(out["events"], out["catalog"], ds, s.recs.trending_half_life_days),
           ctx.output("item_popularity"), sort=["trending_rank"])
@@ -28,6 +35,9 @@ def run(ctx) -> dict:
         W.write_quarantine(ctx.warehouse, ds, "catalog", qc)
     from pyspark.sql import functions as F
 
+    blocked = {str(r["blocked"]): int(r["count"]) for r in spark.read.parquet(
+        str(ctx.output("catalog"))).where("blocked is not null").groupBy("blocked").count()
+        .collect()}
     sizes = inter.agg(F.count("*").alias("pairs"), F.countDistinct(C.USER_ID).alias("users")).first()
     n_pairs, n_users = int(sizes["pairs"]), int(sizes["users"])
     ctx.record(recon["events"]["landed"], n_pairs, nq, users=n_users,
@@ -35,7 +45,7 @@ def run(ctx) -> dict:
                events_landed_today=out["events_landed_today"],
                reasons={str(k): int(v) for k, v in qe["reason"].value_counts().items()},
                catalog_reasons={str(k): int(v) for k, v in qc["reason"].value_counts().items()},
-               reconciliation=recon)
+               reconciliation=recon, blocked=blocked)
     unbalanced = [s for s, r in recon.items() if not r["balanced"]]
     if unbalanced:
         raise RuntimeError(f"row accounting does not balance for {', '.join(unbalanced)}: "

@@ -1,6 +1,7 @@
 """build_recs: rank every user's candidates (the learned ranker when train_cf's record
 says it won its validation, else the blend; diversity, reserved new-arrival slots,
-reasons, trending fill) into user_recs; the visual neighbours into item_similar;
+reasons, trending fill) into user_recs; the visual neighbours into item_similar (a
+blocked item is never a neighbour);
 pseudonymised copies of user_recs and user_profile when privacy.pseudonymize is on."""
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def run(ctx) -> dict:
         write(profile.withColumn(C.USER_ID, pseudonym_col(F.col(C.USER_ID), salt)),
               ctx.output("user_profile_pseudonymized"), sort=[C.USER_ID])
     vectors = W.read_folder(ctx.input("item_vectors"), [C.ITEM_ID, "embedding"])
+    cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
     sim, recall = item_similar(spark, vectors, r.similar_k, min_similarity=r.similar_min,
-                               engine=r.similar_engine, recall_floor=r.faiss_recall_floor)
+                               engine=r.similar_engine, recall_floor=r.faiss_recall_floor,
+                               blocked=set(cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str)))
     write(sim, ctx.output("item_similar"), sort=[C.ITEM_ID, "rank"])
     space = ItemSpace.load(ctx.input("item_space"))
     facts = list_facts(spark, recs, space, profile)

@@ -2,7 +2,12 @@
 images and text, categories, trending order, item stats, the cold-start map and its gate)
 and, for every user, the CF, visual-profile, content-preference, text-preference and
 new-arrival top-N, with the learned ranker on also the trending and last-items top-N,
-with raw scores (Spark, the exact top-k kernel). build_recs ranks them."""
+with raw scores (Spark, the exact top-k kernel). build_recs ranks them.
+
+Blocked items (the catalog's ``blocked``: unavailable or excluded by the rules file) are in
+no source and no fill. Each user's own leave-outs (exposure rotation and dismissals,
+:mod:`vrec.core.feedback`) are excluded like seen items, so lists stay full from the next
+candidates."""
 
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ def run(ctx) -> dict:
     import pandas as pd
 
     from vrec.core.cf import CFModel
-    from vrec.core.itemspace import build_item_space, gate_new_arrivals, ranking_policy
+    from vrec import columns as C
+    from vrec.core.itemspace import block_items, build_item_space, gate_new_arrivals, ranking_policy
+    from vrec.io import warehouse as W
     from vrec.dates import end_of_ds
     from vrec.spark.candidates import retrieve_all
-    from vrec.spark.users import user_rows
+    from vrec.spark.users import user_rows, with_exclusions
     from vrec.stages.common import driver_inputs, run_content
 
     spark, ds, r = ctx.spark, ctx.ds, ctx.settings.recs
@@ -33,12 +40,16 @@ def run(ctx) -> dict:
     gc.collect()
     blend = json.loads(ctx.input("blend").read_text())
     space, slots_off = gate_new_arrivals(space, map_quality, r.new_arrival_min_auc, blend)
+    cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
+    space = block_items(space, cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str))
+    exclude, left_out = feedback_exclusions(ctx, space)
     space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
                                                "slots_off": slots_off})
     # the mean profile's own top-N is retrieved only when the blend gives it a share
     policy = ranking_policy(r, blend, slots_off)
     profile = policy.pref_mix < 1.0
-    rows = user_rows(spark.read.parquet(str(ctx.input("interactions"))))
+    rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
+                           spark, exclude)
     out = retrieve_all(spark, rows, space_dir=ctx.output("item_space"),
                        model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
                        end=pd.Timestamp(end_of_ds(ds)), profile=profile,
@@ -49,5 +60,45 @@ def run(ctx) -> dict:
     n_cands = written.selectExpr("sum(size(items))").first()[0] or 0
     ctx.record(n_users, int(n_cands), 0, items=int(space.n), new_arrivals=int(space.new.sum()),
                cold_start_map=map_quality, new_arrival_slots_off=slots_off,
-               candidates_per_source=r.candidates, profile_source=profile)
+               candidates_per_source=r.candidates, profile_source=profile,
+               blocked_items=int(space.blocked.sum()), left_out=left_out)
     return {"users": n_users, "candidates": int(n_cands), "new_arrivals": int(space.new.sum())}
+
+
+def feedback_exclusions(ctx, space):
+    """(user_id, item_id) pairs the feedback rules leave out of tonight's lists, and
+    their counts for the record (with one rested pair as an example)."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from vrec import columns as C
+    from vrec.core.feedback import dismissed_pairs, rested_pairs
+    from vrec.dates import end_of_ds
+    from vrec.io import warehouse as W
+
+    f, ds = ctx.settings.feedback, ctx.ds
+    fb = W.read_folder(ctx.input("feedback"), [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS,
+                                               C.LIST_DS])
+    imp = fb[fb[C.EVENT_TYPE] == C.IMPRESSION]
+    rested = pd.DataFrame(columns=[C.USER_ID, C.ITEM_ID, "shows"])
+    if len(imp) and f.max_unengaged_shows:
+        engaged = W.read_folder(ctx.input("events"), [C.USER_ID, C.ITEM_ID, C.TS],
+                                since=end_of_ds(ds) - dt.timedelta(days=f.rest_days + 1))
+        rested = rested_pairs(imp, engaged, ds, max_shows=f.max_unengaged_shows,
+                              rest_days=f.rest_days)
+    dismissed = dismissed_pairs(fb[fb[C.EVENT_TYPE] == C.DISMISS], ds, days=f.dismiss_days,
+                                index={str(v): i for i, v in enumerate(space.item_ids)},
+                                item_ids=space.item_ids, emb=space.emb,
+                                has_vec=space.has_vec, similarity=f.dismiss_similarity)
+    pairs = pd.concat([rested[[C.USER_ID, C.ITEM_ID]], dismissed[[C.USER_ID, C.ITEM_ID]]],
+                      ignore_index=True).drop_duplicates()
+    counts = {"impressions": int(len(imp)), "rested_pairs": int(len(rested)),
+              "dismissed_pairs": int((dismissed[C.ITEM_ID] == dismissed["dismissed"]).sum()),
+              "near_duplicate_pairs": int((dismissed[C.ITEM_ID] != dismissed["dismissed"]).sum()),
+              "users": int(pairs[C.USER_ID].nunique())}
+    if len(rested):
+        ex = rested.sort_values([C.USER_ID, C.ITEM_ID]).iloc[0]
+        counts["rested_example"] = {"user_id": str(ex[C.USER_ID]),
+                                    "item_id": str(ex[C.ITEM_ID]), "shows": int(ex["shows"])}
+    return pairs, counts

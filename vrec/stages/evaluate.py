@@ -11,7 +11,11 @@ data that ended at the cutoff too (stored by that night's train_cf, else trained
 the windows before the cutoff), whether or not it published; with the user split, the
 night's own (train_cf's ``ranker``). The tuning's own estimates
 of every model, from its window, are stored beside the holdout's values (slice
-``tuning_window``)."""
+``tuning_window``).
+
+The realised metrics (:func:`realised`) measure what was published, not a holdout: each
+list of the last ``feedback.horizon_days`` published nights against the engagements after
+it (and its impressions), whether or not ``eval.enabled``."""
 
 from __future__ import annotations
 
@@ -57,6 +61,80 @@ def estimate_rows(blend: dict | None, k: int, days: int | None) -> pd.DataFrame:
                  {**base, "metric": "ndcg", "value": float(est["ndcg"])},
                  {**base, "metric": "ndcg_se", "value": float(est["se"])}]
     return pd.DataFrame(rows, columns=S.EVAL_METRICS.names())
+
+
+def published_lists(warehouse, days: list[str]) -> pd.DataFrame:
+    """The published user_recs of ``days`` (those published) with the list's ds and the
+    user's segment of that night (published user_profile)."""
+    from pathlib import Path
+
+    from vrec import columns as C
+    from vrec.io import warehouse as W
+
+    wh, frames = Path(warehouse), []
+    for d in sorted(set(days) & set(W.published_ds(warehouse))):
+        recs = pd.read_parquet(wh / "user_recs" / f"ds={d}",
+                               columns=[C.USER_ID, "rank", C.ITEM_ID, "reason", "model_version"])
+        prof = pd.read_parquet(wh / "user_profile" / f"ds={d}", columns=[C.USER_ID, "segment"])
+        frames.append(recs.merge(prof, on=C.USER_ID, how="left").assign(list_ds=d))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=[C.USER_ID, "rank", C.ITEM_ID, "reason", "model_version", "segment", C.LIST_DS])
+
+
+def realised_history(warehouse, before: str, nights: int = 8) -> pd.DataFrame:
+    """The published realised_metrics of the last ``nights`` published nights before
+    ``before`` (with their ds)."""
+    from vrec.io import warehouse as W
+
+    days = [d for d in W.published_ds(warehouse) if d < before][-nights:]
+    frames = []
+    for d in days:
+        try:
+            frames.append(W.read_table(warehouse, "realised_metrics", d))
+        except (FileNotFoundError, OSError):  # published before realised metrics existed
+            continue
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["ds", *S.REALISED_METRICS.names()])
+
+
+def realised(ctx) -> tuple[pd.DataFrame, dict]:
+    """The night's realised metrics (vrec.core.feedback) of the lists published on the
+    last ``feedback.horizon_days`` nights, and the record's summary (with the drop
+    warning, if any). Events carry clear user ids: with pseudonymisation on they are
+    hashed to meet the published lists."""
+    from vrec import columns as C
+    from vrec.core.feedback import drop_warning, realised_metrics
+    from vrec.io import warehouse as W
+    from vrec.privacy import pseudonym, resolve_salt
+
+    f, ds = ctx.settings.feedback, ctx.ds
+    empty = S.REALISED_METRICS.empty()
+    if not f.horizon_days:
+        return empty, {"skipped": "feedback.horizon_days is 0"}
+    lists = published_lists(ctx.warehouse, [shift_ds(ds, -h) for h in range(1, f.horizon_days + 1)])
+    if lists.empty:
+        return empty, {"lists": []}
+    first = str(lists[C.LIST_DS].min())
+    engaged = W.read_folder(ctx.input("events"), [C.USER_ID, C.ITEM_ID, C.TS],
+                            since=end_of_ds(first))
+    fb = W.read_folder(ctx.input("feedback"), [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS,
+                                               C.LIST_DS, C.POSITION])
+    imp = fb[(fb[C.EVENT_TYPE] == C.IMPRESSION) & fb[C.LIST_DS].isin(set(lists[C.LIST_DS]))]
+    salt = resolve_salt(ctx.settings.privacy)
+    if salt:
+        hashed = {u: pseudonym(u, salt) for u in set(engaged[C.USER_ID]) | set(imp[C.USER_ID])}
+        engaged = engaged.assign(**{C.USER_ID: engaged[C.USER_ID].map(hashed)})
+        imp = imp.assign(**{C.USER_ID: imp[C.USER_ID].map(hashed)})
+    frame = realised_metrics(lists, engaged, ds, impressions=imp)
+    history = pd.concat([realised_history(ctx.warehouse, ds), frame.assign(ds=ds)],
+                        ignore_index=True)
+    warning = drop_warning(history, drop=f.drop_warning, min_users=f.drop_min_users)
+    head = frame[(frame["slice"] == "all")].pivot_table(
+        index=[C.LIST_DS, "horizon_days"], columns="metric", values="value", aggfunc="mean")
+    summary = [{"list_ds": d, "horizon_days": int(h),
+                **{m: round(float(v), 5) for m, v in row.items() if pd.notna(v)}}
+               for (d, h), row in head.iterrows()]
+    return frame, {"lists": summary, "warning": warning, "impressions": int(len(imp))}
 
 
 def run(ctx) -> dict:
@@ -129,10 +207,19 @@ def run(ctx) -> dict:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())
     W.write_table_folder(frame, ctx.output("eval_metrics"))
+    real, real_info = realised(ctx)
+    W.write_table_folder(real, ctx.output("realised_metrics"), S.REALISED_METRICS)
+    for line in real_info.get("lists", [])[:3]:
+        print(f"[vrec] {ds} realised: lists of {line['list_ds']} over {line['horizon_days']} "
+              f"day(s): {int(line.get('users', 0))} active users, hit rate "
+              f"{line.get('hit_rate', 0):.3f}, NDCG {line.get('ndcg', 0):.4f}", flush=True)
+    if real_info.get("warning"):
+        print(f"[vrec] WARNING {ds}: {real_info['warning']['message']}", flush=True)
     head = headline(frame, e.gate_k)
     print(f"[vrec] {ds} evaluate ({info.get('split', '-')} split, "
           f"{info.get('evaluated_users', 0)} test users): "
           + (", ".join(f"{m} NDCG@{e.gate_k} {v:.4f}" for m, v in head.items())
              or info.get("skipped", "nothing measured")), flush=True)
-    ctx.record(info.get("test_pairs", 0), len(frame), 0, evaluation=info, headline=head)
+    ctx.record(info.get("test_pairs", 0), len(frame), 0, evaluation=info, headline=head,
+               realised=real_info)
     return {"rows": len(frame), "users": info.get("evaluated_users", 0), "headline": head}

@@ -19,7 +19,7 @@ PUBLISHED_FROM = {"user_recs": "user_recs", "item_similar": "item_similar",
                   "item_popularity": "item_popularity", "user_profile": "user_profile",
                   "items": "catalog", "image_duplicates": "image_duplicates",
                   "run_stats": "run_stats", "quarantine": "quarantine_table",
-                  "eval_metrics": "eval_metrics"}
+                  "eval_metrics": "eval_metrics", "realised_metrics": "realised_metrics"}
 PSEUDONYMIZED = {"user_recs": "user_recs_pseudonymized",
                  "user_profile": "user_profile_pseudonymized"}
 MODEL_ARTIFACT = "published_model"  # published as models/ds=<ds> with the tables
@@ -72,6 +72,7 @@ def run(ctx) -> dict:
         "blend": json.loads(ctx.input("blend").read_text()),
         "data_docs": str(docs_index(wh)),
         "quality_gate": gate,
+        "realised": ctx.layout.record("evaluate").get("realised") or {},
         "evaluation": {k: evaluation.get(k) for k in ("split", "ks", "evaluated_users",
                                                       "train_end")},
         "stage_stats": json.loads(stats.drop(columns=["details"]).to_json(orient="records"))})

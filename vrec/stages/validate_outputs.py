@@ -1,6 +1,7 @@
 """validate_outputs: Great Expectations on the staged user_recs, per-user lists,
 item_similar (Spark) and the run's item vectors (pandas) before publish; a critical
-failure fails the stage and nothing is published."""
+failure fails the stage and nothing is published. No list and no neighbour may name an
+item the catalog's availability or the rules file blocks (critical)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ def run(ctx) -> dict:
     from vrec.spark.validation_frames import recs_frames, similar_frame
 
     spark, r, v = ctx.spark, ctx.settings.recs, ctx.settings.validation
-    catalog_ids = spark.read.parquet(str(ctx.input("catalog"))).select(C.ITEM_ID)
+    catalog = spark.read.parquet(str(ctx.input("catalog"))).select(C.ITEM_ID, "blocked")
     recs, lists = recs_frames(spark.read.parquet(str(ctx.input("user_recs"))),
                               spark.read.parquet(str(ctx.input("user_profile"))),
-                              catalog_ids, r.k)
-    sim = similar_frame(spark.read.parquet(str(ctx.input("item_similar"))))
+                              catalog, r.k)
+    sim = similar_frame(spark.read.parquet(str(ctx.input("item_similar"))), catalog)
     vectors = pd.read_parquet(ctx.input("item_vectors"))
     ids = set(pd.read_parquet(ctx.input("catalog"), columns=[C.ITEM_ID])[C.ITEM_ID].astype(str))
     emb = embeddings_frame(vectors, ids)
