@@ -70,20 +70,41 @@ def test_weights_hand_example(spark):
 
 @pytest.fixture(scope="module")
 def staged(spark, tiny_raw, tmp_path_factory):
-    """The whole stage chain for two days on the tiny sample (shared by the tests below)."""
+    """The whole stage chain for two days on (a copy of) the tiny sample, shared by the
+    tests below. Between the days the simulated front end lands the next day's
+    impressions, clicks and dismisses of the first day's lists, and the day's catalog
+    makes the first day's five most-recommended items unavailable; rotation rests an item
+    after one unengaged show."""
+    import shutil
+
+    from vrec.data.frontend import simulate_front_end
+    from vrec.io.rawio import partition_dir, write_catalog_snapshot
+
     tmp = tmp_path_factory.mktemp("stages")
-    s = settings_for(tiny_raw, tmp / "wh", tmp)
+    raw = tmp / "raw"
+    shutil.copytree(tiny_raw, raw, symlinks=True)
+    s = settings_for(raw, tmp / "wh", tmp)
     # a history window of 1.5 days leaves some sample users without history: cold users
     # and the cold-start map may fit on items with one user (few items here)
     s = s.model_copy(update={"weights": EventWeights(history_days=1.5),
                              "recs": s.recs.model_copy(update={"map_min_users": 1}),
-                             "eval": s.eval.model_copy(update={"gate_min_users": 5})})
+                             "eval": s.eval.model_copy(update={"gate_min_users": 5}),
+                             "feedback": s.feedback.model_copy(update={"max_unengaged_shows": 1})})
     results = {}
     # the two tiny days are too noisy to compare (a few test users each): the gate's own
     # tests are below
     params = {"override_gate": True, "override_reason": "tiny sample"}
     for ds in (PREV, DS):
         results[ds] = {name: run_stage(s, name, ds, spark=spark, params=params) for name in NAMES}
+        if ds == PREV:
+            results["front_end"] = simulate_front_end(raw, s.paths.warehouse_root, PREV, seed=3,
+                                                      dismiss_share=0.3)
+            top = W.read_table(s.paths.warehouse_root, "user_recs", PREV)[C.ITEM_ID] \
+                .value_counts().index[:5].tolist()
+            cat = pd.read_parquet(partition_dir(raw, "catalog", DS))
+            cat[C.AVAILABLE] = cat[C.AVAILABLE] & ~cat[C.ITEM_ID].isin(top)
+            write_catalog_snapshot(raw, DS, cat)
+            results["made_unavailable"] = top
     return s, results
 
 
@@ -468,6 +489,7 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     from vrec.core.retrieval import retrieve
     from vrec.core.users import pairs_by_user, user_batch
     from vrec.dates import end_of_ds
+    from vrec.stages.candidates import feedback_exclusions
     from vrec.stages.common import PAIR_COLUMNS, published_by
 
     s, _ = staged
@@ -478,7 +500,14 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     policy = ranking_policy(s.recs, json.loads(run.path("blend").read_text()),
                             ItemSpace.meta(run.path("item_space"))["slots_off"])
     pairs = W.read_folder(run.path("interactions"), PAIR_COLUMNS)
-    batch = user_batch(pairs_by_user(pairs), space, model, s.recs, pd.Timestamp(end_of_ds(DS)))
+    rows = pairs_by_user(pairs)
+    # the feedback rules' leave-outs, as the candidates stage computes them
+    exclude, _ = feedback_exclusions(s.feedback, DS, run.path("feedback"), run.path("events"),
+                                     space)
+    assert len(exclude), "the front end's impressions must leave items out"
+    by_user = exclude.groupby(C.USER_ID)[C.ITEM_ID].agg(list)
+    rows["exclude"] = [by_user.get(u) for u in rows[C.USER_ID]]
+    batch = user_batch(rows, space, model, s.recs, pd.Timestamp(end_of_ds(DS)))
     inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=policy.pref_mix < 1,
                    extra=s.ranker.enabled)
     record = json.loads(run.path("ranker").read_text())
@@ -491,3 +520,108 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     assert len(a) == len(b) > 0
     assert (a[key + [C.ITEM_ID, "reason"]].to_numpy() == b[key + [C.ITEM_ID, "reason"]].to_numpy()).all()
     assert np.allclose(a["score"], b["score"])
+
+
+def test_realised_metrics_equal_a_recomputation_from_the_raw_events(staged):
+    """The night's realised metrics of the day before's published lists, recomputed here
+    from the raw partition the front end landed into and the published lists."""
+    s, res = staged
+    wh = s.paths.warehouse_root
+    real = W.read_table(wh, "realised_metrics", DS)
+    got = real[(real[C.LIST_DS] == PREV) & (real["slice"] == "all")].set_index("metric")["value"]
+    assert (real["horizon_days"] == 1).all()
+    recs = W.read_table(wh, "user_recs", PREV)
+    raw = pd.read_parquet(s.paths.raw_root / "events" / f"ds={DS}")
+    eng = raw[raw[C.EVENT_TYPE].isin(["view", "click", "add_to_cart", "purchase", "rating"])
+              & raw[C.USER_ID].notna() & raw[C.ITEM_ID].isin(set(W.read_table(wh, "items", DS)[C.ITEM_ID]))]
+    rel = eng.groupby(C.USER_ID)[C.ITEM_ID].agg(set)
+    hits, ndcgs = [], []
+    for u, g in recs.groupby(C.USER_ID):
+        if u not in rel.index:
+            continue
+        ranks = g[g[C.ITEM_ID].isin(rel[u])]["rank"].to_numpy()
+        ideal = sum(1 / np.log2(j + 2) for j in range(min(len(rel[u]), len(g))))
+        hits.append(len(ranks) > 0)
+        ndcgs.append(sum(1 / np.log2(r + 1) for r in ranks) / ideal)
+    assert got["users"] == len(hits) > 5
+    assert got["hit_rate"] == pytest.approx(np.mean(hits))
+    assert got["ndcg"] == pytest.approx(np.mean(ndcgs))
+    imp = raw[raw[C.EVENT_TYPE] == "impression"]
+    assert got["impressions"] == res["front_end"]["impressions"] == len(imp) > 0
+    assert (imp[C.LIST_DS] == PREV).all()
+
+
+def test_impressions_and_dismisses_are_never_signal(staged):
+    s, res = staged
+    run = RunLayout(s.paths.warehouse_root, DS)
+    events = pd.read_parquet(run.path("events"))
+    assert set(events[C.EVENT_TYPE]) <= set(C.ENGAGEMENT_TYPES)
+    fb = pd.read_parquet(run.path("feedback"))
+    assert set(fb[C.EVENT_TYPE]) == {"impression", "dismiss"}
+    # a pair the user only saw (an impression, no engagement) is no interaction
+    inter = pd.read_parquet(run.path("interactions"))
+    engaged = set(zip(events[C.USER_ID], events[C.ITEM_ID]))
+    only_seen = set(zip(fb[C.USER_ID], fb[C.ITEM_ID])) - engaged
+    assert only_seen and not only_seen & set(zip(inter[C.USER_ID], inter[C.ITEM_ID]))
+    pop = pd.read_parquet(run.path("item_popularity"))
+    assert pop["users_all"].sum() == len(set(zip(events[C.USER_ID], events[C.ITEM_ID])))
+
+
+def test_unavailable_items_never_reach_lists_or_neighbours_and_lists_stay_full(staged):
+    s, res = staged
+    wh, k = s.paths.warehouse_root, s.recs.k
+    gone = set(res["made_unavailable"])
+    items = W.read_table(wh, "items", DS)
+    assert gone <= set(items.loc[items["blocked"] == "unavailable", C.ITEM_ID])
+    recs = W.read_table(wh, "user_recs", DS)
+    before = W.read_table(wh, "user_recs", PREV)
+    assert before[C.ITEM_ID].isin(gone).sum() >= 5  # the most recommended: in many lists
+    assert not recs[C.ITEM_ID].isin(gone).any()
+    assert (recs.groupby(C.USER_ID).size() == k).all()
+    sims = W.read_table(wh, "item_similar", DS)
+    assert not sims["similar_item_id"].isin(gone).any()
+    assert sims[C.ITEM_ID].isin(gone).any()  # they keep their own neighbours
+    # they still count as history: their pairs are in the night's interactions
+    inter = pd.read_parquet(RunLayout(wh, DS).path("interactions"))
+    assert inter[C.ITEM_ID].isin(gone).any()
+
+
+def test_shown_unengaged_and_dismissed_items_are_left_out_the_next_night(staged):
+    s, res = staged
+    wh = s.paths.warehouse_root
+    raw = pd.read_parquet(s.paths.raw_root / "events" / f"ds={DS}")
+    fe = raw[raw[C.LIST_DS].notna() | raw[C.EVENT_TYPE].isin(["dismiss"])]
+    clicks = set(zip(raw.loc[raw[C.EVENT_TYPE] != "impression", C.USER_ID],
+                     raw.loc[raw[C.EVENT_TYPE] != "impression", C.ITEM_ID]))
+    shown = set(zip(fe.loc[fe[C.EVENT_TYPE] == "impression", C.USER_ID],
+                    fe.loc[fe[C.EVENT_TYPE] == "impression", C.ITEM_ID])) - clicks
+    dismissed = set(zip(raw.loc[raw[C.EVENT_TYPE] == "dismiss", C.USER_ID],
+                        raw.loc[raw[C.EVENT_TYPE] == "dismiss", C.ITEM_ID]))
+    assert shown and dismissed
+    recs = W.read_table(wh, "user_recs", DS)
+    pairs = set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
+    assert not pairs & shown  # max_unengaged_shows 1 here
+    assert not pairs & dismissed
+    left = RunLayout(wh, DS).record("candidates")["left_out"]
+    assert left["rested_pairs"] >= len(shown) and left["dismissed_pairs"] == len(dismissed)
+
+
+def test_validate_outputs_fails_when_a_list_names_a_blocked_item(staged, spark):
+    s, res = staged
+    folder = RunLayout(s.paths.warehouse_root, DS).path("user_recs")
+    original = {p: p.read_bytes() for p in folder.glob("*.parquet")}
+    try:
+        df = pd.read_parquet(folder)
+        df.loc[df.index[:2], C.ITEM_ID] = res["made_unavailable"][:2]
+        for p in original:
+            p.unlink()
+        df.to_parquet(folder / "part-broken.parquet", index=False)
+        with pytest.raises(ValidationFailed, match=r"user_recs: expect_column_values_to_be_in_set .*recommendable.* observed 2 unexpected"):
+            run_stage(s, "validate_outputs", DS, spark=spark)
+    finally:
+        for p in folder.glob("*.parquet"):
+            p.unlink()
+        for p, data in original.items():
+            p.write_bytes(data)
+    run_stage(s, "validate_outputs", DS, spark=spark)  # the record the later tests need
+

@@ -1,5 +1,7 @@
 """``make demo``: sample data if absent, embedded Airflow, the nightly DAG for the last
-three logical dates through Airflow, then a summary."""
+three logical dates through Airflow (after each night but the last, the simulated front
+end lands the next day's impressions, clicks and dismisses of the lists just published:
+vrec.data.frontend), then a summary."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from vrec import columns as C
 from vrec.airflow.env import DEFAULT_HOME, REPO, airflow_env, dags_test, migrate
 from vrec.config import load_settings
 from vrec.core.models import MODELS
+from vrec.data.frontend import simulate_front_end
 from vrec.data.sample import SampleSpec, generate_sample
 from vrec.io import warehouse as W
 from vrec.io.rawio import list_partitions
@@ -78,6 +81,41 @@ def reason_examples(warehouse: Path, ds: str) -> dict[str, str | None]:
     return out
 
 
+def realised_lines(warehouse: Path, dates: list[str]) -> str:
+    """Each night's realised metrics of the lists before it, and one user whose list
+    rotated (an item shown without engagement, left out of the last night's list)."""
+    lines = ["\nHow the published lists did (realised_metrics: the events after each list; "
+             "impressions and clicks from the simulated front end):"]
+    for d in dates:
+        r = W.read_table(warehouse, "realised_metrics", d)
+        r = r[r["slice"] == "all"].pivot_table(index=[C.LIST_DS, "horizon_days"],
+                                               columns="metric", values="value")
+        if r.empty:
+            lines.append(f"  {d}: no earlier list to measure")
+        for (lds, h), row in r.iterrows():
+            ctr = (f", {int(row['impressions'])} impressions, click-through {row['ctr']:.3f}"
+                   if "impressions" in row and pd.notna(row.get("impressions")) else "")
+            lines.append(f"  {d}: lists of {lds} after {int(h)} day(s): {int(row['users'])} "
+                         f"active users, hit rate {row['hit_rate']:.3f}, NDCG "
+                         f"{row['ndcg']:.4f}{ctr}")
+    stats = W.read_stage_stats(warehouse, dates[-1]).set_index("stage")
+    left = stats.loc["candidates", "left_out"] if "left_out" in stats.columns else None
+    ex = left.get("rested_example") if isinstance(left, dict) else None
+    if not ex:
+        return "\n".join(lines + [f"No list rotated on {dates[-1]} (no item reached "
+                                   "feedback.max_unengaged_shows unengaged shows)."])
+    lines.append(f"Rotation on {dates[-1]}: {left['rested_pairs']} (user, item) pairs rested, "
+                 f"{left['dismissed_pairs']} dismissed, {left['near_duplicate_pairs']} "
+                 f"near-duplicates of dismissed items. User {ex['user_id']}, item "
+                 f"{ex['item_id']} ({ex['shows']} unengaged shows):")
+    for d in dates:
+        recs = W.read_table(warehouse, "user_recs", d)
+        items = recs[recs[C.USER_ID] == ex["user_id"]].sort_values("rank")[C.ITEM_ID].tolist()
+        mark = "in the list" if ex["item_id"] in items else "left out"
+        lines.append(f"  {d}: {mark}: {' '.join(items)}")
+    return "\n".join(lines)
+
+
 def summarize(warehouse: Path, dates: list[str]) -> str:
     """Human summary of the published runs for ``dates``."""
     from vrec.io.query import run_query
@@ -96,6 +134,7 @@ def summarize(warehouse: Path, dates: list[str]) -> str:
         out.append(f"  {s:<20} {int(r.rows_in):>8} -> {int(r.rows_out):<8} q={int(r.rows_quarantined)}")
     out.append(validation_lines(warehouse, dates[-1]))
     out.append(evaluation_lines(warehouse, dates[-1]))
+    out.append(realised_lines(warehouse, dates))
     out.append("\nIncremental embedding (new images embedded / reused from cache):")
     for d in dates:
         rec = W.read_stage_stats(warehouse, d).set_index("stage")
@@ -155,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"VREC_START_DATE?); log: {log}", file=sys.stderr)
             return 1
         print(f"[demo] {ds} published in {timings[ds]:.0f}s (log: {log})", flush=True)
+        if i < len(dates):  # the shop's front end shows the lists and lands what users did
+            fe = simulate_front_end(raw, wh, ds)
+            print(f"[demo] front end: {fe['impressions']} impressions of the lists of {ds} "
+                  f"to {fe['users_shown']} users, {fe['clicks']} clicks, {fe['dismisses']} "
+                  f"dismisses, landed in events/ds={fe['landed_ds']}", flush=True)
     print("\n" + "=" * 78)
     print(summarize(wh, dates))
     print("\n" + "=" * 78)

@@ -3,7 +3,9 @@
 ``<warehouse>/reports/runs/vrec_report_<ds>.html`` opens from disk with no server: styles,
 trend plots (inline SVG) and thumbnails (JPEG data URIs) are all inside the file. It
 shows the pipeline summary (stages, seconds, rows, quarantines, validation), the quality
-gate, the offline metrics of every model (beside the tuning's estimates) with trends across published runs, and a
+gate, the offline metrics of every model (beside the tuning's estimates) with trends across
+published runs, how the published lists did (realised metrics, what the rules and the
+feedback left out), and a
 gallery: sample users' recent history and recommendations (score, reason), and
 item_similar examples. Staged artifacts are read through the calling stage's declared
 inputs (``ctx.input``: the report stage's, or publish's when its gate refuses, so a
@@ -22,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 
 from vrec import columns as C
-from vrec import schemas as S
 from vrec.config import Settings
 from vrec.core.evaluation import METRICS, SLICES
 from vrec.core.models import MODELS
@@ -31,7 +32,9 @@ from vrec.io import warehouse as W
 from vrec.stages import NAMES, publisher
 
 COLORS = {"popularity": "#8c8c8c", "als": "#1f77b4", "visual": "#2ca02c", "visual_pref": "#9467bd",
-          "hybrid": "#d62728"}
+          "hybrid": "#d62728", "ranker": "#ff7f0e", "realised": "#17becf"}
+REALISED_COLUMNS = ("users", "hit_rate", "precision", "ndcg", "demand_coverage",
+                    "impressions", "ctr")
 
 
 def report_path(warehouse: str | Path, ds: str) -> Path:
@@ -409,6 +412,60 @@ def _metrics_section(metrics: pd.DataFrame, info: dict, trend: pd.DataFrame, gat
     return "\n".join(out)
 
 
+def _realised_section(wh: Path, ds: str, stats: dict, tonight: pd.DataFrame,
+                      trend: pd.DataFrame, k: int) -> str:
+    """How the published lists did (docs/operations.md): tonight's realised metrics per
+    list, the one-day realised NDCG of each list beside the offline NDCG of the night
+    that published it, the drop warning, and what the rules and the feedback left out."""
+    ev = stats.get("evaluate") or {}
+    real = ev.get("realised") or {}
+    out = ["<h2>How the published lists did</h2>"]
+    if real.get("warning"):
+        out.append(f"<p class=bad>WARNING: {_e(real['warning'].get('message'))}</p>")
+    head = tonight[tonight["slice"] == "all"] if len(tonight) else tonight
+    if len(head):
+        pv = head.pivot_table(index=[C.LIST_DS, "horizon_days"], columns="metric",
+                              values="value")
+        cols = [c for c in REALISED_COLUMNS if c in pv.columns]
+        rows = "".join(f"<tr><td>{_e(d)}</td><td class=n>{int(h)}</td>" + "".join(
+            f"<td class=n>{_fmt(float(r[c]))}</td>" if pd.notna(r[c]) else "<td></td>"
+            for c in cols) + "</tr>" for (d, h), r in pv.iterrows())
+        out.append("<p>Each list of the last nights against the engagements after it "
+                   "(users: active in the window).</p><table class=metrics><tr><th>list of"
+                   "</th><th>days after</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols)
+                   + f"</tr>{rows}</table>")
+    else:
+        out.append(f"<p>No published list to measure yet: {_e(real.get('skipped') or 'the first night, or none in the horizon')}.</p>")
+    hist = pd.concat([W.read_recent(wh, "realised_metrics", ds, 30), tonight.assign(ds=ds)],
+                     ignore_index=True)
+    one = hist[(hist["horizon_days"] == 1) & (hist["slice"] == "all") & (hist["metric"] == "ndcg")]
+    series = {"realised": sorted((str(d), float(v)) for d, v in
+                                 one.groupby(C.LIST_DS)["value"].mean().items())}
+    off = trend[(trend["slice"] == "all") & (trend["k"] == k) & (trend["metric"] == "ndcg")]
+    for m in ("hybrid", "ranker"):
+        g = off[off["model"] == m]
+        if len(g):
+            series[m] = list(zip(g["ds"].astype(str), g["value"].astype(float)))
+    out.append("<div class=plots>" + svg_trend(
+        series, f"NDCG@{k}: realised one day after each list vs the offline holdout, by ds")
+        + "</div>")
+    blocked = (stats.get("build_interactions") or {}).get("blocked") or {}
+    left = (stats.get("candidates") or {}).get("left_out") or {}
+    rules = ", ".join(f"{_e(r)} {int(n):,}" for r, n in sorted(blocked.items())) or "none"
+    line = (f"<p>Blocked by availability and the rules file (never recommended tonight): "
+            f"{rules}. Left out of users' lists by the feedback: "
+            f"{int(left.get('rested_pairs', 0)):,} (user, item) pairs rested after "
+            f"unengaged shows ({int(left.get('impressions', 0)):,} impressions read), "
+            f"{int(left.get('dismissed_pairs', 0)):,} dismissed and "
+            f"{int(left.get('near_duplicate_pairs', 0)):,} near-duplicates of dismissed items")
+    ex = left.get("rested_example")
+    if ex:
+        line += (f"; e.g. user {_e(ex['user_id'])} no longer sees {_e(ex['item_id'])} after "
+                 f"{int(ex['shows'])} unengaged shows")
+    out.append(line + ".</p>")
+    return "\n".join(out)
+
+
 def _gallery_section(read: Callable[[str], Path], settings: Settings, thumbs: Thumbs,
                      titles: dict, pseudonymized: bool) -> str:
     e = settings.eval
@@ -508,15 +565,8 @@ def render_report(settings: Settings, ds: str, read: Callable[[str], Path],
                     Path(settings.paths.image_root), settings.eval.thumb_px,
                     settings.paths.allowed_image_roots())
     metrics = W.read_folder(read("eval_metrics"))
-    past = []
-    for d in W.published_ds(wh)[-30:]:
-        if d < ds:
-            try:
-                past.append(W.read_table(wh, "eval_metrics", d))
-            except FileNotFoundError:
-                continue
-    trend = pd.concat(past + [metrics.assign(ds=ds)], ignore_index=True) if len(metrics) or past \
-        else pd.DataFrame(columns=["ds", *S.EVAL_METRICS.names()])
+    trend = pd.concat([W.read_recent(wh, "eval_metrics", ds, 30), metrics.assign(ds=ds)],
+                      ignore_index=True)
     pub = stats.get(publisher().name) or {}
     gate = gate or pub.get("quality_gate") or {}
     if gate.get("status") == "refused":
@@ -535,6 +585,8 @@ def render_report(settings: Settings, ds: str, read: Callable[[str], Path],
             _gate_section(gate),
             _metrics_section(metrics, (stats.get("evaluate") or {}).get("evaluation") or {},
                              trend, settings.eval.gate_k),
+            _realised_section(wh, ds, stats, W.read_folder(read("realised_metrics")), trend,
+                              settings.recs.k),
             _gallery_section(read, settings, thumbs, titles,
                              bool((stats.get("build_recs") or {}).get("pseudonymized"))),
             _similar_section(read, settings, thumbs, titles),

@@ -14,7 +14,9 @@ A night's state:
 * ``incomplete``: stages ran, nothing failed, nothing published (a run that stopped).
 
 Exit codes: 0 healthy; 1 the newest night failed or was refused; 3 the latest published
-day is older than ``max_age`` (or nothing is published); 2 is left to usage errors."""
+day is older than ``max_age`` (or nothing is published); 4 (when nothing above holds) the
+realised NDCG of the latest published list dropped sharply (the ``realised`` warning of
+the latest publish, vrec.core.feedback.drop_warning); 2 is left to usage errors."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from vrec.dates import check_ds, end_of_ds
 from vrec.io import warehouse as W
 from vrec.stages import NAMES, publisher
 
-EXIT_OK, EXIT_FAILED, EXIT_STALE = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_STALE, EXIT_REALISED_DROP = 0, 1, 3, 4
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -132,7 +134,8 @@ def status(warehouse: str | Path, *, runs: int = 7, max_age: dt.timedelta | None
         head = {"ds": latest, "version": man.get("version"),
                 "published_at": man.get("published_at"),
                 "data_age_hours": round((now - end_of_ds(latest)).total_seconds() / 3600, 1),
-                "tables": {t: v["rows"] for t, v in man.get("tables", {}).items()}}
+                "tables": {t: v["rows"] for t, v in man.get("tables", {}).items()},
+                "realised": man.get("realised") or {}}
     problems, code = [], EXIT_OK
     newest = (nights[0] if nights else night(wh, known[-1])) if known else None
     if newest and newest["state"] in ("failed", "refused"):
@@ -148,9 +151,14 @@ def status(warehouse: str | Path, *, runs: int = 7, max_age: dt.timedelta | None
                             f"{head['data_age_hours']} h ago (more than --max-age "
                             f"{max_age.total_seconds() / 3600:g} h)")
             code = code or EXIT_STALE
+    warning = ((head or {}).get("realised") or {}).get("warning")
+    if warning:
+        problems.append(f"realised drop on {head['ds']}: {warning.get('message')}")
+        code = code or EXIT_REALISED_DROP
+    verdicts = {EXIT_OK: "ok", EXIT_FAILED: "failed", EXIT_STALE: "stale",
+                EXIT_REALISED_DROP: "realised_drop"}
     return {"warehouse": str(wh), "as_of": now.isoformat(timespec="seconds"), "latest": head,
-            "nights": nights, "verdict": "ok" if code == EXIT_OK else (
-                "failed" if code == EXIT_FAILED else "stale"),
+            "nights": nights, "verdict": verdicts[code],
             "problems": problems, "exit_code": code}
 
 
@@ -163,6 +171,13 @@ def render(st: dict) -> str:
                  f"{(h['published_at'] or '')[:19]} (data age {h['data_age_hours']} h)")
     lines.append("verdict: OK" if st["verdict"] == "ok" else
                  f"verdict: {st['verdict'].upper()}: " + "; ".join(st["problems"]))
+    real = (h or {}).get("realised") or {}
+    for r in (real.get("lists") or [])[-2:]:
+        ctr = f", click-through {r['ctr']:.3f} of {int(r['impressions'])} impressions" \
+            if r.get("impressions") else ""
+        lines.append(f"realised: lists of {r['list_ds']} after {r['horizon_days']} day(s): "
+                     f"{int(r.get('users', 0))} active users, hit rate "
+                     f"{r.get('hit_rate', 0):.3f}, NDCG {r.get('ndcg', 0):.4f}{ctr}")
     if not st["nights"]:
         return "\n".join(lines)
     lines += ["", f"{'ds':<11} {'state':<11} {'gate':<11} {'seconds':>8}  "

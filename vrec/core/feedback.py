@@ -83,33 +83,39 @@ def realised_metrics(lists: pd.DataFrame, engaged: pd.DataFrame, ds: str, *,
         engaged_items = set(window[C.ITEM_ID])
         shown = imp[imp[C.LIST_DS] == list_ds]
         for version, rows in lst.groupby("model_version", sort=True):
-            def put(slice_: str, metric: str, value: float) -> None:
-                out.append((list_ds, horizon, str(version), slice_, metric, float(value)))
-
-            users = _user_scores(rows, relevant)
-            for name, part in [("all", users)] + [
-                    (f"segment:{seg}", users[users["segment"] == seg])
-                    for seg in ("warm", "cold")]:
-                put(name, "users", len(part))
-                if len(part):
-                    put(name, "hit_rate", (part["hits"] > 0).mean())
-                    put(name, "precision", (part["hits"] / part["k"]).mean())
-                    put(name, "ndcg", part["ndcg"].mean())
-            if engaged_items:
-                put("all", "demand_coverage", len(engaged_items & listed_items)
-                    / len(engaged_items))
-            active = rows[rows[C.USER_ID].isin(users.index)]
-            hit = np.fromiter((it in relevant.get(u, ()) for u, it in
-                               zip(active[C.USER_ID], active[C.ITEM_ID])), dtype=bool,
-                              count=len(active))
-            for reason in sorted(set(active["reason"])):
-                m = (active["reason"] == reason).to_numpy()
-                put(f"reason:{reason}", "rows", m.sum())
-                put(f"reason:{reason}", "hits", hit[m].sum())
-                put(f"reason:{reason}", "precision", hit[m].mean())
+            key = (list_ds, horizon, str(version))
+            out += [(*key, *r) for r in _list_metrics(rows, relevant, engaged_items,
+                                                       listed_items)]
             if len(shown):
-                out += _ctr_rows(shown, rows, window, list_ds, horizon, str(version))
+                out += [(*key, *r) for r in _ctr_rows(shown, rows, window)]
     return _frame(out)
+
+
+def _list_metrics(rows: pd.DataFrame, relevant: pd.Series, engaged_items: set,
+                  listed_items: set) -> list[tuple[str, str, float]]:
+    """(slice, metric, value) of one list night and model version: all users, by segment,
+    by reason, and the coverage of demand."""
+    out: list[tuple[str, str, float]] = []
+    users = _user_scores(rows, relevant)
+    for name, part in [("all", users)] + [
+            (f"segment:{seg}", users[users["segment"] == seg]) for seg in ("warm", "cold")]:
+        out.append((name, "users", float(len(part))))
+        if len(part):
+            out += [(name, "hit_rate", float((part["hits"] > 0).mean())),
+                    (name, "precision", float((part["hits"] / part["k"]).mean())),
+                    (name, "ndcg", float(part["ndcg"].mean()))]
+    if engaged_items:
+        out.append(("all", "demand_coverage",
+                    len(engaged_items & listed_items) / len(engaged_items)))
+    active = rows[rows[C.USER_ID].isin(users.index)]
+    hit = np.fromiter((it in relevant.get(u, ()) for u, it in
+                       zip(active[C.USER_ID], active[C.ITEM_ID])), dtype=bool, count=len(active))
+    for reason in sorted(set(active["reason"])):
+        m = (active["reason"] == reason).to_numpy()
+        out += [(f"reason:{reason}", "rows", float(m.sum())),
+                (f"reason:{reason}", "hits", float(hit[m].sum())),
+                (f"reason:{reason}", "precision", float(hit[m].mean()))]
+    return out
 
 
 def _user_scores(rows: pd.DataFrame, relevant: pd.Series) -> pd.DataFrame:
@@ -128,26 +134,25 @@ def _user_scores(rows: pd.DataFrame, relevant: pd.Series) -> pd.DataFrame:
         .set_index(C.USER_ID)
 
 
-def _ctr_rows(shown: pd.DataFrame, rows: pd.DataFrame, window: pd.DataFrame, list_ds: str,
-              horizon: int, version: str) -> list[tuple]:
+def _ctr_rows(shown: pd.DataFrame, rows: pd.DataFrame, window: pd.DataFrame
+              ) -> list[tuple[str, str, float]]:
     """Impressions and click-through of one list night: all, by reason, by position."""
     s = shown[shown[C.USER_ID].isin(set(rows[C.USER_ID]))].copy()
     s[C.TS] = _utc(s[C.TS])
     # one impression per (user, item): its first showing and best position
     s = s.sort_values([C.TS, C.POSITION]).groupby([C.USER_ID, C.ITEM_ID], as_index=False) \
         .agg(ts=(C.TS, "first"), position=(C.POSITION, "min"))
-    first_eng = window.groupby([C.USER_ID, C.ITEM_ID], as_index=False)[C.TS].max() \
+    last_eng = window.groupby([C.USER_ID, C.ITEM_ID], as_index=False)[C.TS].max() \
         .rename(columns={C.TS: "eng_ts"})
-    s = s.merge(first_eng, on=[C.USER_ID, C.ITEM_ID], how="left")
+    s = s.merge(last_eng, on=[C.USER_ID, C.ITEM_ID], how="left")
     s["clicked"] = s["eng_ts"].notna() & (s["eng_ts"] >= s[C.TS])
     s = s.merge(rows[[C.USER_ID, C.ITEM_ID, "reason"]], on=[C.USER_ID, C.ITEM_ID], how="left")
-    out = [(list_ds, horizon, version, "all", "impressions", float(len(s))),
-           (list_ds, horizon, version, "all", "ctr", float(s["clicked"].mean()))]
+    out = [("all", "impressions", float(len(s))), ("all", "ctr", float(s["clicked"].mean()))]
     for col, prefix in (("reason", "reason"), (C.POSITION, "position")):
         for key, g in s.dropna(subset=[col]).groupby(col, sort=True):
             name = f"{prefix}:{int(key) if col == C.POSITION else key}"
-            out += [(list_ds, horizon, version, name, "impressions", float(len(g))),
-                    (list_ds, horizon, version, name, "ctr", float(g["clicked"].mean()))]
+            out += [(name, "impressions", float(len(g))),
+                    (name, "ctr", float(g["clicked"].mean()))]
     return out
 
 

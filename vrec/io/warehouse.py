@@ -484,6 +484,20 @@ def manifest(warehouse: str | Path, ds: str) -> dict:
     return json.loads(p.read_text())
 
 
+def read_recent(warehouse: str | Path, table: str, before: str, nights: int) -> pd.DataFrame:
+    """The published partitions of ``table`` of the last ``nights`` published ds before
+    ``before``, with their ``ds`` (nights published before the table existed are left
+    out); an empty frame of the table's columns when there are none."""
+    frames = []
+    for d in [d for d in published_ds(warehouse) if d < before][-nights:]:
+        try:
+            frames.append(read_table(warehouse, table, d))
+        except (FileNotFoundError, OSError):
+            continue
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["ds", *S.PUBLISHED[table].names()])
+
+
 def read_table(warehouse: str | Path, table: str, ds: str | None = None) -> pd.DataFrame:
     """Read one published partition (latest by default) into pandas, with a ds column."""
     ds = ds or latest_ds(warehouse)

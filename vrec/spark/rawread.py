@@ -10,7 +10,9 @@ schema are read together, and every contract column is cast to its contract type
 * string columns (ids, event_type, title, category, image_uri): strings, or integers (written as
   their decimal digits);
 * double columns (value, price): any integer, floating or decimal type;
-* int columns (position): any integer type; boolean columns (available): booleans;
+* int columns (position): any integer type, or floats (pandas writes an integer column
+  with nulls as floats: whole numbers are read, anything else as null); boolean columns
+  (available): booleans;
 * timestamp columns (ts, updated_at): timestamps of any unit, with or without a time zone
   (none: UTC), or dates (midnight UTC). Nanoseconds are truncated to microseconds.
 
@@ -62,7 +64,7 @@ def _kind(t) -> str:
 
 
 ACCEPTED = {"string": {"string", "int", "null"},
-            "int": {"int", "null"},
+            "int": {"int", "float", "null"},
             "boolean": {"boolean", "null"},
             "double": {"int", "float", "null"},
             "timestamp": {"timestamp", "timestamp_ns", "date", "null"}}
@@ -76,6 +78,8 @@ def contract_column(name: str, kind: str, expected: str):
     if kind not in ACCEPTED[expected]:
         return None
     col = F.col(name)
+    if expected == "int" and kind == "float":  # pandas writes an int column with nulls as floats
+        return F.when(col == F.floor(col), col.cast("int")).alias(name)
     if kind == "timestamp_ns":  # read as a long of nanoseconds (nanosAsLong)
         # integer division: a double cannot hold nanoseconds since 1970 exactly
         return F.timestamp_micros(F.expr(f"`{name}` div 1000")).alias(name)

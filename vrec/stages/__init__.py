@@ -109,7 +109,7 @@ STAGES: tuple[Stage, ...] = (
           requires=("validate_outputs",), needs_salt=True, publishes=True),
     Stage("report", "local",
           ("catalog", "user_recs", "user_profile", "interactions", "item_similar",
-           "item_popularity", "eval_metrics"), (),
+           "item_popularity", "eval_metrics", "realised_metrics"), (),
           "one self-contained HTML report of the run",
           requires=("publish",)),
 )

@@ -18,11 +18,11 @@ def run(ctx) -> dict:
 
     import pandas as pd
 
-    from vrec.core.cf import CFModel
     from vrec import columns as C
+    from vrec.core.cf import CFModel
     from vrec.core.itemspace import block_items, build_item_space, gate_new_arrivals, ranking_policy
-    from vrec.io import warehouse as W
     from vrec.dates import end_of_ds
+    from vrec.io import warehouse as W
     from vrec.spark.candidates import retrieve_all
     from vrec.spark.users import user_rows, with_exclusions
     from vrec.stages.common import driver_inputs, run_content
@@ -42,7 +42,8 @@ def run(ctx) -> dict:
     space, slots_off = gate_new_arrivals(space, map_quality, r.new_arrival_min_auc, blend)
     cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
     space = block_items(space, cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str))
-    exclude, left_out = feedback_exclusions(ctx, space)
+    exclude, left_out = feedback_exclusions(ctx.settings.feedback, ds, ctx.input("feedback"),
+                                            ctx.input("events"), space)
     space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
                                                "slots_off": slots_off})
     # the mean profile's own top-N is retrieved only when the blend gives it a share
@@ -65,9 +66,10 @@ def run(ctx) -> dict:
     return {"users": n_users, "candidates": int(n_cands), "new_arrivals": int(space.new.sum())}
 
 
-def feedback_exclusions(ctx, space):
-    """(user_id, item_id) pairs the feedback rules leave out of tonight's lists, and
-    their counts for the record (with one rested pair as an example)."""
+def feedback_exclusions(f, ds: str, feedback_dir, events_dir, space):
+    """(user_id, item_id) pairs the feedback rules (``f``: FeedbackSettings) leave out of
+    the lists of ``ds``, from the staged feedback and engagement events, and their counts
+    for the record (with one rested pair as an example)."""
     import datetime as dt
 
     import pandas as pd
@@ -77,13 +79,12 @@ def feedback_exclusions(ctx, space):
     from vrec.dates import end_of_ds
     from vrec.io import warehouse as W
 
-    f, ds = ctx.settings.feedback, ctx.ds
-    fb = W.read_folder(ctx.input("feedback"), [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS,
+    fb = W.read_folder(feedback_dir, [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS,
                                                C.LIST_DS])
     imp = fb[fb[C.EVENT_TYPE] == C.IMPRESSION]
     rested = pd.DataFrame(columns=[C.USER_ID, C.ITEM_ID, "shows"])
     if len(imp) and f.max_unengaged_shows:
-        engaged = W.read_folder(ctx.input("events"), [C.USER_ID, C.ITEM_ID, C.TS],
+        engaged = W.read_folder(events_dir, [C.USER_ID, C.ITEM_ID, C.TS],
                                 since=end_of_ds(ds) - dt.timedelta(days=f.rest_days + 1))
         rested = rested_pairs(imp, engaged, ds, max_shows=f.max_unengaged_shows,
                               rest_days=f.rest_days)

@@ -81,22 +81,6 @@ def published_lists(warehouse, days: list[str]) -> pd.DataFrame:
         columns=[C.USER_ID, "rank", C.ITEM_ID, "reason", "model_version", "segment", C.LIST_DS])
 
 
-def realised_history(warehouse, before: str, nights: int = 8) -> pd.DataFrame:
-    """The published realised_metrics of the last ``nights`` published nights before
-    ``before`` (with their ds)."""
-    from vrec.io import warehouse as W
-
-    days = [d for d in W.published_ds(warehouse) if d < before][-nights:]
-    frames = []
-    for d in days:
-        try:
-            frames.append(W.read_table(warehouse, "realised_metrics", d))
-        except (FileNotFoundError, OSError):  # published before realised metrics existed
-            continue
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["ds", *S.REALISED_METRICS.names()])
-
-
 def realised(ctx) -> tuple[pd.DataFrame, dict]:
     """The night's realised metrics (vrec.core.feedback) of the lists published on the
     last ``feedback.horizon_days`` nights, and the record's summary (with the drop
@@ -126,7 +110,8 @@ def realised(ctx) -> tuple[pd.DataFrame, dict]:
         engaged = engaged.assign(**{C.USER_ID: engaged[C.USER_ID].map(hashed)})
         imp = imp.assign(**{C.USER_ID: imp[C.USER_ID].map(hashed)})
     frame = realised_metrics(lists, engaged, ds, impressions=imp)
-    history = pd.concat([realised_history(ctx.warehouse, ds), frame.assign(ds=ds)],
+    history = pd.concat([W.read_recent(ctx.warehouse, "realised_metrics", ds, 8),
+                         frame.assign(ds=ds)],
                         ignore_index=True)
     warning = drop_warning(history, drop=f.drop_warning, min_users=f.drop_min_users)
     head = frame[(frame["slice"] == "all")].pivot_table(
