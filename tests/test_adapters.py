@@ -165,6 +165,32 @@ def test_the_optional_description_lands_as_text(tmp_path):
     assert cat[C.DESCRIPTION].tolist() == ["linen, slim fit", None]
 
 
+def test_impressions_dismisses_and_availability_land_with_their_own_rejects(tmp_path):
+    ev = tmp_path / "front.csv"
+    ev.write_text("user_id,item_id,event_type,ts,list_ds,position,surface\n"
+                  "u1,i1,impression,2026-11-20T09:00:00Z,2026-11-19,1,home\n"
+                  "u1,i2,impression,2026-11-20T09:00:00Z,2026-11-19,2,home\n"
+                  "u1,i2,dismiss,2026-11-20T09:01:00Z,,,\n"
+                  "u1,i1,click,2026-11-20T09:02:00Z,,,\n"
+                  "u1,i3,impression,2026-11-20T09:00:00Z,19/11/2026,3,home\n"
+                  "u1,i4,impression,2026-11-20T09:00:00Z,2026-11-19,0,home\n"
+                  "u1,i5,impression,2026-11-20T09:00:00Z,2026-11-19,2.5,home\n")
+    stats = land_files("events", [ev], tmp_path / "raw", dt.date(2026, 11, 20))
+    assert stats["landed"] == 4
+    assert stats["reasons"] == {"bad_list_ds": 1, "bad_position": 2}
+    got = pd.read_parquet(tmp_path / "raw" / "events" / "ds=2026-11-20" / "part-00000.parquet")
+    assert got[C.EVENT_TYPE].tolist() == ["impression", "impression", "dismiss", "click"]
+    assert got[C.LIST_DS].tolist()[:2] == ["2026-11-19"] * 2 and got[C.LIST_DS].isna().sum() == 2
+    assert got[C.POSITION].tolist()[:2] == [1, 2] and got[C.SURFACE].iloc[0] == "home"
+    cat = tmp_path / "cat.jsonl"
+    cat.write_text('{"item_id": "i1", "available": false}\n{"item_id": "i2", "available": "yes"}\n'
+                   '{"item_id": "i3"}\n{"item_id": "i4", "available": "sold out"}\n')
+    stats = land_files("catalog", [cat], tmp_path / "raw", dt.date(2026, 11, 20))
+    assert stats["landed"] == 3 and stats["reasons"] == {"bad_available": 1}
+    got = pd.read_parquet(tmp_path / "raw" / "catalog" / "ds=2026-11-20" / "part-00000.parquet")
+    assert got[C.AVAILABLE].tolist() == [False, True, None]
+
+
 def test_land_cli_replaces_the_partition_and_reports_counts(tmp_path):
     f = tmp_path / "cat.csv"
     f.write_bytes(b"item_id,title,category,price,image_uri\n"

@@ -15,6 +15,7 @@ import pytest
 
 from vrec import columns as C
 from vrec.airflow.env import airflow_env, dags_test, migrate
+from vrec.data.frontend import simulate_front_end
 from vrec.data.sample import generate_sample
 from vrec.io import warehouse as W
 
@@ -68,13 +69,18 @@ def dag_runs(tmp_path_factory):
     days = [(TINY.end_date - dt.timedelta(days=1)).isoformat(), TINY.end_date.isoformat()]
     # the second day is triggered with the operator's override param, as from the UI
     confs = [None, {"override_quality_gate": True, "override_reason": "e2e override check"}]
-    rcs = [dags_test(ds, env, log_path=tmp / f"{ds}.log", conf=c) for ds, c in zip(days, confs)]
+    rcs, front_end = [], None
+    for ds, c in zip(days, confs):
+        rcs.append(dags_test(ds, env, log_path=tmp / f"{ds}.log", conf=c))
+        if ds == days[0] and ds in W.published_ds(wh):  # the shop's front end shows the lists
+            front_end = simulate_front_end(raw, wh, ds, seed=5)
     # a day whose events never land: the sensor waits (6 s here), then fails naming the path
     missing = (TINY.end_date + dt.timedelta(days=1)).isoformat()
     rc_missing = dags_test(missing, env, log_path=tmp / f"{missing}.log")
     hook.server.shutdown()
     return {"raw": raw, "wh": wh, "days": days, "rcs": rcs, "tmp": tmp, "cfg": cfg, "env": env,
-            "missing": missing, "rc_missing": rc_missing, "posts": hook.posts}
+            "missing": missing, "rc_missing": rc_missing, "posts": hook.posts,
+            "front_end": front_end}
 
 
 def test_dag_runs_succeed(dag_runs):
@@ -153,6 +159,13 @@ def test_published_recs_hold_the_contract(dag_runs):
     assert bought and not bought & set(zip(recs[C.USER_ID], recs[C.ITEM_ID]))
     assert set(recs[C.ITEM_ID]) <= set(catalog[C.ITEM_ID])
     assert recs["model_version"].str.startswith("implicit-als-" + ds).all()
+    # the sample's out-of-stock item is in no list, and the day before's lists were measured
+    gone = catalog.loc[catalog[C.AVAILABLE] == False, C.ITEM_ID]  # noqa: E712 - nulls are available
+    assert len(gone) and not recs[C.ITEM_ID].isin(gone).any()
+    real = W.read_table(wh, "realised_metrics", ds)
+    assert set(real[C.LIST_DS]) == {dag_runs["days"][0]}
+    assert real.set_index(["slice", "metric"]).loc[("all", "impressions"), "value"] == \
+        dag_runs["front_end"]["impressions"]
 
 
 def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):
@@ -176,7 +189,8 @@ def test_vrec_query_and_plain_duckdb_read_the_tables(dag_runs):
 
 def test_vrec_status_shows_the_nights_and_exits_for_monitoring(dag_runs, tmp_path):
     """`vrec status` on the warehouse the DAG runs wrote: the failed newest night gives
-    exit 1; without it the night is healthy (0) until the data is older than --max-age (3)."""
+    exit 1; without it the night is healthy (0) until the data is older than --max-age (3),
+    and a realised drop in the latest manifest is exit 4."""
     import json
 
     wh, last, missing = dag_runs["wh"], dag_runs["days"][-1], dag_runs["missing"]
@@ -222,6 +236,18 @@ def test_vrec_status_shows_the_nights_and_exits_for_monitoring(dag_runs, tmp_pat
     end = dt.datetime.fromisoformat(last) + dt.timedelta(days=1)
     fresh = status(healthy, "--max-age", "36h", "--now", (end + dt.timedelta(hours=12)).isoformat())
     assert fresh.returncode == 0 and "verdict: OK" in fresh.stdout, fresh.stdout
+    # the realised figures of the day before's lists, with the front end's impressions
+    first = dag_runs["days"][0]
+    assert f"realised: lists of {first} after 1 day(s):" in fresh.stdout
+    assert f"of {dag_runs['front_end']['impressions']} impressions" in fresh.stdout
+    # a realised drop is a warning with its own exit code (below failed and stale)
+    manifest = healthy / "_current" / f"ds={last}" / "_manifest.json"
+    m = json.loads(manifest.read_text())
+    m["realised"]["warning"] = {"list_ds": first, "message": "realised NDCG fell (test)"}
+    manifest.write_text(json.dumps(m))
+    drop = status(healthy, "--json", "--now", (end + dt.timedelta(hours=12)).isoformat())
+    assert drop.returncode == 4 and json.loads(drop.stdout)["verdict"] == "realised_drop"
+    assert "realised NDCG fell (test)" in json.loads(drop.stdout)["problems"][0]
     stale = status(healthy, "--max-age", "36h", "--now", (end + dt.timedelta(hours=37)).isoformat())
     assert stale.returncode == 3 and "--max-age 36 h" in stale.stdout, stale.stdout
     bad = status(healthy, "--max-age", "soon")
@@ -325,7 +351,10 @@ def test_run_report_renders_in_headless_chromium_with_its_images(dag_runs):
     assert "vrec run report" in dom and "Offline evaluation" in dom
     # trend plots readable: wide, round y ticks, dated x ticks, every point's value on hover
     trends = re.findall(r'<svg[^>]*width="(\d+)"[^>]*class="plot trend">(.*?)</svg>', dom, re.S)
-    assert len(trends) == 3, dom[:3000]
+    assert len(trends) == 4, dom[:3000]  # ndcg, recall, coverage; realised vs offline
+    assert "How the published lists did" in dom
+    first = dag_runs["days"][0]
+    assert re.search(rf"<title>realised {first}: \d\.\d{{4}}</title>", trends[3][1]), trends[3][1][:2000]
     for width, svg in trends:
         assert int(width) >= 600
         assert svg.count('class="tick ytick"') >= 3 and svg.count('class="tick xtick"') >= 2

@@ -113,20 +113,27 @@ def test_output_tables_get_the_same_results_on_both_engines(spark, gx):
     recs.loc[recs.index[5], "score"] = 5.0  # a list whose scores rise
     recs.loc[recs.index[7], C.ITEM_ID] = "unknown"
     profile = pd.DataFrame({C.USER_ID: users + ["u-cold"]})
-    catalog_ids = spark.createDataFrame(pd.DataFrame({C.ITEM_ID: [f"i{i}" for i in range(40)]}))
+    blocked = recs[C.ITEM_ID].iloc[0]  # unavailable: no list may name it
+    catalog = spark.createDataFrame(pd.DataFrame(
+        {C.ITEM_ID: [f"i{i}" for i in range(40)],
+         "blocked": ["unavailable" if f"i{i}" == blocked else None for i in range(40)]}))
     rows, lists = recs_frames(spark.createDataFrame(recs), spark.createDataFrame(profile),
-                              catalog_ids, 5)
+                              catalog, 5)
     for frame, suite in ((rows, "user_recs"), (lists, "user_lists")):
         a, b = _both(ctx, spark, frame, suite, {"k": 5})
         _same(a, b)
         assert not a.success
+        if suite == "user_recs":
+            assert "recommendable" in {f["kwargs"].get("column") for f in a.failures}
     sim = pd.DataFrame({C.ITEM_ID: ["i1", "i1", "i2", "i3"], "rank": [1, 2, 1, 1],
                         "similar_item_id": ["i2", "i1", "i1", None],
                         "similarity": [0.9, 1.0, 0.9, 0.5]})
-    a, b = _both(ctx, spark, similar_frame(spark.createDataFrame(sim)), "item_similar",
+    sim.loc[0, "similar_item_id"] = blocked
+    a, b = _both(ctx, spark, similar_frame(spark.createDataFrame(sim), catalog), "item_similar",
                  {"similar_k": 5})
     _same(a, b)
-    assert {f["kwargs"].get("column") for f in a.failures} >= {"self_pair", "similar_item_id"}
+    assert {f["kwargs"].get("column") for f in a.failures} >= {"self_pair", "similar_item_id",
+                                                               "similar_recommendable"}
     vec = pd.DataFrame({C.ITEM_ID: ["i1", "i2", "zz"],
                         "embedding": [list(np.eye(4)[0]), [0.5] * 4, [np.nan, 0, 0, 0]]})
     emb = embeddings_frame(vec, {"i1", "i2"})

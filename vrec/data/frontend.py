@@ -82,7 +82,8 @@ def simulate_front_end(raw_root: str | Path, warehouse: str | Path, list_ds: str
             it = own[C.ITEM_ID].iloc[int(rng.integers(len(own)))]
             dismisses.append((u, it, C.DISMISS, None,
                               min(end, seen_at[u] + pd.Timedelta(seconds=30)), None, None, None))
-    ev = pd.concat([ev, pd.DataFrame(dismisses, columns=ev.columns)], ignore_index=True)
+    if dismisses:
+        ev = pd.concat([ev, pd.DataFrame(dismisses, columns=ev.columns)], ignore_index=True)
     ev[C.VALUE] = ev[C.VALUE].astype("float64")
     ev[C.TS] = pd.to_datetime(ev[C.TS], utc=True).dt.floor("us")
     ev[C.POSITION] = ev[C.POSITION].astype("Int32")
