@@ -51,13 +51,6 @@ def _utc(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, utc=True)
 
 
-def _ndcg(ranks: np.ndarray, n_relevant: int, k: int) -> float:
-    """Binary NDCG of hits at ``ranks`` (1-based) in a list of ``k``."""
-    ideal = (1.0 / np.log2(np.arange(2, min(n_relevant, k) + 2))).sum()
-    return float((1.0 / np.log2(np.asarray(ranks, dtype=float) + 1.0)).sum() / ideal) \
-        if ideal > 0 else 0.0
-
-
 def realised_metrics(lists: pd.DataFrame, engaged: pd.DataFrame, ds: str, *,
                      impressions: pd.DataFrame | None = None) -> pd.DataFrame:
     """The realised metrics of the night ``ds`` (module doc) as rows (list_ds,
@@ -78,25 +71,25 @@ def realised_metrics(lists: pd.DataFrame, engaged: pd.DataFrame, ds: str, *,
     for list_ds, lst in lists.groupby(C.LIST_DS, sort=True):
         horizon = int((pd.Timestamp(ds) - pd.Timestamp(list_ds)).days)
         window = eng[eng[C.TS] >= end_of(list_ds)]
-        relevant = window.groupby(C.USER_ID)[C.ITEM_ID].agg(set)
         listed_items = set(lst[C.ITEM_ID])
         engaged_items = set(window[C.ITEM_ID])
         shown = imp[imp[C.LIST_DS] == list_ds]
         for version, rows in lst.groupby("model_version", sort=True):
             key = (list_ds, horizon, str(version))
-            out += [(*key, *r) for r in _list_metrics(rows, relevant, engaged_items,
+            out += [(*key, *r) for r in _list_metrics(rows, window, engaged_items,
                                                        listed_items)]
             if len(shown):
                 out += [(*key, *r) for r in _ctr_rows(shown, rows, window)]
     return _frame(out)
 
 
-def _list_metrics(rows: pd.DataFrame, relevant: pd.Series, engaged_items: set,
+def _list_metrics(rows: pd.DataFrame, window: pd.DataFrame, engaged_items: set,
                   listed_items: set) -> list[tuple[str, str, float]]:
     """(slice, metric, value) of one list night and model version: all users, by segment,
-    by reason, and the coverage of demand."""
+    by reason, and the coverage of demand (vectorised: a night's lists are millions of
+    rows at scale)."""
     out: list[tuple[str, str, float]] = []
-    users = _user_scores(rows, relevant)
+    active, users = _user_scores(rows, window)
     for name, part in [("all", users)] + [
             (f"segment:{seg}", users[users["segment"] == seg]) for seg in ("warm", "cold")]:
         out.append((name, "users", float(len(part))))
@@ -107,31 +100,32 @@ def _list_metrics(rows: pd.DataFrame, relevant: pd.Series, engaged_items: set,
     if engaged_items:
         out.append(("all", "demand_coverage",
                     len(engaged_items & listed_items) / len(engaged_items)))
-    active = rows[rows[C.USER_ID].isin(users.index)]
-    hit = np.fromiter((it in relevant.get(u, ()) for u, it in
-                       zip(active[C.USER_ID], active[C.ITEM_ID])), dtype=bool, count=len(active))
-    for reason in sorted(set(active["reason"])):
-        m = (active["reason"] == reason).to_numpy()
-        out += [(f"reason:{reason}", "rows", float(m.sum())),
-                (f"reason:{reason}", "hits", float(hit[m].sum())),
-                (f"reason:{reason}", "precision", float(hit[m].mean()))]
+    for reason, g in active.groupby("reason", sort=True):
+        out += [(f"reason:{reason}", "rows", float(len(g))),
+                (f"reason:{reason}", "hits", float(g["hit"].sum())),
+                (f"reason:{reason}", "precision", float(g["hit"].mean()))]
     return out
 
 
-def _user_scores(rows: pd.DataFrame, relevant: pd.Series) -> pd.DataFrame:
-    """Per active user of one list night: list length ``k``, hits, NDCG and segment."""
-    recs = []
-    for uid, g in rows.groupby(C.USER_ID, sort=True):
-        rel = relevant.get(uid)
-        if not rel:
-            continue
-        g = g.sort_values("rank")
-        hits = g[g[C.ITEM_ID].isin(rel)]
-        k = len(g)
-        recs.append((uid, k, len(hits), _ndcg(hits["rank"].to_numpy(), len(rel), k),
-                     str(g["segment"].iloc[0]) if "segment" in g else "warm"))
-    return pd.DataFrame(recs, columns=[C.USER_ID, "k", "hits", "ndcg", "segment"]) \
-        .set_index(C.USER_ID)
+def _user_scores(rows: pd.DataFrame, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the active users' list rows with ``hit``, and per active user: list length ``k``,
+    hits, NDCG and segment). ``window``: the window's engagements (user_id, item_id)."""
+    pairs = window[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
+    n_rel = pairs.groupby(C.USER_ID).size()
+    active = rows[rows[C.USER_ID].isin(n_rel.index)]
+    active = active.merge(pairs, on=[C.USER_ID, C.ITEM_ID], how="left", indicator="_m")
+    active["hit"] = (active.pop("_m") == "both").to_numpy()
+    if "segment" not in active:
+        active["segment"] = "warm"
+    gain = active["hit"] / np.log2(active["rank"].to_numpy(dtype=float) + 1.0)
+    g = active.assign(gain=gain).groupby(C.USER_ID, sort=True).agg(
+        k=("rank", "size"), hits=("hit", "sum"), dcg=("gain", "sum"),
+        segment=("segment", "first"))
+    ideal = np.cumsum(1.0 / np.log2(np.arange(2, int(g["k"].max() if len(g) else 1) + 2)))
+    m = np.minimum(n_rel.reindex(g.index).to_numpy(), g["k"].to_numpy())
+    g["ndcg"] = g["dcg"].to_numpy() / ideal[np.maximum(m, 1) - 1]
+    g["segment"] = g["segment"].astype(str)
+    return active, g
 
 
 def _ctr_rows(shown: pd.DataFrame, rows: pd.DataFrame, window: pd.DataFrame

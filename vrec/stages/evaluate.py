@@ -191,7 +191,7 @@ def run(ctx) -> dict:
     else:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())
-    W.write_table_folder(frame, ctx.output("eval_metrics"))
+    W.write_table_folder(frame, ctx.output("eval_metrics"), S.EVAL_METRICS)
     real, real_info = realised(ctx)
     W.write_table_folder(real, ctx.output("realised_metrics"), S.REALISED_METRICS)
     for line in real_info.get("lists", [])[:3]:
