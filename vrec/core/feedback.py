@@ -179,21 +179,24 @@ def rested_pairs(impressions: pd.DataFrame, engaged: pd.DataFrame, ds: str, *,
 
 
 def near_duplicates(items: np.ndarray, emb: np.ndarray, has_vec: np.ndarray,
-                    similarity: float) -> dict[int, np.ndarray]:
+                    similarity: float, *, chunk: int = 256) -> dict[int, np.ndarray]:
     """For each item row in ``items``: the rows whose embedding has a cosine of at least
-    ``similarity`` with it (itself included; only itself without a vector)."""
-    out: dict[int, np.ndarray] = {}
+    ``similarity`` with it (itself included; only itself without a vector). One matrix
+    product per ``chunk`` of items."""
+    items = np.unique(np.asarray(items, dtype=np.int64))
+    out = {int(i): np.asarray([i], dtype=np.int64) for i in items}
     rows = np.flatnonzero(has_vec)
-    if len(rows):
-        v = np.asarray(emb[rows], dtype=np.float32)
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    for i in np.unique(np.asarray(items, dtype=np.int64)):
-        near = np.asarray([i], dtype=np.int64)
-        if has_vec[i] and len(rows):
-            q = np.asarray(emb[i], dtype=np.float32)
-            q = q / max(float(np.linalg.norm(q)), 1e-12)
-            near = np.union1d(near, rows[v @ q >= similarity])
-        out[int(i)] = near
+    q_rows = items[np.asarray(has_vec)[items]] if len(items) else items
+    if not len(rows) or not len(q_rows):
+        return out
+    v = np.asarray(emb[rows], dtype=np.float32)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    for a in range(0, len(q_rows), chunk):
+        q = np.asarray(emb[q_rows[a:a + chunk]], dtype=np.float32)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        close = (v @ q.T) >= similarity
+        for j, i in enumerate(q_rows[a:a + chunk]):
+            out[int(i)] = np.union1d([i], rows[close[:, j]])
     return out
 
 
