@@ -173,17 +173,18 @@ def test_run_stats_record_every_stage(staged):
     assert (stats["seconds"] >= 0).all()
 
 
-def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged, spark):
-    s, _ = staged
+def _validate_broken_recs(s, spark, ids: list, match: str) -> None:
+    """validate_outputs on the staged user_recs with its first rows' items replaced by
+    ``ids`` must fail matching ``match``; the staging is restored and validated again."""
     folder = RunLayout(s.paths.warehouse_root, DS).path("user_recs")
     original = {p: p.read_bytes() for p in folder.glob("*.parquet")}
     try:
         df = pd.read_parquet(folder)
-        df.loc[df.index[:3], "item_id"] = "not-in-catalog"
+        df.loc[df.index[:len(ids)], C.ITEM_ID] = ids
         for p in original:
             p.unlink()
         df.to_parquet(folder / "part-broken.parquet", index=False)
-        with pytest.raises(ValidationFailed, match=r"user_recs: expect_column_values_to_be_in_set .*known_item.* observed 3 unexpected"):
+        with pytest.raises(ValidationFailed, match=match):
             run_stage(s, "validate_outputs", DS, spark=spark)
         assert RunLayout(s.paths.warehouse_root, DS).record("validate_outputs")["status"] == "failed"
     finally:
@@ -192,6 +193,12 @@ def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged,
         for p, data in original.items():
             p.write_bytes(data)
     run_stage(s, "validate_outputs", DS, spark=spark)  # the record the later tests need
+
+
+def test_validate_outputs_fails_on_broken_recs_and_names_the_expectation(staged, spark):
+    s, _ = staged
+    _validate_broken_recs(s, spark, ["not-in-catalog"] * 3,
+                          r"user_recs: expect_column_values_to_be_in_set .*known_item.* observed 3 unexpected")
 
 
 def test_cold_users_get_unseen_trending_lists_in_their_categories(staged):
@@ -608,20 +615,5 @@ def test_shown_unengaged_and_dismissed_items_are_left_out_the_next_night(staged)
 
 def test_validate_outputs_fails_when_a_list_names_a_blocked_item(staged, spark):
     s, res = staged
-    folder = RunLayout(s.paths.warehouse_root, DS).path("user_recs")
-    original = {p: p.read_bytes() for p in folder.glob("*.parquet")}
-    try:
-        df = pd.read_parquet(folder)
-        df.loc[df.index[:2], C.ITEM_ID] = res["made_unavailable"][:2]
-        for p in original:
-            p.unlink()
-        df.to_parquet(folder / "part-broken.parquet", index=False)
-        with pytest.raises(ValidationFailed, match=r"user_recs: expect_column_values_to_be_in_set .*recommendable.* observed 2 unexpected"):
-            run_stage(s, "validate_outputs", DS, spark=spark)
-    finally:
-        for p in folder.glob("*.parquet"):
-            p.unlink()
-        for p, data in original.items():
-            p.write_bytes(data)
-    run_stage(s, "validate_outputs", DS, spark=spark)  # the record the later tests need
-
+    _validate_broken_recs(s, spark, res["made_unavailable"][:2],
+                          r"user_recs: expect_column_values_to_be_in_set .*recommendable.* observed 2 unexpected")
