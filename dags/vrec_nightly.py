@@ -41,7 +41,7 @@ process), `VREC_CATCHUP` (true/false, default false: after a pause only the last
 day is scheduled; true: every day since the start date or the last run),
 `VREC_SPARK_CONN_ID` (default `spark_default`; its host is the Spark master, e.g. `local[*]`),
 `VREC_SALT_CONN_ID` (an Airflow connection whose password is the pseudonymisation salt;
-passed to build_recs and publish as `$VREC_USER_SALT` when `privacy.pseudonymize` is on).
+passed to build_recs, evaluate and publish as `$VREC_USER_SALT` when `privacy.pseudonymize` is on).
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ def run(ctx) -> dict:
     space = block_items(space, cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str))
     exclude, left_out = feedback_exclusions(ctx.settings.feedback, ds, ctx.input("feedback"),
                                             ctx.input("events"), space)
+    if ctx.settings.privacy.pseudonymize:  # the record is published: no clear user id in it
+        left_out.pop("rested_example", None)
     space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
                                                "slots_off": slots_off})
     # the mean profile's own top-N is retrieved only when the blend gives it a share

@@ -81,15 +81,15 @@ def published_lists(warehouse, days: list[str]) -> pd.DataFrame:
         columns=[C.USER_ID, "rank", C.ITEM_ID, "reason", "model_version", "segment", C.LIST_DS])
 
 
-def realised(ctx) -> tuple[pd.DataFrame, dict]:
+def realised(ctx, salt: str | None = None) -> tuple[pd.DataFrame, dict]:
     """The night's realised metrics (vrec.core.feedback) of the lists published on the
     last ``feedback.horizon_days`` nights, and the record's summary (with the drop
-    warning, if any). Events carry clear user ids: with pseudonymisation on they are
-    hashed to meet the published lists."""
+    warning, if any). Events carry clear user ids: with pseudonymisation on (``salt``)
+    they are hashed to meet the published lists."""
     from vrec import columns as C
     from vrec.core.feedback import drop_warning, realised_metrics
     from vrec.io import warehouse as W
-    from vrec.privacy import pseudonym, resolve_salt
+    from vrec.privacy import pseudonym
 
     f, ds = ctx.settings.feedback, ctx.ds
     empty = S.REALISED_METRICS.empty()
@@ -104,7 +104,6 @@ def realised(ctx) -> tuple[pd.DataFrame, dict]:
     fb = W.read_folder(ctx.input("feedback"), [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS,
                                                C.LIST_DS, C.POSITION])
     imp = fb[(fb[C.EVENT_TYPE] == C.IMPRESSION) & fb[C.LIST_DS].isin(set(lists[C.LIST_DS]))]
-    salt = resolve_salt(ctx.settings.privacy)
     if salt:
         hashed = {u: pseudonym(u, salt) for u in set(engaged[C.USER_ID]) | set(imp[C.USER_ID])}
         engaged = engaged.assign(**{C.USER_ID: engaged[C.USER_ID].map(hashed)})
@@ -130,6 +129,7 @@ def run(ctx) -> dict:
     from vrec.core.ranker import Ranker
     from vrec.core.tuning import tune_blend
     from vrec.io import warehouse as W
+    from vrec.privacy import resolve_salt
     from vrec.stages.common import (
         cf_fitter,
         driver_inputs,
@@ -143,6 +143,7 @@ def run(ctx) -> dict:
     )
 
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
+    salt = resolve_salt(s.privacy)  # fail before any work when misconfigured
     if e.enabled:
         inp = driver_inputs(ctx)
         content = run_content(ctx, inp)
@@ -192,7 +193,7 @@ def run(ctx) -> dict:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())
     W.write_table_folder(frame, ctx.output("eval_metrics"), S.EVAL_METRICS)
-    real, real_info = realised(ctx)
+    real, real_info = realised(ctx, salt)
     W.write_table_folder(real, ctx.output("realised_metrics"), S.REALISED_METRICS)
     for line in real_info.get("lists", [])[:3]:
         print(f"[vrec] {ds} realised: lists of {line['list_ds']} over {line['horizon_days']} "
