@@ -208,3 +208,29 @@ def test_ranker_reasons_come_from_the_sources():
     assert by_item[4] == "similar_to_history" and anchor[4] in (0, 1)
     assert by_item[5] == "trending" and anchor[5] == -1
     assert by_item[new_item] == "new_arrival_visual"
+
+
+def test_a_space_with_blocked_items_ranks_and_fills_without_them():
+    """Blocked items (unavailable, excluded) keep their trending rank as a feature, but
+    neither the learned ranker nor the trending fill lists them."""
+    from vrec.core.itemspace import block_items, open_trending
+    from vrec.core.ranking import lists_by_user
+
+    space, _, _ = _space(n_warm=60, n_new=0)
+    train, rel_train = _inputs(space, 200, seed=1)
+    ranker, _ = fit_ranker(*training_rows(train, space, rel_train, negatives=10,
+                                          max_rows=100_000), SETTINGS, k=5)
+    gone = space.item_ids[np.asarray(space.trending)[:10]]  # the ten most trending
+    blocked = block_items(space, gone)
+    assert len(blocked.trending) == space.n and len(open_trending(blocked)) == space.n - 10
+    assert np.allclose(features(_inputs(space, 5, 3)[0], space),
+                       features(_inputs(blocked, 5, 3)[0], blocked), equal_nan=True)
+    # users whose candidates are too few for a list: the fill tops them up, never blocked
+    test, _ = _inputs(blocked, 20, seed=4)
+    test.items = [c[:2] for c in test.items]
+    for s in ("cf", "vis", "pref", "txt", "last", "cat"):
+        setattr(test, s, [v[:2] for v in getattr(test, s)])
+    lists = lists_by_user(rank(test, blocked, ListPolicy(k=5, new_arrival_slots=0), ranker),
+                          blocked)
+    assert all(len(v) == 5 for v in lists.values())
+    assert not set(gone) & {i for v in lists.values() for i in v}

@@ -249,12 +249,18 @@ def build_item_space(model: CFModel, catalog: pd.DataFrame, vectors: pd.DataFram
 
 
 def block_items(space: ItemSpace, blocked_ids) -> ItemSpace:
-    """``space`` with ``blocked`` set for the items of ``blocked_ids`` and those items
-    out of the trending order (the fill and the trending source read it)."""
+    """``space`` with ``blocked`` set for the items of ``blocked_ids``."""
     blocked = np.isin(space.item_ids.astype(str), np.asarray(list(blocked_ids), dtype=str))
-    trending = np.asarray(space.trending)
-    return dataclasses.replace(space, blocked=blocked,
-                               trending=trending[~blocked[trending]].astype(np.int64))
+    return dataclasses.replace(space, blocked=blocked)
+
+
+def open_trending(space: ItemSpace) -> np.ndarray:
+    """The trending order without the blocked items: what the trending source and the
+    fill may list (``space.trending`` keeps every item: the ranker's trending rank)."""
+    if "open_trending" not in space.cache:
+        t = np.asarray(space.trending)
+        space.cache["open_trending"] = t[~np.asarray(space.blocked)[t]].astype(np.int64)
+    return space.cache["open_trending"]
 
 
 def gate_new_arrivals(space: ItemSpace, map_quality: dict | None, min_auc: float,

@@ -52,7 +52,7 @@ import pandas as pd
 from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import RecsSettings
-from vrec.core.itemspace import ItemSpace
+from vrec.core.itemspace import ItemSpace, open_trending
 from vrec.core.retrieval import RankInput
 
 REASON_CODES = C.REASONS  # the codes below index it
@@ -238,7 +238,7 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
         if len(items) < policy.k:
             touched = inp.touched[r] if policy.cold_user_categories else None
             fill = trending_for(policy.k - len(items), set(inp.seen[r].tolist()) | set(items.tolist()),
-                                space.trending, space.category, touched)
+                                open_trending(space), space.category, touched)
             base = float(gain[-1]) if len(gain) else 0.0
             items = np.concatenate([items, np.asarray(fill, dtype=np.int64)])
             gain = np.concatenate([gain, base - 0.01 * np.arange(1, len(fill) + 1)])

@@ -38,7 +38,7 @@ from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import VisualSettings
 from vrec.core.coldstart import l2_normalise
-from vrec.core.itemspace import STATS, ItemSpace
+from vrec.core.itemspace import STATS, ItemSpace, open_trending
 from vrec.core.topk import TopK
 from vrec.core.users import UserBatch
 from vrec.core.visual import fit_preferences
@@ -249,7 +249,7 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
                     batch.last_days if batch.last_days is not None else np.full(nu, np.nan),
                     batch.recent if batch.recent is not None else np.zeros(nu, np.int64),
                     np.full(nu, np.nan))
-    trending = np.asarray(space.trending)
+    trending = open_trending(space)
     for r in range(nu):
         parts = []
         if batch.in_model[r]:
