@@ -77,7 +77,8 @@ def run_arm(spark, tmp: Path, sample: Path, name: str, max_shows: int | None,
         for stage in NAMES:
             run_stage(s, stage, ds, spark=spark, params={"override_gate": True,
                                                          "override_reason": "benchmark"})
-        fe = simulate_front_end(raw, wh, ds, seed=11) if ds != nights[-1] else {}
+        fe = simulate_front_end(raw, wh, ds, seed=11, base_ctr=0.08) \
+            if ds != nights[-1] else {}
         out.append({"ds": ds, "seconds": round(time.perf_counter() - t, 1), **fe})
         print(f"[bench] {name} {ds}: {out[-1]}", flush=True)
     return {"raw": raw, "wh": wh, "settings": s, "nights": out}
