@@ -64,18 +64,37 @@ RESULTS = HERE / "results" / "e2e_10m.json"
 GB = 1024 ** 3
 
 
+MEMORY_TARGET_GB = 8.0  # the 10M night's target for every stage's process tree
+
+
+def process_kind(cmd: list[str]) -> str:
+    """Which part of a stage a process is: ``jvm`` (spark-submit's Java: the driver JVM
+    and, in local mode, the executors), ``workers`` (Spark's Python workers and their
+    daemon), ``driver`` (the stage's Python driver, ``jobs/stage.py``), else ``other``."""
+    exe = os.path.basename(cmd[0]) if cmd else ""
+    if exe == "java":
+        return "jvm"
+    if any(c in ("pyspark.daemon", "pyspark.worker") or c.endswith(("daemon.py", "worker.py"))
+           for c in cmd):
+        return "workers"
+    if exe.startswith("python") and any(c.endswith("jobs/stage.py") for c in cmd):
+        return "driver"
+    return "other"
+
+
 class TreeSampler(threading.Thread):
     """Peak RSS of this process's descendants, per stage (the process tree under the
-    ``jobs/stage.py <stage>`` spark-submit) and all together, every ``every`` seconds."""
+    ``jobs/stage.py <stage>`` spark-submit) and per kind of process within it
+    (:func:`process_kind`), and all together, every ``every`` seconds."""
 
     def __init__(self, every: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.every, self.stop_flag = every, threading.Event()
         self.peak_total = 0
         self.stages: dict[str, dict] = {}
-        self._stage_of: dict[tuple[int, float], str | None] = {}
+        self._stage_of: dict[tuple[int, float], tuple[str | None, str]] = {}
 
-    def _stage(self, p: psutil.Process) -> str | None:
+    def _stage(self, p: psutil.Process) -> tuple[str | None, str]:
         key = (p.pid, p.create_time())
         if key not in self._stage_of:
             stage = None
@@ -84,25 +103,29 @@ class TreeSampler(threading.Thread):
                 if any(c.endswith("jobs/stage.py") for c in cmd):
                     stage = cmd[[c.endswith("jobs/stage.py") for c in cmd].index(True) + 1]
                     break
-            self._stage_of[key] = stage
+            self._stage_of[key] = (stage, process_kind(p.cmdline()))
         return self._stage_of[key]
 
     def run(self) -> None:
         me = psutil.Process()
         while not self.stop_flag.is_set():
-            total, per = 0, {}
+            total, per, kinds = 0, {}, {}
             for p in me.children(recursive=True):
                 try:
                     rss = p.memory_info().rss
-                    stage = self._stage(p) or "airflow"
+                    stage, kind = self._stage(p)
                 except psutil.Error:
                     continue
+                stage = stage or "airflow"
                 total += rss
                 per[stage] = per.get(stage, 0) + rss
+                kinds.setdefault(stage, {})[kind] = kinds.get(stage, {}).get(kind, 0) + rss
             self.peak_total = max(self.peak_total, total)
             for stage, rss in per.items():
-                s = self.stages.setdefault(stage, {"peak_rss": 0})
+                s = self.stages.setdefault(stage, {"peak_rss": 0, "by_kind": {}})
                 s["peak_rss"] = max(s["peak_rss"], rss)
+                for kind, k_rss in kinds[stage].items():
+                    s["by_kind"][kind] = max(s["by_kind"].get(kind, 0), k_rss)
             self.stop_flag.wait(self.every)
 
 
@@ -144,18 +167,28 @@ def run_night(ds: str, env: dict, warehouse: Path, log: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"the night for {ds} failed (rc {rc}); log: {log}")
     stats = W.read_table(warehouse, "run_stats", ds).set_index("stage")
+    records = W.stage_records(warehouse, ds)
     tasks = task_seconds(Path(env["AIRFLOW_HOME"]), ds)
     stages = {}
     for s in STAGES:
         seen = sampler.stages.get(s.name, {})
         row = stats.loc[s.name] if s.name in stats.index else None
+        peak = round(seen["peak_rss"] / GB, 2) if seen else None
         stages[s.name] = {
             "seconds": None if row is None else round(float(row["seconds"]), 1),
             "task_wall_s": tasks.get(s.name),
-            "peak_rss_gb": round(seen["peak_rss"] / GB, 2) if seen else None,
+            "peak_rss_gb": peak,
+            "peak_rss_by_kind_gb": {k: round(v / GB, 2)
+                                    for k, v in sorted(seen.get("by_kind", {}).items())},
+            "over_memory_target": bool(peak and peak > MEMORY_TARGET_GB),
+            "phases": records.get(s.name, {}).get("phases", {}),
             "rows_in": None if row is None else int(row["rows_in"]),
             "rows_out": None if row is None else int(row["rows_out"]),
         }
+        if stages[s.name]["over_memory_target"]:
+            print(f"[bench-scale] MEMORY: {s.name} peaked at {peak} GB "
+                  f"(> {MEMORY_TARGET_GB:g} GB): {stages[s.name]['peak_rss_by_kind_gb']}",
+                  flush=True)
     manifest = W.manifest(warehouse, ds)
     return {"ds": ds, "wall_s": round(wall, 1), "wait_for_events_s": tasks.get("wait_for_events"), "peak_rss_all_gb": round(sampler.peak_total / GB, 2),
             "airflow_peak_rss_gb": round(sampler.stages.get("airflow", {}).get("peak_rss", 0) / GB, 2),
@@ -278,6 +311,24 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def night_table(night: dict) -> str:
+    """One night per stage for benchmarks/README.md: the task's seconds, the peak RSS of
+    its process tree and by kind of process (driver Python, JVM, Python workers; ``!``
+    past the memory target), and its phases (the stage record's ``phases``)."""
+    lines = ["| task | seconds | peak GB (driver · JVM · workers) | phases, s |",
+             "|---|---|---|---|"]
+    for st, v in night["stages"].items():
+        k = v.get("peak_rss_by_kind_gb") or {}
+        mem = "-" if v["peak_rss_gb"] is None else (
+            f"{v['peak_rss_gb']}{' !' if v.get('over_memory_target') else ''} "
+            f"({k.get('driver', 0)} · {k.get('jvm', 0)} · {k.get('workers', 0)})")
+        phases = ", ".join(f"{p} {sec:.0f}" for p, sec in (v.get("phases") or {}).items())
+        lines.append(f"| {st} | {v['task_wall_s'] or v['seconds']} | {mem} | {phases or '-'} |")
+    lines.append(f"| **whole night** | **{night['wall_s']}** | {night['peak_rss_all_gb']} "
+                 "(all processes) | |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", action="append", choices=sorted(SCALES),
@@ -307,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault("warm", {}).setdefault(name, []).append(night)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=2))
-            print(f"[bench-scale] {name} warm night: {night['wall_s']} s; per task: " + ", ".join(
-                f"{st} {v['task_wall_s']}" for st, v in night["stages"].items()))
+            print(night_table(night))
         print(f"[bench-scale] results in {RESULTS}")
         return 0
     for name in args.scale or ["1m", "10m"]:

@@ -24,6 +24,7 @@ Every record carries the run id.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -119,6 +120,7 @@ class StageContext:
     params: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
     run_id: str | None = None
+    phases: dict = field(default_factory=dict)
 
     @property
     def layout(self) -> RunLayout:
@@ -158,6 +160,18 @@ class StageContext:
         executor checks every output when the stage ends; publish checks its own before
         its commit point."""
         S.check_output(artifact, self.output(artifact))
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        """Time a part of the stage: its seconds (summed when a name repeats) go into the
+        stage record's ``phases``, and a ``[vrec]`` line says them when it ends."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            sec = time.perf_counter() - t0
+            self.phases[name] = round(self.phases.get(name, 0.0) + sec, 3)
+            print(f"[vrec] {self.ds} {self.stage.name}: {name} {sec:.1f} s", flush=True)
 
     def record(self, rows_in: int, rows_out: int, rows_quarantined: int = 0, **extra) -> None:
         """The stage's row counts and facts (written into its record when it ends)."""
@@ -305,7 +319,8 @@ def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, sp
                 ctx.check_output(artifact)
     except BaseException as exc:
         W.write_stage_record(layout.warehouse, ds, stage.name, {
-            **base, **ctx.stats, "status": "failed", "finished_at": _now(),
+            **base, **ctx.stats, "phases": ctx.phases, "status": "failed",
+            "finished_at": _now(),
             "finished_seq": _next_seq(layout),
             "seconds": round(time.perf_counter() - t0, 3),
             "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -313,7 +328,7 @@ def _run_locked(stage: registry.Stage, settings: Settings, layout: RunLayout, sp
     written = [a for a in stage.outputs if layout.path(a).exists()]
     W.write_stage_record(layout.warehouse, ds, stage.name, {
         **base, "rows_in": 0, "rows_out": 0, "rows_quarantined": 0, **ctx.stats,
-        "status": "succeeded", "finished_at": _now(), "finished_seq": _next_seq(layout),
+        "phases": ctx.phases, "status": "succeeded", "finished_at": _now(), "finished_seq": _next_seq(layout),
         "seconds": round(time.perf_counter() - t0, 3), "outputs_written": written})
     return summary
 

@@ -17,29 +17,40 @@ def run(ctx) -> dict:
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     f = s.feedback
-    out = run_build_interactions(spark, s.paths.raw_root, ds, s.weights,
-                                 rules=load_rules(s.paths.rules),
-                                 feedback_days=max(f.horizon_days, f.rest_days, f.dismiss_days))
-    write(out["catalog"], ctx.output("catalog"))
-    write(out["events"].select(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.TS),
-          ctx.output("events"), sort=[C.TS])
-    write(out["interactions"], ctx.output("interactions"), sort=[C.USER_ID, C.ITEM_ID])
-    write(out["feedback"].select(*S.FEEDBACK.names()), ctx.output("feedback"), sort=[C.TS])
+    with ctx.phase("read and clean"):
+        out = run_build_interactions(spark, s.paths.raw_root, ds, s.weights,
+                                     rules=load_rules(s.paths.rules),
+                                     feedback_days=max(f.horizon_days, f.rest_days,
+                                                       f.dismiss_days))
+    with ctx.phase("catalog and events"):
+        write(out["catalog"], ctx.output("catalog"))
+        write(out["events"].select(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.TS),
+              ctx.output("events"), sort=[C.TS])
+    with ctx.phase("interactions"):
+        write(out["interactions"], ctx.output("interactions"), sort=[C.USER_ID, C.ITEM_ID])
+    with ctx.phase("feedback"):
+        write(out["feedback"].select(*S.FEEDBACK.names()), ctx.output("feedback"),
+              sort=[C.TS])
     inter = spark.read.parquet(str(ctx.output("interactions")))
-    write(item_popularity(out["events"], out["catalog"], ds, s.recs.trending_half_life_days),
-          ctx.output("item_popularity"), sort=["trending_rank"])
-    write(user_profile(out["events"], inter, out["catalog"]), ctx.output("user_profile"),
-          sort=[C.USER_ID])
-    qe, qc, recon = out["events_quarantine"], out["catalog_quarantine"], out["reconciliation"]
-    nq = W.write_quarantine(ctx.warehouse, ds, "events", qe) + \
-        W.write_quarantine(ctx.warehouse, ds, "catalog", qc)
-    from pyspark.sql import functions as F
+    with ctx.phase("item_popularity"):
+        write(item_popularity(out["events"], out["catalog"], ds,
+                              s.recs.trending_half_life_days),
+              ctx.output("item_popularity"), sort=["trending_rank"])
+    with ctx.phase("user_profile"):
+        write(user_profile(out["events"], inter, out["catalog"]), ctx.output("user_profile"),
+              sort=[C.USER_ID])
+    with ctx.phase("quarantine and counts"):
+        qe, qc, recon = out["events_quarantine"]
+        nq = W.write_quarantine(ctx.warehouse, ds, "events", qe) + \
+            W.write_quarantine(ctx.warehouse, ds, "catalog", qc)
+        from pyspark.sql import functions as F
 
-    blocked = {str(r["blocked"]): int(r["count"]) for r in spark.read.parquet(
-        str(ctx.output("catalog"))).where("blocked is not null").groupBy("blocked").count()
-        .collect()}
-    sizes = inter.agg(F.count("*").alias("pairs"), F.countDistinct(C.USER_ID).alias("users")).first()
-    n_pairs, n_users = int(sizes["pairs"]), int(sizes["users"])
+        blocked = {str(r["blocked"]): int(r["count"]) for r in spark.read.parquet(
+            str(ctx.output("catalog"))).where("blocked is not null").groupBy("blocked").count()
+            .collect()}
+        sizes = inter.agg(F.count("*").alias("pairs"),
+                          F.countDistinct(C.USER_ID).alias("users")).first()
+        n_pairs, n_users = int(sizes["pairs"]), int(sizes["users"])
     ctx.record(recon["events"]["landed"], n_pairs, nq, users=n_users,
                events_used=int(out["events_used"]),
                events_landed_today=out["events_landed_today"],

@@ -32,10 +32,11 @@ def run(ctx) -> dict:
     version = f"{cf_version}+vw{policy.visual_weight:g}h{policy.history_shrink:g}"
     if ranked_by == "ranker":  # names the ranker: the day its data ended and its record
         version = f"{cf_version}+ranker{ranker.get('id') or ranker.get('as_of')}"
-    recs = rank_all(spark, spark.read.parquet(str(ctx.input("candidates"))),
-                    space_dir=ctx.input("item_space"), policy=policy, model_version=version,
-                    ranker=Ranker.from_record(ranker) if ranked_by == "ranker" else None)
-    write(recs, ctx.output("user_recs"), sort=[C.USER_ID, "rank"])
+    with ctx.phase("rank (Spark, written)"):
+        recs = rank_all(spark, spark.read.parquet(str(ctx.input("candidates"))),
+                        space_dir=ctx.input("item_space"), policy=policy, model_version=version,
+                        ranker=Ranker.from_record(ranker) if ranked_by == "ranker" else None)
+        write(recs, ctx.output("user_recs"), sort=[C.USER_ID, "rank"])
     recs = spark.read.parquet(str(ctx.output("user_recs")))
     profile = spark.read.parquet(str(ctx.input("user_profile")))
     if salt:  # published forms; pseudonyms sort differently, so each is sorted anew
@@ -43,15 +44,18 @@ def run(ctx) -> dict:
               ctx.output("user_recs_pseudonymized"), sort=[C.USER_ID, "rank"])
         write(profile.withColumn(C.USER_ID, pseudonym_col(F.col(C.USER_ID), salt)),
               ctx.output("user_profile_pseudonymized"), sort=[C.USER_ID])
-    vectors = W.read_folder(ctx.input("item_vectors"), [C.ITEM_ID, "embedding"])
-    cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
-    sim, recall = item_similar(spark, vectors, r.similar_k, min_similarity=r.similar_min,
-                               engine=r.similar_engine, recall_floor=r.faiss_recall_floor,
-                               blocked=set(cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str)))
-    write(sim, ctx.output("item_similar"), sort=[C.ITEM_ID, "rank"])
-    space = ItemSpace.load(ctx.input("item_space"))
-    facts = list_facts(spark, recs, space, profile)
-    n_sim = spark.read.parquet(str(ctx.output("item_similar"))).count()
+    with ctx.phase("item_similar"):
+        vectors = W.read_folder(ctx.input("item_vectors"), [C.ITEM_ID, "embedding"])
+        cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
+        blocked = set(cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str))
+        sim, recall = item_similar(spark, vectors, r.similar_k, min_similarity=r.similar_min,
+                                   engine=r.similar_engine, recall_floor=r.faiss_recall_floor,
+                                   blocked=blocked)
+        write(sim, ctx.output("item_similar"), sort=[C.ITEM_ID, "rank"])
+    with ctx.phase("list facts"):
+        space = ItemSpace.load(ctx.input("item_space"))
+        facts = list_facts(spark, recs, space, profile)
+        n_sim = spark.read.parquet(str(ctx.output("item_similar"))).count()
     ctx.record(facts["users"], facts["rows"], 0, item_similar_rows=n_sim,
                similar_engine=r.similar_engine, faiss_recall=recall, model_version=version,
                ranked_by=ranked_by, ranker_reason=ranker.get("reason") or ranker.get("skipped"),

@@ -28,39 +28,46 @@ def run(ctx) -> dict:
     from vrec.stages.common import driver_inputs, run_content
 
     spark, ds, r = ctx.spark, ctx.ds, ctx.settings.recs
-    model = CFModel.load(ctx.input("model"))
-    inp = driver_inputs(ctx)
-    space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
-                                          inp.trending, r, visual=ctx.settings.visual,
-                                          content=run_content(ctx, inp),
-                                          end=pd.Timestamp(end_of_ds(ds)))
+    with ctx.phase("read inputs"):
+        model = CFModel.load(ctx.input("model"))
+        inp = driver_inputs(ctx)
+    with ctx.phase("item space"):
+        space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
+                                              inp.trending, r, visual=ctx.settings.visual,
+                                              content=run_content(ctx, inp),
+                                              end=pd.Timestamp(end_of_ds(ds)))
     # the pandas inputs (all interaction pairs: GBs at 10M) are not needed past this point;
     # drop them before the Spark job so the driver does not hold them beside the workers
     del inp, model
     gc.collect()
     blend = json.loads(ctx.input("blend").read_text())
     space, slots_off = gate_new_arrivals(space, map_quality, r.new_arrival_min_auc, blend)
-    cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
-    space = block_items(space, cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str))
-    exclude, left_out = feedback_exclusions(ctx.settings.feedback, ds, ctx.input("feedback"),
-                                            ctx.input("events"), space)
+    with ctx.phase("rules and feedback"):
+        cat = W.read_folder(ctx.input("catalog"), [C.ITEM_ID, "blocked"])
+        space = block_items(space, cat.loc[cat["blocked"].notna(), C.ITEM_ID].astype(str))
+        exclude, left_out = feedback_exclusions(ctx.settings.feedback, ds,
+                                                ctx.input("feedback"), ctx.input("events"),
+                                                space)
     if ctx.settings.privacy.pseudonymize:  # the record is published: no clear user id in it
         left_out.pop("rested_example", None)
-    space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
-                                               "slots_off": slots_off})
+    with ctx.phase("save item space"):
+        space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
+                                                   "slots_off": slots_off})
     # the mean profile's own top-N is retrieved only when the blend gives it a share
     policy = ranking_policy(r, blend, slots_off)
     profile = policy.pref_mix < 1.0
-    rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
-                           spark, exclude)
-    out = retrieve_all(spark, rows, space_dir=ctx.output("item_space"),
-                       model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
-                       end=pd.Timestamp(end_of_ds(ds)), profile=profile,
-                       extra=ctx.settings.ranker.enabled)
-    out.write.mode("overwrite").parquet(str(ctx.output("candidates")))
-    written = spark.read.parquet(str(ctx.output("candidates")))
-    n_users = written.count()
-    n_cands = written.selectExpr("sum(size(items))").first()[0] or 0
+    with ctx.phase("retrieve (Spark, written)"):
+        rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
+                               spark, exclude)
+        out = retrieve_all(spark, rows, space_dir=ctx.output("item_space"),
+                           model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
+                           end=pd.Timestamp(end_of_ds(ds)), profile=profile,
+                           extra=ctx.settings.ranker.enabled)
+        out.write.mode("overwrite").parquet(str(ctx.output("candidates")))
+    with ctx.phase("count"):
+        written = spark.read.parquet(str(ctx.output("candidates")))
+        n_users = written.count()
+        n_cands = written.selectExpr("sum(size(items))").first()[0] or 0
     ctx.record(n_users, int(n_cands), 0, items=int(space.n), new_arrivals=int(space.new.sum()),
                cold_start_map=map_quality, new_arrival_slots_off=slots_off,
                candidates_per_source=r.candidates, profile_source=profile,

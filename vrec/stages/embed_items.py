@@ -9,9 +9,10 @@ def run(ctx) -> dict:
     from vrec.spark.embed import run_embed_items
 
     spark, ds, e = ctx.spark, ctx.ds, ctx.settings.embed
-    res = run_embed_items(spark, spark.read.parquet(str(ctx.input("catalog"))),
-                          warehouse=ctx.warehouse, image_root=ctx.settings.paths.image_root,
-                          image_roots=ctx.settings.paths.allowed_image_roots(), embed=e, ds=ds)
+    with ctx.phase("embed (hash, cache, CNN, duplicates)"):
+        res = run_embed_items(spark, spark.read.parquet(str(ctx.input("catalog"))),
+                              warehouse=ctx.warehouse, image_root=ctx.settings.paths.image_root,
+                              image_roots=ctx.settings.paths.allowed_image_roots(), embed=e, ds=ds)
     W.write_table_folder(res["vectors"], ctx.output("item_vectors"))
     W.write_table_folder(res["duplicates"], ctx.output("image_duplicates"))
     nq = W.write_quarantine(ctx.warehouse, ds, "images", res["quarantine"])

@@ -145,39 +145,45 @@ def run(ctx) -> dict:
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
     salt = resolve_salt(s.privacy)  # fail before any work when misconfigured
     if e.enabled:
-        inp = driver_inputs(ctx)
-        content = run_content(ctx, inp)
-        holdout = holdout_for(ctx, inp.pairs)
+        with ctx.phase("read inputs"):
+            inp = driver_inputs(ctx)
+            content = run_content(ctx, inp)
+        with ctx.phase("holdout"):
+            holdout = holdout_for(ctx, inp.pairs)
         # the tunings for data that ended where the holdout's features end; the user
         # split holds out pairs of every day, so it can only use the run's own
         as_of = shift_ds(ds, -e.test_days) if e.split == "time" else ds
         window = functools.cache(lambda: tuning_window(ctx, as_of))
         if e.split == "time":
-            cf, cf_tuning = tuned_cf(ctx, holdout.train, window, content, as_of=as_of,
-                                     use="eval_cf")
+            with ctx.phase("CF tuning"):
+                cf, cf_tuning = tuned_cf(ctx, holdout.train, window, content, as_of=as_of,
+                                         use="eval_cf")
         else:
             cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
         fit = cf_fitter(ctx, cf, content)
-        blend = tuned_blend(
-            ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
-            tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
-                                    visual=s.visual, fit=fit, content=content,
-                                    label=f"{ds} evaluate: blend tuning as of {as_of}",
-                                    estimate_days=estimate_days(s),
-                                    extra=s.ranker.enabled)
-        ) if e.tune and s.recs.tune_blend else None
+        with ctx.phase("blend tuning"):
+            blend = tuned_blend(
+                ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
+                tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
+                                        visual=s.visual, fit=fit, content=content,
+                                        label=f"{ds} evaluate: blend tuning as of {as_of}",
+                                        estimate_days=estimate_days(s),
+                                        extra=s.ranker.enabled)
+            ) if e.tune and s.recs.tune_blend else None
         # the ranker as of the cutoff; the user split can only use the night's own
-        ranker = tuned_ranker(ctx, cf, inp, holdout.train, content, blend, as_of=as_of,
-                              use="eval_ranker", window=window) \
-            if e.split == "time" else json.loads(ctx.input("ranker").read_text())
-        frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
-                                      visual=s.visual, fit=fit,
-                                      # the tuning estimates at recs.k need the holdout's
-                                      ks=tuple(sorted(set(e.ks) | {s.recs.k})),
-                                      max_users=e.max_users, label=f"{ds} evaluate",
-                                      blend=blend, content=content,
-                                      ranker=Ranker.from_record(ranker) if ranker.get("model")
-                                      else None, extra=s.ranker.enabled)
+        with ctx.phase("ranker"):
+            ranker = tuned_ranker(ctx, cf, inp, holdout.train, content, blend, as_of=as_of,
+                                  use="eval_ranker", window=window) \
+                if e.split == "time" else json.loads(ctx.input("ranker").read_text())
+        with ctx.phase("models"):
+            frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
+                                          visual=s.visual, fit=fit,
+                                          # the tuning estimates at recs.k need the holdout's
+                                          ks=tuple(sorted(set(e.ks) | {s.recs.k})),
+                                          max_users=e.max_users, label=f"{ds} evaluate",
+                                          blend=blend, content=content,
+                                          ranker=Ranker.from_record(ranker) if ranker.get("model")
+                                          else None, extra=s.ranker.enabled)
         if len(frame):
             frame = pd.concat([frame, estimate_rows(blend, s.recs.k, estimate_days(s))],
                               ignore_index=True)
@@ -193,7 +199,8 @@ def run(ctx) -> dict:
         frame, info = S.EVAL_METRICS.empty(), {"skipped": "eval.enabled is false"}
     frame = frame[S.EVAL_METRICS.names()].astype(S.EVAL_METRICS.dtypes())
     W.write_table_folder(frame, ctx.output("eval_metrics"), S.EVAL_METRICS)
-    real, real_info = realised(ctx, salt)
+    with ctx.phase("realised"):
+        real, real_info = realised(ctx, salt)
     W.write_table_folder(real, ctx.output("realised_metrics"), S.REALISED_METRICS)
     for line in real_info.get("lists", [])[:3]:
         print(f"[vrec] {ds} realised: lists of {line['list_ds']} over {line['horizon_days']} "

@@ -29,23 +29,27 @@ def run(ctx) -> dict:
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     inter = ctx.input("interactions")
-    inp = driver_inputs(ctx)
+    with ctx.phase("read inputs"):
+        inp = driver_inputs(ctx)
+        content = run_content(ctx, inp)
     window = functools.cache(lambda: tuning_window(ctx, ds))
-    content = run_content(ctx, inp)
-    cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=ds, use="cf")
+    with ctx.phase("CF tuning"):
+        cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=ds, use="cf")
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
           flush=True)
-    model = fit_cf(inter, cf, spark=spark, ds=ds, images=content,
-                   extra_params={"weights": s.weights.model_dump(mode="json")})
-    model.save(ctx.output("model"))
+    with ctx.phase("fit"):
+        model = fit_cf(inter, cf, spark=spark, ds=ds, images=content,
+                       extra_params={"weights": s.weights.model_dump(mode="json")})
+        model.save(ctx.output("model"))
     n_pairs = len(inp.pairs)  # every staged pair (no Spark job to count them again)
     if s.recs.tune_blend:
-        blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
-            window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
-            fit=cf_fitter(ctx, cf, content), content=content,
-            label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
-            extra=s.ranker.enabled))
+        with ctx.phase("blend tuning"):
+            blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
+                window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
+                fit=cf_fitter(ctx, cf, content), content=content,
+                label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
+                extra=s.ranker.enabled))
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
               f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
               + (f" (reused from {blend['reused_from']})" if blend.get("reused_from") else ""),
@@ -53,8 +57,9 @@ def run(ctx) -> dict:
     else:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
     W.write_json(ctx.output("blend"), blend)
-    ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=ds, use="ranker",
-                          window=window)
+    with ctx.phase("ranker"):
+        ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=ds,
+                              use="ranker", window=window)
     print(f"[vrec] {ds} ranker: " + (ranker.get("skipped") or (
         f"validation {ranker['validation']} -> "
         + ("publishes" if ranker["chosen"]["use"] else f"the blend publishes ({ranker['reason']})")))
