@@ -40,7 +40,7 @@ def run(ctx) -> dict:
         write(user_profile(out["events"], inter, out["catalog"]), ctx.output("user_profile"),
               sort=[C.USER_ID])
     with ctx.phase("quarantine and counts"):
-        qe, qc, recon = out["events_quarantine"]
+        qe, qc, recon = out["events_quarantine"], out["catalog_quarantine"], out["reconciliation"]
         nq = W.write_quarantine(ctx.warehouse, ds, "events", qe) + \
             W.write_quarantine(ctx.warehouse, ds, "catalog", qc)
         from pyspark.sql import functions as F
