@@ -1,6 +1,10 @@
 """Backbones, preprocessing, image quality and similarity search (tiny images)."""
 
 import io
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +369,64 @@ def test_near_duplicate_images_are_flagged_but_still_embedded(spark, tiny_raw, t
     flagged = set(res["quarantine"].query("reason == 'near_duplicate_image'")["key"])
     assert flagged and flagged <= {"orig", "copy", "reenc"}
     assert res["embedded_new"] == 3  # identical bytes are embedded once
+
+
+KILLED_EMBED = """
+import sys
+import pandas as pd
+from vrec.config import EmbedSettings, Settings
+from vrec.spark.embed import run_embed_items
+from vrec.spark.session import build_session
+
+raw, wh = sys.argv[1], sys.argv[2]
+spark = build_session(Settings(spark={"master": "local[2]", "conf": {
+    "spark.ui.enabled": "false", "spark.driver.memory": "1g"}}), "vrec-killed-embed")
+cat = pd.read_parquet(raw + "/catalog/ds=2026-11-20")[["item_id", "image_uri"]]
+run_embed_items(spark, spark.createDataFrame(cat), warehouse=wh, image_root=raw,
+                embed=EmbedSettings(batch_size=4, task_images=4), ds="2026-11-20")
+"""
+
+
+def test_a_killed_embedding_keeps_its_finished_tasks_and_the_retry_embeds_only_the_rest(
+        spark, tiny_raw, tmp_path):
+    """The embedding runs in its own Spark (a process of its own, killed with its JVM and
+    workers): each worker stops after writing its first finished task to the cache, and
+    the whole process tree is killed (SIGKILL). The retry embeds exactly the images those
+    tasks did not, and ends with the same vectors as an uninterrupted run."""
+    import signal
+
+    from vrec.spark.embed import cache_dir
+
+    wh, full = tmp_path / "wh", tmp_path / "full"
+    cat = pd.read_parquet(tiny_raw / "catalog" / "ds=2026-11-20")
+    catalog = spark.createDataFrame(cat[[C.ITEM_ID, C.IMAGE_URI]])
+    settings = EmbedSettings(batch_size=4, task_images=4)
+    whole = run_embed_items(spark, catalog, warehouse=full, image_root=tiny_raw,
+                            embed=settings, ds="2026-11-20")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EMBED, str(tiny_raw), str(wh)],
+                            env={**os.environ, "VREC_FAULT": "embed:task_cached=hang"},
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(cache_dir(wh).glob("*.parquet")):
+            assert proc.poll() is None, "the embedding ended before a task was cached"
+            assert time.monotonic() < deadline, "no task reached the cache in 3 minutes"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the other worker may finish its task too
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    kept = pd.concat(pd.read_parquet(p) for p in cache_dir(wh).glob("*.parquet"))
+    n_kept = kept["content_hash"].nunique()
+    assert 0 < n_kept < whole["embedded_new"]
+    retry = run_embed_items(spark, catalog, warehouse=wh, image_root=tiny_raw,
+                            embed=settings, ds="2026-11-20")
+    assert retry["embedded_new"] == whole["embedded_new"] - n_kept
+    assert retry["reused"] == whole["reused"] + n_kept
+    # the same vectors as the run that was never killed, and one merged file per run
+    a = retry["vectors"].set_index(C.ITEM_ID).sort_index()
+    b = whole["vectors"].set_index(C.ITEM_ID).sort_index()
+    assert list(a.index) == list(b.index)
+    assert np.allclose(np.stack(a["embedding"]), np.stack(b["embedding"]), atol=1e-5)
+    assert len(list(cache_dir(full).glob("*.parquet"))) == 1

@@ -78,6 +78,8 @@ class EmbedSettings(_Section):
     """May torchvision download weights into the torch cache."""
     batch_size: int = Field(32, ge=1)
     """Images per forward pass."""
+    task_images: int = Field(128, ge=1)
+    """Images per embedding task. Each finished task is written to the image cache at once, so a killed or failed stage keeps them and its retry embeds only the rest; smaller tasks lose less to a kill and cost a little more in files and scheduling."""
     arrow_batch: int = Field(64, ge=1)
     """Rows per Arrow batch sent to a Python worker (on a GPU, 512 or more keeps it busy)."""
     decode_workers: int = Field(0, ge=0)

@@ -29,15 +29,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import EventWeights
+from vrec.data.bulk import BulkStats, land_csv_events
 from vrec.data.rows import (
     BadValue,
     InputFileError,
     Record,
     Rejects,
+    csv_header,
     parse_bool,
     parse_day,
     parse_float,
@@ -131,12 +134,42 @@ def checked_rows(recs: Iterable[Record], check, path: Path, rejects: Rejects) ->
     return rows
 
 
+def native_body(path: Path, fmt: str | None, fallback: str
+                ) -> tuple[bytes, int, list[str]] | None:
+    """An events CSV file's bytes, where its body starts and its header, for the native
+    reader (vrec.data.bulk); None for a file it does not take (JSON lines, a header line
+    ended by a lone carriage return, no body)."""
+    if file_format(path, fmt) != "csv":
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    end = data.find(b"\n", start)
+    if end < 0 or b"\r" in data[start:end].rstrip(b"\r"):
+        return None
+    first = data[start:end + 1].decode("utf-8", "surrogateescape")
+    return data, end + 1, csv_header(path, first, REQUIRED["events"], fallback)
+
+
+def concat_landed(parts: list, source: str):
+    """The files' landed rows as one table (pandas frames and Arrow tables)."""
+    schema = S.RAW[source].arrow()
+    tables = [p if isinstance(p, pa.Table) else pa.Table.from_pandas(
+        p.reindex(columns=schema.names), schema=schema, preserve_index=False) for p in parts]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: dt.date, *,
                weights: EventWeights | None = None, fmt: str | None = None,
-               fallback: str = "cp1252") -> dict:
+               fallback: str = "cp1252", native: bool = True) -> dict:
     """Land CSV or JSON-lines ``files`` as ``source`` (events or catalog) partition ``ds``,
     replacing it: the rows that pass the checks in ``raw/<source>/ds=<ds>/``, the others
-    in its ``_rejects.parquet``; ``_SUCCESS`` last. Returns counts for the log."""
+    in its ``_rejects.parquet``; ``_SUCCESS`` last. Returns counts for the log.
+    ``native``: read the clean bulk of events CSV files at native speed
+    (:mod:`vrec.data.bulk`; the same rows and rejects as record by record, which
+    ``native=False`` forces)."""
     from vrec.io.rawio import write_catalog_snapshot, write_events_partition
 
     if source not in REQUIRED:
@@ -149,20 +182,31 @@ def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: d
         return check_event(fields, weights, not_after=day_end) if source == "events" \
             else check_item(fields, day_start)
 
-    rejects, rows = Rejects(), []
+    rejects, parts, bulk = Rejects(), [], BulkStats()
     for f in (Path(f).resolve() for f in files):
-        got = checked_rows(records(f, source, rejects, fmt=fmt, fallback=fallback), check, f,
-                           rejects)
+        body = native_body(f, fmt, fallback) if source == "events" and native else None
+        if body is not None:
+            data, start, header = body
+            got = land_csv_events(f, data, start, header, rejects, check, weights=weights,
+                                  not_after=day_end, fallback=fallback, stats=bulk)
+            del data
+        else:
+            got = pd.DataFrame(checked_rows(records(f, source, rejects, fmt=fmt,
+                                                    fallback=fallback), check, f, rejects),
+                               columns=list(S.RAW[source].names()))
         log.info("%s: %d rows pass, %d rejected so far", f, len(got), len(rejects.rows))
-        rows += got
-    cols = S.RAW[source].names()
-    frame = pd.DataFrame(rows, columns=list(cols))
+        parts.append(got)
+    frame = concat_landed(parts, source)
     writer = write_events_partition if source == "events" else write_catalog_snapshot
     target = writer(raw_root, ds, frame, rejects.frame())
     stats = {"source": source, "ds": ds.isoformat(), "landed": len(frame),
              "rejected": len(rejects.rows), "reasons": rejects.counts(),
              "decoded_with_fallback": {f: len(v) for f, v in rejects.fallback_lines.items()},
              "partition": str(target.parent)}
+    if bulk.blocks:
+        stats["native"] = {"rows": bulk.fast_rows, "rows_checked_one_by_one": bulk.checked_rows,
+                           "lines_parsed_record_by_record": bulk.slow_lines,
+                           "blocks": bulk.blocks}
     report_fallback(rejects, fallback)
     return stats
 

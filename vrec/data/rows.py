@@ -123,8 +123,21 @@ def read_csv_records(path: str | Path, required: tuple[str, ...], rejects: Rejec
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
-    lines = io.StringIO(_decode(path), newline="").readlines()
-    header_rec = next(csv.reader(lines[:1]), None) if lines else None
+    lines = split_lines(_decode(path))
+    header = csv_header(path, lines[0] if lines else None, required, fallback)
+    yield from _csv_body(path, lines, header, rejects, fallback, multiline)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as the CSV reader sees them (``\\n``, ``\\r\\n`` and a lone ``\\r`` end one)."""
+    return io.StringIO(text, newline="").readlines()
+
+
+def csv_header(path: Path, first: str | None, required: tuple[str, ...],
+               fallback: str) -> list[str]:
+    """The column names of a CSV file's header line ``first`` (:class:`InputFileError`
+    when it is missing or lacks a ``required`` column)."""
+    header_rec = next(csv.reader([first]), None) if first else None
     if not header_rec:
         raise InputFileError(f"{path}: empty file, expected a header row with {', '.join(required)}")
     header = [h.strip() for h in (_fix_encoding(header_rec, fallback) or header_rec)]
@@ -132,11 +145,22 @@ def read_csv_records(path: str | Path, required: tuple[str, ...], rejects: Rejec
     if missing:
         raise InputFileError(f"{path}: header lacks column(s) {', '.join(missing)} "
                              f"(found: {', '.join(header)})")
-    yield from _csv_body(path, lines, header, rejects, fallback, multiline)
+    return header
+
+
+def csv_block_records(path: Path, block: bytes, first_line: int, header: list[str],
+                      rejects: Rejects, fallback: str) -> Iterator[Record]:
+    """The records of a block of whole lines of a CSV file's body (no record spans
+    lines: the events' rule), ``first_line`` being the block's first line number, read
+    exactly as :func:`read_csv_records` reads them in the whole file."""
+    lines = ["", *split_lines(block.decode("utf-8", "surrogateescape"))]
+    yield from _csv_body(path, lines, header, rejects, fallback, False, offset=first_line - 2)
 
 
 def _csv_body(path: Path, lines: list[str], header: list[str], rejects: Rejects,
-              fallback: str, multiline: bool) -> Iterator[Record]:
+              fallback: str, multiline: bool, offset: int = 0) -> Iterator[Record]:
+    """The records of ``lines`` after the header (``lines[0]``); line numbers are the
+    index + 1 + ``offset``."""
     n, base = len(header), 1
     while base < len(lines):
         reader = csv.reader(itertools.islice(lines, base, None))
@@ -147,7 +171,8 @@ def _csv_body(path: Path, lines: list[str], header: list[str], rejects: Rejects,
             except StopIteration:
                 break
             except csv.Error as exc:
-                rejects.add(path, start + 1, "malformed_line", f"CSV error: {exc}", lines[start])
+                rejects.add(path, start + 1 + offset, "malformed_line", f"CSV error: {exc}",
+                            lines[start])
                 restart = start + 1
                 break
             end = base + reader.line_num
@@ -155,12 +180,12 @@ def _csv_body(path: Path, lines: list[str], header: list[str], rejects: Rejects,
             spans = end - start > 1 or any("\n" in f or "\r" in f for f in rec)
             if rec and spans and (len(rec) != n or not multiline):
                 # a stray quote swallowed the following lines: reject its own line only
-                rejects.add(path, start + 1, "malformed_line",
+                rejects.add(path, start + 1 + offset, "malformed_line",
                             "unbalanced quote (the record ran over the end of its line)",
                             lines[start])
                 restart = start + 1
                 break
-            line, start = start + 1, end
+            line, start = start + 1 + offset, end
             if not rec:
                 continue  # blank line
             if len(rec) != n:

@@ -65,7 +65,7 @@ def _replace(folder: Path, name: str, table: pa.Table) -> Path:
     return target
 
 
-def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path,
+def _write(df: pd.DataFrame | pa.Table, schema: pa.Schema, folder: Path,
            rejects: pd.DataFrame | None = None) -> Path:
     """Replace a partition's files: marker off, old files out, the rejects (if any) and
     the new data file in by rename, marker on last (the nightly DAG waits for it, see
@@ -77,15 +77,18 @@ def _write(df: pd.DataFrame, schema: pa.Schema, folder: Path,
     if rejects is not None and len(rejects):
         _replace(folder, REJECTS_FILE, pa.Table.from_pandas(
             rejects[REJECTS_SCHEMA.names], schema=REJECTS_SCHEMA, preserve_index=False))
-    # an optional column the writer leaves out is written as nulls
-    df = df.reindex(columns=schema.names)
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    if isinstance(df, pa.Table):  # landed by the native reader (vrec.data.bulk)
+        table = df.select(schema.names).cast(schema)
+    else:  # an optional column the writer leaves out is written as nulls
+        table = pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema,
+                                     preserve_index=False)
     target = _replace(folder, "part-00000.parquet", table)
     write_marker(folder)
     return target
 
 
-def write_events_partition(root: str | Path, ds: dt.date | str, events: pd.DataFrame,
+def write_events_partition(root: str | Path, ds: dt.date | str,
+                           events: pd.DataFrame | pa.Table,
                            rejects: pd.DataFrame | None = None) -> Path:
     """Write (replace) one day's events partition in the contract's schema, with the
     rows an adapter rejected for it (file, line, reason, detail, raw) in ``_rejects.parquet``."""
@@ -103,7 +106,8 @@ def add_events_file(root: str | Path, ds: dt.date | str, events: pd.DataFrame, n
     return _replace(folder, f"{name}.parquet", table)
 
 
-def write_catalog_snapshot(root: str | Path, ds: dt.date | str, catalog: pd.DataFrame,
+def write_catalog_snapshot(root: str | Path, ds: dt.date | str,
+                           catalog: pd.DataFrame | pa.Table,
                            rejects: pd.DataFrame | None = None) -> Path:
     """Write (replace) one day's full catalog snapshot in the contract's schema (and its
     rejects, as for events)."""

@@ -7,6 +7,12 @@ where content_hash is the SHA-256 of the image bytes and model_name is the backb
 version. A night embeds only hashes the cache lacks; switching backbone embeds everything
 under the new key and keeps the old. The cache also holds each image's quality facts, so
 undecodable images are not retried and thresholds apply at read time.
+
+**The cache grows per finished task.** Each embedding task (``embed.task_images``
+images) writes its rows to the cache as its own file when it finishes, so a stage that is
+killed or fails part-way keeps every finished task, and its retry embeds only the rest.
+When the run's embedding ends, its task files are merged into one file (a crash in
+between leaves duplicate rows, which every read drops).
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from vrec.images.embed import (
     quality_reason,
 )
 from vrec.images.imagequality import hamming_pairs
+from vrec.io import faults
 from vrec.progress import watch
 
-PROGRESS_CHUNK = 128  # images per embedding task (at least one batch)
 CACHE_SCHEMA = S.ITEM_EMBEDDINGS.ddl()
 
 
@@ -53,25 +59,57 @@ def read_cache(spark, warehouse: str | Path, version: str):
             .where(F.col("model_name") == version).dropDuplicates(["content_hash"]))
 
 
-def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str) -> int:
-    """Add new cache rows as one Parquet file, written to a temp name then renamed."""
+def _cache_schema():
     import pyarrow as pa
+
+    return pa.schema([("model_name", pa.string()), ("content_hash", pa.string()),
+                      ("dim", pa.int32()), ("embedding", pa.list_(pa.float32())),
+                      ("error", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+                      ("pixel_std", pa.float64()), ("phash", pa.int64())])
+
+
+def _write_atomic(table, folder: Path, name: str) -> None:
+    """Write a Parquet file under a hidden temp name, then rename it into place (a reader
+    never sees half a file; Spark and the cache reads skip hidden names)."""
     import pyarrow.parquet as pq
 
-    if rows.empty:
-        return 0
-    folder = cache_dir(warehouse)
     folder.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([("model_name", pa.string()), ("content_hash", pa.string()),
-                        ("dim", pa.int32()), ("embedding", pa.list_(pa.float32())),
-                        ("error", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-                        ("pixel_std", pa.float64()), ("phash", pa.int64())])
-    table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)
-    name = f"part-{ds}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = folder / f".{name}.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, folder / name)
+
+
+def append_to_cache(rows: pd.DataFrame, warehouse: str | Path, ds: str,
+                    tag: str | None = None) -> int:
+    """Add new cache rows as one Parquet file (``part-<ds>-<tag>-<random>.parquet``),
+    written to a temp name then renamed."""
+    import pyarrow as pa
+
+    if rows.empty:
+        return 0
+    schema = _cache_schema()
+    table = pa.Table.from_pandas(rows[list(schema.names)], schema=schema, preserve_index=False)
+    prefix = f"part-{ds}-{tag}-" if tag else f"part-{ds}-"
+    _write_atomic(table, cache_dir(warehouse), f"{prefix}{uuid.uuid4().hex[:12]}.parquet")
     return len(rows)
+
+
+def merge_task_files(warehouse: str | Path, ds: str, tag: str) -> int:
+    """Merge the task files one run wrote (``part-<ds>-<tag>-*``) into one file; returns
+    how many were merged. The merged file is in place before the pieces go, so a crash
+    in between leaves duplicates (dropped at read), never a loss."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = cache_dir(warehouse)
+    pieces = sorted(folder.glob(f"part-{ds}-{tag}-*.parquet"))
+    if len(pieces) < 2:
+        return len(pieces)
+    table = pa.concat_tables([pq.read_table(p, schema=_cache_schema()) for p in pieces])
+    _write_atomic(table, folder, f"part-{ds}-{uuid.uuid4().hex[:12]}.parquet")
+    for p in pieces:
+        p.unlink(missing_ok=True)
+    return len(pieces)
 
 
 def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
@@ -110,29 +148,39 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     if n_new:
         print(f"[vrec] {ds} embed_items: embedding {n_new} new images with {version} "
               f"({parallelism} workers x {threads} threads)", flush=True)
-        # small tasks (PROGRESS_CHUNK images): an accumulator only reports finished tasks,
-        # so the progress line moves every few seconds
-        n_parts = max(1, min(n_new, max(parallelism, -(-n_new // max(PROGRESS_CHUNK,
+        # small tasks (embed.task_images): each finished task is in the cache at once, and
+        # an accumulator (it only reports finished tasks) moves the progress line
+        n_parts = max(1, min(n_new, max(parallelism, -(-n_new // max(embed.task_images,
                                                                         batch_size)))))
         done = spark.sparkContext.accumulator(0)
         embed_fn = make_embed_fn(backbone, batch_size, threads, weights_path, allow_download,
                                  max_bytes, max_pixels, embed.decode_workers)
+        tag, wh = uuid.uuid4().hex[:8], str(warehouse)
 
-        def counted(frames):
+        def cached_per_task(frames):
+            """Embed one task's images, write its cacheable rows to the cache as one file,
+            and pass on only this run's verdicts (NOT_CACHED)."""
+            outs = []
             for out in embed_fn(frames):
                 done.add(len(out))
-                yield out
+                outs.append(out)
+            rows = pd.concat(outs, ignore_index=True) if outs else None
+            if rows is not None and len(rows):
+                passing = rows["error"].isin(NOT_CACHED)
+                append_to_cache(rows[~passing], wh, ds, tag)
+                faults.point("embed:task_cached")
+                if passing.any():
+                    yield rows[passing]
 
         with watch(f"{ds} embed_items: embedded", n_new, lambda: done.value, "images"):
             fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
-                     .mapInPandas(counted, CACHE_SCHEMA).toPandas())
-        passing = fresh["error"].isin(NOT_CACHED)
-        append_to_cache(fresh[~passing], warehouse, ds)
+                     .mapInPandas(cached_per_task, CACHE_SCHEMA).toPandas())
+        merge_task_files(warehouse, ds, tag)
         cache = read_cache(spark, warehouse, version)
-        if passing.any():  # this run's verdict only: tried again next night
+        if len(fresh):  # this run's verdict only: tried again next night
             now = spark.createDataFrame(
                 [(r.model_name, r.content_hash, None, None, r.error, None, None, None, None)
-                 for r in fresh[passing].itertuples()], CACHE_SCHEMA)
+                 for r in fresh.itertuples()], CACHE_SCHEMA)
             cache = now if cache is None else cache.unionByName(now)
     if cache is None:  # nothing embeddable, ever (e.g. every image missing)
         cache = spark.createDataFrame([], CACHE_SCHEMA)
