@@ -367,3 +367,59 @@ def test_native_landing_gives_the_same_rows_and_rejects_as_record_by_record(
     assert fast["native"]["lines_parsed_record_by_record"] > 0
     assert fast["native"]["rows_checked_one_by_one"] > 0
     assert slow_rej is not None and len(slow_rej) > 5 and len(slow_ev) > len(clean)
+
+
+JSON_EVENT_LINES = [
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": "u2", "item_id": "i2", "event_type": "click", "ts": "2026-11-20T10:00:00Z", "value": 2}',
+    b'{"user_id": "u3", "item_id": "i3", "event_type": "purchase", "ts": 1763596800.25, "extra": [1]}',
+    b'{"user_id": 12, "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": 1.5, "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": null, "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": true}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "soon"}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1795305600}',
+    b'{"user_id": "caf\\u00e9", "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": "caf\xe9", "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": "u1", "user_id": "u2", "item_id": "i1", "event_type": "view", "ts": 1763596800}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "rating", "ts": 1763596800, "value": 9}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "impression", "ts": 1763596800, '
+    b'"list_ds": "2026-11-19", "position": 2.0, "surface": "home"}',
+    b'{"user_id": "u1", "item_id": "i1", "event_type": "impression", "ts": 1763596800, '
+    b'"position": 2.5}',
+    b'[1, 2]', b'not json', b'', b'  {"user_id": "u9", "item_id": "i9", "event_type": "view", "ts": 1}',
+    b'{"user_id": "u1", "item_id": {"a": 1}, "event_type": "view", "ts": 1763596800}',
+]
+
+
+def test_native_landing_of_json_lines_gives_the_same_rows_and_rejects(tmp_path, monkeypatch):
+    """JSON lines the same way: ids as integers (kept as their digits) or fractions
+    (rejected), nulls, missing keys, other types, escapes, cp1252 bytes, duplicate keys,
+    lines that are no object or no JSON, carriage returns and a byte-order mark."""
+    import random
+
+    from vrec.data import bulk
+
+    monkeypatch.setattr(bulk, "BLOCK_BYTES", 4000)
+    monkeypatch.setattr(bulk, "SMALLEST_PIECE", 2)
+    rng = random.Random(3)
+    body = JSON_EVENT_LINES[:3] * 300 + JSON_EVENT_LINES * 3
+    rng.shuffle(body)
+    data = b"\xef\xbb\xbf" + b"".join(ln + rng.choice([b"\n"] * 30 + [b"\r\n"]) for ln in body)
+    f = tmp_path / "day.jsonl"
+    f.write_bytes(data)
+    out = {}
+    for native in (True, False):
+        raw = tmp_path / f"raw-{native}"
+        stats = land_files("events", [f], raw, dt.date(2026, 11, 20), native=native)
+        part = raw / "events" / "ds=2026-11-20"
+        out[native] = (stats, pd.read_parquet(part / "part-00000.parquet"),
+                       pd.read_parquet(part / REJECTS_FILE))
+    (fast, fast_ev, fast_rej), (slow, slow_ev, slow_rej) = out[True], out[False]
+    pd.testing.assert_frame_equal(fast_ev, slow_ev)
+    pd.testing.assert_frame_equal(fast_rej, slow_rej)
+    for key in ("landed", "rejected", "reasons", "decoded_with_fallback"):
+        assert fast[key] == slow[key], key
+    assert fast["native"]["rows"] > 300 and fast["native"]["lines_parsed_record_by_record"] > 0
+    assert len(slow_ev) > 900 and len(slow_rej) > 20

@@ -33,9 +33,16 @@ import pyarrow.compute as pc
 from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import EventWeights
-from vrec.data.rows import _EPOCH_MAX, BadValue, Rejects, csv_block_records
+from vrec.data.rows import (
+    _EPOCH_MAX,
+    BadValue,
+    Rejects,
+    csv_block_records,
+    jsonl_text_records,
+)
 
 BLOCK_BYTES = 8 << 20
+SMALLEST_PIECE = 32  # JSON lines: a refused piece this small is read record by record
 OPTIONAL = (C.VALUE, C.LIST_DS, C.POSITION, C.SURFACE)
 CONTRACT = S.RAW["events"].arrow()
 _ISO = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?$"
@@ -262,6 +269,11 @@ def land_csv_events(path: Path, data: bytes, start: int, header: list[str],
         line = sc.next_line
     # in the file's order, as the record parser reports them (one reject per line)
     rejects.rows[first_reject:] = sorted(rejects.rows[first_reject:], key=lambda r: r["line"])
+    return _landed(tables, rows)
+
+
+def _landed(tables: list[pa.Table], rows: list[dict]) -> pa.Table:
+    """The fast rows and the rows checked one by one, in the file's order."""
     if rows:
         tables.append(pa.Table.from_pandas(pd.DataFrame(rows).reindex(
             columns=[*CONTRACT.names, "_line"]), schema=CONTRACT.append(
@@ -270,3 +282,109 @@ def land_csv_events(path: Path, data: bytes, start: int, header: list[str],
         return CONTRACT.empty_table()
     out = pa.concat_tables(tables)
     return out.take(pc.sort_indices(out["_line"])).drop_columns(["_line"])
+
+
+# JSON types the fast path takes per column: those whose text the record check reads the
+# same way (an id may be a JSON integer, never a fraction; a time, value or position a
+# number); any other type sends the block record by record
+JSON_TYPES = {C.USER_ID: ("string", "int64"), C.ITEM_ID: ("string", "int64"),
+              C.EVENT_TYPE: ("string",), C.TS: ("string", "int64", "double"),
+              C.VALUE: ("string", "int64", "double"), C.LIST_DS: ("string",),
+              C.POSITION: ("string", "int64", "double"), C.SURFACE: ("string",)}
+
+
+def scan_jsonl(block: bytes, first_line: int) -> Scan:
+    """The lines of a JSON-lines block the fast reader cannot take as the record parser
+    would: a byte outside printable ASCII (another encoding, a control character, a
+    carriage return), nothing at all, or not ``{...}``. Lines are counted by ``\\n``."""
+    arr = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    odd_byte = ((arr >= 127) | (arr < 32)) & (arr != 10)
+    odd = (np.add.reduceat(odd_byte.astype(np.int32), starts) - odd_byte[ends]) > 0
+    odd |= ends == starts
+    odd |= arr[starts] != ord("{")
+    odd |= arr[np.maximum(ends - 1, 0)] != ord("}")
+    numbers = first_line + np.arange(len(ends))
+    return Scan(starts, ends, odd, numbers, int(first_line + len(ends)))
+
+
+def _read_json(block: bytes, sc: Scan, keep: np.ndarray) -> pa.Table | None:
+    """The contract's columns of the lines ``keep`` as strings (JSON null: empty), or
+    None when pyarrow refuses one of them or a column is of another type or a required
+    one is absent."""
+    import pyarrow.json as pj
+
+    body = b"".join(block[sc.starts[k]:sc.ends[k] + 1] for k in keep)
+    try:
+        table = pj.read_json(io.BytesIO(body))
+    except pa.ArrowInvalid:
+        return None
+    if table.num_rows != len(keep) or any(
+            c not in table.column_names for c in (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS)):
+        return None
+    cols = {}
+    for name, types in JSON_TYPES.items():
+        if name not in table.column_names:
+            continue
+        col = table[name]
+        if str(col.type) != "null" and str(col.type) not in types:
+            return None
+        cols[name] = pc.fill_null(pc.cast(col, pa.string()), "")
+    return pa.table(cols)
+
+
+def _json_pieces(block: bytes, sc: Scan, keep: np.ndarray
+                 ) -> Iterator[tuple[np.ndarray, pa.Table | None]]:
+    """The lines ``keep`` in pieces pyarrow reads with the fast types: a piece it
+    refuses is halved until it reads or is at most :data:`SMALLEST_PIECE` lines (then
+    None: record by record), so one odd line costs a few re-reads, not its block."""
+    table = _read_json(block, sc, keep) if len(keep) else None
+    if table is not None or len(keep) <= SMALLEST_PIECE:
+        yield keep, table
+        return
+    half = len(keep) // 2
+    yield from _json_pieces(block, sc, keep[:half])
+    yield from _json_pieces(block, sc, keep[half:])
+
+
+def land_jsonl_events(path: Path, data: bytes, start: int, rejects: Rejects,
+                      check: Callable[[dict], dict], *, weights: EventWeights,
+                      not_after: pd.Timestamp, fallback: str, stats: BulkStats) -> pa.Table:
+    """The landed rows of an events JSON-lines file (``data`` from byte ``start``) in
+    the contract's schema, as :func:`land_csv_events` does for CSV: the clean bulk by
+    pyarrow's JSON reader, the rest line by line as before."""
+    import json
+
+    tables, rows = [], []
+    first_reject = len(rejects.rows)
+
+    def one(fields: dict, line: int, raw: str) -> None:
+        try:
+            rows.append({**check(fields), "_line": line})
+        except BadValue as bad:
+            rejects.add(path, line, bad.reason, str(bad), raw)
+
+    line = 1
+    for block in blocks(data, start):
+        stats.blocks += 1
+        sc = scan_jsonl(block, line)
+        for at, table in _json_pieces(block, sc, np.flatnonzero(~sc.odd)):
+            if table is None:
+                sc.odd[at] = True
+                continue
+            fast, dirty = _fast_rows(table, sc.numbers[at], weights, not_after)
+            tables.append(fast)
+            stats.fast_rows += fast.num_rows
+            for k in at[dirty]:
+                stats.checked_rows += 1
+                raw = block[sc.starts[k]:sc.ends[k]].decode("ascii")
+                one(json.loads(raw), int(sc.numbers[k]), raw)
+        for k in np.flatnonzero(sc.odd):
+            stats.slow_lines += 1
+            text = block[sc.starts[k]:sc.ends[k]].decode("utf-8", "surrogateescape")
+            for rec in jsonl_text_records(path, text, int(sc.numbers[k]), rejects, fallback):
+                one(rec.fields, rec.line, rec.raw)
+        line = sc.next_line
+    rejects.rows[first_reject:] = sorted(rejects.rows[first_reject:], key=lambda r: r["line"])
+    return _landed(tables, rows)

@@ -34,7 +34,7 @@ import pyarrow as pa
 from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import EventWeights
-from vrec.data.bulk import BulkStats, land_csv_events
+from vrec.data.bulk import BulkStats, land_csv_events, land_jsonl_events
 from vrec.data.rows import (
     BadValue,
     InputFileError,
@@ -135,17 +135,18 @@ def checked_rows(recs: Iterable[Record], check, path: Path, rejects: Rejects) ->
 
 
 def native_body(path: Path, fmt: str | None, fallback: str
-                ) -> tuple[bytes, int, list[str]] | None:
-    """An events CSV file's bytes, where its body starts and its header, for the native
-    reader (vrec.data.bulk); None for a file it does not take (JSON lines, a header line
-    ended by a lone carriage return, no body)."""
-    if file_format(path, fmt) != "csv":
-        return None
+                ) -> tuple[bytes, int, list[str] | None] | None:
+    """An events file's bytes, where its body starts and (CSV) its header, for the
+    native reader (vrec.data.bulk); None for a CSV file it does not take (a header line
+    ended by a lone carriage return, or no line end at all)."""
+    kind = file_format(path, fmt)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    if kind == "jsonl":
+        return data, start, None
     end = data.find(b"\n", start)
     if end < 0 or b"\r" in data[start:end].rstrip(b"\r"):
         return None
@@ -167,7 +168,7 @@ def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: d
     """Land CSV or JSON-lines ``files`` as ``source`` (events or catalog) partition ``ds``,
     replacing it: the rows that pass the checks in ``raw/<source>/ds=<ds>/``, the others
     in its ``_rejects.parquet``; ``_SUCCESS`` last. Returns counts for the log.
-    ``native``: read the clean bulk of events CSV files at native speed
+    ``native``: read the clean bulk of events CSV and JSON-lines files at native speed
     (:mod:`vrec.data.bulk`; the same rows and rejects as record by record, which
     ``native=False`` forces)."""
     from vrec.io.rawio import write_catalog_snapshot, write_events_partition
@@ -187,8 +188,11 @@ def land_files(source: str, files: list[str | Path], raw_root: str | Path, ds: d
         body = native_body(f, fmt, fallback) if source == "events" and native else None
         if body is not None:
             data, start, header = body
-            got = land_csv_events(f, data, start, header, rejects, check, weights=weights,
-                                  not_after=day_end, fallback=fallback, stats=bulk)
+            bounds = {"weights": weights, "not_after": day_end, "fallback": fallback,
+                      "stats": bulk}
+            got = land_csv_events(f, data, start, header, rejects, check, **bounds) \
+                if header is not None else land_jsonl_events(f, data, start, rejects, check,
+                                                             **bounds)
             del data
         else:
             got = pd.DataFrame(checked_rows(records(f, source, rejects, fmt=fmt,

@@ -210,7 +210,14 @@ def read_jsonl_records(path: str | Path, rejects: Rejects, *,
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
-    for line, text in enumerate(_decode(path).split("\n"), start=1):
+    yield from jsonl_text_records(path, _decode(path), 1, rejects, fallback)
+
+
+def jsonl_text_records(path: Path, body: str, first_line: int, rejects: Rejects,
+                       fallback: str) -> Iterator[Record]:
+    """The records of JSON-lines ``body`` (a whole file, or whole lines of one that start
+    at line ``first_line``); bad lines go to ``rejects``."""
+    for line, text in enumerate(body.split("\n"), start=first_line):
         if not text.strip():
             continue
         fixed = _fix_encoding([text], fallback)
