@@ -30,7 +30,7 @@ def run(ctx) -> dict:
     spark, ds, r = ctx.spark, ctx.ds, ctx.settings.recs
     with ctx.phase("read inputs"):
         model = CFModel.load(ctx.input("model"))
-        inp = driver_inputs(ctx)
+        inp = driver_inputs(ctx, pairs=[C.USER_ID, C.ITEM_ID, "weight", "last_ts"])
     with ctx.phase("item space"):
         space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
                                               inp.trending, r, visual=ctx.settings.visual,

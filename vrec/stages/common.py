@@ -37,13 +37,16 @@ def write(df, path, *, files: int = 1, sort: list[str] | None = None) -> None:
     out.write.mode("overwrite").parquet(str(path))
 
 
-def driver_inputs(ctx) -> DriverInputs:
-    """The run's catalog, vectors, pairs and trending order (declared inputs of ctx)."""
+def driver_inputs(ctx, pairs: list[str] | None = PAIR_COLUMNS) -> DriverInputs:
+    """The run's catalog, vectors, pairs and trending order (declared inputs of ctx).
+    ``pairs``: the interaction columns the stage uses (at 10M every column is a GB or
+    more on the driver); None reads none (an empty frame)."""
     pop = W.read_folder(ctx.input("item_popularity"), [C.ITEM_ID, "trending_rank"])
     return DriverInputs(
         catalog=W.read_folder(ctx.input("catalog"), CATALOG_COLUMNS),
         vectors=W.read_folder(ctx.input("item_vectors"), [C.ITEM_ID, "embedding"]),
-        pairs=W.read_folder(ctx.input("interactions"), PAIR_COLUMNS),
+        pairs=W.read_folder(ctx.input("interactions"), pairs) if pairs else
+        pd.DataFrame(columns=PAIR_COLUMNS),
         trending=pop.sort_values("trending_rank")[C.ITEM_ID].astype(str).tolist())
 
 

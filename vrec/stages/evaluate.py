@@ -128,6 +128,7 @@ def run(ctx) -> dict:
     from vrec.core.evaluation import evaluate_models
     from vrec.core.ranker import Ranker
     from vrec.core.tuning import tune_blend
+    from vrec.core.window import PAIR_COLUMNS
     from vrec.io import warehouse as W
     from vrec.privacy import resolve_salt
     from vrec.stages.common import (
@@ -146,7 +147,9 @@ def run(ctx) -> dict:
     salt = resolve_salt(s.privacy)  # fail before any work when misconfigured
     if e.enabled:
         with ctx.phase("read inputs"):
-            inp = driver_inputs(ctx)
+            # the time split's holdout is built from the events; only the user split
+            # holds out the run's pairs
+            inp = driver_inputs(ctx, pairs=None if e.split == "time" else PAIR_COLUMNS)
             content = run_content(ctx, inp)
         with ctx.phase("holdout"):
             holdout = holdout_for(ctx, inp.pairs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 def run(ctx) -> dict:
     import functools
 
+    from vrec import columns as C
     from vrec.core.tuning import tune_blend
     from vrec.io import warehouse as W
     from vrec.spark.cf import fit_cf
@@ -30,7 +31,7 @@ def run(ctx) -> dict:
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     inter = ctx.input("interactions")
     with ctx.phase("read inputs"):
-        inp = driver_inputs(ctx)
+        inp = driver_inputs(ctx, pairs=[C.USER_ID, C.ITEM_ID])  # their size: reuse
         content = run_content(ctx, inp)
     window = functools.cache(lambda: tuning_window(ctx, ds))
     with ctx.phase("CF tuning"):

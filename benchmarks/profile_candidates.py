@@ -1,0 +1,86 @@
+"""Where the candidates stage's time goes, per source, on a sample of a night's users.
+
+Runs the stage's retrieval (vrec.spark.candidates.candidates_partition, one process,
+one BLAS thread as in each Spark task) on the staged item space and model of a night
+(``make bench-scale``'s 10M warehouse by default) for a hash sample of its users, and
+reports the seconds of each candidate source's top-k search, the per-user scoring of
+the union, and the rest; ``--scale-to`` scales them to all users.
+
+    python benchmarks/profile_candidates.py [--warehouse W] [--ds D] [--share 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warehouse", default=str(HERE / ".cache" / "scale-10m" / "warehouse"))
+    ap.add_argument("--ds", default="2026-11-20")
+    ap.add_argument("--share", type=float, default=0.02)
+    ap.add_argument("--config", default=str(HERE / ".cache" / "scale-10m" / "vrec.yaml"))
+    args = ap.parse_args(argv)
+
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from vrec.config import load_settings
+    from vrec.core import retrieval
+    from vrec.dates import end_of_ds
+    from vrec.spark.candidates import _load, candidates_partition
+    from vrec.spark.session import build_session
+    from vrec.spark.users import user_rows, with_exclusions
+
+    s = load_settings(args.config)
+    run = Path(args.warehouse) / "_runs" / args.ds
+    spark = build_session(s, "profile-candidates", master="local[1]")
+    inter = spark.read.parquet(str(run / "interactions"))
+    sample = inter.where((F.abs(F.hash("user_id")) % 10_000) < int(args.share * 10_000))
+    rows = with_exclusions(user_rows(sample), spark, None).toPandas()
+    n_all = inter.select("user_id").distinct().count()
+    spark.stop()
+    blend = json.loads((run / "blend.json").read_text())
+    space, *_ = _load(str(run / "item_space"), str(run / "model"))
+    from vrec.core.itemspace import ranking_policy
+
+    policy = ranking_policy(s.recs, blend, None)
+    times: dict[int, float] = {}
+    top = retrieval.Source.top
+
+    def timed(self, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return top(self, *a, **k)
+        finally:
+            times[id(self)] = times.get(id(self), 0.0) + time.perf_counter() - t0
+
+    retrieval.Source.top = timed
+    t0 = time.perf_counter()
+    n = sum(len(f) for f in candidates_partition(
+        iter([rows]), space_dir=str(run / "item_space"), model_dir=str(run / "model"),
+        recs=s.recs, visual=s.visual, end=pd.Timestamp(end_of_ds(args.ds)),
+        profile=policy.pref_mix < 1.0, extra=s.ranker.enabled))
+    total = time.perf_counter() - t0
+    names = {id(v): k for k, v in space.cache.items()}
+    text = space.text_only()
+    if text is not None:
+        names.update({id(v): f"text {k}" for k, v in text.cache.items()})
+    per = {names.get(k, str(k)): round(v, 2) for k, v in sorted(times.items(), key=lambda x: -x[1])}
+    scale = n_all / max(1, n)
+    out = {"users": n, "all_users": n_all, "seconds": round(total, 2),
+           "sources_seconds": per, "rest_seconds": round(total - sum(times.values()), 2),
+           "scaled_to_all_users_one_core": round(total * scale, 1)}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
