@@ -92,9 +92,11 @@ class TreeSampler(threading.Thread):
         self.every, self.stop_flag = every, threading.Event()
         self.peak_total = 0
         self.stages: dict[str, dict] = {}
-        self._stage_of: dict[tuple[int, float], tuple[str | None, str]] = {}
+        self._stage_of: dict[tuple[int, float], str | None] = {}
 
     def _stage(self, p: psutil.Process) -> tuple[str | None, str]:
+        """The stage a process works for (cached) and its kind (asked each time:
+        spark-submit's shell becomes the JVM by exec, under the same pid)."""
         key = (p.pid, p.create_time())
         if key not in self._stage_of:
             stage = None
@@ -103,8 +105,8 @@ class TreeSampler(threading.Thread):
                 if any(c.endswith("jobs/stage.py") for c in cmd):
                     stage = cmd[[c.endswith("jobs/stage.py") for c in cmd].index(True) + 1]
                     break
-            self._stage_of[key] = (stage, process_kind(p.cmdline()))
-        return self._stage_of[key]
+            self._stage_of[key] = stage
+        return self._stage_of[key], process_kind(p.cmdline())
 
     def run(self) -> None:
         me = psutil.Process()
@@ -315,13 +317,14 @@ def night_table(night: dict) -> str:
     """One night per stage for benchmarks/README.md: the task's seconds, the peak RSS of
     its process tree and by kind of process (driver Python, JVM, Python workers; ``!``
     past the memory target), and its phases (the stage record's ``phases``)."""
-    lines = ["| task | seconds | peak GB (driver · JVM · workers) | phases, s |",
+    lines = ["| task | seconds | peak GB (driver · JVM · workers · other) | phases, s |",
              "|---|---|---|---|"]
     for st, v in night["stages"].items():
         k = v.get("peak_rss_by_kind_gb") or {}
         mem = "-" if v["peak_rss_gb"] is None else (
             f"{v['peak_rss_gb']}{' !' if v.get('over_memory_target') else ''} "
-            f"({k.get('driver', 0)} · {k.get('jvm', 0)} · {k.get('workers', 0)})")
+            f"({k.get('driver', 0)} · {k.get('jvm', 0)} · {k.get('workers', 0)} · "
+            f"{k.get('other', 0)})")
         phases = ", ".join(f"{p} {sec:.0f}" for p, sec in (v.get("phases") or {}).items())
         lines.append(f"| {st} | {v['task_wall_s'] or v['seconds']} | {mem} | {phases or '-'} |")
     lines.append(f"| **whole night** | **{night['wall_s']}** | {night['peak_rss_all_gb']} "

@@ -98,8 +98,10 @@ def _spark_stage(stage: Stage) -> SparkSubmitOperator:
         name=f"vrec-{stage.name}",
         # the config's Spark settings go to spark-submit itself: the driver's memory (and
         # any JVM option) is fixed when the JVM starts, before the job builds its session;
-        # jvm_conf adds the start-up options (class archive, JIT tier: vrec.spark.jvm)
-        conf={**jvm_conf(SETTINGS.spark), "spark.pyspark.python": WORKER_PYTHON,
+        # jvm_conf adds the start-up options (class archive, JIT tier: vrec.spark.jvm);
+        # spark.stage_conf sizes each stage's driver
+        conf={**jvm_conf(SETTINGS.spark.for_stage(stage.name)),
+              "spark.pyspark.python": WORKER_PYTHON,
               "spark.pyspark.driver.python": WORKER_PYTHON},
         env_vars=env,
         doc_md=f"{stage.summary}.\n\nSpark job `jobs/stage.py {stage.name}` for the run's ds; "

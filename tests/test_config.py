@@ -70,3 +70,15 @@ def test_every_setting_is_documented():
         for key, f in field.annotation.model_fields.items():
             assert f.description, f"{name}.{key} has no docstring in vrec/config.py"
             assert f"`{name}.{key}`" in page.read_text()
+
+
+def test_spark_settings_per_stage_override_the_common_ones_and_name_known_stages():
+    from vrec.config import SparkSettings
+
+    s = SparkSettings(conf={"spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "4"},
+                      stage_conf={"candidates": {"spark.driver.memory": "2g"}})
+    assert s.for_stage("candidates").conf == {"spark.driver.memory": "2g",
+                                              "spark.sql.shuffle.partitions": "4"}
+    assert s.for_stage("build_recs").conf["spark.driver.memory"] == "6g"
+    with pytest.raises(ValueError, match="unknown stage.*candidatez"):
+        SparkSettings(stage_conf={"candidatez": {"spark.driver.memory": "2g"}})

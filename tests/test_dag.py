@@ -31,14 +31,19 @@ def test_dagbag_imports_without_errors_and_wires_stages_in_order():
     assert "vrec_ds(" in ds and dag.user_defined_macros["vrec_ds"].__module__ == "vrec.airflow.schedule"
     from vrec.config import load_settings
 
-    spark_conf = load_settings(str(DAGS.parent / "vrec.yaml")).spark.conf
+    spark = load_settings(str(DAGS.parent / "vrec.yaml")).spark
     for name in spark_tasks:  # one generic job: jobs/stage.py <stage> --ds <ds>
         task = dag.get_task(name)
         assert task.application.endswith("jobs/stage.py")
-        # the config's Spark settings reach spark-submit (driver memory is fixed at JVM start)
+        # the config's Spark settings reach spark-submit (driver memory is fixed at JVM
+        # start), each stage's own over the common ones
+        spark_conf = {**spark.conf, **spark.stage_conf.get(name, {})}
         assert {k: task.conf[k] for k in spark_conf} == spark_conf
         assert spark_conf["spark.driver.memory"]
         assert task.application_args[:3] == [name, "--ds", ds]
+    assert dag.get_task("candidates").conf["spark.driver.memory"] == "3g"
+    assert dag.get_task("build_recs").conf["spark.driver.memory"] == spark.conf[
+        "spark.driver.memory"] == "4g"
     for s in STAGES:
         if s.engine == "local":
             assert list(dag.get_task(s.name).op_args) == [s.name, ds, "{{ run_id }}"]

@@ -60,10 +60,35 @@ class SparkSettings(_Section):
         }
     )
     """Spark configuration: DAG runs pass it to spark-submit (--conf; needed for spark.driver.memory, fixed when the driver JVM starts), and every job's session sets it again."""
+    stage_conf: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "validate_inputs": {"spark.driver.memory": "2g"},
+            "embed_items": {"spark.driver.memory": "2g"},
+            "train_cf": {"spark.driver.memory": "2g"},
+            "candidates": {"spark.driver.memory": "3g"},
+            "evaluate": {"spark.driver.memory": "3g"},
+            "validate_outputs": {"spark.driver.memory": "2g"},
+        }
+    )
+    """Spark settings per stage, over `conf` for that stage's spark-submit and session: by default smaller driver heaps (in local mode the executors' too) for the stages whose data stays in Python or streams through, sized from the 10M night (docs/operations.md, "Sizing"); build_interactions and build_recs keep `conf`'s. A stage listed here gets its values even where `conf` sets the same key."""
     class_archive: str = "auto"
     """The driver JVM's class-data-sharing archive (vrec.spark.jvm; about 3 s less start-up per stage): auto (<venv>/share/vrec/spark-driver.jsa, built by make venv; nothing is passed while it is missing), off, or the path of an archive."""
     quick_jit: bool = False
     """Start the driver JVM with -XX:TieredStopAtLevel=1 (its fast JIT tier only): about 1.5 s less start-up per stage, but long CPU-bound JVM work runs up to a third slower; for small nights (the demo turns it on; docs/operations.md, Start-up)."""
+
+    @field_validator("stage_conf")
+    @classmethod
+    def _known_stages(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        from vrec.stages import NAMES
+
+        unknown = sorted(set(v) - set(NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(NAMES)}")
+        return v
+
+    def for_stage(self, stage: str) -> SparkSettings:
+        """These settings with ``stage_conf[stage]`` over ``conf``."""
+        return self.model_copy(update={"conf": {**self.conf, **self.stage_conf.get(stage, {})}})
 
 
 class EmbedSettings(_Section):

@@ -283,7 +283,8 @@ def run_stage(settings: Settings, stage: str, ds: str, *, spark=None,
     if own:
         from vrec.spark.session import build_session
 
-        spark = build_session(settings, f"vrec-{st.name}-{ds}")
+        spark = build_session(settings.model_copy(update={"spark": settings.spark.for_stage(
+            st.name)}), f"vrec-{st.name}-{ds}")
     try:
         note = holder_note(f"stage {st.name} of ds={ds}", run_id=run_id)
         with hold(layout.root / STAGE_LOCK, note, what=f"the staging area of ds={ds}"):

@@ -9,6 +9,8 @@ up to the end of ``label_ds``, as labels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from vrec import columns as C
@@ -41,6 +43,29 @@ def forward_window_at(spark, events_path, catalog_path, settings: Settings, cut_
     trending = (item_popularity(before, catalog, cut_ds, settings.recs.trending_half_life_days)
                 .where(F.col("users_all") > 0).orderBy("trending_rank")
                 .select(C.ITEM_ID).toPandas())
-    return forward_window(train.toPandas(), labels.toPandas(), pd.Timestamp(cut),
+    return forward_window(to_pandas(train, Path(events_path).parent), labels.toPandas(), pd.Timestamp(cut),
                           trending=trending[C.ITEM_ID].astype(str).tolist(),
                           label_end=pd.Timestamp(end))
+
+
+def to_pandas(df, near: Path) -> pd.DataFrame:
+    """``df.toPandas()`` without holding the result in the JVM: written as Parquet to a
+    hidden temporary folder in ``near`` (the run's staging area: executors see it on a
+    cluster too) and read with pyarrow (a window's training pairs are GBs at 10M;
+    collected through the driver JVM they set its heap's high-water mark). The same
+    frame: timestamps as naive UTC, rows in the same order."""
+    import shutil
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    tmp = tempfile.mkdtemp(prefix=".collect-", dir=near)
+    try:
+        df.write.mode("overwrite").parquet(tmp)
+        out = pq.read_table(tmp).to_pandas()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.DatetimeTZDtype):
+            out[col] = out[col].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    return out
