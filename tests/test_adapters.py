@@ -423,3 +423,21 @@ def test_native_landing_of_json_lines_gives_the_same_rows_and_rejects(tmp_path, 
         assert fast[key] == slow[key], key
     assert fast["native"]["rows"] > 300 and fast["native"]["lines_parsed_record_by_record"] > 0
     assert len(slow_ev) > 900 and len(slow_rej) > 20
+
+
+def test_a_stray_quote_far_from_the_next_quote_is_rejected_alone_in_both_paths(tmp_path):
+    """A stray quote with more than the CSV reader's field limit (128 KiB) of text before
+    any other quote: record by record the reader runs into the limit; the line is still
+    an unbalanced quote, rejected alone, as the native reader says."""
+    lines = [b"u%d,i1,view,1763596800,\n" % i for i in range(8000)]
+    f = tmp_path / "day.csv"
+    f.write_bytes(b"user_id,item_id,event_type,ts,value\n" + b"".join(lines[:4])
+                  + b'u1,"i1,view,1,\n' + b"".join(lines) + b'u2,"i2,view,1,\n')
+    for native in (True, False):
+        stats = land_files("events", [f], tmp_path / f"raw-{native}", dt.date(2026, 11, 20),
+                           native=native)
+        rej = pd.read_parquet(tmp_path / f"raw-{native}" / "events" / "ds=2026-11-20" / REJECTS_FILE)
+        assert stats["landed"] == 8000 + 4
+        assert rej["line"].tolist() == [6, 8007]
+        assert rej["detail"].tolist() == [
+            "unbalanced quote (the record ran over the end of its line)"] * 2

@@ -171,8 +171,12 @@ def _csv_body(path: Path, lines: list[str], header: list[str], rejects: Rejects,
             except StopIteration:
                 break
             except csv.Error as exc:
-                rejects.add(path, start + 1 + offset, "malformed_line", f"CSV error: {exc}",
-                            lines[start])
+                # without multi-line records, an error past the record's own line is a
+                # stray quote that ran on (into the reader's field size limit)
+                ran_on = not multiline and base + reader.line_num - start > 1
+                rejects.add(path, start + 1 + offset, "malformed_line",
+                            "unbalanced quote (the record ran over the end of its line)"
+                            if ran_on else f"CSV error: {exc}", lines[start])
                 restart = start + 1
                 break
             end = base + reader.line_num
