@@ -113,7 +113,8 @@ def merge_task_files(warehouse: str | Path, ds: str, tag: str) -> int:
 
 
 def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
-                    embed: EmbedSettings, ds: str, image_roots: list | tuple = ()) -> dict:
+                    embed: EmbedSettings, ds: str, image_roots: list | tuple = (),
+                    phase=None) -> dict:
     """Embed the catalog's new images and return the run's item vectors.
 
     Returns a dict with ``vectors`` (pandas: item_id, content_hash, embedding),
@@ -122,9 +123,14 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     Inference runs in Spark; the run's vectors are then collected on the driver for the
     quality policy and duplicate search (fine to a few hundred thousand items). Images are
     read only under ``image_root`` and ``image_roots`` (vrec.images.embed.locate_image);
-    verdicts in ``NOT_CACHED`` count for this run only.
+    verdicts in ``NOT_CACHED`` count for this run only. ``phase``: the stage's timer
+    (``ctx.phase``) for its parts.
     """
+    import contextlib
+
     from pyspark.sql import functions as F
+
+    phase = phase or (lambda name: contextlib.nullcontext())
 
     backbone, batch_size, policy = embed.backbone, embed.batch_size, embed
     weights_path = str(embed.weights_path) if embed.weights_path else None
@@ -136,14 +142,15 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     items = catalog.select(C.ITEM_ID, C.IMAGE_URI).repartition(parallelism)
     roots = [str(r) for r in image_roots]
     max_bytes, max_pixels = embed.max_image_bytes, embed.max_image_pixels
-    hashed = items.mapInPandas(
-        lambda it: hash_images(it, str(image_root), roots, max_bytes),
-        "item_id string, path string, content_hash string, error string").localCheckpoint()
-    cache = read_cache(spark, warehouse, version)
-    wanted = hashed.where(F.col("content_hash").isNotNull()).dropDuplicates(["content_hash"])
-    todo = wanted if cache is None else wanted.join(
-        cache.select("content_hash"), "content_hash", "left_anti")
-    todo_pd = todo.select("content_hash", "path").toPandas()
+    with phase("hash images, find new ones"):
+        hashed = items.mapInPandas(
+            lambda it: hash_images(it, str(image_root), roots, max_bytes),
+            "item_id string, path string, content_hash string, error string").localCheckpoint()
+        cache = read_cache(spark, warehouse, version)
+        wanted = hashed.where(F.col("content_hash").isNotNull()).dropDuplicates(["content_hash"])
+        todo = wanted if cache is None else wanted.join(
+            cache.select("content_hash"), "content_hash", "left_anti")
+        todo_pd = todo.select("content_hash", "path").toPandas()
     n_new = len(todo_pd)
     if n_new:
         print(f"[vrec] {ds} embed_items: embedding {n_new} new images with {version} "
@@ -172,7 +179,8 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
                 if passing.any():
                     yield rows[passing]
 
-        with watch(f"{ds} embed_items: embedded", n_new, lambda: done.value, "images"):
+        with watch(f"{ds} embed_items: embedded", n_new, lambda: done.value, "images"), \
+                phase("embed new images"):
             fresh = (spark.createDataFrame(todo_pd).repartition(n_parts)
                      .mapInPandas(cached_per_task, CACHE_SCHEMA).toPandas())
         merge_task_files(warehouse, ds, tag)
@@ -184,10 +192,11 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
             cache = now if cache is None else cache.unionByName(now)
     if cache is None:  # nothing embeddable, ever (e.g. every image missing)
         cache = spark.createDataFrame([], CACHE_SCHEMA)
-    joined = hashed.join(
-        cache.select("content_hash", "embedding", F.col("error").alias("embed_error"),
-                     "width", "height", "pixel_std", "phash"),
-        "content_hash", "left").toPandas()
+    with phase("collect vectors"):
+        joined = hashed.join(
+            cache.select("content_hash", "embedding", F.col("error").alias("embed_error"),
+                         "width", "height", "pixel_std", "phash"),
+            "content_hash", "left").toPandas()
     reasons = [
         str(e) if isinstance(e, str) else quality_reason(ee, w, h, s, policy)
         for e, ee, w, h, s in zip(joined["error"], joined["embed_error"], joined["width"],
@@ -199,12 +208,13 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     bad = joined.loc[~ok, [C.ITEM_ID]].rename(columns={C.ITEM_ID: "key"})
     bad["reason"] = joined.loc[~ok, "reason"].fillna(S.reason("images", "not_embedded")).to_numpy()
     kept = joined.loc[ok].sort_values(C.ITEM_ID)
-    pairs = hamming_pairs(kept[C.ITEM_ID].tolist(), kept["phash"].astype("int64").to_numpy(),
-                          policy.duplicate_hamming)
-    # A perceptual hash alone confuses different products shot the same way (same pose,
-    # white background); a pair counts only when the CNN embeddings agree as well.
-    vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
-    rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
+    with phase("near-duplicates"):
+        pairs = hamming_pairs(kept[C.ITEM_ID].tolist(),
+                              kept["phash"].astype("int64").to_numpy(), policy.duplicate_hamming)
+        # A perceptual hash alone confuses different products shot the same way (same
+        # pose, white background); a pair counts only when the CNN embeddings agree too.
+        vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
+        rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
     dups = pd.DataFrame([r for r in rows if r[3] >= policy.duplicate_min_cosine],
                         columns=S.IMAGE_DUPLICATES.names()).astype(
         {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})

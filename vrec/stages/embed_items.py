@@ -9,12 +9,13 @@ def run(ctx) -> dict:
     from vrec.spark.embed import run_embed_items
 
     spark, ds, e = ctx.spark, ctx.ds, ctx.settings.embed
-    with ctx.phase("embed (hash, cache, CNN, duplicates)"):
-        res = run_embed_items(spark, spark.read.parquet(str(ctx.input("catalog"))),
-                              warehouse=ctx.warehouse, image_root=ctx.settings.paths.image_root,
-                              image_roots=ctx.settings.paths.allowed_image_roots(), embed=e, ds=ds)
-    W.write_table_folder(res["vectors"], ctx.output("item_vectors"))
-    W.write_table_folder(res["duplicates"], ctx.output("image_duplicates"))
+    res = run_embed_items(spark, spark.read.parquet(str(ctx.input("catalog"))),
+                          warehouse=ctx.warehouse, image_root=ctx.settings.paths.image_root,
+                          image_roots=ctx.settings.paths.allowed_image_roots(), embed=e, ds=ds,
+                          phase=ctx.phase)
+    with ctx.phase("write"):
+        W.write_table_folder(res["vectors"], ctx.output("item_vectors"))
+        W.write_table_folder(res["duplicates"], ctx.output("image_duplicates"))
     nq = W.write_quarantine(ctx.warehouse, ds, "images", res["quarantine"])
     ctx.record(res["items"], len(res["vectors"]), nq, embedded_new=res["embedded_new"],
                reused=res["reused"], model_version=res["model_version"],
