@@ -53,11 +53,11 @@ def make_csv(ts: str, rows: int) -> Path:
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
     table = pds.dataset(str(SCALE_RAW / "events"), format="parquet").to_table(
-        columns=["user_id", "item_id", "event_type", "value", "ts"]).slice(0, rows)
+        columns=["user_id", "item_id", "event_type", "ts", "value"]).slice(0, rows)
     t = table["ts"]
     text = (pc.cast(pc.divide(pc.cast(t, pa.int64()), 1_000_000), pa.string()) if ts == "epoch"
             else pc.strftime(t, format="%Y-%m-%dT%H:%M:%SZ"))
-    table = table.set_column(4, "ts", text)
+    table = table.set_column(3, "ts", text)
     sink = pa.BufferOutputStream()
     pcsv.write_csv(table, sink, pcsv.WriteOptions(quoting_style="none"))
     lines = sink.getvalue().to_pybytes().split(b"\n")
