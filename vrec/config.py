@@ -66,7 +66,7 @@ class SparkSettings(_Section):
             "embed_items": {"spark.driver.memory": "2g"},
             "train_cf": {"spark.driver.memory": "2g"},
             "candidates": {"spark.driver.memory": "3g"},
-            "evaluate": {"spark.driver.memory": "3g"},
+            "evaluate": {"spark.driver.memory": "2g"},
             "validate_outputs": {"spark.driver.memory": "2g"},
         }
     )
