@@ -301,6 +301,24 @@ def test_the_report_shows_the_row_accounting_and_where_rows_were_set_aside(dirty
     assert "<td>duplicate_event</td><td>by the run</td><td class=n>1</td>" in html
 
 
+def _land_both_ways(f: Path, tmp_path: Path) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """Land events file ``f`` natively and record by record; check that both landed the
+    same rows and rejects; (native stats, record stats, landed rows, rejects)."""
+    out = {}
+    for native in (True, False):
+        raw = tmp_path / f"raw-{native}"
+        stats = land_files("events", [f], raw, dt.date(2026, 11, 20), native=native)
+        part = raw / "events" / "ds=2026-11-20"
+        out[native] = (stats, pd.read_parquet(part / "part-00000.parquet"),
+                       pd.read_parquet(part / REJECTS_FILE))
+    (fast, fast_ev, fast_rej), (slow, slow_ev, slow_rej) = out[True], out[False]
+    pd.testing.assert_frame_equal(fast_ev, slow_ev)
+    pd.testing.assert_frame_equal(fast_rej, slow_rej)
+    for key in ("landed", "rejected", "reasons", "decoded_with_fallback"):
+        assert fast[key] == slow[key], key
+    return fast, slow, slow_ev, slow_rej
+
+
 DIRTY_EVENT_LINES = [
     b"u1,i1,view,1763596800,", b"u2,i2,click,1763596800.25,1", b"u3,i3,add_to_cart,1763600000,2.5",
     b"u4,i4,view,2026-11-20T10:00:00Z,", b"u5,i5,view,2026-11-20 10:00,",
@@ -351,18 +369,7 @@ def test_native_landing_gives_the_same_rows_and_rejects_as_record_by_record(
         + b"".join(ln + b"\n" for ln in body[-50:]) + b"u1,i1,view,1763596800"
     f = tmp_path / "day.csv"
     f.write_bytes(data)
-    out = {}
-    for native in (True, False):
-        raw = tmp_path / f"raw-{native}"
-        stats = land_files("events", [f], raw, dt.date(2026, 11, 20), native=native)
-        part = raw / "events" / "ds=2026-11-20"
-        rej = pd.read_parquet(part / REJECTS_FILE) if (part / REJECTS_FILE).is_file() else None
-        out[native] = (stats, pd.read_parquet(part / "part-00000.parquet"), rej)
-    (fast, fast_ev, fast_rej), (slow, slow_ev, slow_rej) = out[True], out[False]
-    pd.testing.assert_frame_equal(fast_ev, slow_ev)
-    pd.testing.assert_frame_equal(fast_rej, slow_rej)
-    for key in ("landed", "rejected", "reasons", "decoded_with_fallback"):
-        assert fast[key] == slow[key], key
+    fast, slow, slow_ev, slow_rej = _land_both_ways(f, tmp_path)
     assert fast["native"]["rows"] > len(clean) / 3  # most clean rows came the fast way
     assert fast["native"]["lines_parsed_record_by_record"] > 0
     assert fast["native"]["rows_checked_one_by_one"] > 0
@@ -409,18 +416,7 @@ def test_native_landing_of_json_lines_gives_the_same_rows_and_rejects(tmp_path, 
     data = b"\xef\xbb\xbf" + b"".join(ln + rng.choice([b"\n"] * 30 + [b"\r\n"]) for ln in body)
     f = tmp_path / "day.jsonl"
     f.write_bytes(data)
-    out = {}
-    for native in (True, False):
-        raw = tmp_path / f"raw-{native}"
-        stats = land_files("events", [f], raw, dt.date(2026, 11, 20), native=native)
-        part = raw / "events" / "ds=2026-11-20"
-        out[native] = (stats, pd.read_parquet(part / "part-00000.parquet"),
-                       pd.read_parquet(part / REJECTS_FILE))
-    (fast, fast_ev, fast_rej), (slow, slow_ev, slow_rej) = out[True], out[False]
-    pd.testing.assert_frame_equal(fast_ev, slow_ev)
-    pd.testing.assert_frame_equal(fast_rej, slow_rej)
-    for key in ("landed", "rejected", "reasons", "decoded_with_fallback"):
-        assert fast[key] == slow[key], key
+    fast, slow, slow_ev, slow_rej = _land_both_ways(f, tmp_path)
     assert fast["native"]["rows"] > 300 and fast["native"]["lines_parsed_record_by_record"] > 0
     assert len(slow_ev) > 900 and len(slow_rej) > 20
 
