@@ -171,27 +171,6 @@ def test_hamming_pairs_matches_brute_force():
     assert got == want and ("k3", "k10") in got
 
 
-def test_near_duplicate_pairs_as_arrays_equal_the_pairs_and_their_dot_products():
-    """The array form of the pair search (no Python loop over millions of pairs) gives
-    the same pairs, in the same order, and the cosines the per-pair dot products gave."""
-    from vrec.images.imagequality import hamming_pair_index
-    from vrec.spark.embed import pair_cosines
-
-    rng = np.random.default_rng(1)
-    base = rng.integers(-(2**63), 2**63 - 1, size=40, dtype=np.int64)
-    h = np.repeat(base, 8) ^ rng.integers(0, 4, size=320)  # groups of look-alikes
-    keys = [f"k{i:03d}" for i in range(320)]
-    keys[5] = keys[4]  # one item listed twice is never its own duplicate
-    i, j, d = hamming_pair_index(keys, h, 2, block=50)
-    assert list(zip([keys[a] for a in i], [keys[b] for b in j], d.tolist())) == \
-        hamming_pairs(keys, h, 2, block=50)
-    assert len(i) > 300 and (i < j).all()
-    emb = rng.normal(size=(320, 64)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    want = [float(np.dot(emb[a], emb[b])) for a, b in zip(i, j)]
-    assert np.allclose(pair_cosines(np.array(list(emb)), i, j, chunk=37), want, atol=1e-6)
-
-
 # ---------------------------------------------------------------- backbones
 
 @pytest.mark.parametrize("name, dim", [("resnet18", 512), ("resnet50", 2048),

@@ -99,26 +99,14 @@ def hamming_pairs(keys: list[str], hashes: np.ndarray, max_distance: int,
                   block: int = 2048) -> list[tuple[str, str, int]]:
     """Pairs (a, b, distance) of different keys whose 64-bit hashes differ in at most
     ``max_distance`` bits; each pair once, a < b by position."""
-    i, j, d = hamming_pair_index(keys, hashes, max_distance, block)
-    return [(keys[a], keys[b], int(c)) for a, b, c in zip(i, j, d)]
-
-
-def hamming_pair_index(keys: list[str] | np.ndarray, hashes: np.ndarray, max_distance: int,
-                       block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`hamming_pairs` as arrays of positions (i < j) and distances, in the same
-    order, without a Python loop over the pairs (a catalog of look-alike pictures has
-    millions)."""
     h = np.asarray(hashes, dtype=np.int64).view(np.uint64)
-    ids = np.asarray(keys, dtype=object)
-    out_i, out_j, out_d = [], [], []
+    out: list[tuple[str, str, int]] = []
     for start in range(0, len(h), block):
-        d = np.bitwise_count(h[start:start + block, None] ^ h[None, :])
+        x = h[start:start + block, None] ^ h[None, :]
+        d = np.bitwise_count(x)
         rows, cols = np.nonzero(d <= max_distance)
-        i = rows + start
-        keep = (cols > i) & (ids[i] != ids[cols])
-        out_i.append(i[keep])
-        out_j.append(cols[keep])
-        out_d.append(d[rows[keep], cols[keep]].astype(np.int64))
-    if not out_i:
-        return (np.zeros(0, np.int64),) * 3
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+        for r, c in zip(rows, cols):
+            i = start + int(r)
+            if int(c) > i and keys[i] != keys[int(c)]:
+                out.append((keys[i], keys[int(c)], int(d[r, c])))
+    return out

@@ -34,7 +34,7 @@ from vrec.images.embed import (
     model_version,
     quality_reason,
 )
-from vrec.images.imagequality import hamming_pair_index
+from vrec.images.imagequality import hamming_pairs
 from vrec.io import faults
 from vrec.progress import watch
 
@@ -110,19 +110,6 @@ def merge_task_files(warehouse: str | Path, ds: str, tag: str) -> int:
     for p in pieces:
         p.unlink(missing_ok=True)
     return len(pieces)
-
-
-def pair_cosines(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray,
-                 chunk: int = 65_536) -> np.ndarray:
-    """The dot products (cosines: the vectors have norm 1) of the vector pairs (i, j) of
-    ``embeddings`` (an array of vectors), a chunk of pairs at a time."""
-    out = np.zeros(len(i), dtype=np.float64)
-    if not len(i):
-        return out
-    e = np.stack(embeddings).astype(np.float32, copy=False)
-    for s in range(0, len(i), chunk):
-        out[s:s + chunk] = np.einsum("ij,ij->i", e[i[s:s + chunk]], e[j[s:s + chunk]])
-    return out
 
 
 def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
@@ -222,18 +209,15 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     bad["reason"] = joined.loc[~ok, "reason"].fillna(S.reason("images", "not_embedded")).to_numpy()
     kept = joined.loc[ok].sort_values(C.ITEM_ID)
     with phase("near-duplicates"):
-        ids = kept[C.ITEM_ID].to_numpy(dtype=object)
-        i, j, d = hamming_pair_index(ids, kept["phash"].astype("int64").to_numpy(),
-                                     policy.duplicate_hamming)
+        pairs = hamming_pairs(kept[C.ITEM_ID].tolist(),
+                              kept["phash"].astype("int64").to_numpy(), policy.duplicate_hamming)
         # A perceptual hash alone confuses different products shot the same way (same
         # pose, white background); a pair counts only when the CNN embeddings agree too.
-        cos = pair_cosines(kept["embedding"].to_numpy(), i, j)
-        ok_pair = cos >= policy.duplicate_min_cosine
-        dups = pd.DataFrame({C.ITEM_ID: ids[i[ok_pair]], "duplicate_of": ids[j[ok_pair]],
-                             "hamming": d[ok_pair], "cosine": cos[ok_pair]},
-                            columns=S.IMAGE_DUPLICATES.names()).astype(
-            {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64",
-             "cosine": "float64"})
+        vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
+        rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
+    dups = pd.DataFrame([r for r in rows if r[3] >= policy.duplicate_min_cosine],
+                        columns=S.IMAGE_DUPLICATES.names()).astype(
+        {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
     dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str),
                           "reason": S.reason("images", "near_duplicate_image")})
     quarantine = pd.concat([d for d in (bad, dup_q.drop_duplicates("key")) if len(d)],
