@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # lowest first; a module may import from a lower layer or its own unit
 LAYERS: dict[str, int] = {
     "vrec.columns": 0,
+    "vrec.stages": 0,  # the registry: declarations only, no vrec import (the config
+    # checks per-stage settings against its names)
     "vrec.schemas": 1, "vrec.dates": 1, "vrec.config": 1, "vrec.progress": 1,
-    "vrec.stages": 1,  # the registry: declarations only
     "vrec.core": 2, "vrec.images": 2,
     "vrec.io": 3,
     "vrec.data": 4, "vrec.spark": 4, "vrec.gate": 4, "vrec.privacy": 4,
