@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,67 @@ def blocks(data: bytes, start: int, size: int | None = None) -> Iterator[bytes]:
         pos = end
 
 
+def _lines(block: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A block's bytes, and where each of its newline-ended lines starts and ends."""
+    arr = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    return arr, np.concatenate(([0], ends[:-1] + 1)), ends
+
+
+def _per_line(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """How many bytes of each line ``mask`` marks (its line end not counted)."""
+    return np.add.reduceat(mask.astype(np.int32), starts) - mask[ends]
+
+
+def _joined(block: bytes, sc: Scan, keep: np.ndarray) -> bytes:
+    """The lines ``keep`` of a block (ascending), joined: runs of consecutive lines are
+    sliced whole."""
+    if len(keep) == len(sc.odd):
+        return block
+    brk = np.flatnonzero(np.diff(keep) != 1)
+    first = np.concatenate(([keep[0]], keep[brk + 1]))
+    last = np.concatenate((keep[brk], [keep[-1]]))
+    return b"".join(block[sc.starts[a]:sc.ends[b] + 1] for a, b in zip(first, last))
+
+
+@dataclass
+class Landed:
+    """What one file lands: the fast tables, the rows checked one by one (with their
+    line), and the rejects it added, put in the file's order at the end as the record
+    parser reports them (one reject per line)."""
+
+    path: Path
+    check: Callable[[dict], dict]
+    rejects: Rejects
+    tables: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    first_reject: int = -1
+
+    def __post_init__(self) -> None:
+        self.first_reject = len(self.rejects.rows)
+
+    def one(self, fields: dict, line: int, raw: str) -> None:
+        """Check one record: a row, or a reject with its reason."""
+        try:
+            self.rows.append({**self.check(fields), "_line": line})
+        except BadValue as bad:
+            self.rejects.add(self.path, line, bad.reason, str(bad), raw)
+
+    def table(self) -> pa.Table:
+        """The landed rows in the file's order, in the contract's schema."""
+        r = self.rejects.rows
+        r[self.first_reject:] = sorted(r[self.first_reject:], key=lambda x: x["line"])
+        tables = list(self.tables)
+        if self.rows:
+            tables.append(pa.Table.from_pandas(pd.DataFrame(self.rows).reindex(
+                columns=[*CONTRACT.names, "_line"]), schema=CONTRACT.append(
+                pa.field("_line", pa.int64())), preserve_index=False))
+        if not tables:
+            return CONTRACT.empty_table()
+        out = pa.concat_tables(tables)
+        return out.take(pc.sort_indices(out["_line"])).drop_columns(["_line"])
+
+
 @dataclass
 class Scan:
     """A block's physical lines (ended by ``\\n``): where each starts and ends, which the
@@ -90,12 +151,10 @@ def scan(block: bytes, n_fields: int, first_line: int) -> Scan:
     outside printable ASCII (another encoding, a control character, a lone carriage
     return), a field count other than ``n_fields``, or nothing at all. Line numbers
     count as the record parser does (a lone carriage return ends a line too)."""
-    arr = np.frombuffer(block, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 10)
-    starts = np.concatenate(([0], ends[:-1] + 1))
+    arr, starts, ends = _lines(block)
 
-    def per_line(mask: np.ndarray) -> np.ndarray:  # how many bytes of each line match
-        return np.add.reduceat(mask.astype(np.int32), starts) - mask[ends]
+    def per_line(mask: np.ndarray) -> np.ndarray:
+        return _per_line(mask, starts, ends)
 
     cr = arr == 13
     crlf = cr & np.concatenate((arr[1:] == 10, [False]))
@@ -115,13 +174,7 @@ def _read_clean(block: bytes, sc: Scan, header: list[str]) -> pa.Table | None:
     keep = np.flatnonzero(~sc.odd)
     if not len(keep):
         return None
-    if len(keep) == len(sc.odd):
-        body = block
-    else:  # runs of consecutive clean lines, joined
-        brk = np.flatnonzero(np.diff(keep) != 1)
-        first = np.concatenate(([keep[0]], keep[brk + 1]))
-        last = np.concatenate((keep[brk], [keep[-1]]))
-        body = b"".join(block[sc.starts[a]:sc.ends[b] + 1] for a, b in zip(first, last))
+    body = _joined(block, sc, keep)
     bad = []
 
     def invalid(row) -> str:
@@ -234,16 +287,9 @@ def land_csv_events(path: Path, data: bytes, start: int, header: list[str],
     contract's schema, the clean bulk at native speed (module doc), in the file's order;
     ``check`` is the record-by-record check (:func:`vrec.data.land.check_event` with the
     partition's bounds), and the rejects go to ``rejects``."""
-    tables, rows = [], []
-
-    def one(fields: dict, line: int, raw: str) -> None:
-        try:
-            rows.append({**check(fields), "_line": line})
-        except BadValue as bad:
-            rejects.add(path, line, bad.reason, str(bad), raw)
-
+    out = Landed(path, check, rejects)
     fast_ok = len(set(header)) == len(header)
-    line, first_reject = 2, len(rejects.rows)
+    line = 2
     for block in blocks(data, start):
         stats.blocks += 1
         sc = scan(block, len(header), line)
@@ -253,35 +299,21 @@ def land_csv_events(path: Path, data: bytes, start: int, header: list[str],
         else:
             numbers = sc.numbers[~sc.odd]
             fast, dirty = _fast_rows(table, numbers, weights, not_after)
-            tables.append(fast)
+            out.tables.append(fast)
             stats.fast_rows += fast.num_rows
             at = np.flatnonzero(~sc.odd)
             for i in np.flatnonzero(dirty):
                 stats.checked_rows += 1
                 k = at[i]
                 raw = block[sc.starts[k]:sc.ends[k]].decode("ascii")
-                one({h: table[h][int(i)].as_py() for h in header}, int(numbers[i]), raw)
+                out.one({h: table[h][int(i)].as_py() for h in header}, int(numbers[i]), raw)
         for k in np.flatnonzero(sc.odd):
             stats.slow_lines += 1
             for rec in csv_block_records(path, block[sc.starts[k]:sc.ends[k] + 1],
                                          int(sc.numbers[k]), header, rejects, fallback):
-                one(rec.fields, rec.line, rec.raw)
+                out.one(rec.fields, rec.line, rec.raw)
         line = sc.next_line
-    # in the file's order, as the record parser reports them (one reject per line)
-    rejects.rows[first_reject:] = sorted(rejects.rows[first_reject:], key=lambda r: r["line"])
-    return _landed(tables, rows)
-
-
-def _landed(tables: list[pa.Table], rows: list[dict]) -> pa.Table:
-    """The fast rows and the rows checked one by one, in the file's order."""
-    if rows:
-        tables.append(pa.Table.from_pandas(pd.DataFrame(rows).reindex(
-            columns=[*CONTRACT.names, "_line"]), schema=CONTRACT.append(
-            pa.field("_line", pa.int64())), preserve_index=False))
-    if not tables:
-        return CONTRACT.empty_table()
-    out = pa.concat_tables(tables)
-    return out.take(pc.sort_indices(out["_line"])).drop_columns(["_line"])
+    return out.table()
 
 
 # JSON types the fast path takes per column: those whose text the record check reads the
@@ -297,11 +329,8 @@ def scan_jsonl(block: bytes, first_line: int) -> Scan:
     """The lines of a JSON-lines block the fast reader cannot take as the record parser
     would: a byte outside printable ASCII (another encoding, a control character, a
     carriage return), nothing at all, or not ``{...}``. Lines are counted by ``\\n``."""
-    arr = np.frombuffer(block, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 10)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    odd_byte = ((arr >= 127) | (arr < 32)) & (arr != 10)
-    odd = (np.add.reduceat(odd_byte.astype(np.int32), starts) - odd_byte[ends]) > 0
+    arr, starts, ends = _lines(block)
+    odd = _per_line(((arr >= 127) | (arr < 32)) & (arr != 10), starts, ends) > 0
     odd |= ends == starts
     odd |= arr[starts] != ord("{")
     odd |= arr[np.maximum(ends - 1, 0)] != ord("}")
@@ -315,7 +344,7 @@ def _read_json(block: bytes, sc: Scan, keep: np.ndarray) -> pa.Table | None:
     one is absent."""
     import pyarrow.json as pj
 
-    body = b"".join(block[sc.starts[k]:sc.ends[k] + 1] for k in keep)
+    body = _joined(block, sc, keep)
     try:
         table = pj.read_json(io.BytesIO(body))
     except pa.ArrowInvalid:
@@ -356,15 +385,7 @@ def land_jsonl_events(path: Path, data: bytes, start: int, rejects: Rejects,
     pyarrow's JSON reader, the rest line by line as before."""
     import json
 
-    tables, rows = [], []
-    first_reject = len(rejects.rows)
-
-    def one(fields: dict, line: int, raw: str) -> None:
-        try:
-            rows.append({**check(fields), "_line": line})
-        except BadValue as bad:
-            rejects.add(path, line, bad.reason, str(bad), raw)
-
+    out = Landed(path, check, rejects)
     line = 1
     for block in blocks(data, start):
         stats.blocks += 1
@@ -374,17 +395,16 @@ def land_jsonl_events(path: Path, data: bytes, start: int, rejects: Rejects,
                 sc.odd[at] = True
                 continue
             fast, dirty = _fast_rows(table, sc.numbers[at], weights, not_after)
-            tables.append(fast)
+            out.tables.append(fast)
             stats.fast_rows += fast.num_rows
             for k in at[dirty]:
                 stats.checked_rows += 1
                 raw = block[sc.starts[k]:sc.ends[k]].decode("ascii")
-                one(json.loads(raw), int(sc.numbers[k]), raw)
+                out.one(json.loads(raw), int(sc.numbers[k]), raw)
         for k in np.flatnonzero(sc.odd):
             stats.slow_lines += 1
             text = block[sc.starts[k]:sc.ends[k]].decode("utf-8", "surrogateescape")
             for rec in jsonl_text_records(path, text, int(sc.numbers[k]), rejects, fallback):
-                one(rec.fields, rec.line, rec.raw)
+                out.one(rec.fields, rec.line, rec.raw)
         line = sc.next_line
-    rejects.rows[first_reject:] = sorted(rejects.rows[first_reject:], key=lambda r: r["line"])
-    return _landed(tables, rows)
+    return out.table()
