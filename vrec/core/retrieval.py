@@ -127,7 +127,10 @@ class RankInput:
             return [np.asarray(v if v is not None else [], dtype=np.int64) for v in df[col]]
 
         def floats(col):
-            return [np.asarray([np.nan if x is None else x for x in (v if v is not None else [])],
+            # Arrow hands float arrays (nulls as NaN) to pandas; lists may hold None
+            return [v.astype(np.float64, copy=False)
+                    if isinstance(v, np.ndarray) and v.dtype.kind == "f" else
+                    np.asarray([np.nan if x is None else x for x in (v if v is not None else [])],
                                dtype=np.float64) for v in df[col]]
 
         return cls(df[C.USER_ID].astype(str).to_numpy(), df["in_model"].to_numpy(dtype=bool),
