@@ -140,8 +140,11 @@ def catalog_embedding_matrix(item_ids: np.ndarray, vectors: pd.DataFrame
 
 def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
     """Position of each value in ``universe`` (-1 when absent)."""
-    lookup = {str(v): i for i, v in enumerate(universe)}
-    return np.asarray([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+    index = pd.Index(np.asarray(universe).astype(str))
+    if not index.is_unique:  # a dict keeps a repeated value's last position
+        lookup = {v: i for i, v in enumerate(index)}
+        return np.asarray([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+    return index.get_indexer(np.asarray(values).astype(str)).astype(np.int64)
 
 
 def item_stats(item_ids: np.ndarray, pairs: pd.DataFrame, catalog: pd.DataFrame,

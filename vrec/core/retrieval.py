@@ -253,6 +253,10 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
                     batch.recent if batch.recent is not None else np.zeros(nu, np.int64),
                     np.full(nu, np.nan))
     trending = open_trending(space)
+    # plain ndarray views: np.memmap adds Python work to every indexing call
+    factors, warm, new, emb, has_vec, pref_z, has_z, category = (
+        np.asarray(getattr(space, a)) for a in ("factors", "warm", "new", "emb", "has_vec",
+                                                "pref_z", "has_z", "category"))
     for r in range(nu):
         parts = []
         if batch.in_model[r]:
@@ -272,33 +276,33 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
             head = trending[:n + len(s_r)]
             parts += [head[~np.isin(head, s_r)][:n]]
         cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        cf = (space.factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
+        cf = (factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
             else np.full(len(cand), np.nan)
-        cf[~(space.warm[cand] | space.new[cand])] = np.nan
-        vis = (space.emb[cand] @ P[r]).astype(np.float64) if has_p[r] \
+        cf[~(warm[cand] | new[cand])] = np.nan
+        vis = (emb[cand] @ P[r]).astype(np.float64) if has_p[r] \
             else np.full(len(cand), np.nan)
-        vis[~space.has_vec[cand]] = np.nan
-        pref = (space.pref_z[cand] @ V[r]).astype(np.float64) if has_v[r] \
+        vis[~has_vec[cand]] = np.nan
+        pref = (pref_z[cand] @ V[r]).astype(np.float64) if has_v[r] \
             else np.full(len(cand), np.nan)
-        pref[~space.has_z[cand]] = np.nan
+        pref[~has_z[cand]] = np.nan
         txt = np.full(len(cand), np.nan)
         if has_t[r]:
             txt = (text.pref_z[cand] @ T[r]).astype(np.float64)
             txt[~text.has_z[cand]] = np.nan
         last = np.full(len(cand), np.nan)
         if has_q[r]:
-            last = (space.pref_z[cand] @ Q[r]).astype(np.float64)
-            last[~space.has_z[cand]] = np.nan
+            last = (pref_z[cand] @ Q[r]).astype(np.float64)
+            last[~has_z[cand]] = np.nan
         h = hist.indices[hist.indptr[r]:hist.indptr[r + 1]]
-        hc = space.category[h]
+        hc = category[h]
         counts = np.bincount(hc[hc >= 0], minlength=len(space.category_names) + 1)
-        cc = space.category[cand]
+        cc = category[cand]
         out.cat.append(np.where(cc >= 0, counts[np.maximum(cc, 0)] / max(1, len(h)), np.nan))
         hp = price[h]
         if (~np.isnan(hp)).any():
             out.price_ref[r] = float(np.nanmean(hp))
         out.last.append(last)
-        out.hist.append(np.sort(h[space.has_vec[h]]))
+        out.hist.append(np.sort(h[has_vec[h]]))
         out.seen.append(np.sort(s_r))
         out.items.append(cand)
         out.cf.append(cf)

@@ -73,6 +73,8 @@ def pairs_by_user(pairs: pd.DataFrame, users: np.ndarray | None = None) -> pd.Da
     with empty lists for users without pairs."""
     p = pairs.copy()
     p[C.USER_ID] = p[C.USER_ID].astype(str)
+    if users is not None:  # only their pairs: an evaluation's users are few of many
+        p = p[p[C.USER_ID].isin(set(np.asarray(users).astype(str).tolist()))]
     p[C.ITEM_ID] = p[C.ITEM_ID].astype(str)
     # seconds since the epoch whatever the frame's time unit (ns, us or ms)
     p["last_s"] = (pd.to_datetime(p["last_ts"], utc=True)
@@ -116,6 +118,7 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     h_ptr, h_idx, h_val, h_raw, s_ptr, s_idx, touched = [0], [], [], [], [0], [], []
     last_items, last_days, recent = [], [], []
     exclude = rows["exclude"] if "exclude" in rows else [None] * len(rows)
+    category = np.asarray(space.category).tolist()  # one lookup per pair: plain ints
     for items, weights, last_s, types, n_events, excl in zip(
             rows["items"], rows["weights"], rows["last_s"], rows["event_types"], rows["n_events"],
             exclude):
@@ -140,7 +143,7 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
             t = types[k] if types is not None and len(types) > k else None
             if is_seen(t, seen_types):
                 s_idx.append(j)
-            c = int(space.category[j])
+            c = category[j]
             if c >= 0:
                 cats[c] = cats.get(c, 0) + int(n_events[k] if n_events is not None else 1)
         if excl is not None:

@@ -95,8 +95,12 @@ class Window:
 
 
 def _relevant(pairs: pd.DataFrame) -> dict[str, set[str]]:
+    """``{user: items with weight > 0}``, users in sorted order."""
     pos = pairs[pairs["weight"] > 0]
-    return {str(u): set(g.astype(str)) for u, g in pos.groupby(pos[C.USER_ID].astype(str))[C.ITEM_ID]}
+    out: dict[str, set[str]] = {}
+    for u, i in zip(pos[C.USER_ID].astype(str).tolist(), pos[C.ITEM_ID].astype(str).tolist()):
+        out.setdefault(u, set()).add(i)
+    return dict(sorted(out.items()))
 
 
 def forward_window(train: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timestamp, *,

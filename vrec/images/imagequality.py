@@ -96,17 +96,18 @@ def prepare(data: bytes, *, crop_size: int = 224, resize_size: int = 256,
 
 
 def hamming_pairs(keys: list[str], hashes: np.ndarray, max_distance: int,
-                  block: int = 2048) -> list[tuple[str, str, int]]:
+                  block: int = 1024) -> list[tuple[str, str, int]]:
     """Pairs (a, b, distance) of different keys whose 64-bit hashes differ in at most
-    ``max_distance`` bits; each pair once, a < b by position."""
+    ``max_distance`` bits; each pair once, a < b by position, in position order."""
     h = np.asarray(hashes, dtype=np.int64).view(np.uint64)
+    names = np.asarray(keys, dtype=object)
+    _, code = np.unique(names.astype(str), return_inverse=True)  # equal keys, equal codes
     out: list[tuple[str, str, int]] = []
     for start in range(0, len(h), block):
-        x = h[start:start + block, None] ^ h[None, :]
-        d = np.bitwise_count(x)
+        d = np.bitwise_count(h[start:start + block, None] ^ h[None, :])
         rows, cols = np.nonzero(d <= max_distance)
-        for r, c in zip(rows, cols):
-            i = start + int(r)
-            if int(c) > i and keys[i] != keys[int(c)]:
-                out.append((keys[i], keys[int(c)], int(d[r, c])))
+        i = rows + start
+        keep = (cols > i) & (code[i] != code[cols])
+        out += zip(names[i[keep]].tolist(), names[cols[keep]].tolist(),
+                   d[rows[keep], cols[keep]].tolist())
     return out
