@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from vrec import columns as C
 from vrec.config import ContentSettings, RecsSettings, Settings, VisualSettings
@@ -78,6 +79,25 @@ def test_fusion_settings_choose_images_text_or_both():
     assert np.array_equal(both.text_only().z, both.z[:, 6:])
 
 
+def test_staged_content_features_read_back_the_same(tmp_path):
+    """embed_items stages the content features once (vrec.stages.common.write_content);
+    what the later stages read is what was computed: ids, features and the text block,
+    and "none" stays none."""
+    from vrec.core.visual import load_features, save_features
+
+    cat = _catalog()
+    vec = pd.DataFrame({C.ITEM_ID: cat[C.ITEM_ID][:40], "embedding": list(
+        np.random.default_rng(1).normal(size=(40, 16)).astype(np.float32))})
+    both = content_features(vec, cat, VisualSettings(dim=6),
+                            ContentSettings(features="both", text_dim=4))
+    save_features(both, tmp_path / "content.npz")
+    back = load_features(tmp_path / "content.npz")
+    assert back.ids.tolist() == both.ids.tolist() and back.text_dims == 4
+    assert back.z.dtype == both.z.dtype and np.array_equal(back.z, both.z)
+    save_features(None, tmp_path / "none.npz")
+    assert load_features(tmp_path / "none.npz") is None
+
+
 def test_the_text_model_learns_a_taste_the_pictures_do_not_show():
     """Pictures are noise; titles name the colour. Users who bought red items get red
     items first from the text preference (the ``text`` model), not from the pictures."""
@@ -114,3 +134,37 @@ def test_the_old_tuning_splits_name_their_replacement():
     with pytest.raises(ValueError, match="recs.window_days"):
         Settings.model_validate({"recs": {"tune_split": "time"}})
     assert Settings().recs.window_days == 7 and Settings().content.features == "both"
+
+
+def test_the_text_preference_fit_on_the_text_columns_alone_equals_the_zero_padded_fit():
+    """ItemSpace.text_only keeps the text columns alone: the image columns (zeros there)
+    would only add zeros to every product and solve."""
+    from vrec.core.visual import fit_preferences, gram
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(300, 10)).astype(np.float32)
+    z[:, :6] = 0.0  # the text space of old: the image block zeroed, the last 4 text
+    z[rng.random(300) < 0.2] = 0.0  # items without text
+    w = sp.random(50, 300, density=0.05, format="csr", random_state=3, dtype=np.float32)
+    w.data[:] = rng.integers(1, 4, len(w.data))
+    has = np.abs(z).sum(1) > 0
+    pad, has_pad = fit_preferences(w, z, gram(z[has]), regularization=1.0, alpha=2.0)
+    zt = np.ascontiguousarray(z[:, 6:])
+    narrow, has_narrow = fit_preferences(w, zt, gram(zt[has]), regularization=1.0, alpha=2.0)
+    assert np.array_equal(has_pad, has_narrow) and has_pad.sum() > 30
+    assert not pad[:, :6].any()
+    assert np.allclose(pad[:, 6:], narrow, rtol=1e-5, atol=1e-6)
+    assert np.allclose(pad @ z.T, narrow @ zt.T, rtol=1e-5, atol=1e-6)
+    # and the space's text view is those columns
+    from vrec.core.itemspace import ItemSpace
+
+    full = z.copy()
+    full[:, :6] = rng.normal(size=(300, 6))
+    n = len(full)
+    space = ItemSpace(np.asarray([f"i{j}" for j in range(n)]), np.zeros((n, 3), np.float32),
+                      np.zeros(n, bool), np.zeros((n, 2), np.float32), np.zeros(n, bool),
+                      np.ones(n, bool), np.zeros(n, np.int64), np.arange(n), np.asarray(["c"]),
+                      full, np.ones(n, bool), gram(full), np.asarray([4]))
+    text = space.text_only()
+    assert np.array_equal(text.pref_z, zt) and np.array_equal(text.has_z, has)
+    assert np.array_equal(text.new, has) and np.allclose(text.pref_gram, gram(zt[has]))

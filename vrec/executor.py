@@ -54,6 +54,7 @@ ARTIFACTS: dict[str, str] = {
     # embed_items
     "item_vectors": "item_vectors",        # the run's item embeddings
     "image_duplicates": "image_duplicates",
+    "content": "content.npz",              # content features (image PCA, text LSA) of the run
     # train_cf
     "model": "model",                      # CF factors and ids (.npy) + model.json
     "blend": "blend.json",                 # the blend used by build_recs (tuned or configured)

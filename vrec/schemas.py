@@ -364,6 +364,8 @@ NON_TABULAR: dict[str, str] = {
     "ranker": "`ranker.json`: the learned ranker's record (validation, features, importance, "
               "seconds), its model text, and whether it ranks the night's lists",
     "item_space": "catalog-indexed arrays the ranker uses (`.npy`)",
+    "content": "`content.npz`: the run's content features (image PCA and text LSA, by item "
+               "id), computed once by embed_items for train_cf, candidates and evaluate",
     "published_model": "the model as published (pseudonymised ids when on)",
 }
 

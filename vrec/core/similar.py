@@ -39,8 +39,9 @@ def exact_topk(emb: np.ndarray, rows: np.ndarray, k: int, allowed: np.ndarray | 
     """The exact top-k neighbours of ``emb[rows]`` among all rows, or the ``allowed`` ones
     (self excluded)."""
     pool, local = _pool(len(emb), allowed)
+    # unit vectors: no norm to prune by, the unpruned search is the faster exact one
     idx, sc = topk_blocked(emb[rows], emb[pool], k,
-                           exclude=[local[[r]][local[[r]] >= 0] for r in rows])
+                           exclude=[local[[r]][local[[r]] >= 0] for r in rows], prune=False)
     return np.where(idx >= 0, pool[np.maximum(idx, 0)], -1), sc
 
 

@@ -96,6 +96,24 @@ def image_features(vectors, d: int, *, whiten: bool = False) -> ImageFeatures | 
     return ImageFeatures(vectors["item_id"].astype(str).to_numpy(), pca.project(emb))
 
 
+def save_features(features: ImageFeatures | None, path) -> None:
+    """Write content features (or that there are none) to one ``.npz`` file."""
+    with open(path, "wb") as f:
+        if features is None:
+            np.savez(f, none=np.ones(1, dtype=bool))
+        else:
+            np.savez(f, ids=np.asarray(features.ids).astype(str), z=features.z,
+                     text_dims=np.asarray([features.text_dims], dtype=np.int64))
+
+
+def load_features(path) -> ImageFeatures | None:
+    """What :func:`save_features` wrote: the same ids, features and text block."""
+    with np.load(path, allow_pickle=False) as f:
+        if "none" in f:
+            return None
+        return ImageFeatures(f["ids"], f["z"], int(f["text_dims"][0]))
+
+
 def _unit_scale(z: np.ndarray, has: np.ndarray) -> np.ndarray:
     """``z`` scaled so that its rows in ``has`` have a mean squared norm of 1."""
     ms = float((z[has] ** 2).sum(axis=1).mean()) if has.any() else 0.0

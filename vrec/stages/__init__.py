@@ -57,11 +57,11 @@ STAGES: tuple[Stage, ...] = (
           "engagements; impressions and dismisses apart; bad rows quarantined; the catalog "
           "with what the rules block; item_popularity and user_profile",
           requires=("validate_inputs",)),
-    Stage("embed_items", "spark", ("catalog",), ("item_vectors", "image_duplicates"),
+    Stage("embed_items", "spark", ("catalog",), ("item_vectors", "image_duplicates", "content"),
           "new or changed item images -> CNN vectors (incremental cache); bad images "
-          "quarantined; near-duplicate pairs"),
+          "quarantined; near-duplicate pairs; the content features (image PCA, text LSA)"),
     Stage("train_cf", "spark",
-          ("events", "interactions", "catalog", "item_vectors", "item_popularity"),
+          ("events", "interactions", "catalog", "item_vectors", "item_popularity", "content"),
           ("model", "blend", "ranker"),
           "ALS (implicit on one node, or Spark MLlib) with factors, regularization and alpha "
           "tuned on the forward window (features as of ds - h, labels after it); the blend "
@@ -69,7 +69,7 @@ STAGES: tuple[Stage, ...] = (
           "against the blend on that window and refit on it"),
     Stage("candidates", "spark",
           ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend",
-           "events", "feedback"),
+           "events", "feedback", "content"),
           ("item_space", "candidates"),
           "the item space (factors, images, content features of images and text, cold-start "
           "map; blocked items out) and every user's CF, visual-profile, content-preference, "
@@ -85,7 +85,7 @@ STAGES: tuple[Stage, ...] = (
           needs_salt=True),
     Stage("evaluate", "spark",
           ("events", "interactions", "catalog", "item_vectors", "item_popularity", "model",
-           "ranker", "feedback"),
+           "ranker", "feedback", "content"),
           ("eval_metrics", "realised_metrics"),
           "a holdout as of ds: popularity, ALS, visual profile, content preference, text, "
           "hybrid and the learned ranker through the same retrieval and ranking, refit and "

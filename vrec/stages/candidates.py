@@ -34,7 +34,7 @@ def run(ctx) -> dict:
     with ctx.phase("item space"):
         space, map_quality = build_item_space(model, inp.catalog, inp.vectors, inp.pairs,
                                               inp.trending, r, visual=ctx.settings.visual,
-                                              content=run_content(ctx, inp),
+                                              content=run_content(ctx),
                                               end=pd.Timestamp(end_of_ds(ds)))
     # the pandas inputs (all interaction pairs: GBs at 10M) are not needed past this point;
     # drop them before the Spark job so the driver does not hold them beside the workers

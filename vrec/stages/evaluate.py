@@ -150,7 +150,7 @@ def run(ctx) -> dict:
             # the time split's holdout is built from the events; only the user split
             # holds out the run's pairs
             inp = driver_inputs(ctx, pairs=None if e.split == "time" else PAIR_COLUMNS)
-            content = run_content(ctx, inp)
+            content = run_content(ctx)
         with ctx.phase("holdout"):
             holdout = holdout_for(ctx, inp.pairs)
         # the tunings for data that ended where the holdout's features end; the user

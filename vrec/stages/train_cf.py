@@ -32,7 +32,7 @@ def run(ctx) -> dict:
     inter = ctx.input("interactions")
     with ctx.phase("read inputs"):
         inp = driver_inputs(ctx, pairs=[C.USER_ID, C.ITEM_ID])  # their size: reuse
-        content = run_content(ctx, inp)
+        content = run_content(ctx)
     window = functools.cache(lambda: tuning_window(ctx, ds))
     with ctx.phase("CF tuning"):
         cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=ds, use="cf")
