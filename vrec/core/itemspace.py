@@ -140,11 +140,14 @@ def catalog_embedding_matrix(item_ids: np.ndarray, vectors: pd.DataFrame
 
 def index_of(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
     """Position of each value in ``universe`` (-1 when absent)."""
-    index = pd.Index(np.asarray(universe).astype(str))
+    def strings(a) -> pd.Index:  # Python str objects: no fixed-width copy of 8.8M ids
+        return pd.Index(np.asarray(a, dtype=object)).astype(str)
+
+    index = strings(universe)
     if not index.is_unique:  # a dict keeps a repeated value's last position
         lookup = {v: i for i, v in enumerate(index)}
         return np.asarray([lookup.get(str(v), -1) for v in values], dtype=np.int64)
-    return index.get_indexer(np.asarray(values).astype(str)).astype(np.int64)
+    return index.get_indexer(strings(values)).astype(np.int64)
 
 
 def item_stats(item_ids: np.ndarray, pairs: pd.DataFrame, catalog: pd.DataFrame,
