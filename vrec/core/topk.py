@@ -8,8 +8,8 @@ multiplied only for rows whose Cauchy-Schwarz bound can still reach their curren
 score. Plain ``argpartition`` costs 5-14x the product; this costs 0.4-1x of it
 (benchmarks/README.md). Without norm pruning (dense features whose norms do not
 follow popularity) the whole block gets the threshold selection: 2.4x faster than one
-partition per row on the 10M night's 192-d content features. Pure numpy/scipy: the retrieval of candidates, item_similar and
-the benchmarks all call :func:`topk_blocked`.
+partition per row on the 10M night's 192-d content features. Pure numpy/scipy: the
+retrieval of candidates, item_similar and the benchmarks all call :func:`topk_blocked`.
 """
 
 from __future__ import annotations

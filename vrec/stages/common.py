@@ -76,7 +76,7 @@ def write_content(ctx) -> None:
 def run_content(ctx):
     """The run's content features, as embed_items staged them (:func:`write_content`):
     the CF model's image prior, the cold-start map and the preference models use them.
-    At 10M they take 17 s to compute, once a night instead of in three stages."""
+    At 10M they took 5-17 s in each of the three; now once a night."""
     from vrec.core.visual import load_features
 
     return load_features(ctx.input("content"))
