@@ -171,6 +171,22 @@ def test_hamming_pairs_matches_brute_force():
     assert got == want and ("k3", "k10") in got
 
 
+def test_near_duplicate_pairs_as_arrays_equal_the_pairs():
+    """The array form of the pair search (positions, no Python object per pair) gives the
+    same pairs in the same order; an item listed twice is never its own duplicate."""
+    from vrec.images.imagequality import hamming_pair_index
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(-(2**63), 2**63 - 1, size=40, dtype=np.int64)
+    h = np.repeat(base, 8) ^ rng.integers(0, 4, size=320)  # groups of look-alikes
+    keys = [f"k{i:03d}" for i in range(320)]
+    keys[5] = keys[4]
+    i, j, d = hamming_pair_index(keys, h, 2, block=50)
+    assert list(zip([keys[a] for a in i], [keys[b] for b in j], d.tolist())) == \
+        hamming_pairs(keys, h, 2, block=50)
+    assert len(i) > 300 and (i < j).all() and not ((i == 4) & (j == 5)).any()
+
+
 # ---------------------------------------------------------------- backbones
 
 @pytest.mark.parametrize("name, dim", [("resnet18", 512), ("resnet50", 2048),

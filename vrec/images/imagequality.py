@@ -99,15 +99,25 @@ def hamming_pairs(keys: list[str], hashes: np.ndarray, max_distance: int,
                   block: int = 1024) -> list[tuple[str, str, int]]:
     """Pairs (a, b, distance) of different keys whose 64-bit hashes differ in at most
     ``max_distance`` bits; each pair once, a < b by position, in position order."""
+    i, j, d = hamming_pair_index(keys, hashes, max_distance, block)
+    return list(zip([keys[a] for a in i.tolist()], [keys[b] for b in j.tolist()], d.tolist()))
+
+
+def hamming_pair_index(keys: list[str] | np.ndarray, hashes: np.ndarray, max_distance: int,
+                       block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`hamming_pairs` as arrays of positions (i < j) and distances, in the same
+    order, without a Python object per pair (a catalog of look-alike pictures has
+    millions)."""
     h = np.asarray(hashes, dtype=np.int64).view(np.uint64)
-    names = np.asarray(keys, dtype=object)
-    _, code = np.unique(names.astype(str), return_inverse=True)  # equal keys, equal codes
-    out: list[tuple[str, str, int]] = []
+    _, code = np.unique(np.asarray(keys, dtype=object).astype(str),
+                        return_inverse=True)  # equal keys, equal codes
+    out_i, out_j, out_d = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, len(h), block):
         d = np.bitwise_count(h[start:start + block, None] ^ h[None, :])
         rows, cols = np.nonzero(d <= max_distance)
         i = rows + start
         keep = (cols > i) & (code[i] != code[cols])
-        out += zip(names[i[keep]].tolist(), names[cols[keep]].tolist(),
-                   d[rows[keep], cols[keep]].tolist())
-    return out
+        out_i.append(i[keep])
+        out_j.append(cols[keep])
+        out_d.append(d[rows[keep], cols[keep]].astype(np.int64))
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)

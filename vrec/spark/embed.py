@@ -34,7 +34,7 @@ from vrec.images.embed import (
     model_version,
     quality_reason,
 )
-from vrec.images.imagequality import hamming_pairs
+from vrec.images.imagequality import hamming_pair_index
 from vrec.io import faults
 from vrec.progress import watch
 
@@ -209,14 +209,17 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     bad["reason"] = joined.loc[~ok, "reason"].fillna(S.reason("images", "not_embedded")).to_numpy()
     kept = joined.loc[ok].sort_values(C.ITEM_ID)
     with phase("near-duplicates"):
-        pairs = hamming_pairs(kept[C.ITEM_ID].tolist(),
-                              kept["phash"].astype("int64").to_numpy(), policy.duplicate_hamming)
+        ids = kept[C.ITEM_ID].to_numpy(dtype=object)
+        i, j, d = hamming_pair_index(ids, kept["phash"].astype("int64").to_numpy(),
+                                     policy.duplicate_hamming)
         # A perceptual hash alone confuses different products shot the same way (same
         # pose, white background); a pair counts only when the CNN embeddings agree too.
-        vec_of = dict(zip(vectors[C.ITEM_ID], vectors["embedding"]))
-        rows = [(a, b, d, float(np.dot(vec_of[a], vec_of[b]))) for a, b, d in pairs]
-    dups = pd.DataFrame([r for r in rows if r[3] >= policy.duplicate_min_cosine],
-                        columns=S.IMAGE_DUPLICATES.names()).astype(
+        emb = kept["embedding"].to_numpy()
+        cos = np.fromiter((float(np.dot(emb[a], emb[b])) for a, b in zip(i.tolist(), j.tolist())),
+                          dtype=np.float64, count=len(i))
+        hit = cos >= policy.duplicate_min_cosine
+    dups = pd.DataFrame({C.ITEM_ID: ids[i[hit]], "duplicate_of": ids[j[hit]], "hamming": d[hit],
+                         "cosine": cos[hit]}, columns=S.IMAGE_DUPLICATES.names()).astype(
         {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
     dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str),
                           "reason": S.reason("images", "near_duplicate_image")})
