@@ -65,6 +65,29 @@ def test_preference_is_the_weighted_least_squares_solution():
     assert not x[1].any() and not x[2].any()
 
 
+def test_preference_short_and_long_histories_equal_the_direct_solve():
+    """Histories of at most half the dimensions go through Woodbury's identity, longer
+    ones through the d × d solve; both equal the dense least squares, including a
+    history with an item of weight 0 (confidence 1: the direct path)."""
+    rng = np.random.default_rng(5)
+    n, d = 400, 24
+    z = rng.normal(size=(n, d)).astype(np.float32)
+    sizes = [1, 3, d // 2, d // 2 + 1, 60]
+    rows = [rng.choice(n, h, replace=False) for h in sizes] + [np.array([7, 9])]
+    data = [rng.uniform(0.2, 3.0, len(r)) for r in rows[:-1]] + [np.array([0.0, 2.0])]
+    w = sp.csr_matrix((np.concatenate(data), (np.repeat(np.arange(len(rows)), [len(r) for r in rows]),
+                                              np.concatenate(rows))), shape=(len(rows), n))
+    w.sort_indices()
+    x, has = fit_preferences(w, z, gram(z), regularization=2.0, alpha=4.0)
+    assert has.all()
+    zz = z.astype(np.float64)
+    for r in range(len(rows)):
+        c = 1.0 + 4.0 * w.toarray()[r]
+        p = (np.arange(n)[:, None] == w.indices[w.indptr[r]:w.indptr[r + 1]]).any(1)
+        expected = np.linalg.solve(zz.T @ (c[:, None] * zz) + 2.0 * np.eye(d), zz.T @ (c * p))
+        assert np.allclose(x[r], expected, rtol=1e-5, atol=1e-6), sizes[r] if r < 5 else "zero"
+
+
 def test_preference_ranks_unseen_items_of_the_users_look_above_the_rest():
     """Three looks in image space; a user who picked items of look 0 scores the other
     look-0 items (new arrivals included, never interacted with) above the others."""

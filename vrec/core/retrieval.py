@@ -257,6 +257,8 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
     factors, warm, new, emb, has_vec, pref_z, has_z, category = (
         np.asarray(getattr(space, a)) for a in ("factors", "warm", "new", "emb", "has_vec",
                                                 "pref_z", "has_z", "category"))
+    text_z, text_has = (np.asarray(text.pref_z), np.asarray(text.has_z)) if text is not None \
+        else (None, None)
     for r in range(nu):
         parts = []
         if batch.in_model[r]:
@@ -287,8 +289,8 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
         pref[~has_z[cand]] = np.nan
         txt = np.full(len(cand), np.nan)
         if has_t[r]:
-            txt = (text.pref_z[cand] @ T[r]).astype(np.float64)
-            txt[~text.has_z[cand]] = np.nan
+            txt = (text_z[cand] @ T[r]).astype(np.float64)
+            txt[~text_has[cand]] = np.nan
         last = np.full(len(cand), np.nan)
         if has_q[r]:
             last = (pref_z[cand] @ Q[r]).astype(np.float64)

@@ -162,12 +162,12 @@ def fit_preferences(weights: sp.csr_matrix, z: np.ndarray, zz: np.ndarray, *,
     from vrec.core.cf import half_step
 
     n = weights.shape[0]
-    has = np.zeros(n, dtype=bool)
-    for r in range(n):  # a history with at least one picture
-        idx = weights.indices[weights.indptr[r]:weights.indptr[r + 1]]
-        has[r] = bool(len(idx)) and bool(np.abs(z[idx]).sum())
+    # a history with at least one picture: any non-zero feature among its items
+    item_has = (np.asarray(z)[weights.indices] != 0).any(axis=1)
+    has = np.bincount(np.repeat(np.arange(n), np.diff(weights.indptr))[item_has],
+                      minlength=n) > 0
     conf = weights.tocsr(copy=True).astype(np.float64)
     conf.data = 1.0 + alpha * conf.data
-    x = half_step(z, conf, regularization, gram=zz)
+    x = half_step(z, conf, regularization, gram=zz, woodbury=True)
     x[~has] = 0.0
     return x, has
