@@ -518,6 +518,8 @@ class EvalSettings(_Section):
     """time: train before the end of ds minus test_days; user: each user's latest pairs."""
     test_days: int = Field(1, ge=1)
     """Days held out by the time split."""
+    replay: bool = True
+    """Time split: take the holdout's features (interactions, trending) and CF model as the night of the cutoff staged them, when its run is still staged and its model has the CF settings and event weights the evaluation uses; off (or otherwise): aggregate the events before the cutoff and refit."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of each user's pairs held out by the user split."""
     min_user_pairs: int = Field(5, ge=2)

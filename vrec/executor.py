@@ -143,8 +143,18 @@ class StageContext:
 
     def has(self, artifact: str) -> bool:
         """Whether a declared input was written by its (succeeded) producer."""
-        rec = self.layout.record(registry.producer(artifact).name)
-        return rec.get("status") == "succeeded" and artifact in rec.get("outputs_written", [])
+        return _written(self.layout, artifact)
+
+    def earlier(self, artifact: str, ds: str) -> Path | None:
+        """A declared input as the run of another ``ds`` staged it, when its producer
+        succeeded for that ds and wrote it (and the staging is still there), else None:
+        the evaluation replays the night of its cutoff (docs/evaluation.md)."""
+        if artifact not in self.stage.inputs:
+            raise StageInputError(f"stage {self.stage.name} does not declare {artifact!r} as "
+                                  "an input (vrec/stages/__init__.py)")
+        layout = RunLayout(self.warehouse, check_ds(ds))
+        path = layout.path(artifact)
+        return path if _written(layout, artifact) and path.exists() else None
 
     def output(self, artifact: str) -> Path:
         """The path of a declared output (cleared before the stage ran)."""
@@ -180,6 +190,12 @@ class StageContext:
                       "rows_quarantined": int(rows_quarantined), **extra}
         print(f"[vrec] {self.ds} {self.stage.name}: in={rows_in} out={rows_out} "
               f"quarantined={rows_quarantined}", flush=True)
+
+
+def _written(layout: RunLayout, artifact: str) -> bool:
+    """Whether ``artifact``'s producer succeeded for the layout's ds and wrote it."""
+    rec = layout.record(registry.producer(artifact).name)
+    return rec.get("status") == "succeeded" and artifact in rec.get("outputs_written", [])
 
 
 def needed(stage: registry.Stage) -> list[str]:

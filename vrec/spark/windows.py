@@ -4,7 +4,8 @@
 ``cut_ds``) into pairs with the run's weights, their decay measured from the cutoff,
 exactly as build_interactions aggregates a night; computes item_popularity's trending
 order as of the cutoff with the same function; and takes the events after the cutoff,
-up to the end of ``label_ds``, as labels.
+up to the end of ``label_ds``, as labels. :func:`replayed_window` takes the features as
+the night of the cutoff staged them instead (the evaluation's holdout, docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -25,27 +26,50 @@ def forward_window_at(spark, events_path, catalog_path, settings: Settings, cut_
     the days after it, through ``label_ds`` (vrec.core.window)."""
     from pyspark.sql import functions as F
 
-    from vrec.spark.interactions import (
-        aggregate_interactions,
-        event_weight_expr,
-        item_popularity,
-    )
+    from vrec.spark.interactions import aggregate_interactions, item_popularity
 
-    cut, end = end_of_ds(cut_ds), end_of_ds(label_ds)
+    cut = end_of_ds(cut_ds)
     ev = spark.read.parquet(str(events_path))
     before = ev.where(F.col(C.TS) < F.lit(cut))
     train = aggregate_interactions(before, settings.weights, cut_ds).select(*PAIR_COLUMNS)
-    labels = (ev.where((F.col(C.TS) >= F.lit(cut)) & (F.col(C.TS) < F.lit(end)))
-              .withColumn("weight", event_weight_expr(settings.weights))
-              .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight"),
-                                                 F.min(C.TS).alias("first_ts")))
     catalog = spark.read.parquet(str(catalog_path))
     trending = (item_popularity(before, catalog, cut_ds, settings.recs.trending_half_life_days)
                 .where(F.col("users_all") > 0).orderBy("trending_rank")
                 .select(C.ITEM_ID).toPandas())
-    return forward_window(to_pandas(train, Path(events_path).parent), labels.toPandas(), pd.Timestamp(cut),
-                          trending=trending[C.ITEM_ID].astype(str).tolist(),
-                          label_end=pd.Timestamp(end))
+    return _window(ev, to_pandas(train, Path(events_path).parent), trending[C.ITEM_ID],
+                   settings, cut_ds, label_ds)
+
+
+def replayed_window(spark, events_path, interactions_path, popularity_path,
+                    settings: Settings, cut_ds: str, label_ds: str) -> Window:
+    """The window of ``cut_ds`` as that night had it: its staged interactions are the
+    features and its item_popularity the trending order; the labels are the staged
+    ``events`` after the cutoff through ``label_ds``, as in :func:`forward_window_at`.
+    Events that landed after that night with earlier timestamps are in neither."""
+    from vrec.io import warehouse as W
+
+    train = naive_utc(W.read_folder(interactions_path, PAIR_COLUMNS))
+    pop = W.read_folder(popularity_path, [C.ITEM_ID, "users_all", "trending_rank"])
+    pop = pop[pop["users_all"] > 0].sort_values("trending_rank", kind="stable")
+    return _window(spark.read.parquet(str(events_path)), train, pop[C.ITEM_ID], settings,
+                   cut_ds, label_ds)
+
+
+def _window(ev, train: pd.DataFrame, trending: pd.Series, settings: Settings, cut_ds: str,
+            label_ds: str) -> Window:
+    """The forward window of training pairs, a trending order and the events ``ev``
+    after the cutoff through ``label_ds`` as labels."""
+    from pyspark.sql import functions as F
+
+    from vrec.spark.interactions import event_weight_expr
+
+    cut, end = end_of_ds(cut_ds), end_of_ds(label_ds)
+    labels = (ev.where((F.col(C.TS) >= F.lit(cut)) & (F.col(C.TS) < F.lit(end)))
+              .withColumn("weight", event_weight_expr(settings.weights))
+              .groupBy(C.USER_ID, C.ITEM_ID).agg(F.max("weight").alias("weight"),
+                                                 F.min(C.TS).alias("first_ts")))
+    return forward_window(train, labels.toPandas(), pd.Timestamp(cut),
+                          trending=trending.astype(str).tolist(), label_end=pd.Timestamp(end))
 
 
 def to_pandas(df, near: Path) -> pd.DataFrame:
@@ -65,6 +89,11 @@ def to_pandas(df, near: Path) -> pd.DataFrame:
         out = pq.read_table(tmp).to_pandas()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return naive_utc(out)
+
+
+def naive_utc(out: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its zoned timestamp columns as naive UTC ``datetime64[ns]``."""
     for col in out.columns:
         if isinstance(out[col].dtype, pd.DatetimeTZDtype):
             out[col] = out[col].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")

@@ -5,8 +5,11 @@ With the time split the holdout is the forward window whose features end at the 
 (ds - eval.test_days) and whose labels are the days after it. Nothing tuned or trained
 on those days reaches it: the CF settings and the blend are the tunings for data that
 ended at the cutoff (a stored one when one may be reused, an earlier night's train_cf or
-evaluate, else tuned here on the forward window before the cutoff and stored), and the
-CF model is refit on the features. The learned ranker (model ``ranker``) is the one for
+evaluate, else tuned here on the forward window before the cutoff and stored). The
+features and the CF model are the night of the cutoff's own when its run is still staged
+(``eval.replay``: its interactions, trending order and model, the model only when fit
+with these settings), else the events before the cutoff are aggregated and the model
+refit on them. The learned ranker (model ``ranker``) is the one for
 data that ended at the cutoff too (stored by that night's train_cf, else trained here on
 the windows before the cutoff), whether or not it published; with the user split, the
 night's own (train_cf's ``ranker``). The tuning's own estimates
@@ -26,19 +29,50 @@ from vrec.dates import end_of_ds, shift_ds
 
 
 def holdout_for(ctx, pairs: pd.DataFrame):
-    """The run's holdout: ``time``: the forward window of the cutoff ds -
-    ``eval.test_days`` (vrec.spark.windows); ``user``: each user's latest pairs of the
-    run's interaction ``pairs``."""
+    """(the run's holdout, the CF model folder of the night it replays or None): ``time``:
+    the forward window of the cutoff ds - ``eval.test_days``, as that night staged its
+    features when ``eval.replay`` and its run is still staged (vrec.spark.windows
+    .replayed_window), else aggregated from the run's events; ``user``: each user's
+    latest pairs of the run's interaction ``pairs``."""
     from vrec.core.window import user_window
-    from vrec.spark.windows import forward_window_at
+    from vrec.spark.windows import forward_window_at, replayed_window
 
     s, ds = ctx.settings, ctx.ds
     e = s.eval
     if e.split == "user":
         return user_window(pairs, pd.Timestamp(end_of_ds(ds)), fraction=e.test_fraction,
-                           min_pairs=e.min_user_pairs)
-    return forward_window_at(ctx.spark, ctx.input("events"), ctx.input("catalog"), s,
-                             shift_ds(ds, -e.test_days), ds)
+                           min_pairs=e.min_user_pairs), None
+    cut = shift_ds(ds, -e.test_days)
+    staged = {a: ctx.earlier(a, cut) for a in ("interactions", "item_popularity", "model")} \
+        if e.replay else {}
+    if staged and all(staged.values()):
+        return replayed_window(ctx.spark, ctx.input("events"), staged["interactions"],
+                               staged["item_popularity"], s, cut, ds), staged["model"]
+    return forward_window_at(ctx.spark, ctx.input("events"), ctx.input("catalog"), s, cut,
+                             ds), None
+
+
+def replay_fit(ctx, folder, cf, content, fit):
+    """(the CF model for the holdout, what it is): the model the night of the cutoff
+    staged (``folder``) when it was fit with the settings ``cf``, the run's event weights
+    and the image prior as the evaluation would apply it, else ``fit`` (a refit on the
+    holdout's training pairs)."""
+    import json
+
+    if folder is None:
+        return fit, "refit on the holdout's training pairs"
+    from vrec.core.cf import CFModel
+
+    params = json.loads((folder / "model.json").read_text())["params"]
+    s = ctx.settings
+    prior = cf.engine == "implicit" and cf.visual_prior > 0 and content is not None
+    same = (all(params.get(k) == v for k, v in cf.model_dump(mode="json").items())
+            and params.get("weights") == s.weights.model_dump(mode="json")
+            and bool((params.get("image_prior") or {}).get("applied")) == prior)
+    if not same:
+        return fit, (f"refit: the model staged for {folder.parent.name} has other settings")
+    model = CFModel.load(folder, mmap=True)
+    return (lambda pairs: model), f"the model train_cf staged for {folder.parent.name}"
 
 
 def headline(frame: pd.DataFrame, k: int) -> dict:
@@ -152,7 +186,7 @@ def run(ctx) -> dict:
             inp = driver_inputs(ctx, pairs=None if e.split == "time" else PAIR_COLUMNS)
             content = run_content(ctx)
         with ctx.phase("holdout"):
-            holdout = holdout_for(ctx, inp.pairs)
+            holdout, replayed = holdout_for(ctx, inp.pairs)
         # the tunings for data that ended where the holdout's features end; the user
         # split holds out pairs of every day, so it can only use the run's own
         as_of = shift_ds(ds, -e.test_days) if e.split == "time" else ds
@@ -164,6 +198,7 @@ def run(ctx) -> dict:
         else:
             cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
         fit = cf_fitter(ctx, cf, content)
+        model_fit, model_source = replay_fit(ctx, replayed, cf, content, fit)
         with ctx.phase("blend tuning"):
             blend = tuned_blend(
                 ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
@@ -180,7 +215,7 @@ def run(ctx) -> dict:
                 if e.split == "time" else json.loads(ctx.input("ranker").read_text())
         with ctx.phase("models"):
             frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
-                                          visual=s.visual, fit=fit,
+                                          visual=s.visual, fit=model_fit,
                                           # the tuning estimates at recs.k need the holdout's
                                           ks=tuple(sorted(set(e.ks) | {s.recs.k})),
                                           max_users=e.max_users, label=f"{ds} evaluate",
@@ -193,6 +228,7 @@ def run(ctx) -> dict:
         info["cf_tuning"] = {k: cf_tuning.get(k) for k in ("chosen", "as_of", "reused_from",
                                                              "skipped", "chosen_ndcg")}
         info["tunings_as_of"] = as_of
+        info["cf_model"] = model_source
         info["ranker"] = {k: ranker.get(k) for k in ("chosen", "as_of", "reused_from", "skipped",
                                                      "reason", "validation")}
         info["ranker"]["source"] = (
