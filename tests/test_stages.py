@@ -493,7 +493,7 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     from vrec.core.itemspace import ItemSpace, ranking_policy
     from vrec.core.ranker import Ranker
     from vrec.core.ranking import rank, to_user_recs
-    from vrec.core.retrieval import retrieve
+    from vrec.core.retrieval import profile_source, retrieve
     from vrec.core.users import pairs_by_user, user_batch
     from vrec.dates import end_of_ds
     from vrec.stages.candidates import feedback_exclusions
@@ -515,7 +515,7 @@ def test_lists_from_the_evaluation_path_equal_the_published_lists(staged):
     by_user = exclude.groupby(C.USER_ID)[C.ITEM_ID].agg(list)
     rows["exclude"] = [by_user.get(u) for u in rows[C.USER_ID]]
     batch = user_batch(rows, space, model, s.recs, pd.Timestamp(end_of_ds(DS)))
-    inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=policy.pref_mix < 1,
+    inp = retrieve(batch, space, s.recs.candidates, s.visual, profile=profile_source(policy),
                    extra=s.ranker.enabled)
     record = json.loads(run.path("ranker").read_text())
     ranker = Ranker.from_record(record) if published_by(record) == "ranker" else None

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from vrec.config import RecsSettings, VisualSettings
 from vrec.core.itemspace import ItemSpace
 from vrec.core.ranking import lists_by_user, rank
-from vrec.core.retrieval import retrieve
+from vrec.core.retrieval import profile_source, retrieve
 from vrec.core.users import UserBatch
 
 MODELS = ("popularity", "als", "visual", "visual_pref", "text", "hybrid", "ranker")
@@ -84,7 +84,7 @@ def variant_lists(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings,
     hybrid = hybrid.model_copy(update={"candidates": max(hybrid.candidates, *ks)})
     out = {}
     for name, (b, s, policy) in variants(batch, space, hybrid).items():
-        inp = retrieve(b, s, policy.candidates, visual,
+        inp = retrieve(b, s, policy.candidates, visual, profile=profile_source(policy),
                        extra=(extra or ranker is not None) and name == "hybrid")
         for k in ks:
             out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)

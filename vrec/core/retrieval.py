@@ -200,6 +200,13 @@ def source(space: ItemSpace, name: str) -> Source:
     return space.cache[name]
 
 
+def profile_source(policy) -> bool:
+    """Whether the mean visual profile's own top-N is retrieved for a list policy
+    (vrec.config.RecsSettings): only when the blend gives it a share (``pref_mix`` < 1).
+    The candidates stage and the evaluation's models retrieve by this one rule."""
+    return policy.pref_mix < 1.0
+
+
 def last_items_query(batch: UserBatch, space: ItemSpace) -> tuple[np.ndarray, np.ndarray]:
     """(each user's mean content vector of their last items, whether they have one)."""
     z = np.asarray(space.pref_z)

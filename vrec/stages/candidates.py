@@ -21,6 +21,7 @@ def run(ctx) -> dict:
     from vrec import columns as C
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import block_items, build_item_space, gate_new_arrivals, ranking_policy
+    from vrec.core.retrieval import profile_source
     from vrec.dates import end_of_ds
     from vrec.io import warehouse as W
     from vrec.spark.candidates import retrieve_all
@@ -54,8 +55,7 @@ def run(ctx) -> dict:
         space.save(ctx.output("item_space"), meta={"map_quality": map_quality,
                                                    "slots_off": slots_off})
     # the mean profile's own top-N is retrieved only when the blend gives it a share
-    policy = ranking_policy(r, blend, slots_off)
-    profile = policy.pref_mix < 1.0
+    profile = profile_source(ranking_policy(r, blend, slots_off))
     with ctx.phase("retrieve (Spark, written)"):
         rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
                                spark, exclude)
