@@ -98,9 +98,9 @@ def test_staged_content_features_read_back_the_same(tmp_path):
     assert load_features(tmp_path / "none.npz") is None
 
 
-def test_the_text_model_learns_a_taste_the_pictures_do_not_show():
-    """Pictures are noise; titles name the colour. Users who bought red items get red
-    items first from the text preference (the ``text`` model), not from the pictures."""
+def _red_taste():
+    """Six users who bought red items, titles naming the colour, pictures as noise: the
+    batch, space, policy, visual settings, the red item ids and the model lists."""
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import build_item_space
     from vrec.core.models import variant_lists
@@ -124,10 +124,35 @@ def test_the_text_model_learns_a_taste_the_pictures_do_not_show():
                                 visual=visual, content=feats)
     users = np.array([f"u{u}" for u in range(6)], dtype=object)
     batch = user_batch(pairs_by_user(pairs, users), space, model, recs, t)
-    lists = variant_lists(batch, space, recs, visual, (5,))
+    return batch, space, recs, visual, red, variant_lists(batch, space, recs, visual, (5,))
+
+
+def test_the_text_model_learns_a_taste_the_pictures_do_not_show():
+    """Pictures are noise; titles name the colour. Users who bought red items get red
+    items first from the text preference (the ``text`` model), not from the pictures."""
+    *_, red, lists = _red_taste()
     hit = lambda m: np.mean([np.isin(v, red).mean() for v in lists[(m, 5)].values()])  # noqa: E731
     assert hit("text") == 1.0  # every recommended item is red
     assert hit("visual") < 0.6  # the pictures carry no colour
+
+
+def test_model_lists_in_forked_processes_equal_the_lists_in_one(monkeypatch):
+    """variant_lists with workers cuts the users into parts, one forked process per
+    part and variant; every model's lists are the ones the single process gives."""
+    from vrec.core import models
+    from vrec.progress import progress
+
+    batch, space, recs, visual, _, one = _red_taste()
+    monkeypatch.setattr(models, "MIN_USERS_PER_WORKER", 2)
+    pids = []
+    real = models._variant_lists
+    monkeypatch.setattr(models, "_variant_lists",
+                        lambda *a: (pids.append(1), real(*a))[1])
+    with progress("lists", len(one), "lists") as bar:
+        forked = models.variant_lists(batch, space, recs, visual, (5,), bar, workers=3)
+        assert bar.n == len(one)
+    assert forked == one and len(one) >= 5
+    assert not pids  # every part ran in a child (the parent's patched function never ran)
 
 
 def test_the_old_tuning_splits_name_their_replacement():

@@ -528,6 +528,8 @@ class EvalSettings(_Section):
     """Cut-offs evaluated (env form: 10,50); recs.k is always added (the tuning estimates are at recs.k)."""
     max_users: int = Field(5000, ge=1)
     """Test users sampled."""
+    workers: int = Field(2, ge=1)
+    """Processes the model lists are built in on the driver (forked, each with at least 200 test users; 1: in the stage's process)."""
     tune: bool = True
     """Tune the blend on the training part, as train_cf does."""
     gate: bool = True

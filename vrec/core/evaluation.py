@@ -83,12 +83,13 @@ def model_lists(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                 fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
                 label: str = "evaluation", blend: dict | None = None,
                 content: ImageFeatures | None = None, ranker=None,
-                extra: bool = False) -> tuple[dict, dict]:
+                extra: bool = False, workers: int = 1) -> tuple[dict, dict]:
     """Lists of every model (vrec.core.models) for the window's users at each K:
     ``{(model, k): {user: [item_id, ...]}}``, and facts about the fit (tuning, map).
     ``blend``: the blend tuning record to rank the hybrid with (None: the configured
     blend); ``ranker``: a learned ranker to add the ``ranker`` model with; ``extra``:
-    the hybrid retrieves the ranker's sources too (as the night does)."""
+    the hybrid retrieves the ranker's sources too (as the night does); ``workers``: forked
+    processes for the lists (vrec.core.models.variant_lists)."""
     train = window.train
     f = fit_for_eval(train, window.users, catalog, vectors, window.trending_ids(),
                      recs=recs, visual=visual, end=window.end, fit=fit, seed=seed,
@@ -96,7 +97,7 @@ def model_lists(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
     n_models = len(variants(f.batch, f.space, f.policy)) + (ranker is not None)
     with progress(f"{label}: model lists", n_models * len(ks), "lists") as bar:
         out = variant_lists(f.batch, f.space, f.policy, visual, ks, bar, extra=extra,
-                            ranker=ranker)
+                            ranker=ranker, workers=workers)
     tuned, hybrid, space = f.tuned, f.policy, f.space
     facts = {"blend": {"visual_weight": hybrid.visual_weight,
                        "history_shrink": hybrid.history_shrink, "pref_mix": hybrid.pref_mix,
@@ -176,11 +177,11 @@ def evaluate_models(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame
                     ks: tuple[int, ...] = (10, 50), max_users: int = 5000, seed: int = 0,
                     label: str = "evaluation", blend: dict | None = None,
                     content: ImageFeatures | None = None, ranker=None,
-                    extra: bool = False) -> tuple[pd.DataFrame, dict]:
+                    extra: bool = False, workers: int = 1) -> tuple[pd.DataFrame, dict]:
     """The metrics table (model, slice, k, metric, value) of every model on a window
     (a holdout), and facts about the run (split sizes, slices, tuning, seconds).
     ``blend``: the blend tuning to rank the hybrid with (None: the configured blend);
-    ``ranker``/``extra``: see :func:`model_lists`."""
+    ``ranker``/``extra``/``workers``: see :func:`model_lists`."""
     t0 = time.perf_counter()
     window = window.sampled(max_users, seed)
     users = window.users
@@ -192,7 +193,7 @@ def evaluate_models(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame
         return pd.DataFrame(columns=S.EVAL_METRICS.names()), info
     lists, facts = model_lists(window, catalog, vectors, recs=recs, visual=visual, ks=ks,
                                fit=fit, seed=seed, label=label, blend=blend, content=content,
-                               ranker=ranker, extra=extra)
+                               ranker=ranker, extra=extra, workers=workers)
     slices = eval_slices(window, users, set(catalog[C.ITEM_ID].astype(str)))
     frame = metric_rows(lists, slices, n_catalog=facts["catalog_items"],
                         popularity=training_popularity(window.train),

@@ -75,25 +75,72 @@ def variants(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings
 
 def variant_lists(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings,
                   visual: VisualSettings, ks: tuple[int, ...], bar=None, *,
-                  extra: bool = False, ranker=None
+                  extra: bool = False, ranker=None, workers: int = 1
                   ) -> dict[tuple[str, int], dict[str, list[str]]]:
     """``{(model, k): {user: [item_id, ...]}}`` of every variant at each K (``bar``: a
     progress bar counting lists); ``extra``: the hybrid retrieves the learned ranker's
     sources too (as the night does when the ranker is on); ``ranker``: also the
-    ``ranker`` model's lists."""
+    ``ranker`` model's lists. ``workers`` > 1: the users are cut into that many parts,
+    each variant's part listed in its own forked process (each user's lists depend on
+    that user alone), with at least :data:`MIN_USERS_PER_WORKER` users a part."""
     hybrid = hybrid.model_copy(update={"candidates": max(hybrid.candidates, *ks)})
-    out = {}
-    for name, (b, s, policy) in variants(batch, space, hybrid).items():
-        inp = retrieve(b, s, policy.candidates, visual, profile=profile_source(policy),
-                       extra=(extra or ranker is not None) and name == "hybrid")
-        for k in ks:
-            out[(name, k)] = lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)
+    parts = max(1, min(workers, len(batch.user_ids) // MIN_USERS_PER_WORKER))
+    per_model = len(ks) * (1 + (ranker is not None))
+    if parts == 1:
+        out = {}
+        for name, (b, s, policy) in variants(batch, space, hybrid).items():
+            out.update(_variant_lists(name, b, s, policy, visual, ks, extra, ranker))
             if bar is not None:
-                bar.update()
-        if name == "hybrid" and ranker is not None:
-            for k in ks:
-                out[("ranker", k)] = lists_by_user(
-                    rank(inp, s, policy.model_copy(update={"k": k}), ranker), s)
-                if bar is not None:
-                    bar.update()
+                bar.update(per_model if name == "hybrid" else len(ks))
+        return out
+    import multiprocessing
+
+    global _FORKED
+    cuts = np.linspace(0, len(batch.user_ids), parts + 1).astype(int)
+    names = list(variants(batch, space, hybrid))
+    jobs = [(name, int(lo), int(hi)) for name in names for lo, hi in zip(cuts[:-1], cuts[1:])]
+    _FORKED = (batch, space, hybrid, visual, ks, extra, ranker)
+    out: dict = {}
+    left = {name: parts for name in names}
+    try:
+        # fork: the children read the batch and the space from memory (nothing pickled)
+        with multiprocessing.get_context("fork").Pool(parts) as pool:
+            for name, lists in pool.imap_unordered(_part_lists, jobs):
+                for key, per_user in lists.items():
+                    out.setdefault(key, {}).update(per_user)
+                left[name] -= 1
+                if bar is not None and left[name] == 0:
+                    bar.update(per_model if name == "hybrid" else len(ks))
+    finally:
+        _FORKED = None
+    return out
+
+
+MIN_USERS_PER_WORKER = 200  # fewer: one process (a fork costs more than the lists)
+_FORKED: tuple | None = None  # what the forked processes of variant_lists read
+
+
+def _part_lists(job: tuple[str, int, int]) -> tuple[str, dict]:
+    """In a forked process: one variant's lists for the users ``lo`` to ``hi``."""
+    from threadpoolctl import threadpool_limits
+
+    name, lo, hi = job
+    batch, space, hybrid, visual, ks, extra, ranker = _FORKED
+    b, s, policy = variants(batch.rows(lo, hi), space, hybrid)[name]
+    with threadpool_limits(1, "blas"):  # one process per core
+        return name, _variant_lists(name, b, s, policy, visual, ks, extra, ranker)
+
+
+def _variant_lists(name: str, b: UserBatch, s: ItemSpace, policy: RecsSettings,
+                   visual: VisualSettings, ks: tuple[int, ...], extra: bool, ranker
+                   ) -> dict[tuple[str, int], dict[str, list[str]]]:
+    """One variant's lists at each K (and the ranker's, from the hybrid's candidates)."""
+    inp = retrieve(b, s, policy.candidates, visual, profile=profile_source(policy),
+                   extra=(extra or ranker is not None) and name == "hybrid")
+    out = {(name, k): lists_by_user(rank(inp, s, policy.model_copy(update={"k": k})), s)
+           for k in ks}
+    if name == "hybrid" and ranker is not None:
+        for k in ks:
+            out[("ranker", k)] = lists_by_user(
+                rank(inp, s, policy.model_copy(update={"k": k}), ranker), s)
     return out

@@ -66,6 +66,16 @@ class UserBatch:
     def n_hist(self) -> np.ndarray:
         return np.diff(self.hist.indptr)
 
+    def rows(self, lo: int, hi: int) -> UserBatch:
+        """The users ``lo`` to ``hi`` (exclusive) of the batch, every field cut alike."""
+        def cut(x):
+            return x[lo:hi] if x is not None and len(x) else x
+
+        return UserBatch(self.user_ids[lo:hi], self.uf[lo:hi], self.in_model[lo:hi],
+                         self.hist[lo:hi], self.seen[lo:hi], cut(self.touched),
+                         self.weights[lo:hi] if self.weights is not None else None,
+                         cut(self.last_items), cut(self.last_days), cut(self.recent))
+
 
 def pairs_by_user(pairs: pd.DataFrame, users: np.ndarray | None = None) -> pd.DataFrame:
     """Regroup (user_id, item_id, weight, last_ts[, event_types, n_events]) pairs into one

@@ -221,7 +221,8 @@ def run(ctx) -> dict:
                                           max_users=e.max_users, label=f"{ds} evaluate",
                                           blend=blend, content=content,
                                           ranker=Ranker.from_record(ranker) if ranker.get("model")
-                                          else None, extra=s.ranker.enabled)
+                                          else None, extra=s.ranker.enabled,
+                                          workers=e.workers)
         if len(frame):
             frame = pd.concat([frame, estimate_rows(blend, s.recs.k, estimate_days(s))],
                               ignore_index=True)
