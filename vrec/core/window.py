@@ -21,6 +21,7 @@ without a usable time axis; the tunings never use it.
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import numpy as np
 import pandas as pd
@@ -117,9 +118,18 @@ def forward_window(train: pd.DataFrame, labels: pd.DataFrame, cutoff: pd.Timesta
         if late.any():
             raise ValueError(f"{int(late.sum())} training pair(s) end at or after the cutoff "
                              f"{cutoff}: features must be built from events before it")
-    seen = set(zip(train[C.USER_ID].astype(str), train[C.ITEM_ID].astype(str)))
-    keep = np.asarray([(str(u), str(i)) not in seen
-                       for u, i in zip(labels[C.USER_ID], labels[C.ITEM_ID])], dtype=bool)
+    gc_was = gc.isenabled()
+    gc.disable()  # millions of tuples: the cyclic collector would walk them again and again
+    try:
+        seen = set(zip(train[C.USER_ID].astype(str).tolist(),
+                       train[C.ITEM_ID].astype(str).tolist()))
+        keep = np.fromiter(((str(u), str(i)) not in seen for u, i in
+                            zip(labels[C.USER_ID].tolist(), labels[C.ITEM_ID].tolist())),
+                           dtype=bool, count=len(labels))
+        del seen
+    finally:
+        if gc_was:
+            gc.enable()
     kept = labels[keep]  # a boolean mask (an empty list would select no columns)
     return Window(train, _relevant(kept), cutoff, "forward", trending, label_end,
                   labels=kept.reset_index(drop=True))
