@@ -108,3 +108,19 @@ def test_index_of_finds_each_id_by_its_text_and_marks_the_rest():
     assert index_of(np.array([3, 1], dtype=object), np.array(["1", "2", "3"])).tolist() == [2, 0]
     assert index_of(["1", "2"], np.array(["1", "2", "1"])).tolist() == [2, 1]
     assert index_of(np.array([], dtype=object), np.array(["a"])).tolist() == []
+
+
+def test_auc_counts_every_positive_negative_pair_ties_half():
+    """The cold-start map's AUC equals the pairwise definition (a positive above a
+    negative counts 1, a tie 1/2), exactly, with and without ties; no pair is NaN."""
+    from vrec.core.coldstart import auc
+
+    rng = np.random.default_rng(4)
+    for t in range(200):
+        pos = rng.integers(0, 12, rng.integers(1, 30)).astype(float) if t % 2 else \
+            rng.normal(size=rng.integers(1, 30))
+        neg = rng.integers(0, 12, rng.integers(1, 400)).astype(float) if t % 2 else \
+            rng.normal(size=rng.integers(1, 400))
+        twice = int((2 * (pos[:, None] > neg[None, :]) + (pos[:, None] == neg[None, :])).sum())
+        assert auc(pos, neg) == (twice / 2) / (len(pos) * len(neg))
+    assert np.isnan(auc(np.array([]), np.array([1.0])))
