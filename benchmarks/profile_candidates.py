@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(len(f) for f in candidates_partition(
         iter([rows]), space_dir=str(run / "item_space"), model_dir=str(run / "model"),
         recs=s.recs, visual=s.visual, end=pd.Timestamp(end_of_ds(args.ds)),
-        profile=policy.pref_mix < 1.0, extra=s.ranker.enabled))
+        profile=retrieval.profile_source(policy), extra=s.ranker.enabled))
     total = time.perf_counter() - t0
     names = {id(v): k for k, v in space.cache.items()}
     text = space.text_only()
