@@ -206,6 +206,10 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
     bu = user_visual_weight(policy.visual_weight, policy.history_shrink, inp.n_hist,
                             inp.in_model, inp.has_profile | any_pref)
     cols: dict[str, list] = {k: [] for k in LIST_COLUMNS}
+    # plain ndarray views: np.memmap adds Python work to every indexing call
+    emb, new, category, has_vec = (np.asarray(getattr(space, a))
+                                   for a in ("emb", "new", "category", "has_vec"))
+    trending = open_trending(space)
     for r, uid in enumerate(inp.user_ids):
         cand = inp.items[r]
         p_r = (1.0 - tu[r]) * npref[r] + tu[r] * ntxt[r]
@@ -214,8 +218,8 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
         slot_key = (1.0 - q) * ncf[r] + q * p_r
         if learned is not None:
             blend = slot_key = normalise(learned[r], "zscore")
-        is_new = space.new[cand]
-        pick, gain = greedy_pick(blend, space.emb[cand], space.category[cand], is_new,
+        is_new = new[cand]
+        pick, gain = greedy_pick(blend, emb[cand], category[cand], is_new,
                                  k=policy.k, slots=policy.new_arrival_slots,
                                  mmr_penalty=policy.mmr_penalty,
                                  max_per_category=policy.max_per_category,
@@ -230,15 +234,15 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
                               np.where((c_vis[pick] > c_cf[pick]) & has_visual, R_SIM, R_CF))
         h = inp.hist[r]
         reason_item = np.full(len(items), -1, dtype=np.int64)
-        explain = np.isin(reason, (R_SIM, R_NEW)) & space.has_vec[items]
+        explain = np.isin(reason, (R_SIM, R_NEW)) & has_vec[items]
         if len(h) and explain.any():
-            sims = space.emb[items[explain]] @ space.emb[h].T
+            sims = emb[items[explain]] @ emb[h].T
             reason_item[explain] = h[np.argmax(sims, axis=1)]
         cf_raw, vis_raw = inp.cf[r][pick], inp.vis[r][pick]
         if len(items) < policy.k:
             touched = inp.touched[r] if policy.cold_user_categories else None
             fill = trending_for(policy.k - len(items), set(inp.seen[r].tolist()) | set(items.tolist()),
-                                open_trending(space), space.category, touched)
+                                trending, category, touched)
             base = float(gain[-1]) if len(gain) else 0.0
             items = np.concatenate([items, np.asarray(fill, dtype=np.int64)])
             gain = np.concatenate([gain, base - 0.01 * np.arange(1, len(fill) + 1)])
