@@ -2,7 +2,10 @@
 
 Splits the stage's process tree into the driver's Python, the driver JVM and Spark's
 Python workers, and reports each one's peak and the split at the moment the whole tree
-peaked (benchmarks/README.md, "Where the memory goes").
+peaked (benchmarks/README.md, "Where the memory goes"). The tree's proportional set size
+(PSS: each shared page divided among the processes that map it) is sampled too: RSS
+counts a page once per process, so forked processes that share their parent's pages
+(evaluate's model lists, ``eval.workers``) sum to more than the memory in use.
 
     python benchmarks/stage_rss.py candidates --ds 2026-11-20 --config benchmarks/.cache/scale-10m/vrec.yaml
 """
@@ -31,14 +34,16 @@ def kind(p: psutil.Process, root: psutil.Process) -> str:
 
 
 def sample(cmd: list[str], every: float = 0.5) -> dict:
-    """Run ``cmd``; peak RSS per process kind, and the split at the tree's peak."""
+    """Run ``cmd``; peak RSS per process kind, the split at the tree's peak, and the
+    tree's peak PSS."""
     t0 = time.time()
     proc = subprocess.Popen(cmd)
     root = psutil.Process(proc.pid)
     peak: dict[str, int] = {}
-    best_total, best_split = 0, {}
+    best_total, best_split, best_pss = 0, {}, 0
     while proc.poll() is None:
         split: dict[str, int] = {}
+        pss = 0
         try:
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
@@ -50,11 +55,17 @@ def sample(cmd: list[str], every: float = 0.5) -> dict:
                 continue
             split[k] = split.get(k, 0) + rss
             peak[k] = max(peak.get(k, 0), rss)
+            try:
+                pss += p.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                pss += rss
+        best_pss = max(best_pss, pss)
         if sum(split.values()) > best_total:
             best_total, best_split = sum(split.values()), split
         time.sleep(every)
     return {"rc": proc.returncode, "wall_s": round(time.time() - t0, 1),
             "peak_total_gb": round(best_total / GB, 2),
+            "peak_total_pss_gb": round(best_pss / GB, 2),
             "at_peak_gb": {k: round(v / GB, 2) for k, v in best_split.items()},
             "per_process_peak_gb": {k: round(v / GB, 2) for k, v in peak.items()}}
 
