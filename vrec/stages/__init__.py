@@ -88,8 +88,8 @@ STAGES: tuple[Stage, ...] = (
            "ranker", "feedback", "content"),
           ("eval_metrics", "realised_metrics"),
           "a holdout as of ds: popularity, ALS, visual profile, content preference, text, "
-          "hybrid and the learned ranker through the same retrieval and ranking, refit and "
-          "tuned as of the holdout's cutoff, beside the tuning window's estimates -> "
+          "hybrid and the learned ranker through the same retrieval and ranking, on the "
+          "cutoff night's features and model (else refit) and tunings as of the holdout's cutoff, beside the tuning window's estimates -> "
           "eval_metrics; the lists published on the last feedback.horizon_days nights "
           "against the events after them -> realised_metrics",
           needs_salt=True),
