@@ -207,8 +207,9 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
 def _solve_rows(fixed, conf, regularization, prior_mean, prior_weight, gram, woodbury):
     src = np.asarray(fixed)  # a plain view (np.memmap indexes slowly); float64 per row below
     k = src.shape[1]
-    gram = np.asarray(src, dtype=np.float64).T @ np.asarray(src, dtype=np.float64) \
-        if gram is None else gram
+    if gram is None:
+        f64 = np.asarray(src, dtype=np.float64)
+        gram = f64.T @ f64
     out = np.zeros((conf.shape[0], k), dtype=np.float32)
     eye = np.eye(k)
     base_inv = None  # (FᵀF + λI)⁻¹, for the rows solved through Woodbury's identity
