@@ -1,6 +1,7 @@
 """Re-running a day rebuilds the same tables: a day's run pins the tunings it took, and a
-rerun of that day after later days (one of which re-tuned, storing a tuning the reuse
-rule would now prefer for the early day) takes the pinned ones again. Stage by stage
+rerun of that day after later days (one of which re-tuned) and a newer tuning for its
+day (one the reuse rule alone would now prefer) takes the pinned ones again. The night
+and its evaluation share one tuning. Stage by stage
 through the executor (what ``vrec run-stage`` does), not through the DAG."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from vrec.executor import run_stage
 from vrec.io import tunings
 from vrec.io import warehouse as W
 from vrec.stages import NAMES
+from vrec.stages.common import tunings_day
 
 from .conftest import settings_for
 
@@ -53,20 +55,41 @@ def rerun(tmp_path_factory, tiny_raw, spark):
     _night(s, DAYS[1], spark)
     before = _tables(wh, DAYS[1])
     used = {u: tunings.pinned(wh, DAYS[1], u) for u in ("blend", "eval_blend")}
-    _night(s, DAYS[2], spark, retune=True)  # re-tunes: its evaluate stores a blend as of DAYS[1]
-    first = W.stage_records(wh, DAYS[1])["train_cf"]["blend"]
-    trap = tunings.reusable(wh, "blend", as_of=DAYS[1], max_age_days=s.recs.tune_every_days,
+    records = W.stage_records(wh, DAYS[1])
+    _night(s, DAYS[2], spark, retune=True)  # a later night re-tunes (as of DAYS[1])
+    # a newer record for the day DAYS[1]'s tunings are for (its evaluation's cutoff,
+    # DAYS[0]), on data of the same size, with other weights: what a re-tune of that day
+    # under other eval settings stores. Only the pin keeps the rerun off it
+    first = records["train_cf"]["blend"]
+    w = first["chosen"]["visual_weight"]
+    tunings.save(wh, "blend", {k: v for k, v in first.items() if k not in ("id", "reused_from")}
+                 | {"chosen": {**first["chosen"], "visual_weight": 1.0 if w < 0.5 else 0.0}})
+    trap = tunings.reusable(wh, "blend", as_of=tunings_day(s, DAYS[1]),
+                            max_age_days=s.recs.tune_every_days,
                             key=first["key"], size=first["size"])  # what the rule alone takes
     _night(s, DAYS[1], spark)
     return {"wh": wh, "before": before, "after": _tables(wh, DAYS[1]), "used": used,
-            "trap": trap, "train_cf": W.stage_records(wh, DAYS[1])["train_cf"]}
+            "trap": trap, "records": records,
+            "train_cf": W.stage_records(wh, DAYS[1])["train_cf"]}
+
+
+def test_the_night_and_its_evaluation_share_one_tuning(rerun):
+    # train_cf tunes as of the evaluation's cutoff, so the evaluation scores the tuning
+    # the night published with and does not tune again
+    rec = rerun["records"]
+    assert rec["train_cf"]["tunings_as_of"] == DAYS[0]
+    assert rec["train_cf"]["blend"]["as_of"] == DAYS[0]
+    assert rerun["used"]["eval_blend"] == rerun["used"]["blend"]
+    ev = rec["evaluate"]["evaluation"]
+    assert ev["tunings_as_of"] == DAYS[0]
+    assert ev["blend"]["tuning"]["reused_from"] == DAYS[0]
 
 
 def test_the_later_retune_stored_a_tuning_the_rule_would_prefer(rerun):
     # the setup is what makes the test mean something: without the pin, the rerun of the
-    # early day would take this newer record (stored by the later day's evaluate, as of
-    # the early day) instead of the one it used
-    assert rerun["trap"]["as_of"] == DAYS[1] and rerun["trap"]["id"] != rerun["used"]["blend"]
+    # early day would take this newer record (as of the early day's tunings day) instead
+    # of the one it used
+    assert rerun["trap"]["as_of"] == DAYS[0] and rerun["trap"]["id"] != rerun["used"]["blend"]
     assert rerun["used"]["blend"] and rerun["used"]["eval_blend"]
 
 

@@ -325,7 +325,7 @@ class RecsSettings(_Section):
     tune_slots: bool = True
     """Drop the reserved new-arrival slots for the run when lists without them beat lists with them on the forward window by more than one standard error (the slots then cost more clicks than they bring; the record says so)."""
     window_days: int = Field(7, ge=1)
-    """h: the tunings fit on everything known at ds - h and score what users did in (ds - h, ds] (the forward window; docs/evaluation.md)."""
+    """h: the tunings fit on everything known at T - h and score what users did in (T - h, T], T the tunings' day: the evaluation's cutoff, else ds (the forward window; docs/evaluation.md)."""
     tune_text_grid: tuple[float, ...] = (0.0, 0.5, 1.0)
     """Shares of the preference score taken from the text-only preference (text_mix) tried."""
     tune_max_users: int = Field(2000, ge=1)
@@ -369,8 +369,9 @@ class RecsSettings(_Section):
 class RankerSettings(_Section):
     """The learned ranker over the candidates (docs/ranking.md "The learned ranker"):
     LightGBM lambdarank on features of each (user, candidate), trained on the window as
-    of ds - 2h with labels in (ds - 2h, ds - h], validated as of ds - h on (ds - h, ds]
-    against the tuned blend, and refit as of ds - h for the night's lists. It publishes
+    of T - 2h with labels in (T - 2h, T - h], validated as of T - h on (T - h, T] against
+    the tuned blend, and refit as of T - h for the night's lists (T: the tunings' day,
+    the evaluation's cutoff or ds; docs/evaluation.md). It publishes
     only when it beats the blend on the validation window by more than ``min_gain_se``
     paired standard errors."""
 

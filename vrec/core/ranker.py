@@ -18,9 +18,9 @@ of :data:`FEATURES`:
 interacted with the item after the cutoff), keeps queries with a positive, samples
 ``negatives`` negatives per query and caps the rows. :func:`fit_ranker` fits LightGBM
 (early stopping on a fifth of the queries when there are enough). :func:`train_ranker`
-is the nightly protocol: fit on the window as of ds - 2h, validate on the window as of
-ds - h against the tuned blend (paired per-user NDCG@k), refit on that window with the
-rounds found. vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
+is the nightly protocol: fit on the window as of T - 2h, validate on the window as of
+T - h against the tuned blend (paired per-user NDCG@k), refit on that window with the
+rounds found (T: the tunings' day, vrec.stages.common.tunings_day). vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
 """
 
 from __future__ import annotations
@@ -193,9 +193,9 @@ def fit_ranker(X: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: Ranke
 def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *,
                  slots: int = 0, seed: int = 0, threads: int = 0) -> dict:
     """The nightly protocol on two forward windows' candidates (vrec.core.tuning
-    .WindowCandidates): ``train`` as of ds - 2h (labels up to ds - h), ``valid`` as of
-    ds - h (labels up to ds). Fit on ``train``; score the ranker's lists and the blend's
-    (``policy``: the tuned blend) on ``valid``'s users; refit on ``valid`` with the same
+    .WindowCandidates): ``train`` as of T - 2h (labels up to T - h), ``valid`` as of
+    T - h (labels up to T; T: the tunings' day). Fit on ``train``; score the ranker's
+    lists and the blend's (``policy``: the tuned blend) on ``valid``'s users; refit on ``valid`` with the same
     rounds (the night's model). ``chosen`` says whether it publishes (only when it beats
     the blend by more than ``settings.min_gain_se`` paired SE; ``reason`` says why not)
     and how many reserved new-arrival slots its lists keep: ``policy``'s own

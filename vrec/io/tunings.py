@@ -15,6 +15,13 @@ evaluate), the record the run of ``ds`` took.
 A rerun of the day takes exactly that record again (while its settings are unchanged),
 even when a later night stored a tuning the rule would now prefer; ``--retune`` (the
 ``retune`` param) tunes afresh and pins the new record.
+
+**One tuning serves the night and its evaluation.** With the time split both stages ask
+for data that ended on the evaluation's cutoff (vrec.stages.common.tunings_day), and
+evaluate takes the record the same run's train_cf pinned (``cf`` for ``eval_cf``,
+``blend`` for ``eval_blend``, ``ranker`` for ``eval_ranker``) when it is for that day and
+the same settings, whatever the sizes (the two stages count the pairs as of ds and as of
+the cutoff) and ``retune`` (train_cf tuned afresh already).
 """
 
 from __future__ import annotations
@@ -122,14 +129,35 @@ def pin(warehouse: str | Path, ds: str, use: str, record_id: str) -> None:
     write_json(path, {**used, use: record_id})
 
 
+SHARED = {"eval_cf": "cf", "eval_blend": "blend", "eval_ranker": "ranker"}
+
+
+def night_record(warehouse: str | Path, kind: str, *, ds: str, use: str, as_of: str,
+                 key: dict) -> dict | None:
+    """For an evaluation use (:data:`SHARED`): the record the run of ``ds`` pinned for
+    train_cf's use when it holds data that ended on ``as_of`` and the same settings
+    (``key``) and chose something, else None (module doc)."""
+    night = SHARED.get(use)
+    rid = pinned(warehouse, ds, night) if night else None
+    if rid is None:
+        return None
+    rec = next((r for r in records(warehouse, kind, until=as_of) if r["id"] == rid), None)
+    ok = rec is not None and rec.get("as_of") == as_of and rec.get("key") == key \
+        and rec.get("chosen") is not None
+    return rec if ok else None
+
+
 def take(warehouse: str | Path, kind: str, *, ds: str, use: str, as_of: str,
          max_age_days: int, key: dict, size: dict[str, int], retune: bool, tune) -> dict:
     """The tuning the run of ``ds`` uses for ``use`` on data ending on ``as_of``: the
     record it pinned before (a rerun), else a reusable stored one (:func:`reusable`), else
     ``tune()``'s record, stored when it chose something; ``retune`` skips the stored ones.
-    The record taken is pinned. A reused record says ``reused_from``."""
-    rec = None if retune else reusable(warehouse, kind, as_of=as_of, max_age_days=max_age_days,
-                                       key=key, size=size, pinned=pinned(warehouse, ds, use))
+    The record taken is pinned. A reused record says ``reused_from``. An ``eval_*`` use
+    takes the night's own record first (:func:`night_record`)."""
+    rec = night_record(warehouse, kind, ds=ds, use=use, as_of=as_of, key=key)
+    if rec is None and not retune:
+        rec = reusable(warehouse, kind, as_of=as_of, max_age_days=max_age_days, key=key,
+                       size=size, pinned=pinned(warehouse, ds, use))
     if rec is not None:
         pin(warehouse, ds, use, rec["id"])
         return {**rec, "reused_from": rec["as_of"]}

@@ -64,9 +64,10 @@ STAGES: tuple[Stage, ...] = (
           ("events", "interactions", "catalog", "item_vectors", "item_popularity", "content"),
           ("model", "blend", "ranker"),
           "ALS (implicit on one node, or Spark MLlib) with factors, regularization and alpha "
-          "tuned on the forward window (features as of ds - h, labels after it); the blend "
-          "tuned on the same window; the learned ranker trained as of ds - 2h, validated "
-          "against the blend on that window and refit on it"),
+          "tuned on the forward window of the tunings' day T (the evaluation's cutoff, "
+          "else ds; features as of T - h, labels after it); the blend tuned on the same "
+          "window; the learned ranker trained as of T - 2h, validated against the blend "
+          "on that window and refit on it"),
     Stage("candidates", "spark",
           ("interactions", "catalog", "item_vectors", "item_popularity", "model", "blend",
            "events", "feedback", "content"),
@@ -89,7 +90,8 @@ STAGES: tuple[Stage, ...] = (
           ("eval_metrics", "realised_metrics"),
           "a holdout as of ds: popularity, ALS, visual profile, content preference, text, "
           "hybrid and the learned ranker through the same retrieval and ranking, on the "
-          "cutoff night's features and model (else refit) and tunings as of the holdout's cutoff, beside the tuning window's estimates -> "
+          "cutoff night's features and model (else refit) and the night's own tunings "
+          "(train_cf's, as of the holdout's cutoff), beside the tuning window's estimates -> "
           "eval_metrics; the lists published on the last feedback.horizon_days nights "
           "against the events after them -> realised_metrics",
           needs_salt=True),

@@ -101,6 +101,19 @@ def tuning_window(ctx, as_of: str):
 TUNED_CF = ("factors", "regularization", "alpha", "visual_prior")
 
 
+def tunings_day(settings, ds: str) -> str:
+    """The day a night's tunings are for (T: they use data that ended on it): the
+    evaluation's cutoff, ds - ``eval.test_days``, when the evaluation runs with the time
+    split, so that one tuning serves both stages: train_cf tunes (or reuses) as of the
+    cutoff and the evaluation scores on its holdout the very tunings the night published
+    with (a tuning as of ds would have seen the holdout's days, so the evaluation had to
+    tune again). Else ds itself."""
+    from vrec.dates import shift_ds
+
+    e = settings.eval
+    return shift_ds(ds, -e.test_days) if e.enabled and e.split == "time" else ds
+
+
 def estimate_days(settings) -> int | None:
     """How many days of a tuning window's labels its estimates are scored on: the
     evaluation's holdout length with the time split (so that estimate and holdout
@@ -113,7 +126,8 @@ def tuned_cf(ctx, pairs, window, content, *, as_of: str, use: str) -> tuple:
     the record this day took before for ``use`` (a rerun), else a reusable stored one,
     else a new tuning on ``window()`` (the forward window, built only when a tuning
     runs), or the configured settings when tuning is off or the window is too small.
-    train_cf (``cf``, as of ds) and evaluate (``eval_cf``, as of its cutoff) ask here."""
+    train_cf (``cf``) and evaluate (``eval_cf``) ask here, both as of :func:`tunings_day`
+    with the time split."""
     from vrec.core.tuning import data_size, settings_key, tune_cf
     from vrec.io import tunings
 

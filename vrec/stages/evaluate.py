@@ -175,6 +175,7 @@ def run(ctx) -> dict:
         tuned_cf,
         tuned_ranker,
         tuning_window,
+        tunings_day,
     )
 
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
@@ -187,9 +188,10 @@ def run(ctx) -> dict:
             content = run_content(ctx)
         with ctx.phase("holdout"):
             holdout, replayed = holdout_for(ctx, inp.pairs)
-        # the tunings for data that ended where the holdout's features end; the user
-        # split holds out pairs of every day, so it can only use the run's own
-        as_of = shift_ds(ds, -e.test_days) if e.split == "time" else ds
+        # the tunings for data that ended where the holdout's features end (the night's
+        # own: train_cf tunes as of this day); the user split holds out pairs of every
+        # day, so it can only use the run's own
+        as_of = tunings_day(s, ds)
         window = functools.cache(lambda: tuning_window(ctx, as_of))
         if e.split == "time":
             with ctx.phase("CF tuning"):

@@ -1,6 +1,7 @@
 """train_cf: tune the CF model's factors, regularization and alpha on the forward window
-(features as of ds - recs.window_days, labels in the days after it; or reuse a recent
-tuning), fit the configured engine with them on the run's interactions and save the
+of the tunings' day T (vrec.stages.common.tunings_day: the evaluation's cutoff, or ds;
+features as of T - recs.window_days, labels in the days after it through T; or reuse a
+recent tuning), fit the configured engine with them on the run's interactions and save the
 model; tune the blend on the same window (or reuse a recent blend tuning, or record the
 configured one); train the learned ranker on the window before it, validate it against
 the blend on this one and refit it here (vrec.core.ranker; or reuse a recent one).
@@ -26,6 +27,7 @@ def run(ctx) -> dict:
         tuned_cf,
         tuned_ranker,
         tuning_window,
+        tunings_day,
     )
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
@@ -33,9 +35,10 @@ def run(ctx) -> dict:
     with ctx.phase("read inputs"):
         inp = driver_inputs(ctx, pairs=[C.USER_ID, C.ITEM_ID])  # their size: reuse
         content = run_content(ctx)
-    window = functools.cache(lambda: tuning_window(ctx, ds))
+    as_of = tunings_day(s, ds)  # the evaluation's cutoff: it scores these tunings
+    window = functools.cache(lambda: tuning_window(ctx, as_of))
     with ctx.phase("CF tuning"):
-        cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=ds, use="cf")
+        cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=as_of, use="cf")
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
           flush=True)
@@ -46,7 +49,7 @@ def run(ctx) -> dict:
     n_pairs = len(inp.pairs)  # every staged pair (no Spark job to count them again)
     if s.recs.tune_blend:
         with ctx.phase("blend tuning"):
-            blend = tuned_blend(ctx, cf, inp.pairs, as_of=ds, use="blend", tune=lambda: tune_blend(
+            blend = tuned_blend(ctx, cf, inp.pairs, as_of=as_of, use="blend", tune=lambda: tune_blend(
                 window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
                 fit=cf_fitter(ctx, cf, content), content=content,
                 label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
@@ -59,7 +62,7 @@ def run(ctx) -> dict:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
     W.write_json(ctx.output("blend"), blend)
     with ctx.phase("ranker"):
-        ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=ds,
+        ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=as_of,
                               use="ranker", window=window)
     print(f"[vrec] {ds} ranker: " + (ranker.get("skipped") or (
         f"validation {ranker['validation']} -> "
@@ -70,7 +73,7 @@ def run(ctx) -> dict:
     ctx.record(n_pairs, len(model.user_ids), 0, items=len(model.item_ids),
                model_version=model.version, engine=cf.engine,
                device=model.params["device"], fit_seconds=model.params["fit_seconds"],
-               cf_tuning=cf_tuning, blend=blend,
+               tunings_as_of=as_of, cf_tuning=cf_tuning, blend=blend,
                ranker={k: v for k, v in ranker.items() if k != "model"})
     return {"users": len(model.user_ids), "items": len(model.item_ids), "version": model.version,
             "engine": cf.engine, "cf": {k: getattr(cf, k) for k in TUNED_CF},
