@@ -85,12 +85,16 @@ def process_kind(cmd: list[str]) -> str:
 class TreeSampler(threading.Thread):
     """Peak RSS of this process's descendants, per stage (the process tree under the
     ``jobs/stage.py <stage>`` spark-submit) and per kind of process within it
-    (:func:`process_kind`), and all together, every ``every`` seconds."""
+    (:func:`process_kind`), and all together, every ``every`` seconds; and the peak PSS
+    of each stage's tree (proportional set size: a page shared by n processes counts
+    1/n in each). The summed RSS counts a shared page once per process that maps it, so
+    a stage that forks (evaluate's model lists, ``eval.workers``; Spark's Python
+    workers) sums to more than the memory it holds; the PSS sum is that memory."""
 
     def __init__(self, every: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.every, self.stop_flag = every, threading.Event()
-        self.peak_total = 0
+        self.peak_total = self.peak_total_pss = 0
         self.stages: dict[str, dict] = {}
         self._stage_of: dict[tuple[int, float], str | None] = {}
 
@@ -111,21 +115,28 @@ class TreeSampler(threading.Thread):
     def run(self) -> None:
         me = psutil.Process()
         while not self.stop_flag.is_set():
-            total, per, kinds = 0, {}, {}
+            total, total_pss, per, per_pss, kinds = 0, 0, {}, {}, {}
             for p in me.children(recursive=True):
                 try:
                     rss = p.memory_info().rss
                     stage, kind = self._stage(p)
                 except psutil.Error:
                     continue
+                try:  # /proc/<pid>/smaps_rollup; a process gone meanwhile counts its RSS
+                    pss = p.memory_full_info().pss
+                except psutil.Error:
+                    pss = rss
                 stage = stage or "airflow"
-                total += rss
+                total, total_pss = total + rss, total_pss + pss
                 per[stage] = per.get(stage, 0) + rss
+                per_pss[stage] = per_pss.get(stage, 0) + pss
                 kinds.setdefault(stage, {})[kind] = kinds.get(stage, {}).get(kind, 0) + rss
             self.peak_total = max(self.peak_total, total)
+            self.peak_total_pss = max(self.peak_total_pss, total_pss)
             for stage, rss in per.items():
-                s = self.stages.setdefault(stage, {"peak_rss": 0, "by_kind": {}})
+                s = self.stages.setdefault(stage, {"peak_rss": 0, "peak_pss": 0, "by_kind": {}})
                 s["peak_rss"] = max(s["peak_rss"], rss)
+                s["peak_pss"] = max(s["peak_pss"], per_pss[stage])
                 for kind, k_rss in kinds[stage].items():
                     s["by_kind"][kind] = max(s["by_kind"].get(kind, 0), k_rss)
             self.stop_flag.wait(self.every)
@@ -176,23 +187,30 @@ def run_night(ds: str, env: dict, warehouse: Path, log: Path) -> dict:
         seen = sampler.stages.get(s.name, {})
         row = stats.loc[s.name] if s.name in stats.index else None
         peak = round(seen["peak_rss"] / GB, 2) if seen else None
+        pss = round(seen["peak_pss"] / GB, 2) if seen else None
         stages[s.name] = {
             "seconds": None if row is None else round(float(row["seconds"]), 1),
             "task_wall_s": tasks.get(s.name),
             "peak_rss_gb": peak,
+            "peak_pss_gb": pss,
             "peak_rss_by_kind_gb": {k: round(v / GB, 2)
                                     for k, v in sorted(seen.get("by_kind", {}).items())},
+            # both counts: the summed RSS is the target's measure, the PSS what is held
             "over_memory_target": bool(peak and peak > MEMORY_TARGET_GB),
+            "pss_over_memory_target": bool(pss and pss > MEMORY_TARGET_GB),
             "phases": records.get(s.name, {}).get("phases", {}),
             "rows_in": None if row is None else int(row["rows_in"]),
             "rows_out": None if row is None else int(row["rows_out"]),
         }
         if stages[s.name]["over_memory_target"]:
-            print(f"[bench-scale] MEMORY: {s.name} peaked at {peak} GB "
-                  f"(> {MEMORY_TARGET_GB:g} GB): {stages[s.name]['peak_rss_by_kind_gb']}",
+            print(f"[bench-scale] MEMORY: {s.name} peaked at {peak} GB summed RSS "
+                  f"(> {MEMORY_TARGET_GB:g} GB): {stages[s.name]['peak_rss_by_kind_gb']}; "
+                  f"PSS {pss} GB" + (" (also over)" if stages[s.name]["pss_over_memory_target"]
+                                     else " (the memory held is under the target)"),
                   flush=True)
     manifest = W.manifest(warehouse, ds)
     return {"ds": ds, "wall_s": round(wall, 1), "wait_for_events_s": tasks.get("wait_for_events"), "peak_rss_all_gb": round(sampler.peak_total / GB, 2),
+            "peak_pss_all_gb": round(sampler.peak_total_pss / GB, 2),
             "airflow_peak_rss_gb": round(sampler.stages.get("airflow", {}).get("peak_rss", 0) / GB, 2),
             "stages": stages,
             "rows": {t: v["rows"] for t, v in manifest.get("tables", {}).items()},
@@ -317,18 +335,21 @@ def night_table(night: dict) -> str:
     """One night per stage for benchmarks/README.md: the task's seconds, the peak RSS of
     its process tree and by kind of process (driver Python, JVM, Python workers; ``!``
     past the memory target), and its phases (the stage record's ``phases``)."""
-    lines = ["| task | seconds | peak GB (driver · JVM · workers · other) | phases, s |",
-             "|---|---|---|---|"]
+    lines = ["| task | seconds | peak RSS GB (driver · JVM · workers · other) | peak PSS GB "
+             "| phases, s |", "|---|---|---|---|---|"]
     for st, v in night["stages"].items():
         k = v.get("peak_rss_by_kind_gb") or {}
         mem = "-" if v["peak_rss_gb"] is None else (
             f"{v['peak_rss_gb']}{' !' if v.get('over_memory_target') else ''} "
             f"({k.get('driver', 0)} · {k.get('jvm', 0)} · {k.get('workers', 0)} · "
             f"{k.get('other', 0)})")
+        pss = "-" if v.get("peak_pss_gb") is None else (
+            f"{v['peak_pss_gb']}{' !' if v.get('pss_over_memory_target') else ''}")
         phases = ", ".join(f"{p} {sec:.0f}" for p, sec in (v.get("phases") or {}).items())
-        lines.append(f"| {st} | {v['task_wall_s'] or v['seconds']} | {mem} | {phases or '-'} |")
+        lines.append(f"| {st} | {v['task_wall_s'] or v['seconds']} | {mem} | {pss} "
+                     f"| {phases or '-'} |")
     lines.append(f"| **whole night** | **{night['wall_s']}** | {night['peak_rss_all_gb']} "
-                 "(all processes) | |")
+                 f"(all processes) | {night.get('peak_pss_all_gb', '-')} | |")
     return "\n".join(lines)
 
 
