@@ -151,3 +151,31 @@ def test_rules_file_reads_items_and_categories_and_names_what_is_wrong(tmp_path)
         load_rules(f)
     with pytest.raises(ConfigError, match="not found"):
         load_rules(tmp_path / "missing.yaml")
+
+
+def test_paired_lists_scores_each_user_once_by_the_realised_rule():
+    # benchmarks/paired_lists.py: two versions of a night's lists against the day after
+    from benchmarks.paired_lists import compare
+
+    def lists(rows):
+        return pd.DataFrame(rows, columns=[C.USER_ID, "rank", C.ITEM_ID])
+
+    a = lists([("u1", 1, "i1"), ("u1", 2, "i2"), ("u2", 1, "i3"), ("u3", 1, "i5"),
+               ("u3", 2, "i6")])
+    b = lists([("u1", 1, "i2"), ("u1", 2, "i1"), ("u2", 1, "i3"), ("u3", 1, "i5"),
+               ("u3", 2, "i6")])
+    events = pd.DataFrame({C.USER_ID: ["u1", "u3", "u1", "u3"],
+                           C.ITEM_ID: ["i1", "i6", "i2", "i5"],
+                           C.TS: pd.to_datetime(["2026-11-20T10:00", "2026-11-20T11:00",
+                                                 "2026-11-19T09:00",  # before: not counted
+                                                 "2026-11-22T09:00"],  # after the window
+                                                utc=True)})
+    out = compare(a, b, events, "2026-11-19", days=1)
+    assert out["active_users"] == 2  # u2 engaged with nothing after the lists
+    # u1: its item at rank 1 in a, rank 2 in b; u3: the same list, its item at rank 2
+    lost = 1 / np.log2(3) - 1.0
+    assert out["ndcg"]["a"] == pytest.approx((1.0 + 1 / np.log2(3)) / 2, abs=1e-5)
+    assert out["ndcg"]["diff"] == pytest.approx(lost / 2, abs=1e-5)
+    assert out["ndcg"]["se"] == pytest.approx(abs(lost) / 2, abs=1e-5)  # sd of (lost, 0) / sqrt 2
+    assert out["hit_rate"]["diff"] == 0.0 and not out["rows_equal"]
+    assert compare(a, a, events, "2026-11-19")["rows_equal"]

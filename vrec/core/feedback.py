@@ -89,7 +89,7 @@ def _list_metrics(rows: pd.DataFrame, window: pd.DataFrame, engaged_items: set,
     by reason, and the coverage of demand (vectorised: a night's lists are millions of
     rows at scale)."""
     out: list[tuple[str, str, float]] = []
-    active, users = _user_scores(rows, window)
+    active, users = user_scores(rows, window)
     for name, part in [("all", users)] + [
             (f"segment:{seg}", users[users["segment"] == seg]) for seg in ("warm", "cold")]:
         out.append((name, "users", float(len(part))))
@@ -107,9 +107,11 @@ def _list_metrics(rows: pd.DataFrame, window: pd.DataFrame, engaged_items: set,
     return out
 
 
-def _user_scores(rows: pd.DataFrame, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def user_scores(rows: pd.DataFrame, window: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the active users' list rows with ``hit``, and per active user: list length ``k``,
-    hits, NDCG and segment). ``window``: the window's engagements (user_id, item_id)."""
+    hits, NDCG and segment): the realised metrics per user, which a paired comparison of
+    two nights' lists uses (benchmarks/paired_lists.py). ``window``: the window's
+    engagements (user_id, item_id)."""
     pairs = window[[C.USER_ID, C.ITEM_ID]].drop_duplicates()
     n_rel = pairs.groupby(C.USER_ID).size()
     active = rows[rows[C.USER_ID].isin(n_rel.index)]
