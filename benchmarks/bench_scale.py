@@ -228,6 +228,12 @@ def commit() -> str:
     return git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if dirty else "")
 
 
+def overrides() -> dict[str, str]:
+    """The settings this run overrides through the environment (``VREC__<SECTION>__<KEY>``,
+    vrec.config), e.g. ``VREC__EVAL__WORKERS=1``: recorded with the night."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("VREC__")}
+
+
 def save_night1(root: Path, warehouse: Path, home: Path, ds: str) -> Path:
     """Copy the warehouse and the Airflow home after night 1 to ``root/night1``."""
     snap = root / "night1"
@@ -265,7 +271,7 @@ def run_warm(name: str) -> dict:
           f"(commit {saved['commit']})", flush=True)
     night = run_night(day.isoformat(), env, warehouse, root / f"night-{day}-warm.log")
     night.update(label="warm cache, 1% new items, from the saved night 1", code=commit(),
-                 night1=saved)
+                 night1=saved, overrides=overrides())
     print(f"[bench-scale] {name}: warm night {day} took {night['wall_s'] / 60:.1f} min, "
           f"peak RSS (all processes) {night['peak_rss_all_gb']} GB", flush=True)
     return night
@@ -301,7 +307,7 @@ def run_scale(name: str, *, nights: int = 2, keep_warehouse: bool = False,
                        ("warm cache, 1% new items", last))[:nights]:
         print(f"[bench-scale] {name}: night {day} ({label})", flush=True)
         night = run_night(day.isoformat(), env, warehouse, root / f"night-{day}.log")
-        night.update(label=label, code=commit())
+        night.update(label=label, code=commit(), overrides=overrides())
         if not done:
             save_night1(root, warehouse, root / "airflow", day.isoformat())
         print(f"[bench-scale] {name}: night {day} took {night['wall_s'] / 60:.1f} min, "
