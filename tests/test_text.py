@@ -193,3 +193,38 @@ def test_the_text_preference_fit_on_the_text_columns_alone_equals_the_zero_padde
     text = space.text_only()
     assert np.array_equal(text.pref_z, zt) and np.array_equal(text.has_z, has)
     assert np.array_equal(text.new, has) and np.allclose(text.pref_gram, gram(zt[has]))
+
+
+def test_model_lists_in_processes_after_openmp_work_in_the_parent():
+    """A fork of a process that has run OpenMP code hangs in the child's first OpenMP
+    region (LightGBM's model parsing). At 10M the evaluation's refit (implicit) ran
+    first and its forked list processes hung; they now start from a fork server. Run
+    in a subprocess with a timeout, so that a hang fails the test."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import lightgbm as lgb, numpy as np
+        from tests.test_text import _red_taste
+        from vrec.core import models
+        from vrec.core.ranker import FEATURES, Ranker
+        rng = np.random.default_rng(0)
+        x = rng.random((5000, len(FEATURES)))
+        # OpenMP threads in this process before the list processes start
+        booster = lgb.train({"num_threads": 2, "verbose": -1},
+                            lgb.Dataset(x, rng.random(5000)), 20)
+        batch, space, recs, visual, _, _ = _red_taste()
+        models.MIN_USERS_PER_WORKER = 2
+        # the processes parse the model themselves (at 10M: hung there), then one process
+        two = models.variant_lists(batch, space, recs, visual, (5,), workers=2,
+                                   ranker=Ranker(booster.model_to_string()))
+        one = models.variant_lists(batch, space, recs, visual, (5,),
+                                   ranker=Ranker(booster.model_to_string()))
+        assert two == one and ("ranker", 5) in two, sorted(two)
+        print("lists equal")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0 and "lists equal" in res.stdout, res.stderr[-3000:]

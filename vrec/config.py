@@ -530,7 +530,7 @@ class EvalSettings(_Section):
     max_users: int = Field(5000, ge=1)
     """Test users sampled."""
     workers: int = Field(2, ge=1)
-    """Processes the model lists are built in on the driver (forked, each with at least 200 test users; 1: in the stage's process)."""
+    """Processes the model lists are built in on the driver (started from a fork server, each with at least 200 test users; 1: in the stage's process)."""
     tune: bool = True
     """Tune the blend on the training part, as train_cf does."""
     gate: bool = True

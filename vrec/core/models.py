@@ -81,8 +81,9 @@ def variant_lists(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings,
     progress bar counting lists); ``extra``: the hybrid retrieves the learned ranker's
     sources too (as the night does when the ranker is on); ``ranker``: also the
     ``ranker`` model's lists. ``workers`` > 1: the users are cut into that many parts,
-    each variant's part listed in its own forked process (each user's lists depend on
-    that user alone), with at least :data:`MIN_USERS_PER_WORKER` users a part."""
+    each variant's part listed in one of ``workers`` processes started from a fork
+    server (each user's lists depend on that user alone), with at least
+    :data:`MIN_USERS_PER_WORKER` users a part."""
     hybrid = hybrid.model_copy(update={"candidates": max(hybrid.candidates, *ks)})
     parts = max(1, min(workers, len(batch.user_ids) // MIN_USERS_PER_WORKER))
     per_model = len(ks) * (1 + (ranker is not None))
@@ -95,38 +96,47 @@ def variant_lists(batch: UserBatch, space: ItemSpace, hybrid: RecsSettings,
         return out
     import multiprocessing
 
-    global _FORKED
     cuts = np.linspace(0, len(batch.user_ids), parts + 1).astype(int)
+    users = [batch.rows(int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
     names = list(variants(batch, space, hybrid))
-    jobs = [(name, int(lo), int(hi)) for name in names for lo, hi in zip(cuts[:-1], cuts[1:])]
-    _FORKED = (batch, space, hybrid, visual, ks, extra, ranker)
+    jobs = [(name, part) for name in names for part in users]
+    if ranker is not None:  # the model's text only: each process builds its own booster
+        ranker = dataclasses.replace(ranker)
     out: dict = {}
     left = {name: parts for name in names}
-    try:
-        # fork: the children read the batch and the space from memory (nothing pickled)
-        with multiprocessing.get_context("fork").Pool(parts) as pool:
-            for name, lists in pool.imap_unordered(_part_lists, jobs):
-                for key, per_user in lists.items():
-                    out.setdefault(key, {}).update(per_user)
-                left[name] -= 1
-                if bar is not None and left[name] == 0:
-                    bar.update(per_model if name == "hybrid" else len(ks))
-    finally:
-        _FORKED = None
+    # a fork server, not a fork of this process: a fork of a process that has run OpenMP
+    # code (the CF refit, LightGBM) hangs in the child's first OpenMP region (LightGBM's
+    # model parsing). Each process gets the item side once and its users with each job.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["vrec.core.models"])
+    with ctx.Pool(parts, initializer=_take_shared,
+                  initargs=((space, hybrid, visual, ks, extra, ranker),)) as pool:
+        for name, lists in pool.imap_unordered(_part_lists, jobs):
+            for key, per_user in lists.items():
+                out.setdefault(key, {}).update(per_user)
+            left[name] -= 1
+            if bar is not None and left[name] == 0:
+                bar.update(per_model if name == "hybrid" else len(ks))
     return out
 
 
-MIN_USERS_PER_WORKER = 200  # fewer: one process (a fork costs more than the lists)
-_FORKED: tuple | None = None  # what the forked processes of variant_lists read
+MIN_USERS_PER_WORKER = 200  # fewer: one process (starting one costs more than the lists)
+_SHARED: tuple | None = None  # what a list process of variant_lists got at its start
 
 
-def _part_lists(job: tuple[str, int, int]) -> tuple[str, dict]:
-    """In a forked process: one variant's lists for the users ``lo`` to ``hi``."""
+def _take_shared(shared: tuple) -> None:
+    """In a list process, at its start: the item side every job uses."""
+    global _SHARED
+    _SHARED = shared
+
+
+def _part_lists(job: tuple[str, UserBatch]) -> tuple[str, dict]:
+    """In a list process: one variant's lists for a part of the users."""
     from threadpoolctl import threadpool_limits
 
-    name, lo, hi = job
-    batch, space, hybrid, visual, ks, extra, ranker = _FORKED
-    b, s, policy = variants(batch.rows(lo, hi), space, hybrid)[name]
+    name, users = job
+    space, hybrid, visual, ks, extra, ranker = _SHARED
+    b, s, policy = variants(users, space, hybrid)[name]
     with threadpool_limits(1, "blas"):  # one process per core
         return name, _variant_lists(name, b, s, policy, visual, ks, extra, ranker)
 
