@@ -20,7 +20,8 @@ interacted with the item after the cutoff), keeps queries with a positive, sampl
 (early stopping on a fifth of the queries when there are enough). :func:`train_ranker`
 is the nightly protocol: fit on the window as of T - 2h, validate on the window as of
 T - h against the tuned blend (paired per-user NDCG@k), refit on that window with the
-rounds found (T: the tunings' day, vrec.stages.common.tunings_day). vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
+rounds found (T: the tunings' day, vrec.stages.common.tunings_day).
+vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
 """
 
 from __future__ import annotations
@@ -196,8 +197,8 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
     .WindowCandidates): ``train`` as of T - 2h (labels up to T - h), ``valid`` as of
     T - h (labels up to T; T: the tunings' day). Fit on ``train``; score the ranker's
     lists and the blend's (``policy``: the tuned blend) on ``valid``'s users; refit on
-    ``valid`` with the same rounds (the night's model). ``chosen`` says whether it publishes (only when it beats
-    the blend by more than ``settings.min_gain_se`` paired SE; ``reason`` says why not)
+    ``valid`` with the same rounds (the night's model). ``chosen`` says whether it
+    publishes (only when it beats the blend by more than ``settings.min_gain_se`` paired SE; ``reason`` says why not)
     and how many reserved new-arrival slots its lists keep: ``policy``'s own
     ``new_arrival_slots``, or with none there the configured ``slots`` when the space
     has new arrivals and the ranker's lists with them are not worse than without by
