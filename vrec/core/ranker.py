@@ -198,8 +198,9 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
     T - h (labels up to T; T: the tunings' day). Fit on ``train``; score the ranker's
     lists and the blend's (``policy``: the tuned blend) on ``valid``'s users; refit on
     ``valid`` with the same rounds (the night's model). ``chosen`` says whether it
-    publishes (only when it beats the blend by more than ``settings.min_gain_se`` paired SE; ``reason`` says why not)
-    and how many reserved new-arrival slots its lists keep: ``policy``'s own
+    publishes (only when it beats the blend by more than ``settings.min_gain_se``
+    paired SE; ``reason`` says why not) and how many reserved new-arrival slots its
+    lists keep: ``policy``'s own
     ``new_arrival_slots``, or with none there the configured ``slots`` when the space
     has new arrivals and the ranker's lists with them are not worse than without by
     more than one paired SE (the ranker picks the new arrivals for them). ``model`` is
