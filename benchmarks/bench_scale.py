@@ -53,6 +53,9 @@ from vrec.data.scale import ScaleSpec, generate_scale  # noqa: E402
 from vrec.io import warehouse as W  # noqa: E402
 from vrec.stages import STAGES  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from stage_rss import pss_of  # noqa: E402
+
 SCALES = {
     "1m": ScaleSpec(n_users=20_000, n_items=5_000, n_events=1_000_000),
     "10m": ScaleSpec(),
@@ -122,10 +125,7 @@ class TreeSampler(threading.Thread):
                     stage, kind = self._stage(p)
                 except psutil.Error:
                     continue
-                try:  # /proc/<pid>/smaps_rollup; a process gone meanwhile counts its RSS
-                    pss = p.memory_full_info().pss
-                except psutil.Error:
-                    pss = rss
+                pss = pss_of(p, rss)
                 stage = stage or "airflow"
                 total, total_pss = total + rss, total_pss + pss
                 per[stage] = per.get(stage, 0) + rss

@@ -18,21 +18,20 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vrec import columns as C  # noqa: E402
 from vrec.core.feedback import end_of, user_scores  # noqa: E402
+from vrec.core.tuning import paired_gain  # noqa: E402
 
 
 def paired(a: pd.Series, b: pd.Series) -> dict:
     """Mean of each side and the paired difference b - a ± SE over the shared index."""
-    d = (b - a).to_numpy(dtype=float)
+    diff, se = paired_gain(b.to_numpy(dtype=float), a.to_numpy(dtype=float))
     return {"a": round(float(a.mean()), 5), "b": round(float(b.mean()), 5),
-            "diff": round(float(d.mean()), 5),
-            "se": round(float(d.std(ddof=1) / np.sqrt(len(d))), 5) if len(d) > 1 else None}
+            "diff": round(diff, 5), "se": round(se, 5)}
 
 
 def compare(a_lists: pd.DataFrame, b_lists: pd.DataFrame, events: pd.DataFrame, list_ds: str,

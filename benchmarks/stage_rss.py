@@ -33,6 +33,15 @@ def kind(p: psutil.Process, root: psutil.Process) -> str:
     return "worker" if "pyspark.daemon" in " ".join(p.cmdline()) else "other"
 
 
+def pss_of(p: psutil.Process, rss: int) -> int:
+    """The process's PSS (``/proc/<pid>/smaps_rollup``); its RSS when that cannot be
+    read (the process is gone, or the platform has no PSS)."""
+    try:
+        return p.memory_full_info().pss
+    except (psutil.Error, AttributeError):
+        return rss
+
+
 def sample(cmd: list[str], every: float = 0.5) -> dict:
     """Run ``cmd``; peak RSS per process kind, the split at the tree's peak, and the
     tree's peak PSS."""
@@ -55,10 +64,7 @@ def sample(cmd: list[str], every: float = 0.5) -> dict:
                 continue
             split[k] = split.get(k, 0) + rss
             peak[k] = max(peak.get(k, 0), rss)
-            try:
-                pss += p.memory_full_info().pss
-            except (psutil.Error, AttributeError):
-                pss += rss
+            pss += pss_of(p, rss)
         best_pss = max(best_pss, pss)
         if sum(split.values()) > best_total:
             best_total, best_split = sum(split.values()), split

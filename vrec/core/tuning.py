@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from vrec.core.cf import CFModel
 
 
-def _paired_gain(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
+def paired_gain(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
+    """The paired per-user difference new - old: its mean and standard error."""
     d = new - old
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
@@ -138,7 +139,7 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
                 continue
             cand = current.model_copy(update={key: type(getattr(cf, key))(value)})
             v = score(cand)
-            gain, se = _paired_gain(v, best_v)
+            gain, se = paired_gain(v, best_v)
             if gain > se and v.mean() > best_v.mean():
                 best, best_v = cand, v
     # an image prior chosen at the grid's largest value: try larger ones (x3 each) while
@@ -152,7 +153,7 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
         bar.total = bar.total + 1
         cand = best.model_copy(update={"visual_prior": prior})
         v = score(cand)
-        gain, se = _paired_gain(v, best_v)
+        gain, se = paired_gain(v, best_v)
         if not (gain > se and v.mean() > best_v.mean()):
             break
         best, best_v = cand, v
@@ -337,7 +338,7 @@ def _search_blend(out: dict, recs: RecsSettings, base, window: Window, inp, spac
                 if (b, h) == (0.0, 0.0):
                     continue
                 v = per_user(visual_weight=b, history_shrink=h, pref_mix=m)
-                gain, se = _paired_gain(v, cf_only)
+                gain, se = paired_gain(v, cf_only)
                 out["grid"][f"{b:g}/{h:g}/{m:g}"] = round(float(v.mean()), 5)
                 # a blend must beat CF only by more than tune_min_gain_se standard errors
                 # of the paired per-user difference: 3 SE covers the grid's comparisons
@@ -364,7 +365,7 @@ def _search_blend(out: dict, recs: RecsSettings, base, window: Window, inp, spac
         for x in grid:
             v = per_user(**chosen, **{key: x})
             scores[f"{x:g}"] = round(float(v.mean()), 5)
-            gain, se = _paired_gain(v, ref)
+            gain, se = paired_gain(v, ref)
             if gain > se and v.mean() > best_v[0]:
                 best_v = (float(v.mean()), x)
         return best_v[1]
@@ -382,7 +383,7 @@ def _search_blend(out: dict, recs: RecsSettings, base, window: Window, inp, spac
         if recs.tune_slots:  # slots that cost more than one SE on the window are dropped
             on = per_user(**chosen)
             off = per_user(**chosen, new_arrival_slots=0)
-            gain, se = _paired_gain(off, on)
+            gain, se = paired_gain(off, on)
             slot_scores["slots_on"] = round(float(on.mean()), 5)
             slot_scores["slots_off"] = round(float(off.mean()), 5)
             if gain > se and off.mean() > on.mean():

@@ -139,9 +139,11 @@ def night_record(warehouse: str | Path, kind: str, *, ds: str, use: str, as_of: 
     (``key``) and chose something, else None (module doc)."""
     night = SHARED.get(use)
     rid = pinned(warehouse, ds, night) if night else None
-    if rid is None:
+    path = tuning_dir(warehouse, kind) / f"{rid}.json"
+    try:
+        rec = {**json.loads(path.read_text()), "id": rid} if rid else None
+    except (OSError, ValueError):
         return None
-    rec = next((r for r in records(warehouse, kind, until=as_of) if r["id"] == rid), None)
     ok = rec is not None and rec.get("as_of") == as_of and rec.get("key") == key \
         and rec.get("chosen") is not None
     return rec if ok else None
