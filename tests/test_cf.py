@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from vrec import columns as C
 from vrec.config import CFSettings, EventWeights, RecsSettings, VisualSettings
 from vrec.core.cf import CFModel, build_matrix, fit_implicit
-from vrec.core.topk import topk_blocked
+from vrec.core.topk import TopK, _sort_packed, topk_blocked
 from vrec.executor import run_stage
 from vrec.io import warehouse as W
 from vrec.spark.cf import fit_cf, training_pairs
@@ -73,6 +73,68 @@ def test_topk_when_nearly_everything_is_excluded():
     assert sorted(idx[0][:2].tolist()) == [498, 499] and (idx[0][2:] == -1).all()
     assert (idx[1] == -1).all() and np.isneginf(sc[1]).all()
     assert idx[2].tolist() == _brute(q[2:], it, 10, [set()])[0]
+
+
+def _wide_unit_items(rng, m: int, dims: int, rank: int) -> np.ndarray:
+    """Unit rows with most of their energy in ``rank`` directions, like CNN embeddings."""
+    x = rng.normal(size=(m, rank)) @ rng.normal(size=(rank, dims)) \
+        + 0.3 * rng.normal(size=(m, dims))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("reduce", [None, 48])
+def test_two_pass_topk_equals_brute_force(reduce):
+    """Wide unit vectors take the two-pass search (by default from 768 dimensions and 4,096
+    items; here also with a 48-d basis): the same items in the same order as a full sort,
+    exclusions respected (a row with all but three items excluded included), ties to the
+    lower index, while the second pass scores exactly only a small share of the items."""
+    rng = np.random.default_rng(7)
+    it = _wide_unit_items(rng, 5000, 800, 24)
+    it[11] = it[10]  # a tie: the lower index first
+    q = it[rng.choice(5000, 60, replace=False)] + 0.05 * rng.normal(size=(60, 800))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    q[0] = it[10]
+    excl = [set(rng.choice(5000, size=int(rng.integers(0, 40)), replace=False).tolist())
+            for _ in q]
+    excl[1] = set(range(5000)) - {3, 4000, 4999}
+    index = TopK(it, prune=False, reduce=reduce)
+    assert index.reduced is not None and index.reduced.shape[1] == (reduce or 256)
+    idx, sc = index.search(q, 20, exclude=[np.array(sorted(e), dtype=int) for e in excl],
+                           block_size=16)
+    want = _brute(q, it, 20, excl)
+    for r in range(len(q)):
+        assert idx[r][idx[r] >= 0].tolist() == want[r]
+        assert np.allclose(sc[r][:len(want[r])], (q[r] @ it.T)[want[r]], atol=1e-5)
+    assert idx[0][:2].tolist() == [10, 11]
+    assert sorted(idx[1][:3].tolist()) == [3, 4000, 4999] and (idx[1][3:] == -1).all()
+    # the bound prunes: far fewer exact products than the full product's
+    assert 0 < index.rescored < 0.05 * len(q) * len(it)
+    one, _ = TopK(it, prune=False, reduce=0).search(q, 20, exclude=[np.array(sorted(e), dtype=int)
+                                                                    for e in excl])
+    assert np.array_equal(one, idx)
+
+
+def test_narrow_or_few_items_take_the_one_pass_search():
+    rng = np.random.default_rng(8)
+    assert TopK(_wide_unit_items(rng, 5000, 192, 8), prune=False).reduced is None
+    assert TopK(_wide_unit_items(rng, 1000, 1280, 8), prune=False).reduced is None
+    assert TopK(_wide_unit_items(rng, 5000, 1280, 8), prune=True).reduced is None
+    with pytest.raises(ValueError, match="unpruned items wider"):
+        TopK(_wide_unit_items(rng, 100, 64, 4), prune=False, reduce=64)
+
+
+def test_packed_sort_matches_lexsort():
+    """The packed 64-bit key sorts as ``np.lexsort((c, -v, r))``: ties by the lower column,
+    negative scores, zeros of both signs and tiny (subnormal) scores."""
+    rng = np.random.default_rng(9)
+    n = 20000
+    r, c = rng.integers(0, 1024, n), rng.integers(0, 1 << 22, n)
+    v = np.round(rng.normal(size=n), 1).astype(np.float32)  # many ties
+    v[::11], v[1::13], v[2::17] = 0.0, -0.0, np.float32(1e-40)
+    order = np.lexsort((c, -v, r))
+    rr, cc, vv = _sort_packed(r, c, v)
+    assert np.array_equal(rr, r[order]) and np.array_equal(cc, c[order])
+    assert np.array_equal(vv, v[order])
 
 
 def _events(spark, rows):
