@@ -27,9 +27,10 @@ LAYERS: dict[str, int] = {
     "vrec.cli": 9,
 }
 # vrec/core: numpy and pandas, plus the numeric kernels it wraps (implicit's ALS, FAISS,
-# LightGBM's boosting, torch only to find CUDA); no Spark, no storage, no Airflow, no GX
+# LightGBM's boosting and lleaves/llvmlite compiling its trees, torch only to find CUDA);
+# no Spark, no storage, no Airflow, no GX
 PURE_CORE = {"numpy", "pandas", "scipy", "threadpoolctl", "implicit", "faiss", "lightgbm",
-             "torch", "vrec"}
+             "lleaves", "llvmlite", "torch", "vrec"}
 
 
 def unit(module: str) -> str:

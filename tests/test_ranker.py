@@ -67,6 +67,41 @@ def test_the_ranker_learns_that_a_feature_predicts_the_label():
     assert blend < 0.6, blend  # the blend of the noise scores cannot know it
 
 
+def test_compiled_trees_score_as_lightgbm(tmp_path, monkeypatch):
+    """The ranker predicts with its trees compiled to machine code: the same scores as
+    LightGBM's predictor (features with NaN included) to float64 rounding; a second
+    ranker of the same model and a pickled one (as Spark ships it) load the compiled
+    code from the cache instead of compiling; a compile that fails falls back to LightGBM."""
+    import pickle
+    import tempfile
+
+    from vrec.core import ranker as R
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    space, _, _ = _space(n_warm=60, n_new=0)
+    train, rel_train = _inputs(space, 200, seed=1)
+    X, y, groups = training_rows(train, space, rel_train, negatives=10, max_rows=100_000)
+    ranker, _ = fit_ranker(X, y, groups, SETTINGS, k=5)
+    test, _ = _inputs(space, 50, seed=3)
+    Xt = features(test, space)
+    assert np.isnan(Xt).any()
+    assert ranker.engine == "compiled"
+    assert np.allclose(ranker.predict(Xt), ranker.predict_lightgbm(Xt), rtol=0, atol=1e-12)
+    assert len(list((tmp_path / "vrec-compiled-rankers").glob("*.o"))) == 1
+    calls = []
+    monkeypatch.setattr(R, "compiled_trees", lambda m: calls.append(m) or None)
+    shipped = pickle.loads(pickle.dumps(ranker))
+    assert shipped.engine == "lightgbm" and len(calls) == 1  # not shipped compiled
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (binary,) = (tmp_path / "vrec-compiled-rankers").glob("*.o")
+    stamp = binary.stat().st_mtime_ns
+    again = R.Ranker(ranker.model)
+    assert again.engine == "compiled" and binary.stat().st_mtime_ns == stamp
+    assert np.array_equal(again.predict(Xt), ranker.predict(Xt))
+    assert R.compiled_trees("not a model") is None
+
+
 def test_training_rows_sample_negatives_keep_positives_and_cap_rows():
     space, _, _ = _space(n_warm=60, n_new=0)
     inp, rel = _inputs(space, 50, seed=3)
