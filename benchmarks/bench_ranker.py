@@ -5,8 +5,10 @@ Reads the night-1 warehouse that ``make bench-scale`` keeps (synth10m: 200,000 u
 users and times, on one core, what the ranker adds to a night:
 
 * retrieval with the ranker's two extra sources (trending, last items) against without;
-* ranking each user's candidates with the ranker (features + LightGBM scoring) against the
-  blend;
+* ranking each user's candidates with the ranker (features + scoring by the compiled
+  trees) against the blend;
+* scoring the sample's candidates with the compiled trees against LightGBM's predictor
+  (and their largest difference);
 * a LightGBM fit on training rows of the size the night fits (``ranker.max_users``
   queries), with the rounds fixed (the fashion runs chose 40-80).
 
@@ -114,6 +116,18 @@ def main(argv=None) -> int:
         timings["fit_2_threads"] = time.perf_counter() - t
         out["fit_rows"] = int(len(Xt))
         learned = Ranker(ranker.model, slots=0)
+        t = time.perf_counter()
+        out["engine"] = learned.engine  # compiles the trees (a new model: no cached code)
+        timings["fit_compile"] = time.perf_counter() - t
+        scores = {}
+        for name, fn in (("predict_lightgbm", learned.predict_lightgbm),
+                         ("predict_compiled", learned.predict)):
+            t = time.perf_counter()
+            scores[name] = fn(X)
+            timings[name] = time.perf_counter() - t
+        out["predict_rows"] = int(len(X))
+        out["predict_max_abs_difference"] = float(np.abs(scores["predict_compiled"]
+                                                         - scores["predict_lightgbm"]).max())
         for name, model_ in (("rank_blend", None), ("rank_ranker", learned)):
             t = time.perf_counter()
             for i in inps[True]:
@@ -131,7 +145,9 @@ def main(argv=None) -> int:
         "ratios": {"retrieve extra / plain": round(timings["retrieve_extra_True"]
                                                    / timings["retrieve_extra_False"], 3),
                    "rank ranker / blend": round(timings["rank_ranker"]
-                                                / timings["rank_blend"], 3)},
+                                                / timings["rank_blend"], 3),
+                   "predict compiled / lightgbm": round(timings["predict_compiled"]
+                                                        / timings["predict_lightgbm"], 3)},
     })
     print(json.dumps(out, indent=2))
     a.out.write_text(json.dumps(out, indent=2))

@@ -188,7 +188,6 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
     """Final lists for a batch of users (:data:`LIST_COLUMNS`): ``item`` and
     ``reason_item`` are catalog indices (-1: none); ``ranker``: a learned ranker
     (vrec.core.ranker.Ranker) to score with in place of the blend; see the module doc."""
-    ncf, nvis, npref, ntxt = inp.normalised(policy.normalize)
     learned = None
     if ranker is not None and ranker.slots is not None:
         policy = policy.model_copy(update={"new_arrival_slots": ranker.slots})
@@ -197,6 +196,8 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
 
         cuts = np.cumsum([len(c) for c in inp.items])[:-1]
         learned = np.split(ranker.predict(features(inp, space)), cuts)
+    else:  # the blend's parts (the learned ranker's score replaces them)
+        ncf, nvis, npref, ntxt = inp.normalised(policy.normalize)
     q = policy.new_arrival_pref
     # the content part's preference share; a user with only one of the signals (e.g. a
     # history too old for the decayed profile) uses that one
@@ -212,12 +213,13 @@ def rank(inp: RankInput, space: ItemSpace, policy: RecsSettings, ranker=None) ->
     trending = open_trending(space)
     for r, uid in enumerate(inp.user_ids):
         cand = inp.items[r]
-        p_r = (1.0 - tu[r]) * npref[r] + tu[r] * ntxt[r]
-        c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - mu[r]) * nvis[r] + mu[r] * p_r)
-        blend = c_cf + c_vis
-        slot_key = (1.0 - q) * ncf[r] + q * p_r
         if learned is not None:
             blend = slot_key = normalise(learned[r], "zscore")
+        else:
+            p_r = (1.0 - tu[r]) * npref[r] + tu[r] * ntxt[r]
+            c_cf, c_vis = (1.0 - bu[r]) * ncf[r], bu[r] * ((1.0 - mu[r]) * nvis[r] + mu[r] * p_r)
+            blend = c_cf + c_vis
+            slot_key = (1.0 - q) * ncf[r] + q * p_r
         is_new = new[cand]
         pick, gain = greedy_pick(blend, emb[cand], category[cand], is_new,
                                  k=policy.k, slots=policy.new_arrival_slots,
