@@ -75,7 +75,7 @@ class Ranker:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores of feature rows (larger: rank higher), one thread. The compiled trees
         give LightGBM's scores up to float64 rounding of the sum over trees (about 1e-15)
-        at about 8x the speed (benchmarks/README.md)."""
+        in a half to a seventh of the time (benchmarks/README.md)."""
         if len(X) == 0:
             return np.zeros(0)
         if self.engine == "compiled":

@@ -19,10 +19,13 @@ dimensions, takes each row's best ``2k`` and scores them exactly: their k-th bes
 score ``L`` bounds the true k-th from below. The second pass scores exactly only the items
 whose bound ``(Cq)·(Ce) + |r_q|·|r_e|`` can still reach ``L``. Nothing that could be in the
 top k is skipped: the result equals the full product's up to float32 rounding of
-near-ties (at 10M: 1 user in 2,048 had one boundary item of two within 1e-7 swapped).
-On the 10M night's profiles (1280-d, 50,000 items) the search takes 0.37x the full
-product's time. Pure numpy/scipy: the retrieval of candidates, item_similar and the
-benchmarks all call :class:`TopK` or :func:`topk_blocked`.
+near-ties (the second pass's exact scores are products of one row, the full
+product's of a block: at 10M 107 of 199,631 users got another item at a source's N-th
+place). On the 10M night's profiles (1280-d, 50,000 items) the search takes about half
+the full product's time (benchmarks/README.md, "Fifth pass").
+
+Pure numpy/scipy: the retrieval of candidates, item_similar and the benchmarks all call
+:class:`TopK` or :func:`topk_blocked`.
 """
 
 from __future__ import annotations
