@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                                                                 for c in i.items])[:-1])])
         # the scoring peers, on the night's own ranker (trained on real labels: the fit
         # below, on random ones, grows other trees), before the fit: right after a
-        # two-thread LightGBM fit its idle OpenMP threads spin and slow what runs next
+        # two-thread LightGBM fit the compiled scoring was once 3x slower
         record = a.night / "ranker.json"
         scorer = Ranker(json.loads(record.read_text())["model"]) if record.exists() else None
         if scorer is None:
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         ranker, facts = fit_ranker(Xt, y, groups, RankerSettings(), k=recs.k, rounds=a.rounds,
                                    threads=2)
         timings["fit_2_threads"] = time.perf_counter() - t
-        time.sleep(2)  # the fit's idle OpenMP threads stop spinning before the rankings
+        time.sleep(2)  # a pause between the two-thread fit and the rankings
         out["fit_rows"] = int(len(Xt))
         learned = Ranker(ranker.model, slots=0)
         for name, model_ in (("rank_blend", None), ("rank_ranker", learned)):
