@@ -112,9 +112,9 @@ def main(argv=None) -> int:
         # below, on random ones, grows other trees), before the fit: right after a
         # two-thread LightGBM fit the compiled scoring was once 3x slower
         record = a.night / "ranker.json"
-        scorer = Ranker(json.loads(record.read_text())["model"]) if record.exists() else None
-        if scorer is None:
+        if not record.exists():
             raise SystemExit(f"no ranker.json in {a.night}: the night trained no ranker")
+        scorer = Ranker(json.loads(record.read_text())["model"])
         t = time.perf_counter()
         out["engine"] = scorer.engine  # compiles the trees (or loads them from the cache)
         timings["compile"] = time.perf_counter() - t
