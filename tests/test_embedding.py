@@ -18,7 +18,13 @@ from vrec.core.similar import faiss_topk, recall_at_k
 from vrec.core.topk import topk_blocked
 from vrec.images.backbones import BackboneWeightsError, load_backbone
 from vrec.images.embed import embed_paths, quality_reason
-from vrec.images.imagequality import ImageError, hamming_pairs, phash64, prepare, to_rgb
+from vrec.images.imagequality import (
+    ImageError,
+    near_duplicate_pairs,
+    phash64,
+    prepare,
+    to_rgb,
+)
 from vrec.spark.embed import run_embed_items
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -144,6 +150,24 @@ def test_decoder_threads_give_the_same_rows_in_the_same_order(tmp_path):
         assert (a is None and b is None) or np.allclose(a, b, atol=1e-5)
 
 
+def _pairs_by_brute_force(keys, hashes, phash, emb, max_distance, min_cosine):
+    """Every pair of positions i < j with different keys, compared one by one."""
+    u = np.asarray(phash, np.int64).view(np.uint64)
+    out = []
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            d = bin(int(u[i] ^ u[j])).count("1")
+            if keys[i] != keys[j] and d <= max_distance:
+                c = float(np.dot(emb[i], emb[j]))
+                if c >= min_cosine:
+                    out.append((i, j, d, c))
+    return out
+
+
+def _as_rows(i, j, d, c):
+    return list(zip(i.tolist(), j.tolist(), d.tolist(), c.tolist()))
+
+
 def test_phash_finds_reencoded_copies_not_other_images():
     """Real photos (skimage): a resized, recompressed, brightened copy is a near-duplicate;
     other photos are far away."""
@@ -155,36 +179,95 @@ def test_phash_finds_reencoded_copies_not_other_images():
     others = [Image.fromarray(data.coffee()), Image.fromarray(data.astronaut()),
               Image.fromarray(data.rocket())]
     hashes = np.array([phash64(im) for im in [cat, copy, *others]])
-    pairs = hamming_pairs(["cat", "copy", "coffee", "astronaut", "rocket"], hashes, 4)
-    assert [(x, y) for x, y, _ in pairs] == [("cat", "copy")]
+    emb = np.empty(5, dtype=object)
+    emb[:] = [np.ones(4, np.float32) / 2] * 5  # the embeddings agree: the hash decides
+    i, j, _, _, _, _ = near_duplicate_pairs(["cat", "copy", "coffee", "astronaut", "rocket"],
+                                            list("abcde"), hashes, emb, 4, 0.95)
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 1)]
 
 
-def test_hamming_pairs_matches_brute_force():
-    rng = np.random.default_rng(0)
-    h = rng.integers(-(2**63), 2**63 - 1, size=300, dtype=np.int64)
-    h[10] = h[3] ^ 0b101  # distance 2
-    keys = [f"k{i}" for i in range(300)]
-    got = {(a, b) for a, b, _ in hamming_pairs(keys, h, 2, block=64)}
-    u = h.view(np.uint64)
-    want = {(keys[i], keys[j]) for i in range(300) for j in range(i + 1, 300)
-            if bin(int(u[i] ^ u[j])).count("1") <= 2}
-    assert got == want and ("k3", "k10") in got
+def _lookalikes(rng, n_pictures, copies, dim=8):
+    """Groups of look-alike pictures: hashes a few bits apart, embeddings near each
+    other (float32 unit vectors) or, for a third of each group, pointing elsewhere."""
+    base = rng.integers(-(2**63), 2**63 - 1, size=n_pictures // copies, dtype=np.int64)
+    phash = np.repeat(base, copies) ^ rng.integers(0, 8, size=n_pictures)
+    centre = np.repeat(rng.normal(size=(n_pictures // copies, dim)), copies, axis=0)
+    vec = centre + rng.normal(scale=0.1, size=centre.shape)
+    vec[::3] = rng.normal(size=vec[::3].shape)
+    vec = (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
+    emb = np.empty(n_pictures, dtype=object)
+    emb[:] = list(vec)
+    return phash, emb
 
 
-def test_near_duplicate_pairs_as_arrays_equal_the_pairs():
-    """The array form of the pair search (positions, no Python object per pair) gives the
-    same pairs in the same order; an item listed twice is never its own duplicate."""
-    from vrec.images.imagequality import hamming_pair_index
-
+def test_near_duplicate_pairs_equal_the_pairs_compared_one_by_one():
+    """The pair search gives, in (i, j) order, exactly the pairs a one-by-one comparison
+    gives, with the same distances and the same cosines to the bit: an item listed twice is
+    never its own duplicate, two items showing one picture are a pair at distance 0."""
     rng = np.random.default_rng(1)
-    base = rng.integers(-(2**63), 2**63 - 1, size=40, dtype=np.int64)
-    h = np.repeat(base, 8) ^ rng.integers(0, 4, size=320)  # groups of look-alikes
-    keys = [f"k{i:03d}" for i in range(320)]
+    phash, emb = _lookalikes(rng, 240, 8)
+    keys = [f"k{i:03d}" for i in range(240)]
+    pics = [f"p{i:03d}" for i in range(240)]
     keys[5] = keys[4]
-    i, j, d = hamming_pair_index(keys, h, 2, block=50)
-    assert list(zip([keys[a] for a in i], [keys[b] for b in j], d.tolist())) == \
-        hamming_pairs(keys, h, 2, block=50)
-    assert len(i) > 300 and (i < j).all() and not ((i == 4) & (j == 5)).any()
+    pics[7], phash[7], emb[7] = pics[6], phash[6], emb[6]  # one picture, two items
+    want = _pairs_by_brute_force(keys, pics, phash, emb, 2, 0.95)
+    i, j, d, c, memo, compared = near_duplicate_pairs(keys, pics, phash, emb, 2, 0.95, block=50)
+    assert _as_rows(i, j, d, c) == want
+    assert len(want) > 100 and (6, 7, 0, float(np.dot(emb[6], emb[6]))) in want
+    assert not ((i == 4) & (j == 5)).any() and compared == 239 == len(memo.hashes)
+
+
+def test_a_warm_night_compares_only_its_new_pictures_and_finds_the_same_pairs():
+    """With the memo of the night before, only the pictures new to it are compared, and
+    the pairs are those of a full search: items gone, items whose picture changed, new
+    items, and the ids in another order (so positions move) all give the same result."""
+    rng = np.random.default_rng(2)
+    phash, emb = _lookalikes(rng, 400, 8)
+    keys = np.array([f"k{i:03d}" for i in range(400)], dtype=object)
+    pics = np.array([f"p{i:03d}" for i in range(400)], dtype=object)
+    first = np.arange(0, 360)
+    *_, memo, _ = near_duplicate_pairs(keys[first], pics[first], phash[first], emb[first],
+                                       3, 0.9)
+    # tonight: 20 items gone, 40 new, 10 with a new picture, keys renamed so order changes
+    now = np.concatenate([np.arange(20, 360), np.arange(360, 400)])
+    k2, p2, h2, e2 = keys[now].copy(), pics[now].copy(), phash[now].copy(), emb[now].copy()
+    changed = rng.choice(len(now) - 40, 10, replace=False)
+    p2[changed] = [f"new{x}" for x in range(10)]
+    h2[changed] = phash[rng.choice(400, 10)]
+    k2 = np.array([f"z{(7 * x) % 997:04d}" for x in range(len(now))], dtype=object)
+    order = np.argsort(k2.astype(str), kind="stable")
+    k2, p2, h2, e2 = k2[order], p2[order], h2[order], e2[order]
+    want = _pairs_by_brute_force(list(k2), p2, h2, e2, 3, 0.9)
+    i, j, d, c, memo2, compared = near_duplicate_pairs(k2, p2, h2, e2, 3, 0.9, memo=memo)
+    assert _as_rows(i, j, d, c) == want and len(want) > 150
+    assert compared == 50  # the 40 new items and the 10 changed pictures
+    full = near_duplicate_pairs(k2, p2, h2, e2, 3, 0.9)
+    assert all(np.array_equal(x, y) for x, y in zip((memo2.hashes, memo2.a, memo2.b,
+                                                      memo2.hamming, memo2.cosine),
+                                                     (full[4].hashes, full[4].a, full[4].b,
+                                                      full[4].hamming, full[4].cosine)))
+
+
+def test_the_near_duplicate_memo_is_kept_per_model_and_thresholds(tmp_path, capsys):
+    """The memo is read back as written, under its model and thresholds only; an
+    unreadable one is refused with a warning (every pair is compared again)."""
+    from vrec.spark.embed import memo_key, memo_path, read_pair_memo, write_pair_memo
+
+    rng = np.random.default_rng(3)
+    phash, emb = _lookalikes(rng, 80, 8)
+    *_, memo, _ = near_duplicate_pairs([f"k{i}" for i in range(80)],
+                                       [f"p{i}" for i in range(80)], phash, emb, 3, 0.9)
+    key = memo_key("resnet18@x", 3, 0.9)
+    write_pair_memo(tmp_path, key, memo)
+    back = read_pair_memo(tmp_path, key)
+    assert back is not None and np.array_equal(back.hashes, memo.hashes)
+    assert np.array_equal(back.cosine, memo.cosine) and len(memo.a) > 10
+    assert key not in {memo_key("resnet50@x", 3, 0.9), memo_key("resnet18@x", 4, 0.9),
+                       memo_key("resnet18@x", 3, 0.95)}
+    assert read_pair_memo(tmp_path, memo_key("resnet18@x", 4, 0.9)) is None
+    memo_path(tmp_path, key).write_bytes(b"not a memo")
+    assert read_pair_memo(tmp_path, key) is None
+    assert "not used" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- backbones
@@ -385,6 +468,18 @@ def test_near_duplicate_images_are_flagged_but_still_embedded(spark, tiny_raw, t
     flagged = set(res["quarantine"].query("reason == 'near_duplicate_image'")["key"])
     assert flagged and flagged <= {"orig", "copy", "reenc"}
     assert res["embedded_new"] == 3  # identical bytes are embedded once
+    assert res["pictures_compared"] == 3  # the first night has no memo
+    # the next night: one more copy; only its picture is compared, the pairs are the same
+    src.save(tmp_path / "reencoded2.jpg", format="JPEG", quality=60)
+    more = pd.concat([rows, pd.DataFrame({C.ITEM_ID: ["reenc2"],
+                                          C.IMAGE_URI: [str(tmp_path / "reencoded2.jpg")]})])
+    res2 = run_embed_items(spark, spark.createDataFrame(more), warehouse=tmp_path / "wh",
+                           image_root=tmp_path, image_roots=[tiny_raw],
+                           embed=EmbedSettings(batch_size=4), ds="2026-11-21")
+    pairs2 = {tuple(sorted((a, b))) for a, b in zip(res2["duplicates"][C.ITEM_ID],
+                                                     res2["duplicates"]["duplicate_of"])}
+    assert res2["pictures_compared"] == 1 and pairs < pairs2
+    assert pairs2 - pairs == {("copy", "reenc2"), ("orig", "reenc2"), ("reenc", "reenc2")}
 
 
 KILLED_EMBED = """

@@ -95,29 +95,106 @@ def prepare(data: bytes, *, crop_size: int = 224, resize_size: int = 256,
     return PreparedImage(arr, w, h, std, phash64(rgb))
 
 
-def hamming_pairs(keys: list[str], hashes: np.ndarray, max_distance: int,
-                  block: int = 1024) -> list[tuple[str, str, int]]:
-    """Pairs (a, b, distance) of different keys whose 64-bit hashes differ in at most
-    ``max_distance`` bits; each pair once, a < b by position, in position order."""
-    i, j, d = hamming_pair_index(keys, hashes, max_distance, block)
-    return list(zip([keys[a] for a in i.tolist()], [keys[b] for b in j.tolist()], d.tolist()))
+@dataclass
+class PairMemo:
+    """Every near-duplicate verdict among a set of pictures: ``hashes`` (sorted, unique
+    content hashes as ASCII bytes) and the pairs of them that are near-duplicates (``a`` <
+    ``b``, positions in ``hashes``) with their Hamming distance and cosine. A pair of
+    ``hashes`` that is not listed was checked and is not one. Valid for one embedding model
+    and one pair of thresholds (the caller keys it by them)."""
+
+    hashes: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    hamming: np.ndarray
+    cosine: np.ndarray
 
 
-def hamming_pair_index(keys: list[str] | np.ndarray, hashes: np.ndarray, max_distance: int,
-                       block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`hamming_pairs` as arrays of positions (i < j) and distances, in the same
-    order, without a Python object per pair (a catalog of look-alike pictures has
-    millions)."""
-    h = np.asarray(hashes, dtype=np.int64).view(np.uint64)
-    _, code = np.unique(np.asarray(keys, dtype=object).astype(str),
-                        return_inverse=True)  # equal keys, equal codes
-    out_i, out_j, out_d = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for start in range(0, len(h), block):
-        d = np.bitwise_count(h[start:start + block, None] ^ h[None, :])
-        rows, cols = np.nonzero(d <= max_distance)
-        i = rows + start
-        keep = (cols > i) & (code[i] != code[cols])
-        out_i.append(i[keep])
-        out_j.append(cols[keep])
-        out_d.append(d[rows[keep], cols[keep]].astype(np.int64))
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+def _pair_cosines(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``emb[a] . emb[b]`` pair by pair (float32 dot products, as float64): one product a
+    pair keeps every cosine's bits whatever else is searched."""
+    return np.fromiter((float(np.dot(emb[x], emb[y])) for x, y in zip(a.tolist(), b.tolist())),
+                       dtype=np.float64, count=len(a))
+
+
+def near_duplicate_pairs(keys, hashes, phash: np.ndarray, emb: np.ndarray, max_distance: int,
+                         min_cosine: float, memo: PairMemo | None = None, block: int = 1024
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, PairMemo, int]:
+    """The near-duplicate pairs of items: perceptual hashes within ``max_distance`` bits
+    and embeddings with a cosine of at least ``min_cosine``.
+
+    ``keys`` (item ids), ``hashes`` (content hashes), ``phash`` and ``emb`` (an object
+    array of float32 vectors) are per item; an item's ``phash`` and ``emb`` are those of
+    its content hash. Returns positions ``i`` < ``j`` of different keys (in ``(i, j)``
+    order), distances, cosines, the memo of this catalog's pictures and how many pictures
+    were compared with all the others (those not in ``memo``). Pictures in ``memo`` are not compared again: a warm night compares
+    only its new pictures with the rest, with the same pairs, distances and cosines as a
+    full search."""
+    h = np.asarray(hashes, dtype=object).astype(str).astype("S")
+    uh, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    up = np.asarray(phash, dtype=np.int64)[first].view(np.uint64)
+    ue = np.asarray(emb, dtype=object)[first]
+    n = len(uh)
+    ka = kb = np.zeros(0, np.int64)
+    kd, kc = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    known = np.zeros(n, bool)
+    if memo is not None and len(memo.hashes) and n:
+        at = np.minimum(np.searchsorted(memo.hashes, uh), len(memo.hashes) - 1)
+        known = memo.hashes[at] == uh
+        to_u = np.full(len(memo.hashes), -1, np.int64)
+        to_u[at[known]] = np.nonzero(known)[0]
+        ma, mb = to_u[memo.a], to_u[memo.b]
+        keep = (ma >= 0) & (mb >= 0)
+        ka, kb, kd, kc = ma[keep], mb[keep], memo.hamming[keep], memo.cosine[keep]
+    # the new pictures against all: a new-new pair once (a < b), a known-known pair never
+    fresh = np.nonzero(~known)[0]
+    na, nb, nd = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for s in range(0, len(fresh), block):
+        rows = fresh[s:s + block]
+        d = np.bitwise_count(up[rows, None] ^ up[None, :])
+        r, c = np.nonzero(d <= max_distance)
+        row = rows[r]
+        keep = (c != row) & (known[c] | (c > row))
+        na.append(np.minimum(row, c)[keep])
+        nb.append(np.maximum(row, c)[keep])
+        nd.append(d[r[keep], c[keep]].astype(np.int64))
+    na, nb, nd = np.concatenate(na), np.concatenate(nb), np.concatenate(nd)
+    # each item of a picture shown by several items is a pair with the others (distance 0)
+    per = np.bincount(inv, minlength=n)
+    shared = np.nonzero(per > 1)[0]
+    nc = _pair_cosines(ue, na, nb)
+    sc = _pair_cosines(ue, shared, shared)
+    hit = nc >= min_cosine
+    ha, hb = np.concatenate([ka, na[hit]]), np.concatenate([kb, nb[hit]])
+    hd, hc = np.concatenate([kd, nd[hit]]), np.concatenate([kc, nc[hit]])
+    o = np.lexsort((hb, ha))
+    out = PairMemo(uh, ha[o].astype(np.int32), hb[o].astype(np.int32),
+                   hd[o].astype(np.int8), hc[o])
+    # back to items: every item of picture a with every item of picture b
+    order = np.argsort(inv, kind="stable")
+    start = np.cumsum(per) - per
+    same = shared[sc >= min_cosine]
+    pa, pb = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    pd_, pc = [np.zeros(0, np.int64)], [np.zeros(0, np.float64)]
+    for a, b, d, c in ((out.a.astype(np.int64), out.b.astype(np.int64), out.hamming, out.cosine),
+                       (same, same, np.zeros(len(same), np.int64), sc[sc >= min_cosine])):
+        cnt = per[a] * per[b]
+        which = np.repeat(np.arange(len(a)), cnt)
+        k = np.arange(len(which)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        nbw = per[b][which]
+        x = order[start[a][which] + k // nbw]
+        y = order[start[b][which] + k % nbw]
+        one = (a[which] != b[which]) | (x < y)  # two items of one picture: the pair once
+        pa.append(np.minimum(x, y)[one])
+        pb.append(np.maximum(x, y)[one])
+        pd_.append(np.asarray(d, np.int64)[which][one])
+        pc.append(np.asarray(c, np.float64)[which][one])
+    i, j = np.concatenate(pa), np.concatenate(pb)
+    d, cos = np.concatenate(pd_), np.concatenate(pc)
+    _, code = np.unique(np.asarray(keys, dtype=object).astype(str), return_inverse=True)
+    code = code.reshape(-1)
+    keep = code[i] != code[j]  # an item listed twice is not its own duplicate
+    i, j, d, cos = i[keep], j[keep], d[keep], cos[keep]
+    o = np.lexsort((j, i))
+    return i[o], j[o], d[o], cos[o], out, len(fresh)

@@ -1,6 +1,7 @@
 """embed_items in Spark: hash every catalog image, embed those the cache lacks
 (``mapInPandas``, model loaded once per worker), apply the quality thresholds, find
-near-duplicates.
+near-duplicates (a memo in ``_state/near_duplicates/`` keeps the verdicts, so a night
+compares only its new pictures with the rest).
 
 Vectors are cached in ``warehouse/item_embeddings/`` keyed by (model_name, content_hash)
 where content_hash is the SHA-256 of the image bytes and model_name is the backbone's
@@ -34,7 +35,7 @@ from vrec.images.embed import (
     model_version,
     quality_reason,
 )
-from vrec.images.imagequality import hamming_pair_index
+from vrec.images.imagequality import PairMemo, near_duplicate_pairs
 from vrec.io import faults
 from vrec.progress import watch
 
@@ -112,6 +113,51 @@ def merge_task_files(warehouse: str | Path, ds: str, tag: str) -> int:
     return len(pieces)
 
 
+def memo_key(version: str, max_distance: int, min_cosine: float) -> str:
+    """The near-duplicate memo's name for one model version and pair of thresholds."""
+    import hashlib
+
+    return hashlib.sha256(f"{version}|{max_distance}|{min_cosine!r}".encode()).hexdigest()[:16]
+
+
+def memo_path(warehouse: str | Path, key: str) -> Path:
+    """``<warehouse>/_state/near_duplicates/<key>.npz``."""
+    return Path(warehouse) / "_state" / "near_duplicates" / f"{key}.npz"
+
+
+def read_pair_memo(warehouse: str | Path, key: str) -> PairMemo | None:
+    """The near-duplicate verdicts a run stored under ``key`` (None when there are none,
+    or they cannot be read: a warning says why, and every pair is compared again)."""
+    path = memo_path(warehouse, key)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            memo = PairMemo(z["hashes"], z["a"], z["b"], z["hamming"], z["cosine"])
+        n = len(memo.hashes)
+        if not (len(memo.a) == len(memo.b) == len(memo.hamming) == len(memo.cosine)) or (
+                len(memo.a) and (min(memo.a.min(), memo.b.min()) < 0
+                                 or max(memo.a.max(), memo.b.max()) >= n)):
+            raise ValueError("its pair columns do not fit its pictures")
+        return memo
+    except Exception as exc:  # noqa: BLE001 - a bad memo costs time, never a wrong pair
+        print(f"[vrec] warning: near-duplicate memo {path} not used ({type(exc).__name__}: "
+              f"{exc}); every pair is compared again", flush=True)
+        return None
+
+
+def write_pair_memo(warehouse: str | Path, key: str, memo: PairMemo) -> None:
+    """Store ``memo`` under ``key``: a temp file renamed into place (a reader sees the
+    old memo or the new one, and any memo is right for the pictures it lists)."""
+    path = memo_path(warehouse, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, hashes=memo.hashes, a=memo.a, b=memo.b, hamming=memo.hamming,
+                 cosine=memo.cosine)
+    os.replace(tmp, path)
+
+
 def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | Path,
                     embed: EmbedSettings, ds: str, image_roots: list | tuple = (),
                     phase=None) -> dict:
@@ -119,7 +165,8 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
 
     Returns a dict with ``vectors`` (pandas: item_id, content_hash, embedding),
     ``quarantine`` (pandas: key, reason), ``duplicates`` (pandas: item_id,
-    duplicate_of, hamming, cosine) and counts ``embedded_new``, ``reused``, ``items``.
+    duplicate_of, hamming, cosine) and counts ``embedded_new``, ``reused``, ``items`` and
+    ``pictures_compared`` (pictures new to the near-duplicate memo, compared with all).
     Inference runs in Spark; the run's vectors are then collected on the driver for the
     quality policy and duplicate search (fine to a few hundred thousand items). Images are
     read only under ``image_root`` and ``image_roots`` (vrec.images.embed.locate_image);
@@ -210,16 +257,20 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     kept = joined.loc[ok].sort_values(C.ITEM_ID)
     with phase("near-duplicates"):
         ids = kept[C.ITEM_ID].to_numpy(dtype=object)
-        i, j, d = hamming_pair_index(ids, kept["phash"].astype("int64").to_numpy(),
-                                     policy.duplicate_hamming)
         # A perceptual hash alone confuses different products shot the same way (same
         # pose, white background); a pair counts only when the CNN embeddings agree too.
-        emb = kept["embedding"].to_numpy()
-        cos = np.fromiter((float(np.dot(emb[a], emb[b])) for a, b in zip(i.tolist(), j.tolist())),
-                          dtype=np.float64, count=len(i))
-        hit = cos >= policy.duplicate_min_cosine
-    dups = pd.DataFrame({C.ITEM_ID: ids[i[hit]], "duplicate_of": ids[j[hit]], "hamming": d[hit],
-                         "cosine": cos[hit]}, columns=S.IMAGE_DUPLICATES.names()).astype(
+        key = memo_key(version, policy.duplicate_hamming, policy.duplicate_min_cosine)
+        i, j, d, cos, memo, compared = near_duplicate_pairs(
+            ids, kept["content_hash"].to_numpy(dtype=object),
+            kept["phash"].astype("int64").to_numpy(), kept["embedding"].to_numpy(),
+            policy.duplicate_hamming, policy.duplicate_min_cosine,
+            memo=read_pair_memo(warehouse, key))
+        write_pair_memo(warehouse, key, memo)
+        print(f"[vrec] {ds} embed_items: near-duplicates: {len(i):,} pairs; {compared:,} of "
+              f"{len(memo.hashes):,} pictures compared with the rest, the others' verdicts "
+              "from the night before", flush=True)
+    dups = pd.DataFrame({C.ITEM_ID: ids[i], "duplicate_of": ids[j], "hamming": d,
+                         "cosine": cos}, columns=S.IMAGE_DUPLICATES.names()).astype(
         {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
     dup_q = pd.DataFrame({"key": dups[C.ITEM_ID].astype(str),
                           "reason": S.reason("images", "near_duplicate_image")})
@@ -228,5 +279,5 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
     return {"vectors": vectors, "quarantine": quarantine,
             "duplicates": dups, "embedded_new": n_new,
             "reused": int(joined["content_hash"].dropna().nunique()) - n_new,
-            "model_version": version,
+            "pictures_compared": compared, "model_version": version,
             "items": len(joined)}

@@ -24,6 +24,7 @@ def run(ctx) -> dict:
     ctx.record(res["items"], len(res["vectors"]), nq, embedded_new=res["embedded_new"],
                reused=res["reused"], model_version=res["model_version"],
                near_duplicates=len(res["duplicates"]),
+               pictures_compared=res["pictures_compared"],
                reasons=res["quarantine"]["reason"].value_counts().to_dict())
     return {"vectors": len(res["vectors"]), "embedded_new": res["embedded_new"],
             "reused": res["reused"], "near_duplicates": len(res["duplicates"])}
