@@ -9,7 +9,8 @@ Same matrix, same rank / iterations / regularization / alpha, same run, same mac
   candidates  the candidates stage's work: the item space (with synthetic clustered
               1280-d image vectors, so the visual and new-arrival sources and the ridge
               map do real work), then every user's CF, visual and new-arrival top-N
-              (N = 50) in Spark to the ``noop`` sink; the first, cold call reported apart,
+              (N = 50) in Spark, written as the stage writes them (since issue 32's sixth
+              pass; before, to the ``noop`` sink); the first, cold call reported apart,
               medians of the warm calls, interleaved with the numpy roofline: the CF and
               the visual matrix products of the same shapes in one process (no
               selection, no output); numpy CF product + argpartition top-K once
@@ -37,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -270,7 +272,7 @@ def group_candidates(folder: Path, args) -> dict:
     from vrec.config import RecsSettings, VisualSettings
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import build_item_space, gate_new_arrivals
-    from vrec.spark.candidates import retrieve_all
+    from vrec.spark.candidates import write_candidates
     from vrec.spark.users import user_rows
 
     m = CFModel.load(folder / "vrec_model")
@@ -293,15 +295,12 @@ def group_candidates(folder: Path, args) -> dict:
     end = pd.to_datetime(pairs["last_ts"], utc=True).max() + pd.Timedelta(seconds=1)
     spark = spark_session(args)
 
-    def vrec_once(sink: str = "noop") -> float:
+    def vrec_once() -> float:
+        shutil.rmtree(folder / "candidates", ignore_errors=True)
         t = time.perf_counter()
-        out = retrieve_all(spark, user_rows(spark.read.parquet(str(folder / "train.parquet"))),
-                           space_dir=space_dir, model_dir=folder / "vrec_model", recs=recs,
-                           visual=visual, end=end)
-        if sink == "noop":
-            out.write.format("noop").mode("overwrite").save()
-        else:
-            out.write.mode("overwrite").parquet(sink)
+        write_candidates(spark, user_rows(spark.read.parquet(str(folder / "train.parquet"))),
+                         folder / "candidates", space_dir=space_dir,
+                         model_dir=folder / "vrec_model", recs=recs, visual=visual, end=end)
         return time.perf_counter() - t
 
     seen = seen_csr(folder, m.user_ids, space.item_ids)
@@ -328,7 +327,6 @@ def group_candidates(folder: Path, args) -> dict:
             prod.append(product_once())
             warm.append(vrec_once())
         rows_s = rows_once()
-        vrec_once(str(folder / "candidates"))
         stored = spark.read.parquet(str(folder / "candidates"))
         rows = stored.count()
         cands = stored.selectExpr("sum(size(items))").first()[0]

@@ -310,7 +310,7 @@ def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.Da
     images: an empty item space of vectors), as a frame of user_id, item_id, cf."""
     from vrec.core.itemspace import build_item_space
     from vrec.dates import end_of_ds
-    from vrec.spark.candidates import retrieve_all
+    from vrec.spark.candidates import write_candidates
     from vrec.spark.users import user_rows
 
     rd = W.run_dir(s.paths.warehouse_root, DS)
@@ -320,8 +320,12 @@ def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.Da
     space, _ = build_item_space(model, catalog, no_vectors, pairs, [], recs)
     model_dir, space_dir = model.save(tmp_path / "model"), space.save(tmp_path / "space")
     rows = user_rows(spark.read.parquet(str(rd / "interactions")))
-    out = retrieve_all(spark, rows, space_dir=space_dir, model_dir=model_dir, recs=recs,
-                       visual=VisualSettings(), end=pd.Timestamp(end_of_ds(DS))).toPandas()
+    users, n = write_candidates(spark, rows, tmp_path / "candidates", space_dir=space_dir,
+                                model_dir=model_dir, recs=recs, visual=VisualSettings(),
+                                end=pd.Timestamp(end_of_ds(DS)))
+    out = pd.read_parquet(tmp_path / "candidates")
+    assert (users, n) == (len(out), int(out["items"].map(len).sum()))
+    assert len({f.name for f in (tmp_path / "candidates").glob("*.parquet")}) <= 4
     long = out[[C.USER_ID, "items", "cf"]].explode(["items", "cf"]).dropna(subset=["items"])
     return pd.DataFrame({C.USER_ID: long[C.USER_ID].to_numpy(),
                          C.ITEM_ID: space.item_ids[long["items"].astype(int).to_numpy()],

@@ -43,9 +43,6 @@ from vrec.core.topk import TopK
 from vrec.core.users import UserBatch
 from vrec.core.visual import fit_preferences
 
-# the stored form: one row per user, arrays of catalog indices and scores
-SPARK_SCHEMA = S.CANDIDATES.ddl()
-
 
 @dataclass
 class RankInput:

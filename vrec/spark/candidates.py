@@ -14,13 +14,15 @@ batch: the space and model are memory-mapped (shared through the page cache:
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
+from vrec import schemas as S
 from vrec.config import RecsSettings, VisualSettings
-from vrec.core.retrieval import SPARK_SCHEMA, retrieve
+from vrec.core.retrieval import retrieve
 from vrec.core.users import user_batch
 
 _LOADED: dict[tuple, tuple] = {}
@@ -60,15 +62,54 @@ def candidates_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, mode
                                profile=profile, extra=extra).to_frame()
 
 
-def retrieve_all(spark, rows, *, space_dir: str | Path, model_dir: str | Path,
-                 recs: RecsSettings, visual: VisualSettings, end: pd.Timestamp,
-                 profile: bool = True, extra: bool = False):
-    """Candidates for every row of ``rows`` (vrec.spark.users.user_rows), as a Spark
-    DataFrame (vrec.core.retrieval.SPARK_SCHEMA); ``extra``: the learned ranker's
-    sources too."""
+def write_candidates(spark, rows, out_dir: str | Path, *, space_dir: str | Path,
+                     model_dir: str | Path, recs: RecsSettings, visual: VisualSettings,
+                     end: pd.Timestamp, profile: bool = True, extra: bool = False
+                     ) -> tuple[int, int]:
+    """Retrieve the candidates of every row of ``rows`` (vrec.spark.users.user_rows) and
+    write them to ``out_dir`` (vrec.schemas.CANDIDATES); returns (users, candidates).
+
+    Each task writes its users as one Parquet file, ``part-<task>.parquet``, from the
+    Python worker (pyarrow: a temp name renamed into place, so a retried task replaces its
+    own file). Spark moves only the counts: at 10M the candidates are 65M scores in seven
+    columns, and converting them to Spark rows and writing them in the JVM took a fifth of
+    the stage beside the workers. ``extra``: the learned ranker's sources too."""
     sd, md = str(Path(space_dir).resolve()), str(Path(model_dir).resolve())
+    out = str(Path(out_dir).resolve())
+    Path(out).mkdir(parents=True, exist_ok=True)
     parts = max(1, 2 * spark.sparkContext.defaultParallelism)
-    return rows.repartition(parts).mapInPandas(
-        lambda it: candidates_partition(it, space_dir=sd, model_dir=md, recs=recs, visual=visual,
-                                        end=end, profile=profile, extra=extra),
-        SPARK_SCHEMA)
+
+    def task(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from pyspark import TaskContext
+
+        yield _write_part(candidates_partition(frames, space_dir=sd, model_dir=md, recs=recs,
+                                               visual=visual, end=end, profile=profile,
+                                               extra=extra),
+                          Path(out), TaskContext.get().partitionId())
+
+    counts = rows.repartition(parts).mapInPandas(task, "users long, candidates long").toPandas()
+    if not any(Path(out).glob("*.parquet")):  # no users: an empty table, still readable
+        _write_part(iter([S.CANDIDATES.empty()]), Path(out), -1)
+    return int(counts["users"].sum()), int(counts["candidates"].sum())
+
+
+def _write_part(frames: Iterator[pd.DataFrame], folder: Path, part: int) -> pd.DataFrame:
+    """Write ``frames`` (vrec.schemas.CANDIDATES) as ``folder/part-<part>.parquet``,
+    atomically, when they hold users (``part`` -1: part 0, even when empty); returns one
+    row of counts (users, candidates)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = S.CANDIDATES.arrow()
+    tmp = folder / f".part-{part}.{uuid.uuid4().hex[:8]}.tmp"
+    users = cands = 0
+    with pq.ParquetWriter(tmp, schema) as w:
+        for df in frames:
+            w.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+            users += len(df)
+            cands += int(sum(len(a) for a in df["items"]))
+    if users or part < 0:
+        os.replace(tmp, folder / f"part-{max(part, 0):05d}.parquet")
+    else:  # a task without users writes nothing
+        tmp.unlink()
+    return pd.DataFrame({"users": [users], "candidates": [cands]})

@@ -24,7 +24,7 @@ def run(ctx) -> dict:
     from vrec.core.retrieval import profile_source
     from vrec.dates import end_of_ds
     from vrec.io import warehouse as W
-    from vrec.spark.candidates import retrieve_all
+    from vrec.spark.candidates import write_candidates
     from vrec.spark.users import user_rows, with_exclusions
     from vrec.stages.common import driver_inputs, run_content
 
@@ -59,15 +59,10 @@ def run(ctx) -> dict:
     with ctx.phase("retrieve (Spark, written)"):
         rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
                                spark, exclude)
-        out = retrieve_all(spark, rows, space_dir=ctx.output("item_space"),
-                           model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
-                           end=pd.Timestamp(end_of_ds(ds)), profile=profile,
-                           extra=ctx.settings.ranker.enabled)
-        out.write.mode("overwrite").parquet(str(ctx.output("candidates")))
-    with ctx.phase("count"):
-        written = spark.read.parquet(str(ctx.output("candidates")))
-        n_users = written.count()
-        n_cands = written.selectExpr("sum(size(items))").first()[0] or 0
+        n_users, n_cands = write_candidates(
+            spark, rows, ctx.output("candidates"), space_dir=ctx.output("item_space"),
+            model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
+            end=pd.Timestamp(end_of_ds(ds)), profile=profile, extra=ctx.settings.ranker.enabled)
     ctx.record(n_users, int(n_cands), 0, items=int(space.n), new_arrivals=int(space.new.sum()),
                cold_start_map=map_quality, new_arrival_slots_off=slots_off,
                candidates_per_source=r.candidates, profile_source=profile,
