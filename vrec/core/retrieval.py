@@ -28,7 +28,7 @@ stores it (one row per user) and build_recs ranks it; the tuning and the evaluat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -152,11 +152,22 @@ def profiles(hist, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class Source:
     """One candidate source's items (catalog rows), their position by catalog row (-1:
-    not in the source) and the top-k index over their vectors, built once per space."""
+    not in the source) and the top-k index over their vectors (``vectors``: every
+    catalog row's, the space's own array), built on the first search: a model that never
+    queries a source (the evaluation's ``als`` reads no pictures) does not build it."""
 
     rows: np.ndarray
     local: np.ndarray
-    index: TopK
+    vectors: np.ndarray
+    prune: bool = False
+    _index: TopK | None = field(default=None, init=False, repr=False)
+
+    @property
+    def index(self) -> TopK:
+        """The top-k index over the source's vectors (built once)."""
+        if self._index is None:
+            self._index = TopK(np.asarray(self.vectors)[self.rows], prune=self.prune)
+        return self._index
 
     def top(self, queries: np.ndarray, k: int, seen, who: np.ndarray) -> np.ndarray:
         """Catalog rows of each query's top ``k`` source items, seen items excluded, for
@@ -193,7 +204,7 @@ def source(space: ItemSpace, name: str) -> Source:
         rows = np.flatnonzero(np.asarray(mask) & ~np.asarray(space.blocked))
         local = np.full(space.n, -1, dtype=np.int64)
         local[rows] = np.arange(len(rows))
-        space.cache[name] = Source(rows, local, TopK(np.asarray(vectors)[rows], prune=name in ("warm", "new")))
+        space.cache[name] = Source(rows, local, vectors, prune=name in ("warm", "new"))
     return space.cache[name]
 
 
