@@ -104,6 +104,27 @@ def test_reserved_slots_bring_new_arrivals_that_would_not_rank_on_merit():
     assert (np.diff(with_slots["score"]) <= 1e-12).all()
 
 
+def test_a_source_builds_its_index_only_when_a_user_searches_it():
+    """A batch with CF factors and no history (the evaluation's ``als`` users) builds the
+    CF index and no picture or content index; a user with a history builds them, and the
+    lists are those of a space whose indexes were all built beforehand."""
+    from vrec.core.retrieval import source
+
+    space, proj, _ = _space()
+    h, u = _user_of_cluster(space, proj, 0)
+    cf_only = _batch(space, [[]], [u])
+    retrieve(cf_only, space, 20, VISUAL)
+    built = {k for k, v in space.cache.items() if getattr(v, "_index", None) is not None}
+    assert built == {"warm", "new"}
+    assert space.cache["visual"]._index is None and space.cache["pref"]._index is None
+    lazy = rank_batch(_batch(space, [h], [u]), space, ListPolicy(k=10))
+    assert space.cache["visual"]._index is not None
+    eager, *_ = _space()
+    for name in ("warm", "visual", "new", "new_visual", "pref", "new_pref"):
+        assert source(eager, name).index is not None
+    assert lazy.equals(rank_batch(_batch(eager, [h], [u]), eager, ListPolicy(k=10)))
+
+
 def test_each_reason_appears_when_its_score_dominates():
     space, proj, _ = _space(n_new=0)
     h, u = _user_of_cluster(space, proj, 0)
