@@ -59,7 +59,8 @@ STAGES: tuple[Stage, ...] = (
           requires=("validate_inputs",)),
     Stage("embed_items", "spark", ("catalog",), ("item_vectors", "image_duplicates", "content"),
           "new or changed item images -> CNN vectors (incremental cache); bad images "
-          "quarantined; near-duplicate pairs; the content features (image PCA, text LSA)"),
+          "quarantined; near-duplicate pairs (a memo of the verdicts: only new pictures are "
+          "compared); the content features (image PCA, text LSA)"),
     Stage("train_cf", "spark",
           ("events", "interactions", "catalog", "item_vectors", "item_popularity", "content"),
           ("model", "blend", "ranker"),
