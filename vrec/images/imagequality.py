@@ -127,9 +127,9 @@ def near_duplicate_pairs(keys, hashes, phash: np.ndarray, emb: np.ndarray, max_d
     array of float32 vectors) are per item; an item's ``phash`` and ``emb`` are those of
     its content hash. Returns positions ``i`` < ``j`` of different keys (in ``(i, j)``
     order), distances, cosines, the memo of this catalog's pictures and how many pictures
-    were compared with all the others (those not in ``memo``). Pictures in ``memo`` are not compared again: a warm night compares
-    only its new pictures with the rest, with the same pairs, distances and cosines as a
-    full search."""
+    were compared with all the others (those not in ``memo``). Pictures in ``memo`` are
+    not compared again: a warm night compares only its new pictures with the rest, with
+    the same pairs, distances and cosines as a full search."""
     h = np.asarray(hashes, dtype=object).astype(str).astype("S")
     uh, first, inv = np.unique(h, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)

@@ -268,7 +268,7 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
         write_pair_memo(warehouse, key, memo)
         print(f"[vrec] {ds} embed_items: near-duplicates: {len(i):,} pairs; {compared:,} of "
               f"{len(memo.hashes):,} pictures compared with the rest, the others' verdicts "
-              "from the night before", flush=True)
+              "from the memo", flush=True)
     dups = pd.DataFrame({C.ITEM_ID: ids[i], "duplicate_of": ids[j], "hamming": d,
                          "cosine": cos}, columns=S.IMAGE_DUPLICATES.names()).astype(
         {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
