@@ -266,9 +266,11 @@ def run_embed_items(spark, catalog, *, warehouse: str | Path, image_root: str | 
             policy.duplicate_hamming, policy.duplicate_min_cosine,
             memo=read_pair_memo(warehouse, key))
         write_pair_memo(warehouse, key, memo)
+        known = len(memo.hashes) - compared
         print(f"[vrec] {ds} embed_items: near-duplicates: {len(i):,} pairs; {compared:,} of "
-              f"{len(memo.hashes):,} pictures compared with the rest, the others' verdicts "
-              "from the memo", flush=True)
+              f"{len(memo.hashes):,} pictures compared with the rest"
+              + (f", the verdicts among the other {known:,} from the memo" if known else
+                 " (none in the memo)"), flush=True)
     dups = pd.DataFrame({C.ITEM_ID: ids[i], "duplicate_of": ids[j], "hamming": d,
                          "cosine": cos}, columns=S.IMAGE_DUPLICATES.names()).astype(
         {C.ITEM_ID: "string", "duplicate_of": "string", "hamming": "int64", "cosine": "float64"})
