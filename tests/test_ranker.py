@@ -269,3 +269,21 @@ def test_a_space_with_blocked_items_ranks_and_fills_without_them():
                           blocked)
     assert all(len(v) == 5 for v in lists.values())
     assert not set(gone) & {i for v in lists.values() for i in v}
+
+
+def test_one_sort_gives_the_rank_features_and_the_blend_ranks_on_a_hand_example():
+    """A list's places by a score (NaN: none; ties keep list order) give both the
+    ranker's rank feature (place / count, 1 best) and the blend's rank normalisation
+    (1 best .. -1 worst, 0 without a score), worked out by hand."""
+    from vrec.core.ranker import _ranks
+    from vrec.core.ranking import normalise, rank_scale
+    from vrec.core.retrieval import score_positions
+
+    x = np.array([0.2, np.nan, 0.9, 0.2, -1.0])
+    places, m = score_positions(x)
+    assert m == 4 and np.array_equal(places, [1.0, np.nan, 0.0, 2.0, 3.0], equal_nan=True)
+    assert np.array_equal(_ranks(places, m), [0.5, np.nan, 0.25, 0.75, 1.0], equal_nan=True)
+    want = [1 - 2 / 3, 0.0, 1.0, 1 - 4 / 3, -1.0]
+    assert np.allclose(rank_scale(places, m), want) and np.allclose(normalise(x, "rank"), want)
+    assert not rank_scale(*score_positions(np.array([np.nan, 3.0]))).any()  # one score: 0
+    assert np.isnan(_ranks(*score_positions(np.array([np.nan, np.nan])))).all()

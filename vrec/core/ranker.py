@@ -137,16 +137,10 @@ def compiled_trees(model: str):
         return None
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Rank of each score among the non-NaN ones (1 best) over their count; NaN stays."""
-    out = np.full(len(x), np.nan)
-    ok = ~np.isnan(x)
-    m = int(ok.sum())
-    if m:
-        r = np.empty(m)
-        r[np.argsort(-x[ok], kind="stable")] = np.arange(1, m + 1)
-        out[ok] = r / m
-    return out
+def _ranks(places: np.ndarray, m: int) -> np.ndarray:
+    """Rank of each score among the non-NaN ones (1 best) over their count; NaN stays
+    (from :func:`vrec.core.retrieval.score_positions`)."""
+    return (places + 1.0) / m if m else places
 
 
 def features(inp: RankInput, space: ItemSpace) -> np.ndarray:
@@ -161,7 +155,7 @@ def features(inp: RankInput, space: ItemSpace) -> np.ndarray:
     items = np.concatenate(inp.items).astype(np.int64)
     for s in SOURCES:
         X[:, col[s]] = np.concatenate(getattr(inp, s))
-        X[:, col[f"{s}_rank"]] = np.concatenate([_ranks(v) for v in getattr(inp, s)])
+        X[:, col[f"{s}_rank"]] = np.concatenate([_ranks(*p) for p in inp.positions(s)])
     stats = np.asarray(space.stats)
     for name in ("users_1d", "users_7d", "users_30d", "trend_7d", "days_known"):
         X[:, col[name]] = stats[items, STATS.index(name)]

@@ -53,7 +53,7 @@ from vrec import columns as C
 from vrec import schemas as S
 from vrec.config import RecsSettings
 from vrec.core.itemspace import ItemSpace, open_trending
-from vrec.core.retrieval import RankInput
+from vrec.core.retrieval import RankInput, score_positions
 
 REASON_CODES = C.REASONS  # the codes below index it
 R_CF, R_SIM, R_NEW, R_TREND = range(4)
@@ -73,20 +73,26 @@ def user_visual_weight(beta: float, shrink: float, n_hist: np.ndarray, in_model:
 
 def normalise(x: np.ndarray, mode: str) -> np.ndarray:
     """Per-list normalisation of one score vector (NaN = missing, becomes 0)."""
+    if mode == "rank":
+        return rank_scale(*score_positions(x))
     ok = ~np.isnan(x)
     out = np.zeros(len(x), dtype=np.float64)
     m = int(ok.sum())
     if m < 2:
         return out
     v = x[ok]
-    if mode == "rank":
-        r = np.empty(m)
-        r[np.argsort(-v, kind="stable")] = np.arange(m)
-        out[ok] = 1.0 - 2.0 * r / (m - 1)
-    else:
-        sd = v.std()
-        out[ok] = (v - v.mean()) / sd if sd > 1e-12 else 0.0
+    sd = v.std()
+    out[ok] = (v - v.mean()) / sd if sd > 1e-12 else 0.0
     return out
+
+
+def rank_scale(places: np.ndarray, m: int) -> np.ndarray:
+    """:func:`normalise`'s rank mode from :func:`vrec.core.retrieval.score_positions`:
+    1 for the best of ``m`` scores down to -1 for the worst, 0 without a score (and for
+    every entry when fewer than two have one)."""
+    if m < 2:
+        return np.zeros(len(places), dtype=np.float64)
+    return np.where(np.isnan(places), 0.0, 1.0 - 2.0 * places / (m - 1))
 
 
 def greedy_pick(blend: np.ndarray, emb: np.ndarray | None, category: np.ndarray,
@@ -272,12 +278,12 @@ def _source_reasons(inp: RankInput, r: int, pick: np.ndarray, is_new: np.ndarray
                     has_visual: np.ndarray) -> np.ndarray:
     """The reason codes of a learned ranker's picks from their strongest source (module
     doc): by rank among the user's candidates, CF against the best content source."""
-    def ranks(x):
-        return normalise(x, "rank")[pick] if len(x) else np.zeros(len(pick))
+    def ranks(s):  # normalise(score, "rank")[pick], from the places the features used
+        places, m = inp.positions(s)[r]
+        return rank_scale(places[pick], m)
 
-    cf = np.where(np.isnan(inp.cf[r][pick]), -np.inf, ranks(inp.cf[r]))
-    content = np.max([np.where(np.isnan(getattr(inp, s)[r][pick]), -np.inf,
-                               ranks(getattr(inp, s)[r]))
+    cf = np.where(np.isnan(inp.cf[r][pick]), -np.inf, ranks("cf"))
+    content = np.max([np.where(np.isnan(getattr(inp, s)[r][pick]), -np.inf, ranks(s))
                       for s in ("vis", "pref", "txt", "last")], axis=0)
     scored = has_visual | ~np.isnan(inp.cf[r][pick])
     return np.where(is_new, R_NEW, np.where(~scored, R_TREND,

@@ -44,6 +44,18 @@ from vrec.core.users import UserBatch
 from vrec.core.visual import fit_preferences
 
 
+def score_positions(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(each entry's place among the non-NaN scores of ``x``, 0 = highest, ties in
+    order, NaN where ``x`` is NaN; how many are not NaN)."""
+    ok = ~np.isnan(x)
+    m = int(ok.sum())
+    r = np.empty(m)
+    r[np.argsort(-x[ok], kind="stable")] = np.arange(m)
+    out = np.full(len(x), np.nan)
+    out[ok] = r
+    return out, m
+
+
 @dataclass
 class RankInput:
     """Per user: whether the model knows them, whether they have a visual profile, a
@@ -84,6 +96,16 @@ class RankInput:
         self.last_days = np.full(n, np.nan) if self.last_days is None else self.last_days
         self.recent = np.zeros(n, np.int64) if self.recent is None else self.recent
         self.price_ref = np.full(n, np.nan) if self.price_ref is None else self.price_ref
+
+    def positions(self, score: str) -> list[tuple[np.ndarray, int]]:
+        """Per user, each candidate's place by ``score`` (``cf``, ``vis``, ``pref``,
+        ``txt`` or ``last``) among the candidates that have one (0 = best, ties in list
+        order; NaN: no score) and how many have one, computed once: the ranker's rank
+        features and its reasons both read them."""
+        cache = self.__dict__.setdefault("_positions", {})
+        if score not in cache:
+            cache[score] = [score_positions(v) for v in getattr(self, score)]
+        return cache[score]
 
     def normalised(self, mode: str) -> tuple[list, list, list, list]:
         """The CF, mean-profile, preference and text scores normalised per user (``mode``:
