@@ -111,12 +111,15 @@ class RankInput:
         """The CF, mean-profile, preference and text scores normalised per user (``mode``:
         zscore or rank; vrec.core.ranking.normalise), computed once per mode: the blend
         tuning ranks the same input at every grid point."""
-        from vrec.core.ranking import normalise
+        from vrec.core.ranking import normalise, rank_scale
 
         cache = self.__dict__.setdefault("_normalised", {})
         if mode not in cache:
-            cache[mode] = tuple([normalise(v, mode) for v in scores]
-                                for scores in (self.cf, self.vis, self.pref, self.txt))
+            # the rank mode reads the places the ranker's features sort once (positions)
+            cache[mode] = tuple(
+                [rank_scale(*p) for p in self.positions(s)] if mode == "rank" else
+                [normalise(v, mode) for v in getattr(self, s)]
+                for s in ("cf", "vis", "pref", "txt"))
         return cache[mode]
 
     def to_frame(self) -> pd.DataFrame:
