@@ -28,7 +28,7 @@ from vrec.config import CFSettings, ContentSettings, RankerSettings, RecsSetting
 from vrec.core.evaluation import evaluate_models, fit_for_eval
 from vrec.core.itemspace import ranking_policy
 from vrec.core.models import variant_lists
-from vrec.core.ranker import Ranker, train_ranker
+from vrec.core.ranker import Ranker, fit_window, train_ranker
 from vrec.core.ranking import lists_by_user, rank
 from vrec.core.retrieval import retrieve
 from vrec.core.similar import exact_topk
@@ -111,7 +111,8 @@ def evaluate_forward(holdout: Window, tuning: Window, catalog: pd.DataFrame,
     if before is not None:
         rs = ranker or RankerSettings()
         # the ranker's windows hold more users than the tunings' (ranker.max_users)
-        rk = train_ranker(cands(before.sampled(rs.max_users, seed + 1)),
+        rk = train_ranker(fit_window(cands(before.sampled(rs.max_users, seed + 1)), rs,
+                                     k=recs.k),
                           cands(tuning.sampled(rs.max_users, seed)),
                           ranking_policy(recs, blend, valid.slots_off), rs,
                           slots=recs.new_arrival_slots)

@@ -9,7 +9,15 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings, RankerSettings, RecsSettings, VisualSettings
-from vrec.core.ranker import FEATURES, features, fit_ranker, labels, train_ranker, training_rows
+from vrec.core.ranker import (
+    FEATURES,
+    features,
+    fit_ranker,
+    fit_window,
+    labels,
+    train_ranker,
+    training_rows,
+)
 from vrec.core.ranking import rank
 from vrec.core.retrieval import RankInput
 from vrec.core.window import forward_window, pairs_from_events
@@ -206,13 +214,50 @@ def test_the_ranker_publishes_only_when_it_beats_the_blend():
         return SimpleNamespace(window=w, inp=inp, space=space)
 
     policy = ListPolicy(k=5, new_arrival_slots=0, visual_weight=0.5)
-    won = train_ranker(cands(1, 200), cands(2, 150), policy, SETTINGS)
+    won = train_ranker(fit_window(cands(1, 200), SETTINGS, k=5), cands(2, 150), policy, SETTINGS)
     assert won["chosen"] == {"use": True, "new_arrival_slots": 0}, won.get("reason")
     assert won["validation"]["gain"] > won["validation"]["se"] > 0
     assert won["model"] and won["refit"]["rows"] > 0 and won["importance"]
-    lost = train_ranker(cands(3, 200, noise=True), cands(4, 150, noise=True), policy, SETTINGS)
+    lost = train_ranker(fit_window(cands(3, 200, noise=True), SETTINGS, k=5),
+                        cands(4, 150, noise=True), policy, SETTINGS)
     assert lost["chosen"]["use"] is False
     assert "is not >" in lost["reason"]
+
+
+def test_the_first_fit_keeps_nothing_of_its_window():
+    """fit_window's record holds the ranker and facts only: once the caller drops the
+    first window's candidates they are freed (train_cf builds the second window's after
+    it; at 10M holding both took the stage over 8 GB), and the protocol still runs."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    space, _, _ = _space(n_warm=60, n_new=0)
+
+    def cands(seed, n):
+        inp, rel = _inputs(space, n, seed)
+        w = forward_window(pd.DataFrame(columns=[C.USER_ID, C.ITEM_ID, "weight", "last_ts"]),
+                           pd.DataFrame([(u, i, 1.0) for u, s in rel.items() for i in s],
+                                        columns=[C.USER_ID, C.ITEM_ID, "weight"]),
+                           pd.Timestamp("2026-11-10", tz="UTC"))
+        return SimpleNamespace(window=w, inp=inp, space=space)
+
+    train = cands(1, 200)
+    held = [weakref.ref(train.inp), weakref.ref(train.window)]
+    first = fit_window(train, SETTINGS, k=5)
+    assert first["train"]["rows"] > 0 and first["train_window"]["scored_users"] == 200
+    del train
+    gc.collect()
+    assert [r() for r in held] == [None, None]
+    out = train_ranker(first, cands(2, 150), ListPolicy(k=5, new_arrival_slots=0,
+                                                        visual_weight=0.5), SETTINGS)
+    assert out["train_window"] == first["train_window"] and out["model"]
+    assert out["seconds"] >= first["seconds"]
+    skipped = fit_window(cands(3, 200), SETTINGS.model_copy(update={"min_queries": 10_000}),
+                         k=5)
+    assert "ranker" not in skipped and "min_queries 10000" in skipped["skipped"]
+    assert train_ranker(skipped, cands(4, 150), ListPolicy(k=5, new_arrival_slots=0),
+                        SETTINGS)["skipped"] == skipped["skipped"]
 
 
 def test_ranker_reasons_come_from_the_sources():

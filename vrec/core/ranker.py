@@ -17,8 +17,8 @@ of :data:`FEATURES`:
 :func:`training_rows` labels the rows of a forward window's candidates (1: the user
 interacted with the item after the cutoff), keeps queries with a positive, samples
 ``negatives`` negatives per query and caps the rows. :func:`fit_ranker` fits LightGBM
-(early stopping on a fifth of the queries when there are enough). :func:`train_ranker`
-is the nightly protocol: fit on the window as of T - 2h, validate on the window as of
+(early stopping on a fifth of the queries when there are enough). :func:`fit_window`
+and :func:`train_ranker` are the nightly protocol: fit on the window as of T - 2h, validate on the window as of
 T - h against the tuned blend (paired per-user NDCG@k), refit on that window with the
 rounds found (T: the tunings' day, vrec.stages.common.tunings_day).
 vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
@@ -254,41 +254,65 @@ def fit_ranker(X: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: Ranke
     return Ranker(booster.model_to_string()), facts
 
 
-def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *,
+def window_rows(c, settings: RankerSettings, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`training_rows` of a forward window's candidates (vrec.core.tuning
+    .WindowCandidates), labelled with the window's sampled users' labels."""
+    users = set(c.window.users)
+    rel = {u: v for u, v in c.window.relevant.items() if u in users}
+    return training_rows(c.inp, c.space, rel, negatives=settings.negatives,
+                         max_rows=settings.max_rows, seed=seed)
+
+
+def fit_window(train, settings: RankerSettings, *, k: int, seed: int = 0,
+               threads: int = 0) -> dict:
+    """The protocol's first step (:func:`train_ranker`): the ranker fit on the candidates
+    of the window as of T - 2h (``train``, vrec.core.tuning.WindowCandidates). Returns
+    ``train_window`` (the window's facts), ``ranker`` and ``train`` (the fit's facts), or
+    ``skipped`` when too few users have a label among their candidates. Only this record
+    outlives the step, so a caller that drops ``train`` frees the window's candidates,
+    item space and CF model before the validation window's are built (at 10M each is
+    gigabytes on the driver)."""
+    t0 = time.perf_counter()
+    out: dict = {"train_window": train.window.info()}
+    Xt, yt, gt = window_rows(train, settings, seed)
+    if len(gt) < settings.min_queries:
+        out["skipped"] = (f"{len(gt)} users of the training window (as of "
+                          f"{train.window.end.date()}) have a label among their candidates < "
+                          f"ranker.min_queries {settings.min_queries}")
+    else:
+        out["ranker"], out["train"] = fit_ranker(Xt, yt, gt, settings, k=k, seed=seed,
+                                                 threads=threads)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def train_ranker(first: dict, valid, policy: RecsSettings, settings: RankerSettings, *,
                  slots: int = 0, seed: int = 0, threads: int = 0) -> dict:
     """The nightly protocol on two forward windows' candidates (vrec.core.tuning
-    .WindowCandidates): ``train`` as of T - 2h (labels up to T - h), ``valid`` as of
-    T - h (labels up to T; T: the tunings' day). Fit on ``train``; score the ranker's
-    lists and the blend's (``policy``: the tuned blend) on ``valid``'s users; refit on
-    ``valid`` with the same rounds (the night's model). ``chosen`` says whether it
+    .WindowCandidates): ``first``, :func:`fit_window`'s fit on the window as of T - 2h
+    (labels up to T - h), and ``valid``, the window as of T - h (labels up to T; T: the
+    tunings' day). Score the ranker's lists and the blend's (``policy``: the tuned blend)
+    on ``valid``'s users; refit on ``valid`` with the same rounds (the night's model).
+    ``chosen`` says whether it
     publishes (only when it beats the blend by more than ``settings.min_gain_se``
     paired SE; ``reason`` says why not) and how many reserved new-arrival slots its
     lists keep: ``policy``'s own
     ``new_arrival_slots``, or with none there the configured ``slots`` when the space
     has new arrivals and the ranker's lists with them are not worse than without by
     more than one paired SE (the ranker picks the new arrivals for them). ``model`` is
-    the refit model's text."""
+    the refit model's text; ``seconds`` counts both steps."""
     from vrec.core.ranking import lists_by_user, rank
 
     t0 = time.perf_counter()
     k = policy.k
-    out: dict = {"chosen": None, "train_window": train.window.info(),
+    out: dict = {"chosen": None, "train_window": first["train_window"],
                  "valid_window": valid.window.info(), "features": list(FEATURES)}
-
-    def rows(c):
-        users = set(c.window.users)
-        rel = {u: v for u, v in c.window.relevant.items() if u in users}
-        return training_rows(c.inp, c.space, rel, negatives=settings.negatives,
-                             max_rows=settings.max_rows, seed=seed)
-
-    Xt, yt, gt = rows(train)
-    if len(gt) < settings.min_queries:
-        out["skipped"] = (f"{len(gt)} users of the training window (as of "
-                          f"{train.window.end.date()}) have a label among their candidates < "
-                          f"ranker.min_queries {settings.min_queries}")
-        out["seconds"] = round(time.perf_counter() - t0, 2)
+    if "skipped" in first:
+        out["skipped"] = first["skipped"]
+        out["seconds"] = round(first["seconds"] + time.perf_counter() - t0, 2)
         return out
-    ranker, fit_facts = fit_ranker(Xt, yt, gt, settings, k=k, seed=seed, threads=threads)
+    ranker, fit_facts = first["ranker"], first["train"]
 
     def ndcg(pol, model=None):
         return valid.window.ndcg(lists_by_user(rank(valid.inp, valid.space, pol, model),
@@ -311,7 +335,7 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
                          "blend_ndcg": round(float(b.mean()), 5),
                          "gain": round(float(d.mean()), 5), "se": round(se, 5)}
     out["train"] = fit_facts
-    Xv, yv, gv = rows(valid)
+    Xv, yv, gv = window_rows(valid, settings, seed)
     refit, refit_facts = (fit_ranker(Xv, yv, gv, settings, k=k, rounds=fit_facts["rounds"],
                                      seed=seed, threads=threads) if len(gv) >= settings.min_queries
                           else (ranker, fit_facts))
@@ -323,5 +347,5 @@ def train_ranker(train, valid, policy: RecsSettings, settings: RankerSettings, *
         out["reason"] = (f"ranker NDCG@{k} {r.mean():.5f} vs blend {b.mean():.5f} on the "
                          f"validation window: gain {d.mean():+.5f} is not > "
                          f"{settings.min_gain_se:g} x SE {se:.5f}")
-    out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["seconds"] = round(first["seconds"] + time.perf_counter() - t0, 2)
     return out

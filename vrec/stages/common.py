@@ -121,14 +121,15 @@ def estimate_days(settings) -> int | None:
     return settings.eval.test_days if settings.eval.split == "time" else None
 
 
-def tuned_cf(ctx, pairs, window, content, *, as_of: str, use: str) -> tuple:
+def tuned_cf(ctx, size: dict, window, content, *, as_of: str, use: str) -> tuple:
     """(the CF settings to fit with, the tuning record) for data that ends on ``as_of``:
     the record this day took before for ``use`` (a rerun), else a reusable stored one,
     else a new tuning on ``window()`` (the forward window, built only when a tuning
     runs), or the configured settings when tuning is off or the window is too small.
     train_cf (``cf``) and evaluate (``eval_cf``) ask here, both as of :func:`tunings_day`
-    with the time split."""
-    from vrec.core.tuning import data_size, settings_key, tune_cf
+    with the time split. ``size``: the data's size (vrec.core.tuning.data_size; a
+    stored tuning is reused for data within 20% of its own)."""
+    from vrec.core.tuning import settings_key, tune_cf
     from vrec.io import tunings
 
     s, ds = ctx.settings, ctx.ds
@@ -137,7 +138,7 @@ def tuned_cf(ctx, pairs, window, content, *, as_of: str, use: str) -> tuple:
         return cf, {"skipped": "cf.tune is false: the configured settings"}
     record = tunings.take(
         ctx.warehouse, "cf", ds=ds, use=use, as_of=as_of, max_age_days=cf.tune_every_days,
-        key=settings_key(cf, s.content), size=data_size(pairs),
+        key=settings_key(cf, s.content), size=size,
         retune=bool(ctx.params.get("retune")),
         tune=lambda: tune_cf(window(), cf, s.recs, lambda c: cf_fitter(ctx, c, content),
                              label=f"{ds} {ctx.stage.name}: CF tuning as of {as_of}"))
@@ -158,18 +159,19 @@ def window_cands(ctx, window, inp: DriverInputs, cf, content):
                              extra=s.ranker.enabled)
 
 
-def tuned_ranker(ctx, cf, inp: DriverInputs, pairs, content, blend: dict | None, *,
+def tuned_ranker(ctx, cf, inp: DriverInputs, size: dict, content, blend: dict | None, *,
                  as_of: str, use: str, window) -> dict:
     """The learned ranker for data that ends on ``as_of`` (vrec.core.ranker.train_ranker):
     the one this day took before for ``use``, else a reusable stored one (as the blend's:
-    ``recs.tune_every_days``, the same settings, data within 20%), else trained on the
-    window as of ``as_of - 2h``, validated against the blend on ``window()`` (the window
-    as of ``as_of - h``, the tunings') and refit on it, each window with up to
-    ``ranker.max_users`` labelled users. train_cf (``ranker``) and evaluate
-    (``eval_ranker``) ask here."""
+    ``recs.tune_every_days``, the same settings, data within 20% of ``size``), else
+    trained on the window as of ``as_of - 2h``, validated against the blend on
+    ``window()`` (the window as of ``as_of - h``, the tunings') and refit on it, each
+    window with up to ``ranker.max_users`` labelled users. The first window's candidates
+    are freed before the second's are built (at 10M the two at once took train_cf over
+    8 GB). train_cf (``ranker``) and evaluate (``eval_ranker``) ask here."""
     from vrec.core.itemspace import ranking_policy
-    from vrec.core.ranker import train_ranker
-    from vrec.core.tuning import blend_settings_key, data_size, window_skipped
+    from vrec.core.ranker import fit_window, train_ranker
+    from vrec.core.tuning import blend_settings_key, window_skipped
     from vrec.dates import shift_ds
     from vrec.io import tunings
 
@@ -177,27 +179,34 @@ def tuned_ranker(ctx, cf, inp: DriverInputs, pairs, content, blend: dict | None,
     if not s.ranker.enabled:
         return {"chosen": None, "skipped": "ranker.enabled is false: the blend ranks"}
 
-    def train() -> dict:
-        n = s.ranker.max_users
+    def fit_first(n: int) -> dict:
+        """The fit on the window as of ``as_of - 2h``: a function of its own, so that
+        the window and its candidates are freed when it returns."""
         before = tuning_window(ctx, shift_ds(as_of, -s.recs.window_days)).sampled(n, seed=1)
         skipped = window_skipped(before, s.recs)
         if skipped:
-            return {"chosen": None, "skipped": f"training window as of "
-                                               f"{before.end.date()}: {skipped}"}
+            return {"skipped": f"training window as of {before.end.date()}: {skipped}"}
+        return fit_window(window_cands(ctx, before, inp, cf, content), s.ranker,
+                          k=s.recs.k)
+
+    def train() -> dict:
+        n = s.ranker.max_users
         valid = window().sampled(n)
         skipped = window_skipped(valid, s.recs)
         if skipped:
             return {"chosen": None, "skipped": f"validation window: {skipped}"}
         print(f"[vrec] {ctx.ds} {ctx.stage.name}: training the ranker as of {as_of}", flush=True)
+        first = fit_first(n)
+        if "train_window" not in first:
+            return {"chosen": None, "skipped": first["skipped"]}
         va = window_cands(ctx, valid, inp, cf, content)
-        return train_ranker(window_cands(ctx, before, inp, cf, content), va,
-                            ranking_policy(s.recs, blend, va.slots_off), s.ranker,
+        return train_ranker(first, va, ranking_policy(s.recs, blend, va.slots_off), s.ranker,
                             slots=s.recs.new_arrival_slots)
 
     key = {"ranker": s.ranker.model_dump(mode="json"),
            "blend": blend_settings_key(s.recs, s.visual, cf, s.content)}
     return tunings.take(ctx.warehouse, "ranker", ds=ctx.ds, use=use, as_of=as_of,
-                        max_age_days=s.recs.tune_every_days, key=key, size=data_size(pairs),
+                        max_age_days=s.recs.tune_every_days, key=key, size=size,
                         retune=bool(ctx.params.get("retune")), tune=train)
 
 
@@ -217,19 +226,19 @@ def run_cf_settings(ctx):
     return ctx.settings.cf.model_copy(update={k: params[k] for k in TUNED_CF})
 
 
-def tuned_blend(ctx, cf, pairs, *, as_of: str, use: str, tune) -> dict:
+def tuned_blend(ctx, cf, size: dict, *, as_of: str, use: str, tune) -> dict:
     """The blend tuning for data that ends on ``as_of``: the one this day took before for
     ``use`` (a rerun), else a reusable stored one (an earlier night's train_cf or evaluate,
     at most ``recs.tune_every_days`` old, the same settings and CF model, data within
     20%), else ``tune()``'s record, stored when it chose a blend; ``retune`` in the
     stage's params skips the stored ones. The record taken is pinned for the day
     (vrec.io.tunings). train_cf (``blend``) and evaluate (``eval_blend``) both ask here."""
-    from vrec.core.tuning import blend_settings_key, data_size
+    from vrec.core.tuning import blend_settings_key
     from vrec.io import tunings
 
     s = ctx.settings
     return tunings.take(ctx.warehouse, "blend", ds=ctx.ds, use=use, as_of=as_of,
                         max_age_days=s.recs.tune_every_days,
                         key=blend_settings_key(s.recs, s.visual, cf, s.content),
-                        size=data_size(pairs),
+                        size=size,
                         retune=bool(ctx.params.get("retune")), tune=tune)

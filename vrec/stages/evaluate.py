@@ -161,7 +161,7 @@ def run(ctx) -> dict:
 
     from vrec.core.evaluation import evaluate_models
     from vrec.core.ranker import Ranker
-    from vrec.core.tuning import tune_blend
+    from vrec.core.tuning import data_size, tune_blend
     from vrec.core.window import PAIR_COLUMNS
     from vrec.io import warehouse as W
     from vrec.privacy import resolve_salt
@@ -188,6 +188,7 @@ def run(ctx) -> dict:
             content = run_content(ctx)
         with ctx.phase("holdout"):
             holdout, replayed = holdout_for(ctx, inp.pairs)
+            size = data_size(holdout.train)  # what a stored tuning is reused by; once
         # the tunings for data that ended where the holdout's features end (the night's
         # own: train_cf tunes as of this day); the user split holds out pairs of every
         # day, so it can only use the run's own
@@ -195,7 +196,7 @@ def run(ctx) -> dict:
         window = functools.cache(lambda: tuning_window(ctx, as_of))
         if e.split == "time":
             with ctx.phase("CF tuning"):
-                cf, cf_tuning = tuned_cf(ctx, holdout.train, window, content, as_of=as_of,
+                cf, cf_tuning = tuned_cf(ctx, size, window, content, as_of=as_of,
                                          use="eval_cf")
         else:
             cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
@@ -203,7 +204,7 @@ def run(ctx) -> dict:
         model_fit, model_source = replay_fit(ctx, replayed, cf, content, fit)
         with ctx.phase("blend tuning"):
             blend = tuned_blend(
-                ctx, cf, holdout.train, as_of=as_of, use="eval_blend",
+                ctx, cf, size, as_of=as_of, use="eval_blend",
                 tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
                                         visual=s.visual, fit=fit, content=content,
                                         label=f"{ds} evaluate: blend tuning as of {as_of}",
@@ -212,7 +213,7 @@ def run(ctx) -> dict:
             ) if e.tune and s.recs.tune_blend else None
         # the ranker as of the cutoff; the user split can only use the night's own
         with ctx.phase("ranker"):
-            ranker = tuned_ranker(ctx, cf, inp, holdout.train, content, blend, as_of=as_of,
+            ranker = tuned_ranker(ctx, cf, inp, size, content, blend, as_of=as_of,
                                   use="eval_ranker", window=window) \
                 if e.split == "time" else json.loads(ctx.input("ranker").read_text())
         with ctx.phase("models"):

@@ -14,7 +14,7 @@ def run(ctx) -> dict:
     import functools
 
     from vrec import columns as C
-    from vrec.core.tuning import tune_blend
+    from vrec.core.tuning import data_size, tune_blend
     from vrec.io import warehouse as W
     from vrec.spark.cf import fit_cf
     from vrec.stages.common import (
@@ -33,12 +33,15 @@ def run(ctx) -> dict:
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     inter = ctx.input("interactions")
     with ctx.phase("read inputs"):
-        inp = driver_inputs(ctx, pairs=[C.USER_ID, C.ITEM_ID])  # their size: reuse
+        # the pairs only for their size (what a stored tuning is reused by), not held: at
+        # 10M their ids are a GB on the driver
+        inp = driver_inputs(ctx, pairs=None)
+        size = data_size(W.read_folder(inter, [C.USER_ID, C.ITEM_ID]))
         content = run_content(ctx)
     as_of = tunings_day(s, ds)  # the evaluation's cutoff: it scores these tunings
     window = functools.cache(lambda: tuning_window(ctx, as_of))
     with ctx.phase("CF tuning"):
-        cf, cf_tuning = tuned_cf(ctx, inp.pairs, window, content, as_of=as_of, use="cf")
+        cf, cf_tuning = tuned_cf(ctx, size, window, content, as_of=as_of, use="cf")
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
           flush=True)
@@ -46,10 +49,10 @@ def run(ctx) -> dict:
         model = fit_cf(inter, cf, spark=spark, ds=ds, images=content,
                        extra_params={"weights": s.weights.model_dump(mode="json")})
         model.save(ctx.output("model"))
-    n_pairs = len(inp.pairs)  # every staged pair (no Spark job to count them again)
+    n_pairs = size["pairs"]  # every staged pair (no Spark job to count them again)
     if s.recs.tune_blend:
         with ctx.phase("blend tuning"):
-            blend = tuned_blend(ctx, cf, inp.pairs, as_of=as_of, use="blend", tune=lambda: tune_blend(
+            blend = tuned_blend(ctx, cf, size, as_of=as_of, use="blend", tune=lambda: tune_blend(
                 window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
                 fit=cf_fitter(ctx, cf, content), content=content,
                 label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
@@ -62,7 +65,7 @@ def run(ctx) -> dict:
         blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
     W.write_json(ctx.output("blend"), blend)
     with ctx.phase("ranker"):
-        ranker = tuned_ranker(ctx, cf, inp, inp.pairs, content, blend, as_of=as_of,
+        ranker = tuned_ranker(ctx, cf, inp, size, content, blend, as_of=as_of,
                               use="ranker", window=window)
     print(f"[vrec] {ds} ranker: " + (ranker.get("skipped") or (
         f"validation {ranker['validation']} -> "
