@@ -155,3 +155,28 @@ def test_the_query_cli_says_why_it_refused(tmp_path):
         res = subprocess.run([sys.executable, "-m", "vrec.cli", "query", sql, "--warehouse",
                               str(wh)], capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr
+
+
+def test_to_frame_shares_one_array_per_distinct_string_list():
+    """Reading a table whose rows hold a few distinct string lists (a pair's event types)
+    gives the frame pyarrow's own conversion gives, value for value and type for type,
+    with equal lists as one shared array; lists with null or empty-string elements
+    convert as pyarrow does; arrow=True gives Arrow-backed columns."""
+    lists = [["view"], ["click", "view"], None, [], ["view"], ["click", "view"]] * 50
+    table = pa.table({"user_id": [f"u{i}" for i in range(300)], "event_types": lists,
+                      "n": list(range(300)),
+                      "odd": [["a", None], [""], ["b"]] * 100})
+    want, got = table.to_pandas(), W.to_frame(table)
+    assert list(got.columns) == list(want.columns) and got.dtypes.equals(want.dtypes)
+    for name in ("user_id", "n"):
+        assert got[name].tolist() == want[name].tolist()
+    for col in ("event_types", "odd"):
+        for a, b in zip(got[col], want[col]):
+            assert (a is None and b is None) or (
+                type(a) is type(b) and a.dtype == b.dtype and a.tolist() == b.tolist())
+    ev = got["event_types"]
+    assert ev[0] is ev[4] and ev[1] is ev[5] and ev[1] is not ev[0]
+    assert len({id(a) for a in ev}) == 4  # ['view'], ['click', 'view'], None, []
+    assert got["odd"][0] is not got["odd"][3]  # not shared: pandas' own arrays
+    arrow = W.to_frame(table.select(["user_id"]), arrow=True)
+    assert str(arrow["user_id"].dtype).startswith("string")

@@ -77,16 +77,19 @@ def to_pandas(df, near: Path) -> pd.DataFrame:
     hidden temporary folder in ``near`` (the run's staging area: executors see it on a
     cluster too) and read with pyarrow (a window's training pairs are GBs at 10M;
     collected through the driver JVM they set its heap's high-water mark). The same
-    frame: timestamps as naive UTC, rows in the same order."""
+    frame (vrec.io.warehouse.to_frame: each distinct event-type list one shared array):
+    timestamps as naive UTC, rows in the same order."""
     import shutil
     import tempfile
 
     import pyarrow.parquet as pq
 
+    from vrec.io import warehouse as W
+
     tmp = tempfile.mkdtemp(prefix=".collect-", dir=near)
     try:
         df.write.mode("overwrite").parquet(tmp)
-        out = pq.read_table(tmp).to_pandas()
+        out = W.to_frame(pq.read_table(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return naive_utc(out)
