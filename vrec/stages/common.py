@@ -179,26 +179,22 @@ def tuned_ranker(ctx, cf, inp: DriverInputs, size: dict, content, blend: dict | 
     if not s.ranker.enabled:
         return {"chosen": None, "skipped": "ranker.enabled is false: the blend ranks"}
 
-    def fit_first(n: int) -> dict:
-        """The fit on the window as of ``as_of - 2h``: a function of its own, so that
-        the window and its candidates are freed when it returns."""
+    def train() -> dict:
+        n = s.ranker.max_users
         before = tuning_window(ctx, shift_ds(as_of, -s.recs.window_days)).sampled(n, seed=1)
         skipped = window_skipped(before, s.recs)
         if skipped:
-            return {"skipped": f"training window as of {before.end.date()}: {skipped}"}
-        return fit_window(window_cands(ctx, before, inp, cf, content), s.ranker,
-                          k=s.recs.k)
-
-    def train() -> dict:
-        n = s.ranker.max_users
+            return {"chosen": None, "skipped": f"training window as of "
+                                               f"{before.end.date()}: {skipped}"}
         valid = window().sampled(n)
         skipped = window_skipped(valid, s.recs)
         if skipped:
             return {"chosen": None, "skipped": f"validation window: {skipped}"}
         print(f"[vrec] {ctx.ds} {ctx.stage.name}: training the ranker as of {as_of}", flush=True)
-        first = fit_first(n)
-        if "train_window" not in first:
-            return {"chosen": None, "skipped": first["skipped"]}
+        # the first window's candidates are freed when fit_window returns, the window
+        # itself here: the second window's are built without them
+        first = fit_window(window_cands(ctx, before, inp, cf, content), s.ranker, k=s.recs.k)
+        del before
         va = window_cands(ctx, valid, inp, cf, content)
         return train_ranker(first, va, ranking_policy(s.recs, blend, va.slots_off), s.ranker,
                             slots=s.recs.new_arrival_slots)
