@@ -18,9 +18,10 @@ of :data:`FEATURES`:
 interacted with the item after the cutoff), keeps queries with a positive, samples
 ``negatives`` negatives per query and caps the rows. :func:`fit_ranker` fits LightGBM
 (early stopping on a fifth of the queries when there are enough). :func:`fit_window`
-and :func:`train_ranker` are the nightly protocol: fit on the window as of T - 2h, validate on the window as of
-T - h against the tuned blend (paired per-user NDCG@k), refit on that window with the
-rounds found (T: the tunings' day, vrec.stages.common.tunings_day).
+and :func:`train_ranker` are the nightly protocol: fit on the window as of T - 2h,
+validate on the window as of T - h against the tuned blend (paired per-user NDCG@k),
+refit on that window with the rounds found (T: the tunings' day,
+vrec.stages.common.tunings_day).
 vrec.core.ranking.rank ranks with a :class:`Ranker` in place of the blend.
 """
 

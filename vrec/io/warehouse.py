@@ -173,7 +173,7 @@ def to_frame(table: pa.Table, *, arrow: bool = False) -> pd.DataFrame:
     string lists holds one shared array per distinct list: the same values, types and
     order. A pair's event types are one of a few lists, and at 10M a window's 8.6M
     arrays of their own took 1.5 GB of the driver's memory and 9 s; shared, 0.7 GB and
-    4 s. A list column with null or empty-string elements converts as pandas does."""
+    4 s. A list column with null or empty-string elements converts as pyarrow does."""
     import pyarrow.compute as pc
 
     if arrow:
@@ -200,7 +200,8 @@ def to_frame(table: pa.Table, *, arrow: bool = False) -> pd.DataFrame:
     return out
 
 
-SEP = "\x1f"  # joins a list's strings in :func:`to_frame` (a list holding it converts as pandas does)
+# joins a list's strings in :func:`to_frame` (a column holding it converts as pyarrow does)
+SEP = "\x1f"
 
 
 def parquet_rows(paths: Path | list[Path]) -> int:
