@@ -1,4 +1,4 @@
-"""The package's layers as drawn in README "Layout": every import of a vrec module points
+"""The package's layers as drawn in docs/layout.md: every import of a vrec module points
 down (or stays inside its own unit), vrec/core imports nothing but numpy, pandas, scipy,
 the standard library and the pure leaves, and vrec/io imports neither the stages nor the
 Spark adapters. Checked on the source (every import statement, lazy ones included)."""

@@ -241,10 +241,18 @@ def test_titles_as_shops_write_them_pay_on_fashion():
     t = r["paired"]["text vs visual"]
     assert t["diff"] > 2 * t["stderr"]
     assert vs["als_tuned"]["diff"] > 2 * vs["als_tuned"]["stderr"]
+    # the learned ranker wins its validation and publishes; on the holdout week the
+    # published lists stay within noise of the hybrid and above the tuned ALS beyond
+    # noise. 2,000 shoppers do not resolve the ranker's gain over the hybrid: fit on
+    # under 2,000 queries it moved from +0.0058 to +0.0002 (SE 0.002) with changes meant
+    # to leave the lists as they were; the 10,000-shopper benchmark measures it
+    # (benchmarks/README.md, "The learned ranker")
     rk = r["ranker"]
     print(f"ranker {rk['chosen']} validation {rk['validation']} vs hybrid {r['ranker_vs']['hybrid']}")
     assert rk["chosen"]["use"]
     d = r["published_vs"]["hybrid"]
+    assert d["diff"] > -2 * d["stderr"], d
+    d = r["published_vs"]["als_tuned"]
     assert d["diff"] > 2 * d["stderr"], d
 
 

@@ -172,7 +172,7 @@ def classify_events(events, catalog, ds: str, weights: EventWeights | None = Non
 
 
 def event_weight_expr(weights: EventWeights, ds: str | None = None):
-    """Spark column: the weight of one event (formula in the README).
+    """Spark column: the weight of one event (docs/ranking.md, "Interaction weighting").
 
     ``type_weight`` by event type; ``rating`` events weigh ``rating * value / 5`` at or
     above ``min_rating`` and ``low_rating_weight`` times that below it. With
