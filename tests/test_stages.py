@@ -617,3 +617,47 @@ def test_validate_outputs_fails_when_a_list_names_a_blocked_item(staged, spark):
     s, res = staged
     _validate_broken_recs(s, spark, res["made_unavailable"][:2],
                           r"user_recs: expect_column_values_to_be_in_set .*recommendable.* observed 2 unexpected")
+
+
+def test_a_night_that_tunes_fits_the_tuning_window_once_per_setting(staged, spark, tmp_path,
+                                                                     monkeypatch, capsys):
+    """The CF tuning's chosen point, the blend tuning and the ranker's validation window
+    fit the same window with the same settings: train_cf fits it once (the tuning's fit
+    serves the other two), and that model is the one a new fit gives."""
+    import shutil
+
+    import vrec.spark.cf as spark_cf
+    from vrec.core.visual import load_features
+
+    s, _ = staged
+    wh = tmp_path / "wh"
+    shutil.copytree(s.paths.warehouse_root, wh, symlinks=True)
+    s = s.model_copy(update={"paths": s.paths.model_copy(update={"warehouse_root": str(wh)})})
+    fits, real = [], spark_cf.fit_cf
+
+    def counted(pairs, cf, **kw):  # the real fit, counted
+        model = real(pairs, cf, **kw)
+        fits.append((pairs, cf, model))
+        return model
+
+    monkeypatch.setattr(spark_cf, "fit_cf", counted)
+    run_stage(s, "train_cf", DS, spark=spark, params={"retune": True})
+    rec = W.stage_records(wh, DS)["train_cf"]
+    assert rec["cf_tuning"].get("grid") and not rec["cf_tuning"].get("reused_from")
+    assert rec["blend"].get("grid") and not rec["blend"].get("reused_from")
+    assert rec["ranker"].get("validation") and not rec["ranker"].get("reused_from")
+    on_frames = [(p, c, m) for p, c, m in fits if isinstance(p, pd.DataFrame)]
+    keys = [(id(p), c.model_dump_json()) for p, c, _ in on_frames]
+    assert len(keys) == len(set(keys)), "a window was fit twice with the same settings"
+    window = max({id(p): p for p, _, _ in on_frames}.values(),
+                 key=lambda p: sum(q is p for q, _, _ in on_frames))
+    # the window's fits are the tuning's grid points; the blend and the validation took
+    # the chosen one's model
+    assert sum(p is window for p, _, _ in on_frames) == len(rec["cf_tuning"]["grid"])
+    assert capsys.readouterr().out.count("already fit with these settings, is reused") == 2
+    chosen = s.cf.model_copy(update=rec["cf_tuning"]["chosen"])
+    held = next(m for p, c, m in on_frames if p is window and c == chosen)
+    again = real(window, chosen, spark=spark, ds=DS,
+                 images=load_features(RunLayout(wh, DS).path("content")))
+    np.testing.assert_array_equal(held.user_factors, again.user_factors)
+    np.testing.assert_array_equal(held.item_factors, again.item_factors)

@@ -89,10 +89,14 @@ def cf_lists(model: CFModel, rows: pd.DataFrame, k: int,
 
 def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
             fit_with: Callable[[CFSettings], Callable[[pd.DataFrame], CFModel]],
-            label: str = "CF tuning") -> dict:
+            label: str = "CF tuning",
+            keep: Callable[[CFSettings, CFModel], None] | None = None) -> dict:
     """Choose factors, regularization and alpha on ``window``; see module doc.
     ``fit_with(settings)`` returns the run's engine fitting with those settings; each
-    grid point is counted on a progress line (``label``)."""
+    grid point is counted on a progress line (``label``). ``keep(settings, model)`` is
+    called with each point that becomes the best so far and its model fit on the
+    window's training pairs: the last call is the chosen one's, which the caller may use
+    instead of fitting the same pairs with the same settings again."""
     from vrec.progress import progress
 
     t0 = time.perf_counter()
@@ -105,15 +109,22 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
     grids = (("alpha", cf.tune_alpha), ("regularization", cf.tune_regularization),
              ("factors", cf.tune_factors), ("visual_prior", cf.tune_visual_prior))
 
+    last: dict[str, CFModel] = {}  # the point just scored's model, for ``keep``
+
     with progress(label, 1 + sum(len(v) for _, v in grids), "grid points") as bar:
         def score(c: CFSettings) -> np.ndarray:
+            last.clear()  # held only until the next fit: a best one is the caller's
             model = fit_with(c)(window.train)
             v = window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
+            if keep is not None:
+                last["model"] = model
             out["grid"][_cf_key(c)] = round(float(v.mean()), 5)
             bar.update()
             return v
 
-        best, best_v = _cf_search(cf, grids, score, bar)
+        best, best_v = _cf_search(cf, grids, score, bar, on_best=None if keep is None else
+                                  lambda c: keep(c, last["model"]))
+        last.clear()
     out["configured_ndcg"] = out["grid"][_cf_key(cf)]
     out["chosen"] = {"factors": best.factors, "regularization": best.regularization,
                      "alpha": best.alpha, "visual_prior": best.visual_prior}
@@ -126,11 +137,16 @@ def _cf_key(c: CFSettings) -> str:
     return f"f{c.factors}/r{c.regularization:g}/a{c.alpha:g}/p{c.visual_prior:g}"
 
 
-def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray], bar
+def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray], bar,
+               on_best: Callable[[CFSettings], None] | None = None
                ) -> tuple[CFSettings, np.ndarray]:
     """One parameter at a time (module doc): keep a value only when it beats the best so
-    far by more than one paired standard error. Skipped grid points count as done."""
+    far by more than one paired standard error. Skipped grid points count as done.
+    ``on_best(settings)`` runs right after the scoring of each point that becomes the
+    best so far (the start included)."""
+    on_best = on_best or (lambda c: None)
     best, best_v = cf, score(cf)
+    on_best(best)
     for key, values in grids:
         current = best
         for value in values:
@@ -142,6 +158,7 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
             gain, se = paired_gain(v, best_v)
             if gain > se and v.mean() > best_v.mean():
                 best, best_v = cand, v
+                on_best(best)
     # an image prior chosen at the grid's largest value: try larger ones (x3 each) while
     # they keep winning by more than one SE (a prior at the edge may want more)
     edge = max(cf.tune_visual_prior, default=0.0)
@@ -157,6 +174,7 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
         if not (gain > se and v.mean() > best_v.mean()):
             break
         best, best_v = cand, v
+        on_best(best)
     return best, best_v
 
 

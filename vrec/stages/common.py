@@ -50,14 +50,60 @@ def driver_inputs(ctx, pairs: list[str] | None = PAIR_COLUMNS) -> DriverInputs:
         trending=pop.sort_values("trending_rank")[C.ITEM_ID].astype(str).tolist())
 
 
-def cf_fitter(ctx, cf=None, images=None):
+@dataclass
+class WindowFit:
+    """One CF model a stage fit, with the training pairs (the frame itself), settings
+    and image features it was fit with. The CF tuning's chosen point, the blend tuning
+    and the learned ranker's validation window all fit the tunings' forward window with
+    the tuned settings: the first fit serves the others (at 10M each is one to two
+    minutes of a night that tunes). The fit is deterministic (``cf.random_state``), so
+    the model is the one a new fit would give."""
+
+    pairs: object = None
+    key: str | None = None
+    images: object = None
+    model: object = None
+
+    def offer(self, pairs, cf, images, model) -> None:
+        """Hold ``model``, fit on ``pairs`` with ``cf`` and ``images`` (in place of the
+        one held)."""
+        self.pairs, self.key, self.images, self.model = pairs, cf.model_dump_json(), \
+            images, model
+
+    def clear(self) -> None:
+        """Let the held model go."""
+        self.pairs = self.key = self.images = self.model = None
+
+    def get(self, pairs, cf, images):
+        """The held model when it was fit on these very pairs with these settings and
+        image features, else None."""
+        if self.model is not None and pairs is self.pairs and images is self.images \
+                and cf.model_dump_json() == self.key:
+            return self.model
+        return None
+
+
+def cf_fitter(ctx, cf=None, images=None, shared: WindowFit | None = None):
     """The run's CF engine as a function of training pairs (tuning and evaluation refit
     with it: the same engine, settings, pair preparation and image features as train_cf);
-    ``cf``: other settings (the tuned ones)."""
+    ``cf``: other settings (the tuned ones). ``shared``: take its model when it was fit
+    on the same pairs with the same settings, and hold each new fit there."""
     from vrec.spark.cf import fit_cf
 
     settings = cf or ctx.settings.cf
-    return lambda pairs: fit_cf(pairs, settings, spark=ctx.spark, ds=ctx.ds, images=images)
+
+    def fit(pairs):
+        held = shared.get(pairs, settings, images) if shared is not None else None
+        if held is not None:
+            print(f"[vrec] {ctx.ds} {ctx.stage.name}: the window's CF model, already fit "
+                  "with these settings, is reused", flush=True)
+            return held
+        model = fit_cf(pairs, settings, spark=ctx.spark, ds=ctx.ds, images=images)
+        if shared is not None:
+            shared.offer(pairs, settings, images, model)
+        return model
+
+    return fit
 
 
 def write_content(ctx) -> None:
@@ -121,14 +167,16 @@ def estimate_days(settings) -> int | None:
     return settings.eval.test_days if settings.eval.split == "time" else None
 
 
-def tuned_cf(ctx, size: dict, window, content, *, as_of: str, use: str) -> tuple:
+def tuned_cf(ctx, size: dict, window, content, *, as_of: str, use: str,
+             shared: WindowFit | None = None) -> tuple:
     """(the CF settings to fit with, the tuning record) for data that ends on ``as_of``:
     the record this day took before for ``use`` (a rerun), else a reusable stored one,
     else a new tuning on ``window()`` (the forward window, built only when a tuning
     runs), or the configured settings when tuning is off or the window is too small.
     train_cf (``cf``) and evaluate (``eval_cf``) ask here, both as of :func:`tunings_day`
     with the time split. ``size``: the data's size (vrec.core.tuning.data_size; a
-    stored tuning is reused for data within 20% of its own)."""
+    stored tuning is reused for data within 20% of its own). ``shared``: receives the
+    chosen point's model when a tuning runs (:class:`WindowFit`)."""
     from vrec.core.tuning import settings_key, tune_cf
     from vrec.io import tunings
 
@@ -141,26 +189,30 @@ def tuned_cf(ctx, size: dict, window, content, *, as_of: str, use: str) -> tuple
         key=settings_key(cf, s.content), size=size,
         retune=bool(ctx.params.get("retune")),
         tune=lambda: tune_cf(window(), cf, s.recs, lambda c: cf_fitter(ctx, c, content),
-                             label=f"{ds} {ctx.stage.name}: CF tuning as of {as_of}"))
+                             label=f"{ds} {ctx.stage.name}: CF tuning as of {as_of}",
+                             keep=None if shared is None else
+                             lambda c, model: shared.offer(window().train, c, content, model)))
     if record.get("chosen") is None:
         return cf, record
     return cf.model_copy(update=record["chosen"]), record
 
 
-def window_cands(ctx, window, inp: DriverInputs, cf, content):
+def window_cands(ctx, window, inp: DriverInputs, cf, content,
+                 shared: WindowFit | None = None):
     """The forward ``window``'s candidates as the night builds them (vrec.core.tuning
-    .window_candidates): the CF model refit with ``cf`` on its training part, with the
-    learned ranker's sources when the ranker is on."""
+    .window_candidates): the CF model refit with ``cf`` on its training part (or
+    ``shared``'s, :func:`cf_fitter`), with the learned ranker's sources when the ranker
+    is on."""
     from vrec.core.tuning import window_candidates
 
     s = ctx.settings
     return window_candidates(window, inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
-                             fit=cf_fitter(ctx, cf, content), content=content,
+                             fit=cf_fitter(ctx, cf, content, shared), content=content,
                              extra=s.ranker.enabled)
 
 
 def tuned_ranker(ctx, cf, inp: DriverInputs, size: dict, content, blend: dict | None, *,
-                 as_of: str, use: str, window) -> dict:
+                 as_of: str, use: str, window, shared: WindowFit | None = None) -> dict:
     """The learned ranker for data that ends on ``as_of`` (vrec.core.ranker.train_ranker):
     the one this day took before for ``use``, else a reusable stored one (as the blend's:
     ``recs.tune_every_days``, the same settings, data within 20% of ``size``), else
@@ -168,7 +220,9 @@ def tuned_ranker(ctx, cf, inp: DriverInputs, size: dict, content, blend: dict | 
     ``window()`` (the window as of ``as_of - h``, the tunings') and refit on it, each
     window with up to ``ranker.max_users`` labelled users. The first window's candidates
     are freed before the second's are built (at 10M the two at once took train_cf over
-    8 GB). train_cf (``ranker``) and evaluate (``eval_ranker``) ask here."""
+    8 GB). train_cf (``ranker``) and evaluate (``eval_ranker``) ask here. ``shared``:
+    the model of ``window()`` when the stage fit it already (:class:`WindowFit`); the
+    first window's is fit apart and never held there."""
     from vrec.core.itemspace import ranking_policy
     from vrec.core.ranker import fit_window, train_ranker
     from vrec.core.tuning import blend_settings_key, window_skipped
@@ -195,7 +249,7 @@ def tuned_ranker(ctx, cf, inp: DriverInputs, size: dict, content, blend: dict | 
         # itself here: the second window's are built without them
         first = fit_window(window_cands(ctx, before, inp, cf, content), s.ranker, k=s.recs.k)
         del before
-        va = window_cands(ctx, valid, inp, cf, content)
+        va = window_cands(ctx, valid, inp, cf, content, shared)
         return train_ranker(first, va, ranking_policy(s.recs, blend, va.slots_off), s.ranker,
                             slots=s.recs.new_arrival_slots)
 

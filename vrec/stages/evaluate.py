@@ -166,6 +166,7 @@ def run(ctx) -> dict:
     from vrec.io import warehouse as W
     from vrec.privacy import resolve_salt
     from vrec.stages.common import (
+        WindowFit,
         cf_fitter,
         driver_inputs,
         estimate_days,
@@ -194,10 +195,11 @@ def run(ctx) -> dict:
         # day, so it can only use the run's own
         as_of = tunings_day(s, ds)
         window = functools.cache(lambda: tuning_window(ctx, as_of))
+        shared = WindowFit()  # the window's model with the tuned settings, fit once
         if e.split == "time":
             with ctx.phase("CF tuning"):
                 cf, cf_tuning = tuned_cf(ctx, size, window, content, as_of=as_of,
-                                         use="eval_cf")
+                                         use="eval_cf", shared=shared)
         else:
             cf, cf_tuning = run_cf_settings(ctx), {"skipped": "user split: the run's tuning"}
         fit = cf_fitter(ctx, cf, content)
@@ -206,7 +208,8 @@ def run(ctx) -> dict:
             blend = tuned_blend(
                 ctx, cf, size, as_of=as_of, use="eval_blend",
                 tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
-                                        visual=s.visual, fit=fit, content=content,
+                                        visual=s.visual, content=content,
+                                        fit=cf_fitter(ctx, cf, content, shared),
                                         label=f"{ds} evaluate: blend tuning as of {as_of}",
                                         estimate_days=estimate_days(s),
                                         extra=s.ranker.enabled)
@@ -214,8 +217,9 @@ def run(ctx) -> dict:
         # the ranker as of the cutoff; the user split can only use the night's own
         with ctx.phase("ranker"):
             ranker = tuned_ranker(ctx, cf, inp, size, content, blend, as_of=as_of,
-                                  use="eval_ranker", window=window) \
+                                  use="eval_ranker", window=window, shared=shared) \
                 if e.split == "time" else json.loads(ctx.input("ranker").read_text())
+        shared.clear()
         with ctx.phase("models"):
             frame, info = evaluate_models(holdout, inp.catalog, inp.vectors, recs=s.recs,
                                           visual=s.visual, fit=model_fit,

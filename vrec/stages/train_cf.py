@@ -19,6 +19,7 @@ def run(ctx) -> dict:
     from vrec.spark.cf import fit_cf
     from vrec.stages.common import (
         TUNED_CF,
+        WindowFit,
         cf_fitter,
         driver_inputs,
         estimate_days,
@@ -40,8 +41,10 @@ def run(ctx) -> dict:
         content = run_content(ctx)
     as_of = tunings_day(s, ds)  # the evaluation's cutoff: it scores these tunings
     window = functools.cache(lambda: tuning_window(ctx, as_of))
+    shared = WindowFit()  # the window's model with the tuned settings, fit once
     with ctx.phase("CF tuning"):
-        cf, cf_tuning = tuned_cf(ctx, size, window, content, as_of=as_of, use="cf")
+        cf, cf_tuning = tuned_cf(ctx, size, window, content, as_of=as_of, use="cf",
+                                 shared=shared)
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
           flush=True)
@@ -54,7 +57,7 @@ def run(ctx) -> dict:
         with ctx.phase("blend tuning"):
             blend = tuned_blend(ctx, cf, size, as_of=as_of, use="blend", tune=lambda: tune_blend(
                 window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
-                fit=cf_fitter(ctx, cf, content), content=content,
+                fit=cf_fitter(ctx, cf, content, shared), content=content,
                 label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
                 extra=s.ranker.enabled))
         print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
@@ -66,7 +69,8 @@ def run(ctx) -> dict:
     W.write_json(ctx.output("blend"), blend)
     with ctx.phase("ranker"):
         ranker = tuned_ranker(ctx, cf, inp, size, content, blend, as_of=as_of,
-                              use="ranker", window=window)
+                              use="ranker", window=window, shared=shared)
+    shared.clear()
     print(f"[vrec] {ds} ranker: " + (ranker.get("skipped") or (
         f"validation {ranker['validation']} -> "
         + ("publishes" if ranker["chosen"]["use"] else f"the blend publishes ({ranker['reason']})")))
