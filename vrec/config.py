@@ -529,8 +529,8 @@ class EvalSettings(_Section):
     """Cut-offs evaluated (env form: 10,50); recs.k is always added (the tuning estimates are at recs.k)."""
     max_users: int = Field(5000, ge=1)
     """Test users sampled."""
-    workers: int = Field(1, ge=1)
-    """Processes the model lists are built in on the driver: 1 (default) in the stage's process; more: processes started from a fork server, each with at least 200 test users and its own copy of the item side (at 10M two of them took evaluate from 5.5 to 8.5 GB)."""
+    workers: int = Field(2, ge=1)
+    """Processes the model lists are built in on the driver: 1 in the stage's process; more (2 by default): processes started from a fork server, each with at least 200 test users, one BLAS thread and its own copy of the item side (at 10M, two of them: evaluate 3.7 -> 5.4 GB on a warm night, 5.4 -> 6.7 GB on a first night; a warm night's evaluate 149 -> 120 s). Lists can differ from one process's at float32 ties (docs/evaluation.md)."""
     tune: bool = True
     """Tune the blend on the training part, as train_cf does."""
     gate: bool = True
