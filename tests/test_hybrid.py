@@ -363,3 +363,27 @@ def test_the_user_builder_applies_seen_decay_and_touched_rules_on_a_hand_example
     plain = user_batch(rows, space, model, RecsSettings(profile_half_life_days=None), end)
     assert np.allclose(plain.hist.toarray()[0, [0, 2]], [2.0, 1.0])
     assert plain.seen.toarray()[0].nonzero()[0].tolist() == [0, 1, 2]  # every type is seen
+    # the last history items, newest first; activity counts every pair, known or not
+    assert [x.tolist() for x in b.last_items] == [[2, 0], [4], []]
+    assert b.last_days[:2].tolist() == [0.0, 0.0] and np.isnan(b.last_days[2])
+    assert b.recent.tolist() == [3, 1, 0]  # a: i001 (1 day), i002 and "nope" (today)
+    # the feedback rules' leave-outs join the seen items (unknown ids are dropped)
+    rows["exclude"] = [None, ["i005", "unknown", "i004"], None]
+    ex = user_batch(rows, space, model, recs, end)
+    assert ex.seen.toarray()[1].nonzero()[0].tolist() == [4, 5]
+    assert (ex.seen.toarray()[[0, 2]] == b.seen.toarray()[[0, 2]]).all()
+
+
+def test_the_trending_source_lists_each_users_first_unseen_trending_items():
+    """The learned ranker's trending source: a user's first N items in trending order
+    that they have not seen, padded with -1 when the catalog runs out."""
+    import scipy.sparse as sp
+
+    from vrec.core.retrieval import unseen_trending
+
+    trending = np.array([3, 1, 4, 0, 2])
+    seen = sp.csr_matrix((np.ones(3, np.int8), [1, 4, 3], [0, 2, 2, 3]), shape=(3, 5))
+    assert unseen_trending(trending, seen, 2).tolist() == [[3, 0], [3, 1], [1, 4]]
+    assert unseen_trending(trending, seen, 4).tolist() == [[3, 0, 2, -1], [3, 1, 4, 0],
+                                                           [1, 4, 0, 2]]
+    assert unseen_trending(trending, seen[:0], 2).shape == (0, 2)

@@ -282,7 +282,6 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
     new_vis = source(space, "new_visual").top(P, n, seen, has_p & ~batch.in_model)
     Q, has_q = last_items_query(batch, space)
     last_top = source(space, "pref").top(Q, n, seen, has_q) if extra else None
-    hist = batch.hist
     nu = len(batch.user_ids)
     stats = np.asarray(space.stats)
     price = stats[:, STATS.index("price")].astype(np.float64)
@@ -299,56 +298,93 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
                                                 "pref_z", "has_z", "category"))
     text_z, text_has = (np.asarray(text.pref_z), np.asarray(text.has_z)) if text is not None \
         else (None, None)
+    in_model = np.asarray(batch.in_model, dtype=bool)
+    # each user's sources, side by side (-1: none), then one sorted union per user
+    blocks = [np.where(in_model[:, None], cf_top, -1), np.where(in_model[:, None], new_cf, -1),
+              np.where(has_p[:, None], vis_top, -1),
+              np.where((has_p & ~in_model)[:, None], new_vis, -1),
+              np.where(has_v[:, None], pref_top, -1), np.where(has_v[:, None], new_pref, -1)]
+    if txt_top is not None:
+        blocks.append(np.where(has_t[:, None], txt_top, -1))
+    if extra:
+        blocks.append(np.where(has_q[:, None], last_top, -1))
+        any_part = in_model | has_p | has_v | has_t | has_q
+        blocks.append(np.where(any_part[:, None], unseen_trending(trending, seen, n), -1))
+    both = np.sort(np.concatenate([b.reshape(nu, -1) for b in blocks], axis=1), axis=1) \
+        if nu else np.zeros((0, 0), np.int64)
+    first = both >= 0
+    first[:, 1:] &= both[:, 1:] != both[:, :-1]
+    cand_all = both[first]
+    bounds = np.concatenate([[0], np.cumsum(first.sum(axis=1))])
+    owner = np.repeat(np.arange(nu), np.diff(bounds))
+    # raw scores: one product per user and score, over that user's candidates
+    cf_all, vis_all, pref_all, txt_all, last_all = (np.full(len(cand_all), np.nan)
+                                                    for _ in range(5))
     for r in range(nu):
-        parts = []
-        if batch.in_model[r]:
-            parts += [cf_top[r][cf_top[r] >= 0], new_cf[r][new_cf[r] >= 0]]
+        a, e = bounds[r], bounds[r + 1]
+        cand = cand_all[a:e]
+        if in_model[r]:
+            cf_all[a:e] = factors[cand] @ batch.uf[r]
         if has_p[r]:
-            parts += [vis_top[r][vis_top[r] >= 0]]
-            if not batch.in_model[r]:
-                parts += [new_vis[r][new_vis[r] >= 0]]
+            vis_all[a:e] = emb[cand] @ P[r]
         if has_v[r]:
-            parts += [pref_top[r][pref_top[r] >= 0], new_pref[r][new_pref[r] >= 0]]
+            pref_all[a:e] = pref_z[cand] @ V[r]
         if has_t[r]:
-            parts += [txt_top[r][txt_top[r] >= 0]]
-        if extra and has_q[r]:
-            parts += [last_top[r][last_top[r] >= 0]]
-        s_r = seen.indices[seen.indptr[r]:seen.indptr[r + 1]]
-        if extra and parts:
-            head = trending[:n + len(s_r)]
-            parts += [head[~np.isin(head, s_r)][:n]]
-        cand = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        cf = (factors[cand] @ batch.uf[r]).astype(np.float64) if batch.in_model[r] \
-            else np.full(len(cand), np.nan)
-        cf[~(warm[cand] | new[cand])] = np.nan
-        vis = (emb[cand] @ P[r]).astype(np.float64) if has_p[r] \
-            else np.full(len(cand), np.nan)
-        vis[~has_vec[cand]] = np.nan
-        pref = (pref_z[cand] @ V[r]).astype(np.float64) if has_v[r] \
-            else np.full(len(cand), np.nan)
-        pref[~has_z[cand]] = np.nan
-        txt = np.full(len(cand), np.nan)
-        if has_t[r]:
-            txt = (text_z[cand] @ T[r]).astype(np.float64)
-            txt[~text_has[cand]] = np.nan
-        last = np.full(len(cand), np.nan)
+            txt_all[a:e] = text_z[cand] @ T[r]
         if has_q[r]:
-            last = (pref_z[cand] @ Q[r]).astype(np.float64)
-            last[~has_z[cand]] = np.nan
-        h = hist.indices[hist.indptr[r]:hist.indptr[r + 1]]
-        hc = category[h]
-        counts = np.bincount(hc[hc >= 0], minlength=len(space.category_names) + 1)
-        cc = category[cand]
-        out.cat.append(np.where(cc >= 0, counts[np.maximum(cc, 0)] / max(1, len(h)), np.nan))
-        hp = price[h]
+            last_all[a:e] = pref_z[cand] @ Q[r]
+    cf_all[~(warm[cand_all] | new[cand_all])] = np.nan
+    vis_all[~has_vec[cand_all]] = np.nan
+    pref_all[~has_z[cand_all]] = np.nan
+    last_all[~has_z[cand_all]] = np.nan
+    if text is not None:
+        txt_all[~text_has[cand_all]] = np.nan
+    # the history's share in each candidate's category
+    hist = batch.hist
+    h_own = np.repeat(np.arange(nu), np.diff(hist.indptr))
+    h_cat = category[hist.indices]
+    m = len(space.category_names) + 1
+    keys, counts = np.unique(h_own[h_cat >= 0] * m + h_cat[h_cat >= 0], return_counts=True)
+    c_cat = category[cand_all]
+    c_key = owner * m + np.maximum(c_cat, 0)
+    hits = np.zeros(len(c_key), np.int64)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, c_key), len(keys) - 1)
+        hits = np.where(keys[at] == c_key, counts[at], 0)
+    share = hits / np.maximum(1, np.diff(hist.indptr))[owner]
+    cat_all = np.where(c_cat >= 0, share, np.nan)
+    for r in range(nu):
+        hp = price[hist.indices[hist.indptr[r]:hist.indptr[r + 1]]]
         if (~np.isnan(hp)).any():
             out.price_ref[r] = float(np.nanmean(hp))
-        out.last.append(last)
-        out.hist.append(np.sort(h[has_vec[h]]))
-        out.seen.append(np.sort(s_r))
-        out.items.append(cand)
-        out.cf.append(cf)
-        out.vis.append(vis)
-        out.pref.append(pref)
-        out.txt.append(txt)
+    h_keep = has_vec[hist.indices]
+    out.hist = _ragged(hist.indices[h_keep], np.concatenate(
+        [[0], np.cumsum(np.bincount(h_own[h_keep], minlength=nu))]))
+    if not hist.has_sorted_indices:
+        out.hist = [np.sort(h) for h in out.hist]
+    out.seen = _ragged(seen.indices, seen.indptr)
+    out.items = _ragged(cand_all, bounds)
+    out.cf, out.vis, out.pref, out.txt, out.last, out.cat = (
+        _ragged(x, bounds) for x in (cf_all, vis_all, pref_all, txt_all, last_all, cat_all))
+    return out
+
+
+def _ragged(flat: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """``flat`` cut into one array per row (row r: ``flat[bounds[r]:bounds[r + 1]]``)."""
+    return [flat[a:e] for a, e in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+
+
+def unseen_trending(trending: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:
+    """Each user's first ``n`` items of ``trending`` (catalog rows in trending order) that
+    are not in the user's row of ``seen`` (-1 pads)."""
+    nu = seen.shape[0]
+    out = np.full((nu, n), -1, dtype=np.int64)
+    if nu == 0 or n == 0:
+        return out
+    width = min(len(trending), n + int(np.diff(seen.indptr).max(initial=0)))
+    head = trending[:width]
+    unseen = seen[:, head].toarray() == 0
+    place = np.cumsum(unseen, axis=1) - 1
+    r, c = np.nonzero(unseen & (place < n))
+    out[r, place[r, c]] = head[c]
     return out

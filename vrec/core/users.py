@@ -117,7 +117,9 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
                user_index: dict | None = None) -> UserBatch:
     """A :class:`UserBatch` from user rows (:data:`USER_COLUMNS`); see the module doc
     for the rules. ``item_index`` / ``user_index`` (id -> position in the space / model)
-    may be passed in to reuse them across batches."""
+    may be passed in to reuse them across batches. The pairs of the whole batch are
+    handled as flat arrays; only the id lookups, the seen rule and the decay's power
+    (Python's, so the weights do not depend on a SIMD ``pow``) touch each pair."""
     item_index = item_index if item_index is not None else \
         {str(v): i for i, v in enumerate(space.item_ids)}
     user_index = user_index if user_index is not None else \
@@ -125,60 +127,110 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     seen_types = frozenset(recs.seen_event_types)
     end_s = pd.Timestamp(end).timestamp()
     half = recs.profile_half_life_days
-    h_ptr, h_idx, h_val, h_raw, s_ptr, s_idx, touched = [0], [], [], [], [0], [], []
-    last_items, last_days, recent = [], [], []
-    exclude = rows["exclude"] if "exclude" in rows else [None] * len(rows)
-    category = np.asarray(space.category).tolist()  # one lookup per pair: plain ints
-    for items, weights, last_s, types, n_events, excl in zip(
-            rows["items"], rows["weights"], rows["last_s"], rows["event_types"], rows["n_events"],
-            exclude):
-        cats: dict[int, int] = {}
-        ages = (end_s - np.asarray(last_s, dtype=np.float64)) / 86400.0
-        last_days.append(float(max(0.0, ages.min())) if len(ages) else np.nan)
-        recent.append(int((ages <= 7.0).sum()))
-        newest: list[tuple[float, int]] = []
-        for k, it in enumerate(items):
-            j = item_index.get(str(it), -1)
-            if j < 0:
-                continue
-            w = float(weights[k])
-            if w > 0:
-                newest.append((float(last_s[k]), j))
-                h_raw.append(w)
-                if half:
-                    age = max(0.0, (end_s - float(last_s[k])) / 86400.0)
-                    w *= 0.5 ** (age / half)
-                h_idx.append(j)
-                h_val.append(w)
-            t = types[k] if types is not None and len(types) > k else None
-            if is_seen(t, seen_types):
-                s_idx.append(j)
-            c = category[j]
-            if c >= 0:
-                cats[c] = cats.get(c, 0) + int(n_events[k] if n_events is not None else 1)
-        if excl is not None:
-            s_idx += [j for j in (item_index.get(str(it), -1) for it in excl) if j >= 0]
-        h_ptr.append(len(h_idx))
-        s_ptr.append(len(s_idx))
-        top = sorted(cats.items(), key=lambda kv: (-kv[1], str(space.category_names[kv[0]])))
-        touched.append(np.asarray([c for c, _ in top[:TOP_CATEGORIES]], dtype=np.int64))
-        newest.sort(key=lambda tj: (-tj[0], tj[1]))
-        last_items.append(np.asarray([j for _, j in newest[:LAST_ITEMS]], dtype=np.int64))
     n = len(rows)
-    hist = sp.csr_matrix((np.asarray(h_val, np.float32), np.asarray(h_idx, np.int64),
-                          np.asarray(h_ptr, np.int64)), shape=(n, space.n))
+    lens = np.fromiter((len(x) for x in rows["items"]), np.int64, n)
+    owner = np.repeat(np.arange(n), lens)
+    get = item_index.get
+    j = np.asarray([get(it if type(it) is str else str(it), -1)
+                    for x in rows["items"] for it in x], dtype=np.int64)
+    w = _flat(rows["weights"], lens, np.float64)
+    last_s = _flat(rows["last_s"], lens, np.float64)
+    n_ev = np.concatenate([np.ones(k, np.int64) if v is None else np.asarray(v, np.int64)
+                           for v, k in zip(rows["n_events"], lens)] or [np.zeros(0, np.int64)])
+    seen_pair = _seen_pairs(rows["event_types"], lens, seen_types)
+    # activity over every pair of the row, known items or not
+    ages = (end_s - last_s) / 86400.0
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if n else \
+        np.zeros(0, np.int64)
+    has = lens > 0
+    lowest = np.full(n, np.nan)
+    if has.any():
+        lowest[has] = np.minimum.reduceat(ages, starts[has])
+    last_days = np.where(has, np.where(lowest > 0.0, lowest, 0.0), np.nan)
+    recent = np.bincount(owner, weights=(ages <= 7.0), minlength=n).astype(np.int64)
+    # history: known items with weight > 0, decayed by age for the profile
+    known = j >= 0
+    hk = known & (w > 0)
+    h_raw = w[hk]
+    h_val = h_raw
+    if half:
+        age = (end_s - last_s[hk]) / 86400.0
+        age = np.where(age > 0.0, age, 0.0) / half
+        h_val = h_raw * np.fromiter((0.5 ** a for a in age.tolist()), np.float64, len(age))
+    h_ptr = np.concatenate([[0], np.cumsum(np.bincount(owner[hk], minlength=n))])
+    hist = sp.csr_matrix((h_val.astype(np.float32), j[hk], h_ptr), shape=(n, space.n))
     hist.sum_duplicates()
-    raw = sp.csr_matrix((np.asarray(h_raw, np.float32), np.asarray(h_idx, np.int64),
-                         np.asarray(h_ptr, np.int64)), shape=(n, space.n))
+    raw = sp.csr_matrix((h_raw.astype(np.float32), j[hk], h_ptr), shape=(n, space.n))
     raw.sum_duplicates()
-    seen = sp.csr_matrix((np.ones(len(s_idx), np.int8), np.asarray(s_idx, np.int64),
-                          np.asarray(s_ptr, np.int64)), shape=(n, space.n))
+    # seen: known pairs that meet the seen types, then the row's exclusions
+    sk = known & seen_pair
+    s_own, s_idx = [owner[sk]], [j[sk]]
+    if "exclude" in rows:
+        for r, excl in enumerate(rows["exclude"]):
+            if excl is not None:
+                e = np.fromiter((item_index.get(str(it), -1) for it in excl), np.int64)
+                s_own.append(np.full(int((e >= 0).sum()), r, np.int64))
+                s_idx.append(e[e >= 0])
+    s_own, s_idx = np.concatenate(s_own), np.concatenate(s_idx)
+    order = np.argsort(s_own, kind="stable")
+    s_ptr = np.concatenate([[0], np.cumsum(np.bincount(s_own, minlength=n))])
+    seen = sp.csr_matrix((np.ones(len(s_idx), np.int8), s_idx[order], s_ptr),
+                         shape=(n, space.n))
     seen.sum_duplicates()
+    touched = _top_categories(owner[known], np.asarray(space.category)[j[known]],
+                              n_ev[known], n, space.category_names)
+    # last items: the newest history items (ties by catalog row)
+    ho, hj = owner[hk], j[hk]
+    order = np.lexsort((hj, -last_s[hk], ho))
+    place = np.arange(len(order)) - h_ptr[ho[order]]
+    top = order[place < LAST_ITEMS]
+    cut = np.concatenate([[0], np.cumsum(np.bincount(ho[top], minlength=n))])
+    last_items = np.split(hj[top], cut[1:-1]) if n else []
     uidx = np.asarray([user_index.get(str(u), -1) for u in rows[C.USER_ID]], dtype=np.int64)
     in_model = uidx >= 0
     uf = np.zeros((n, np.asarray(model.user_factors).shape[1]), dtype=np.float32)
     if in_model.any():
         uf[in_model] = np.asarray(model.user_factors)[uidx[in_model]]
     return UserBatch(rows[C.USER_ID].astype(str).to_numpy(), uf, in_model, hist, seen, touched,
-                     raw, last_items, np.asarray(last_days, dtype=np.float64),
-                     np.asarray(recent, dtype=np.int64))
+                     raw, last_items, last_days.astype(np.float64), recent)
+
+
+def _seen_pairs(col, lens: np.ndarray, seen_types: frozenset) -> np.ndarray:
+    """:func:`is_seen` of every pair of a batch, row after row (``col``: each row's list of
+    per-pair event types, or null; ``lens``: each row's pairs), by one ``isin`` over all
+    the types: a pair without recorded types is seen."""
+    types: list = []
+    for t, k in zip(col, lens.tolist()):
+        t = [] if t is None else list(t[:k])
+        types += t + [None] * (k - len(t))
+    known = np.fromiter((t is not None for t in types), bool, len(types))
+    per = np.fromiter((len(t) if t is not None else 0 for t in types), np.int64, len(types))
+    kinds = [np.asarray(t, dtype=object) for t in types if t is not None and len(t)]
+    hit = np.isin(np.concatenate(kinds), list(seen_types)) if kinds else np.zeros(0, bool)
+    met = np.bincount(np.repeat(np.arange(len(types)), per), weights=hit,
+                      minlength=len(types)) > 0
+    return ~known | met
+
+
+def _flat(col, lens: np.ndarray, dtype) -> np.ndarray:
+    """One array of a list column's values, row after row (``lens``: each row's length)."""
+    parts = [np.asarray(v, dtype=dtype) for v in col]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+def _top_categories(owner: np.ndarray, cat: np.ndarray, n_events: np.ndarray, n: int,
+                    names: np.ndarray) -> list[np.ndarray]:
+    """Per user (0..n-1) the :data:`TOP_CATEGORIES` categories (codes >= 0) with the
+    most events, ties by the category's name."""
+    ok = cat >= 0
+    m = len(names) + 1
+    key, pos = np.unique(owner[ok] * m + cat[ok], return_inverse=True)
+    counts = np.bincount(pos.ravel(), weights=n_events[ok], minlength=len(key))
+    u, c = np.divmod(key, m)
+    by_name = np.argsort(np.argsort(np.asarray(names).astype(str), kind="stable"),
+                         kind="stable")
+    order = np.lexsort((by_name[c], -counts, u))
+    u, c = u[order], c[order]
+    starts = np.searchsorted(u, np.arange(n + 1))
+    return [c[a:min(e, a + TOP_CATEGORIES)].astype(np.int64)
+            for a, e in zip(starts[:-1], starts[1:])]
