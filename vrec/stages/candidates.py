@@ -59,14 +59,19 @@ def run(ctx) -> dict:
     with ctx.phase("retrieve (Spark, written)"):
         rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
                                spark, exclude)
+        worker_s: dict[str, float] = {}
         n_users, n_cands = write_candidates(
             spark, rows, ctx.output("candidates"), space_dir=ctx.output("item_space"),
             model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
-            end=pd.Timestamp(end_of_ds(ds)), profile=profile, extra=ctx.settings.ranker.enabled)
+            end=pd.Timestamp(end_of_ds(ds)), profile=profile, extra=ctx.settings.ranker.enabled,
+            seconds=worker_s)
+    print(f"[vrec] {ds} candidates: the tasks' seconds, summed over tasks: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in worker_s.items()), flush=True)
     ctx.record(n_users, int(n_cands), 0, items=int(space.n), new_arrivals=int(space.new.sum()),
                cold_start_map=map_quality, new_arrival_slots_off=slots_off,
                candidates_per_source=r.candidates, profile_source=profile,
-               blocked_items=int(space.blocked.sum()), left_out=left_out)
+               blocked_items=int(space.blocked.sum()), left_out=left_out,
+               worker_seconds=worker_s)
     return {"users": n_users, "candidates": int(n_cands), "new_arrivals": int(space.new.sum())}
 
 
