@@ -455,8 +455,8 @@ class ValidationSettings(_Section):
 
     max_event_age_days: float | None = Field(None, gt=0)
     """Events older than this (from the end of ds) count against the ts_in_window expectation."""
-    pandas_max_rows: int = Field(500_000, ge=0)
-    """A table of at most this many rows is collected and validated by GX's pandas engine (one transfer, no Spark job per metric); a larger one by GX's Spark engine on the cached frame. Both run the same suites (docs/validation.md)."""
+    pandas_max_rows: int = Field(2_500_000, ge=0)
+    """A table of at most this many rows is collected and validated by GX's pandas engine (one transfer, no Spark job per metric); a larger one by GX's Spark engine on the cached frame. Both run the same suites (docs/validation.md). At 2.5M rows of user_recs the driver holds about 0.3 GB more."""
 
 
 class PrivacySettings(_Section):

@@ -297,6 +297,10 @@ def run_stage(settings: Settings, stage: str, ds: str, *, spark=None,
     if st.name != registry.NAMES[0]:
         check_inputs(st, layout)  # before Spark starts (checked again under the lock)
     own = st.engine == "spark" and spark is None
+    if st.name in registry.GX_STAGES:  # its 5-7 s of imports overlap the JVM's start
+        from vrec.io.gxcontext import prewarm
+
+        prewarm()
     if own:
         from vrec.spark.session import build_session
 

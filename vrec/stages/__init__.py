@@ -119,6 +119,8 @@ STAGES: tuple[Stage, ...] = (
 
 NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 RAW_READERS = ("validate_inputs", "build_interactions")
+# the stages that run Great Expectations (the executor starts its import before Spark)
+GX_STAGES = ("validate_inputs", "validate_outputs")
 """The stages that read the raw landing zone (outside the staging area)."""
 
 
