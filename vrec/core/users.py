@@ -133,8 +133,8 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     get = item_index.get
     j = np.asarray([get(it if type(it) is str else str(it), -1)
                     for x in rows["items"] for it in x], dtype=np.int64)
-    w = _flat(rows["weights"], lens, np.float64)
-    last_s = _flat(rows["last_s"], lens, np.float64)
+    w = _flat(rows["weights"], np.float64)
+    last_s = _flat(rows["last_s"], np.float64)
     n_ev = np.concatenate([np.ones(k, np.int64) if v is None else np.asarray(v, np.int64)
                            for v, k in zip(rows["n_events"], lens)] or [np.zeros(0, np.int64)])
     seen_pair = _seen_pairs(rows["event_types"], lens, seen_types)
@@ -212,8 +212,8 @@ def _seen_pairs(col, lens: np.ndarray, seen_types: frozenset) -> np.ndarray:
     return ~known | met
 
 
-def _flat(col, lens: np.ndarray, dtype) -> np.ndarray:
-    """One array of a list column's values, row after row (``lens``: each row's length)."""
+def _flat(col, dtype) -> np.ndarray:
+    """One array of a list column's values, row after row."""
     parts = [np.asarray(v, dtype=dtype) for v in col]
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
