@@ -40,7 +40,7 @@ from vrec.config import VisualSettings
 from vrec.core.coldstart import l2_normalise
 from vrec.core.itemspace import STATS, ItemSpace, open_trending
 from vrec.core.topk import TopK
-from vrec.core.users import UserBatch
+from vrec.core.users import UserBatch, ragged, row_pointer
 from vrec.core.visual import fit_preferences
 
 
@@ -315,8 +315,8 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
     first = both >= 0
     first[:, 1:] &= both[:, 1:] != both[:, :-1]
     cand_all = both[first]
-    bounds = np.concatenate([[0], np.cumsum(first.sum(axis=1))])
-    owner = np.repeat(np.arange(nu), np.diff(bounds))
+    owner = np.nonzero(first)[0]
+    bounds = row_pointer(owner, nu)
     # raw scores: one product per user and score, over that user's candidates
     cf_all, vis_all, pref_all, txt_all, last_all = (np.full(len(cand_all), np.nan)
                                                     for _ in range(5))
@@ -358,20 +358,14 @@ def retrieve(batch: UserBatch, space: ItemSpace, n: int, visual: VisualSettings,
         if (~np.isnan(hp)).any():
             out.price_ref[r] = float(np.nanmean(hp))
     h_keep = has_vec[hist.indices]
-    out.hist = _ragged(hist.indices[h_keep], np.concatenate(
-        [[0], np.cumsum(np.bincount(h_own[h_keep], minlength=nu))]))
+    out.hist = ragged(hist.indices[h_keep], row_pointer(h_own[h_keep], nu))
     if not hist.has_sorted_indices:
         out.hist = [np.sort(h) for h in out.hist]
-    out.seen = _ragged(seen.indices, seen.indptr)
-    out.items = _ragged(cand_all, bounds)
+    out.seen = ragged(seen.indices, seen.indptr)
+    out.items = ragged(cand_all, bounds)
     out.cf, out.vis, out.pref, out.txt, out.last, out.cat = (
-        _ragged(x, bounds) for x in (cf_all, vis_all, pref_all, txt_all, last_all, cat_all))
+        ragged(x, bounds) for x in (cf_all, vis_all, pref_all, txt_all, last_all, cat_all))
     return out
-
-
-def _ragged(flat: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
-    """``flat`` cut into one array per row (row r: ``flat[bounds[r]:bounds[r + 1]]``)."""
-    return [flat[a:e] for a, e in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
 def unseen_trending(trending: np.ndarray, seen: sp.csr_matrix, n: int) -> np.ndarray:

@@ -43,7 +43,7 @@ from vrec.core.models import variant_lists
 from vrec.core.ranking import lists_by_user, rank
 from vrec.core.retrieval import RankInput, retrieve
 from vrec.core.topk import TopK
-from vrec.core.users import UserBatch, is_seen, pairs_by_user, user_batch
+from vrec.core.users import UserBatch, pairs_by_user, row_pointer, seen_pairs, user_batch
 from vrec.core.visual import ImageFeatures
 from vrec.core.window import Window
 
@@ -69,18 +69,16 @@ def cf_lists(model: CFModel, rows: pd.DataFrame, k: int,
     if not keep:
         return {}
     sub = rows[rows[C.USER_ID].isin(keep)]
-    ptr, idx = [0], []
-    for items, types in zip(sub["items"], sub["event_types"]):
-        for j, it in enumerate(items):
-            i = item_index.get(str(it), -1)
-            t = types[j] if types is not None and len(types) > j else None
-            if i >= 0 and is_seen(t, seen_types):
-                idx.append(i)
-        ptr.append(len(idx))
+    lens = np.fromiter((len(x) for x in sub["items"]), np.int64, len(sub))
+    owner = np.repeat(np.arange(len(sub)), lens)
+    idx = np.asarray([item_index.get(str(it), -1) for x in sub["items"] for it in x],
+                     dtype=np.int64)
+    ok = (idx >= 0) & seen_pairs(sub["event_types"], lens, seen_types)
     import scipy.sparse as sp
 
-    seen = sp.csr_matrix((np.ones(len(idx), np.int8), np.asarray(idx, np.int64),
-                          np.asarray(ptr, np.int64)), shape=(len(sub), len(model.item_ids)))
+    seen = sp.csr_matrix((np.ones(int(ok.sum()), np.int8), idx[ok],
+                          row_pointer(owner[ok], len(sub))),
+                         shape=(len(sub), len(model.item_ids)))
     uf = np.asarray(model.user_factors)[[user_index[str(u)] for u in sub[C.USER_ID]]]
     top, _ = TopK(np.asarray(model.item_factors)).search(uf, k, exclude=seen)
     ids = np.asarray(model.item_ids).astype(str)

@@ -106,12 +106,6 @@ def pairs_by_user(pairs: pd.DataFrame, users: np.ndarray | None = None) -> pd.Da
     return rows.rename_axis(C.USER_ID).reset_index()[list(USER_COLUMNS)]
 
 
-def is_seen(types, seen_types: frozenset) -> bool:
-    """The seen rule: a pair is seen when its event types meet ``seen_types`` (a pair
-    without recorded event types always is)."""
-    return types is None or bool(seen_types.intersection(list(types)))
-
-
 def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsSettings,
                end: pd.Timestamp, *, item_index: dict | None = None,
                user_index: dict | None = None) -> UserBatch:
@@ -137,15 +131,13 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     last_s = _flat(rows["last_s"], np.float64)
     n_ev = np.concatenate([np.ones(k, np.int64) if v is None else np.asarray(v, np.int64)
                            for v, k in zip(rows["n_events"], lens)] or [np.zeros(0, np.int64)])
-    seen_pair = _seen_pairs(rows["event_types"], lens, seen_types)
+    seen_pair = seen_pairs(rows["event_types"], lens, seen_types)
     # activity over every pair of the row, known items or not
     ages = (end_s - last_s) / 86400.0
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if n else \
-        np.zeros(0, np.int64)
     has = lens > 0
     lowest = np.full(n, np.nan)
     if has.any():
-        lowest[has] = np.minimum.reduceat(ages, starts[has])
+        lowest[has] = np.minimum.reduceat(ages, row_pointer(owner, n)[:-1][has])
     last_days = np.where(has, np.where(lowest > 0.0, lowest, 0.0), np.nan)
     recent = np.bincount(owner, weights=(ages <= 7.0), minlength=n).astype(np.int64)
     # history: known items with weight > 0, decayed by age for the profile
@@ -157,7 +149,7 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
         age = (end_s - last_s[hk]) / 86400.0
         age = np.where(age > 0.0, age, 0.0) / half
         h_val = h_raw * np.fromiter((0.5 ** a for a in age.tolist()), np.float64, len(age))
-    h_ptr = np.concatenate([[0], np.cumsum(np.bincount(owner[hk], minlength=n))])
+    h_ptr = row_pointer(owner[hk], n)
     hist = sp.csr_matrix((h_val.astype(np.float32), j[hk], h_ptr), shape=(n, space.n))
     hist.sum_duplicates()
     raw = sp.csr_matrix((h_raw.astype(np.float32), j[hk], h_ptr), shape=(n, space.n))
@@ -173,8 +165,7 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
                 s_idx.append(e[e >= 0])
     s_own, s_idx = np.concatenate(s_own), np.concatenate(s_idx)
     order = np.argsort(s_own, kind="stable")
-    s_ptr = np.concatenate([[0], np.cumsum(np.bincount(s_own, minlength=n))])
-    seen = sp.csr_matrix((np.ones(len(s_idx), np.int8), s_idx[order], s_ptr),
+    seen = sp.csr_matrix((np.ones(len(s_idx), np.int8), s_idx[order], row_pointer(s_own, n)),
                          shape=(n, space.n))
     seen.sum_duplicates()
     touched = _top_categories(owner[known], np.asarray(space.category)[j[known]],
@@ -184,8 +175,7 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
     order = np.lexsort((hj, -last_s[hk], ho))
     place = np.arange(len(order)) - h_ptr[ho[order]]
     top = order[place < LAST_ITEMS]
-    cut = np.concatenate([[0], np.cumsum(np.bincount(ho[top], minlength=n))])
-    last_items = np.split(hj[top], cut[1:-1]) if n else []
+    last_items = ragged(hj[top], row_pointer(ho[top], n))
     uidx = np.asarray([user_index.get(str(u), -1) for u in rows[C.USER_ID]], dtype=np.int64)
     in_model = uidx >= 0
     uf = np.zeros((n, np.asarray(model.user_factors).shape[1]), dtype=np.float32)
@@ -195,10 +185,11 @@ def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsS
                      raw, last_items, last_days.astype(np.float64), recent)
 
 
-def _seen_pairs(col, lens: np.ndarray, seen_types: frozenset) -> np.ndarray:
-    """:func:`is_seen` of every pair of a batch, row after row (``col``: each row's list of
-    per-pair event types, or null; ``lens``: each row's pairs), by one ``isin`` over all
-    the types: a pair without recorded types is seen."""
+def seen_pairs(col, lens: np.ndarray, seen_types: frozenset) -> np.ndarray:
+    """The seen rule for every pair of some user rows, row after row: a pair is seen when
+    its event types meet ``seen_types``, and a pair without recorded types always is.
+    ``col``: each row's per-pair event types (or null); ``lens``: each row's pairs. One
+    ``isin`` over all the types."""
     types: list = []
     for t, k in zip(col, lens.tolist()):
         t = [] if t is None else list(t[:k])
@@ -210,6 +201,17 @@ def _seen_pairs(col, lens: np.ndarray, seen_types: frozenset) -> np.ndarray:
     met = np.bincount(np.repeat(np.arange(len(types)), per), weights=hit,
                       minlength=len(types)) > 0
     return ~known | met
+
+
+def row_pointer(owner: np.ndarray, n: int) -> np.ndarray:
+    """CSR row pointer (n + 1 entries) of entries whose rows ``owner`` (0..n-1) are in
+    non-decreasing order."""
+    return np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=n))]).astype(np.int64)
+
+
+def ragged(flat: np.ndarray, pointer: np.ndarray) -> list[np.ndarray]:
+    """``flat`` cut into one array per row (row r: ``flat[pointer[r]:pointer[r + 1]]``)."""
+    return [flat[a:e] for a, e in zip(pointer[:-1].tolist(), pointer[1:].tolist())]
 
 
 def _flat(col, dtype) -> np.ndarray:
