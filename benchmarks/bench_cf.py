@@ -364,7 +364,7 @@ def group_rank(folder: Path, args) -> dict:
 
     def vrec_once() -> float:
         t = time.perf_counter()
-        rank_all(spark, spark.read.parquet(str(folder / "candidates")), space_dir=space_dir,
+        rank_all(spark, folder / "candidates", space_dir=space_dir,
                  policy=policy, model_version="bench").write.format("noop").mode("overwrite").save()
         return time.perf_counter() - t
 

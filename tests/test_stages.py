@@ -661,3 +661,31 @@ def test_a_night_that_tunes_fits_the_tuning_window_once_per_setting(staged, spar
                  images=load_features(RunLayout(wh, DS).path("content")))
     np.testing.assert_array_equal(held.user_factors, again.user_factors)
     np.testing.assert_array_equal(held.item_factors, again.item_factors)
+
+
+def test_ranking_tasks_share_the_candidates_row_groups_once_each_in_order(tmp_path):
+    """build_recs' tasks read the candidates themselves: every row group of every file
+    goes to exactly one task, in file and row-group order, empty groups to none, and the
+    tasks' users are about equal."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vrec.spark.ranking import candidate_shares, read_share
+
+    users = {"part-00000.parquet": 30, "part-00001.parquet": 50}
+    for name, n in users.items():
+        pq.write_table(pa.table({"user_id": [f"{name[5:10]}-{i}" for i in range(n)]}),
+                       tmp_path / name, row_group_size=10)
+    pq.write_table(pa.table({"user_id": pa.array([], pa.string())}),
+                   tmp_path / "part-00002.parquet")
+    shares = candidate_shares(tmp_path, 4)
+    assert [len(s) for s in shares] == [2, 2, 2, 2]
+    flat = [item for share in shares for item in share]
+    assert flat == [(str(tmp_path / f), g) for f, n in users.items() for g in range(n // 10)]
+    read = [u for share in shares for df in read_share(share, 7) for u in df["user_id"]]
+    assert read == [f"{f[5:10]}-{i}" for f, n in users.items() for i in range(n)]
+    assert candidate_shares(tmp_path, 100) == [[g] for g in flat]
+    assert len(candidate_shares(tmp_path, 1)) == 1
+    (tmp_path / "part-00000.parquet").unlink()
+    (tmp_path / "part-00001.parquet").unlink()
+    assert candidate_shares(tmp_path, 4) == []

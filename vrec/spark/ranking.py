@@ -2,7 +2,10 @@
 
 Each task memory-maps the run's item space once and ranks batches of the candidates
 stage's rows: the blend or the learned ranker, diversity, reserved new-arrival slots,
-reasons, trending fill.
+reasons, trending fill. The tasks read their share of the candidates' Parquet row groups
+themselves (pyarrow), as the candidates stage's tasks wrote them: Spark moves only the
+lists. At 10M the candidates are 2.7 GB of lists; read by Spark, shuffled and converted
+to Arrow for the Python workers, they took more of the stage than the ranking.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ RECS_SCHEMA = S.USER_RECS.ddl()
 
 def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy: RecsSettings,
                       model_version: str, ranker=None) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: candidate rows -> user_recs rows (one BLAS thread per task);
-    ``ranker``: a learned ranker (vrec.core.ranker.Ranker) to score with (None: the
-    blend)."""
+    """Candidate rows -> user_recs rows (one BLAS thread per task); ``ranker``: a learned
+    ranker (vrec.core.ranker.Ranker) to score with (None: the blend)."""
     from threadpoolctl import threadpool_limits
 
     from vrec.core.itemspace import ItemSpace
@@ -40,15 +42,54 @@ def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy:
                     yield to_user_recs(lists, space, model_version)
 
 
-def rank_all(spark, candidates, *, space_dir: str | Path, policy: RecsSettings,
-             model_version: str, ranker=None):
-    """user_recs for every row of the candidates stage's output, as a Spark DataFrame
-    (``ranker``: the learned ranker, or None for the blend)."""
+def candidate_shares(folder: str | Path, tasks: int) -> list[list[tuple[str, int]]]:
+    """The candidates' Parquet row groups, (file, row group), cut into at most ``tasks``
+    runs of consecutive row groups with about equal users each (from the files'
+    footers; no data is read)."""
+    import pyarrow.parquet as pq
+
+    groups = []
+    for f in sorted(Path(folder).glob("*.parquet")):
+        meta = pq.ParquetFile(f).metadata
+        groups += [(str(f), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
+                   if meta.row_group(g).num_rows]
+    total = sum(n for *_, n in groups)
+    shares: list[list[tuple[str, int]]] = [[] for _ in range(max(1, tasks))]
+    seen = 0
+    for f, g, n in groups:  # a row group goes to the share its first user falls in
+        shares[min(len(shares) - 1, seen * len(shares) // max(1, total))].append((f, g))
+        seen += n
+    return [s for s in shares if s]
+
+
+def read_share(share: list[tuple[str, int]], batch: int) -> Iterator[pd.DataFrame]:
+    """The candidate rows of a share (:func:`candidate_shares`), ``batch`` users at a time."""
+    import pyarrow.parquet as pq
+
+    for f in dict.fromkeys(f for f, _ in share):
+        groups = [g for ff, g in share if ff == f]
+        for b in pq.ParquetFile(f).iter_batches(batch_size=batch, row_groups=groups):
+            yield b.to_pandas()
+
+
+def rank_all(spark, candidates_dir: str | Path, *, space_dir: str | Path,
+             policy: RecsSettings, model_version: str, ranker=None):
+    """user_recs for every row of the candidates stage's output (the folder of its Parquet
+    files), as a Spark DataFrame (``ranker``: the learned ranker, or None for the blend).
+    Task ``i`` reads share ``i`` of the row groups itself (module doc)."""
     sd = str(Path(space_dir).resolve())
-    parts = max(1, 2 * spark.sparkContext.defaultParallelism)
-    return candidates.repartition(parts).mapInPandas(
-        lambda it: ranking_partition(it, space_dir=sd, policy=policy,
-                                     model_version=model_version, ranker=ranker), RECS_SCHEMA)
+    shares = candidate_shares(candidates_dir, 2 * spark.sparkContext.defaultParallelism)
+    if not shares:
+        return spark.createDataFrame([], RECS_SCHEMA)
+
+    def task(ids: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for part in ids:
+            for i in part["id"]:
+                yield from ranking_partition(read_share(shares[int(i)], policy.batch_users),
+                                             space_dir=sd, policy=policy,
+                                             model_version=model_version, ranker=ranker)
+
+    return spark.range(0, len(shares), 1, len(shares)).mapInPandas(task, RECS_SCHEMA)
 
 
 def list_facts(spark, recs, space, profile) -> dict:

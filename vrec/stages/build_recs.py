@@ -33,7 +33,7 @@ def run(ctx) -> dict:
     if ranked_by == "ranker":  # names the ranker: the day its data ended and its record
         version = f"{cf_version}+ranker{ranker.get('id') or ranker.get('as_of')}"
     with ctx.phase("rank (Spark, written)"):
-        recs = rank_all(spark, spark.read.parquet(str(ctx.input("candidates"))),
+        recs = rank_all(spark, ctx.input("candidates"),
                         space_dir=ctx.input("item_space"), policy=policy, model_version=version,
                         ranker=Ranker.from_record(ranker) if ranked_by == "ranker" else None)
         write(recs, ctx.output("user_recs"), sort=[C.USER_ID, "rank"])
