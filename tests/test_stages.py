@@ -670,7 +670,7 @@ def test_ranking_tasks_share_the_candidates_row_groups_once_each_in_order(tmp_pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vrec.spark.ranking import candidate_shares, read_share
+    from vrec.io.warehouse import read_share, row_group_shares
 
     users = {"part-00000.parquet": 30, "part-00001.parquet": 50}
     for name, n in users.items():
@@ -678,14 +678,14 @@ def test_ranking_tasks_share_the_candidates_row_groups_once_each_in_order(tmp_pa
                        tmp_path / name, row_group_size=10)
     pq.write_table(pa.table({"user_id": pa.array([], pa.string())}),
                    tmp_path / "part-00002.parquet")
-    shares = candidate_shares(tmp_path, 4)
+    shares = row_group_shares(tmp_path, 4)
     assert [len(s) for s in shares] == [2, 2, 2, 2]
     flat = [item for share in shares for item in share]
     assert flat == [(str(tmp_path / f), g) for f, n in users.items() for g in range(n // 10)]
     read = [u for share in shares for df in read_share(share, 7) for u in df["user_id"]]
     assert read == [f"{f[5:10]}-{i}" for f, n in users.items() for i in range(n)]
-    assert candidate_shares(tmp_path, 100) == [[g] for g in flat]
-    assert len(candidate_shares(tmp_path, 1)) == 1
+    assert row_group_shares(tmp_path, 100) == [[g] for g in flat]
+    assert len(row_group_shares(tmp_path, 1)) == 1
     (tmp_path / "part-00000.parquet").unlink()
     (tmp_path / "part-00001.parquet").unlink()
-    assert candidate_shares(tmp_path, 4) == []
+    assert row_group_shares(tmp_path, 4) == []

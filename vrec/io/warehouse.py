@@ -25,10 +25,12 @@ the commit point first, then the data.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,33 @@ def to_frame(table: pa.Table, *, arrow: bool = False) -> pd.DataFrame:
 
 # joins a list's strings in :func:`to_frame` (a column holding it converts as pyarrow does)
 SEP = "\x1f"
+
+
+def row_group_shares(folder: str | Path, tasks: int) -> list[list[tuple[str, int]]]:
+    """A staged table's Parquet row groups, (file, row group) in file and group order, cut
+    into at most ``tasks`` runs of consecutive groups with about equal rows each (from
+    the files' footers; no data is read): for Spark tasks that read their share of a
+    table themselves (vrec.spark.ranking)."""
+    groups = []
+    for f in sorted(Path(folder).glob("*.parquet")):
+        meta = pq.ParquetFile(f).metadata
+        groups += [(str(f), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
+                   if meta.row_group(g).num_rows]
+    total = sum(n for *_, n in groups)
+    shares: list[list[tuple[str, int]]] = [[] for _ in range(max(1, tasks))]
+    seen = 0
+    for f, g, n in groups:  # a row group goes to the share its first row falls in
+        shares[min(len(shares) - 1, seen * len(shares) // max(1, total))].append((f, g))
+        seen += n
+    return [s for s in shares if s]
+
+
+def read_share(share: list[tuple[str, int]], batch: int) -> Iterator[pd.DataFrame]:
+    """The rows of a share (:func:`row_group_shares`), ``batch`` rows at a time."""
+    for f, groups in itertools.groupby(share, key=lambda fg: fg[0]):
+        for b in pq.ParquetFile(f).iter_batches(batch_size=batch,
+                                                row_groups=[g for _, g in groups]):
+            yield b.to_pandas()
 
 
 def parquet_rows(paths: Path | list[Path]) -> int:

@@ -20,6 +20,7 @@ from vrec import schemas as S
 from vrec.config import RecsSettings
 from vrec.core.ranking import rank, to_user_recs
 from vrec.core.retrieval import RankInput
+from vrec.io import warehouse as W
 
 RECS_SCHEMA = S.USER_RECS.ddl()
 
@@ -43,50 +44,20 @@ def ranking_partition(frames: Iterator[pd.DataFrame], *, space_dir: str, policy:
                     yield to_user_recs(lists, space, model_version)
 
 
-def candidate_shares(folder: str | Path, tasks: int) -> list[list[tuple[str, int]]]:
-    """The candidates' Parquet row groups, (file, row group), cut into at most ``tasks``
-    runs of consecutive row groups with about equal users each (from the files'
-    footers; no data is read)."""
-    import pyarrow.parquet as pq
-
-    groups = []
-    for f in sorted(Path(folder).glob("*.parquet")):
-        meta = pq.ParquetFile(f).metadata
-        groups += [(str(f), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
-                   if meta.row_group(g).num_rows]
-    total = sum(n for *_, n in groups)
-    shares: list[list[tuple[str, int]]] = [[] for _ in range(max(1, tasks))]
-    seen = 0
-    for f, g, n in groups:  # a row group goes to the share its first user falls in
-        shares[min(len(shares) - 1, seen * len(shares) // max(1, total))].append((f, g))
-        seen += n
-    return [s for s in shares if s]
-
-
-def read_share(share: list[tuple[str, int]], batch: int) -> Iterator[pd.DataFrame]:
-    """The candidate rows of a share (:func:`candidate_shares`), ``batch`` users at a time."""
-    import pyarrow.parquet as pq
-
-    for f in dict.fromkeys(f for f, _ in share):
-        groups = [g for ff, g in share if ff == f]
-        for b in pq.ParquetFile(f).iter_batches(batch_size=batch, row_groups=groups):
-            yield b.to_pandas()
-
-
 def rank_all(spark, candidates_dir: str | Path, *, space_dir: str | Path,
              policy: RecsSettings, model_version: str, ranker=None):
     """user_recs for every row of the candidates stage's output (the folder of its Parquet
     files), as a Spark DataFrame (``ranker``: the learned ranker, or None for the blend).
     Task ``i`` reads share ``i`` of the row groups itself (module doc)."""
     sd = str(Path(space_dir).resolve())
-    shares = candidate_shares(candidates_dir, 2 * spark.sparkContext.defaultParallelism)
+    shares = W.row_group_shares(candidates_dir, 2 * spark.sparkContext.defaultParallelism)
     if not shares:
         return spark.createDataFrame([], RECS_SCHEMA)
 
     def task(ids: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for part in ids:
             for i in part["id"]:
-                yield from ranking_partition(read_share(shares[int(i)], policy.batch_users),
+                yield from ranking_partition(W.read_share(shares[int(i)], policy.batch_users),
                                              space_dir=sd, policy=policy,
                                              model_version=model_version, ranker=ranker)
 
