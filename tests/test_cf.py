@@ -114,6 +114,88 @@ def test_two_pass_topk_equals_brute_force(reduce):
     assert np.array_equal(one, idx)
 
 
+def _true_top_sets(q, it, k, excl):
+    """Each row's top k by the exact score (float64 products of the float32 vectors, one
+    sum per item), ties by the lower index, excluded items left out."""
+    out = []
+    for r in range(len(q)):
+        s = (it.astype(np.float64) * q[r].astype(np.float64)).sum(axis=1)
+        s[list(excl[r])] = -np.inf
+        order = np.lexsort((np.arange(len(it)), -s))
+        out.append({int(i) for i in order[:k] if np.isfinite(s[i])})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["grouped", "pruned", "two_pass"])
+def test_search_set_is_the_exact_top_k_whatever_the_batch(kind):
+    """search_set (what retrieval uses) gives each row the exact top-k set, ties by the
+    lower index, and the same set whichever rows share its call and wherever it sits in
+    them: float32 products round by the row's place in the block, which decided ties
+    among equal vectors before. Kinds: a catalog of few distinct vectors (grouped: text
+    features of items with equal titles), long-tailed norms (pruned, like CF factors) with
+    equal and nearly equal items, and wide unit vectors (the two-pass search) with
+    duplicates."""
+    rng = np.random.default_rng({"grouped": 1, "pruned": 2, "two_pass": 3}[kind])
+    if kind == "grouped":
+        distinct = rng.normal(size=(150, 16)).astype(np.float32)
+        it = distinct[rng.integers(0, 150, 3000)]
+        q = rng.normal(size=(90, 16)).astype(np.float32)
+        index = TopK(it, prune=False)
+    elif kind == "pruned":
+        it = rng.normal(size=(6000, 16)).astype(np.float32)
+        it *= (rng.pareto(1.5, 6000) + 0.01)[:, None].astype(np.float32)
+        q = rng.normal(size=(90, 16)).astype(np.float32)
+        s = q @ it.T
+        top = np.argsort(-s, axis=1)[:, 19]  # copies of each row's 20th item: ties at k
+        it = np.vstack([it, it[top[:30]], it[top[:30]] * np.float32(1 + 1e-7)])
+        index = TopK(it, prune=True)
+    else:
+        it = _wide_unit_items(rng, 5000, 800, 24)
+        it[rng.choice(5000, 400, replace=False)] = it[rng.choice(5000, 400, replace=False)]
+        q = it[rng.choice(5000, 90, replace=False)] + 0.05 * rng.normal(size=(90, 800))
+        q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+        index = TopK(it, prune=False)
+        assert index.reduced is not None
+    assert (index._equal_groups() is not None) == (kind == "grouped")
+    m = len(it)
+    excl = [set(rng.choice(m, size=int(rng.integers(0, 60)), replace=False).tolist())
+            for _ in q]
+    whole = index.search_set(q, 20, exclude=[np.array(sorted(e), dtype=int) for e in excl])
+    want = _true_top_sets(q, it, 20, excl)
+    for r in range(len(q)):
+        got = whole[r][whole[r] >= 0]
+        assert len(set(got.tolist())) == len(got) and set(got.tolist()) == want[r], r
+    for cuts in ([7, 40, 90], [1, 2, 3, 89, 90], [45, 90]):  # other batches, other places
+        start = 0
+        for end in cuts:
+            part = index.search_set(q[start:end], 20, exclude=[np.array(sorted(e), dtype=int)
+                                                               for e in excl[start:end]])
+            for r in range(end - start):
+                assert set(part[r].tolist()) == set(whole[start + r].tolist())
+            start = end
+
+
+def test_search_set_skips_excluded_members_of_a_group_of_equal_items():
+    """In a grouped index a row takes a group's members by ascending index, passing over
+    the ones excluded for it; a group wholly excluded gives none; groups of equal score
+    give their members in one run by index; too few items pad -1."""
+    v = np.eye(4, dtype=np.float32)
+    it = v[[0, 0, 0, 1, 1, 2, 0, 3, 1, 0, 2, 3, 3, 0, 1, 2, 0, 1]]  # 18 items, 4 vectors
+    index = TopK(it, prune=False)
+    assert index._equal_groups() is not None
+    q = np.array([[3, 2, 1, 0], [3, 2, 1, 0], [0, 0, 0, 1]], dtype=np.float32)
+    excl = [np.array([0, 2, 6]), np.flatnonzero((it[:, 0] == 1) | (it[:, 1] == 1)),
+            np.array([], dtype=int)]
+    got = index.search_set(q, 5, exclude=excl)
+    assert got[0].tolist() == [1, 9, 13, 16, 3]  # vector 0's members not excluded, then 1's
+    assert got[1].tolist() == [5, 10, 15, 7, 11]  # vectors 0 and 1 wholly excluded
+    # vectors 0, 1 and 2 all score 0 for row 2: after vector 3's items, 0 and 1 by index
+    assert got[2].tolist() == [7, 11, 12, 0, 1]
+    q2 = np.array([[1, 1, 0, 0]], dtype=np.float32)  # vectors 0 and 1 tie: by index
+    assert index.search_set(q2, 6, exclude=[np.array([0])])[0].tolist() == [1, 2, 3, 4, 6, 8]
+    assert index.search_set(q[:1], 20, exclude=[np.arange(17)])[0].tolist() == [17] + [-1] * 19
+
+
 def test_narrow_or_few_items_take_the_one_pass_search():
     rng = np.random.default_rng(8)
     assert TopK(_wide_unit_items(rng, 5000, 192, 8), prune=False).reduced is None

@@ -195,8 +195,10 @@ class Source:
         return self._index
 
     def top(self, queries: np.ndarray, k: int, seen, who: np.ndarray) -> np.ndarray:
-        """Catalog rows of each query's top ``k`` source items, seen items excluded, for
-        the users flagged in ``who`` (-1 pads; rows of other users stay -1)."""
+        """Catalog rows of each query's top ``k`` source items as a set, seen items
+        excluded, for the users flagged in ``who`` (-1 pads; rows of other users stay
+        -1); a user's set does not depend on the other users of the call
+        (:meth:`vrec.core.topk.TopK.search_set`)."""
         out = np.full((len(queries), min(k, len(self.rows))), -1, dtype=np.int64)
         who = np.flatnonzero(who)
         if len(who) == 0 or out.shape[1] == 0:
@@ -209,7 +211,7 @@ class Source:
         excl = sp.csr_matrix((np.ones(int(keep.sum()), np.int8), cols[keep],
                               np.concatenate([[0], np.cumsum(counts)])),
                              shape=(seen.shape[0], len(self.rows)))
-        idx, _ = self.index.search(queries, out.shape[1], exclude=excl)
+        idx = self.index.search_set(queries, out.shape[1], exclude=excl)
         out[who] = np.where(idx >= 0, self.rows[np.maximum(idx, 0)], -1)
         return out
 

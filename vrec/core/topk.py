@@ -24,6 +24,12 @@ product's of a block: at 10M 107 of 199,631 users got another item at a source's
 place). On the 10M night's profiles (1280-d, 50,000 items) the search takes about half
 the full product's time (benchmarks/README.md, "Fifth pass").
 
+:meth:`TopK.search_set`, what retrieval uses, makes a row's result depend on that row
+alone: float32 products round by the row's place in the block, so equal or nearly equal
+items at the k-th place went one way or the other with the batch. Equal vectors are
+searched once (:class:`EqualGroups`) and near-ties at the k-th place are settled by the
+exact score, ties by the lower index (docs/ranking.md).
+
 Pure numpy/scipy: the retrieval of candidates, item_similar and the benchmarks all call
 :class:`TopK` or :func:`topk_blocked`.
 """
@@ -45,6 +51,8 @@ REDUCE_DIMS = 256
 REDUCE_MIN_DIMS = 768
 REDUCE_MIN_ITEMS = 4096
 REDUCE_SAMPLE = 8192
+# TopK.search_set searches this many results past k, to see a near-tie at the k-th place
+SET_EXTRA = 8
 
 
 def _as_csr(exclude, n: int, m: int) -> sp.csr_matrix | None:
@@ -288,6 +296,74 @@ class TopK:
             sc_out[start:start + b, :k_eff] = best_v
         return idx_out, sc_out
 
+    def search_set(self, queries: np.ndarray, k: int, *,
+                   exclude: Sequence[np.ndarray] | sp.spmatrix | None = None,
+                   block_size: int = 512, block_memory_mb: int = 256) -> np.ndarray:
+        """Each query row's top ``k`` item indices as a set that depends on that row alone
+        ((n, k) int64, -1 pads, not in score order).
+
+        :meth:`search`'s float32 scores come from matrix products whose rounding depends
+        on the row's place in the block, so where items tie (equal vectors) or nearly tie
+        at the k-th place, which of them a row keeps depends on the other rows of the call.
+        Here a row whose k-th and (k+1)-th scores are within twice the rounding bound
+        (``2·D·2⁻²⁴·|q|·max|item|`` each) is settled by its true scores: the items that
+        can reach the k-th place, scored in float64 (exact products, summed per item),
+        ties by the lower index. The other rows keep :meth:`search`'s set, which is then
+        the exact one. The search looks :data:`SET_EXTRA` results further; a row whose
+        near-tie runs past them is scored against every item."""
+        n, m = len(queries), self.m
+        out = np.full((n, k), -1, dtype=np.int64)
+        k_eff = min(k, m)
+        if n == 0 or k_eff == 0:
+            return out
+        groups = self._equal_groups()
+        if groups is not None:
+            return groups.search_set(queries, k, _as_csr(exclude, n, m))
+        extra = min(m - k_eff, SET_EXTRA)
+        idx, sc = self.search(queries, k_eff + extra, exclude=exclude, block_size=block_size,
+                              block_memory_mb=block_memory_mb)
+        out[:, :k_eff] = idx[:, :k_eff]
+        if extra == 0:  # every item is a result: the set is the row's items not excluded
+            return out
+        q = np.asarray(queries, dtype=np.float32)
+        err = np.linalg.norm(q.astype(np.float64), axis=1) * \
+            float(self.sorted_norms.max(initial=0.0)) * np.sqrt(q.shape[1]) * 2.0 ** -22
+        kth = sc[:, k_eff - 1].astype(np.float64)
+        nxt = sc[:, k_eff].astype(np.float64)
+        with np.errstate(invalid="ignore"):  # -inf - -inf: fewer than k+1 results
+            near = np.flatnonzero(np.isfinite(nxt) & (kth - nxt <= 2 * err))
+        if not len(near):
+            return out
+        excl = _as_csr(exclude, n, m)
+        for r in near:
+            lo = kth[r] - 2 * err[r]
+            if sc[r, -1] >= lo:  # the near-tie may run past the results: every item
+                s = self.sorted_items @ q[r]
+                if excl is not None:
+                    s[self.inv[excl.indices[excl.indptr[r]:excl.indptr[r + 1]]]] = -np.inf
+                pos = np.flatnonzero(s >= lo - err[r])
+            else:
+                pos = self.inv[idx[r][sc[r] >= lo]]
+            exact = (self.sorted_items[pos].astype(np.float64) * q[r].astype(np.float64)
+                     ).sum(axis=1)
+            items = self.perm[pos]
+            out[r, :k_eff] = items[np.lexsort((items, -exact))[:k_eff]]
+        return out
+
+    def _equal_groups(self) -> EqualGroups | None:
+        """The items' groups of equal vectors when at most half as many as the items
+        (:class:`EqualGroups`; built once), else None. Pruned and two-pass indexes do
+        not group."""
+        if not hasattr(self, "_groups"):
+            self._groups = None
+            if not self.prune and self.reduced is None and self.m >= 2 * SET_EXTRA:
+                items = np.ascontiguousarray(self.sorted_items[self.inv])
+                keys = items.view(np.dtype((np.void, items.dtype.itemsize * items.shape[1])))
+                first, group = np.unique(keys.ravel(), return_index=True, return_inverse=True)[1:]
+                if 2 * len(first) <= self.m:
+                    self._groups = EqualGroups(items[first], group.ravel())
+        return self._groups
+
     def _two_pass(self, queries: np.ndarray, k: int, k_eff: int, excl: sp.csr_matrix | None,
                   block_size: int, block_memory_mb: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` by the two-pass search (module doc), the items in descending
@@ -358,6 +434,67 @@ class TopK:
             idx_out[start:start + b, :k_eff] = best_c
             sc_out[start:start + b, :k_eff] = best_v
         return idx_out, sc_out
+
+
+class EqualGroups:
+    """Items grouped by equal vectors, for :meth:`TopK.search_set` over catalogs where
+    many items share one (text features of items with the same title, category and
+    description): equal vectors score the same in exact arithmetic, but float32 products
+    break such ties by the row's place in the block. The search runs over the distinct
+    vectors; a row takes its groups by exact score (ties by the group's lowest item) and,
+    in each, the members by ascending index, excluded ones skipped."""
+
+    def __init__(self, vectors: np.ndarray, group: np.ndarray) -> None:
+        self.vectors = vectors
+        self.group = group
+        self.size = np.bincount(group, minlength=len(vectors))
+        self.members = np.argsort(group, kind="stable")  # by group, ascending index
+        self.start = np.concatenate([[0], np.cumsum(self.size)])
+        self.lowest = self.members[self.start[:-1]]
+        self.index = TopK(vectors, prune=False, reduce=0)
+
+    def search_set(self, queries: np.ndarray, k: int, excl: sp.csr_matrix | None) -> np.ndarray:
+        """(n, k) item indices (-1 pads) of each row's top k (see the class doc)."""
+        n, g = len(queries), len(self.vectors)
+        out = np.full((n, k), -1, dtype=np.int64)
+        gex, partial = None, set()
+        if excl is not None and excl.nnz:  # a group is excluded when all its members are
+            excl = excl.copy()
+            excl.sum_duplicates()  # also sorts each row's indices
+            er = np.repeat(np.arange(n), np.diff(excl.indptr))
+            key, cnt = np.unique(er * g + self.group[excl.indices], return_counts=True)
+            whole = cnt >= self.size[key % g]
+            gone = key[whole]
+            partial = set(key[~whole].tolist())
+            gex = sp.csr_matrix((np.ones(len(gone), np.int8), (gone // g, gone % g)),
+                                shape=(n, g))
+        top = self.index.search_set(queries, min(k, g), exclude=gex)
+        q = np.asarray(queries, dtype=np.float64)
+        exact = (self.vectors[np.maximum(top, 0)].astype(np.float64) * q[:, None, :]).sum(axis=2)
+        exact[top < 0] = -np.inf
+        order = np.lexsort((np.where(top >= 0, self.lowest[np.maximum(top, 0)], -1), -exact),
+                           axis=-1)
+        ranked = np.take_along_axis(top, order, axis=1).tolist()
+        scores = np.take_along_axis(exact, order, axis=1).tolist()
+        start, members = self.start, self.members
+        for r in range(n):
+            got, j, row, sc = 0, 0, ranked[r], scores[r]
+            while got < k and j < len(row) and row[j] >= 0:
+                run = [row[j]]  # groups of equal exact score: their members by index
+                while j + len(run) < len(row) and row[j + len(run)] >= 0 \
+                        and sc[j + len(run)] == sc[j]:
+                    run.append(row[j + len(run)])
+                j += len(run)
+                mem = np.concatenate([members[start[gi]:start[gi + 1]] for gi in run]) \
+                    if len(run) > 1 else members[start[run[0]]:start[run[0] + 1]]
+                if any(r * g + gi in partial for gi in run):  # skip excluded members
+                    ex = excl.indices[excl.indptr[r]:excl.indptr[r + 1]]
+                    at = np.minimum(np.searchsorted(ex, mem), len(ex) - 1)
+                    mem = mem[ex[at] != mem]
+                mem = np.sort(mem)[:k - got] if len(run) > 1 else mem[:k - got]
+                out[r, got:got + len(mem)] = mem
+                got += len(mem)
+        return out
 
 
 def _exact(q: np.ndarray, items: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
