@@ -272,8 +272,8 @@ def group_candidates(folder: Path, args) -> dict:
     from vrec.config import RecsSettings, VisualSettings
     from vrec.core.cf import CFModel
     from vrec.core.itemspace import build_item_space, gate_new_arrivals
-    from vrec.spark.candidates import write_candidates
-    from vrec.spark.users import user_rows
+    from vrec.io import warehouse as W
+    from vrec.spark.candidates import PAIR_COLUMNS, user_frames, write_candidates
 
     m = CFModel.load(folder / "vrec_model")
     uf, itf = np.asarray(m.user_factors), np.asarray(m.item_factors)
@@ -294,12 +294,18 @@ def group_candidates(folder: Path, args) -> dict:
     space_dir = space.save(folder / "space")
     end = pd.to_datetime(pairs["last_ts"], utc=True).max() + pd.Timedelta(seconds=1)
     spark = spark_session(args)
+    # the pairs as the candidates stage reads them: sorted by user and item, in row groups
+    staged = folder / "interactions"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    pairs.assign(user_id=pairs["user_id"].astype(str), item_id=pairs["item_id"].astype(str)) \
+        .sort_values(["user_id", "item_id"]).to_parquet(staged / "part-00000.parquet",
+                                                        index=False, row_group_size=1 << 17)
 
     def vrec_once() -> float:
         shutil.rmtree(folder / "candidates", ignore_errors=True)
         t = time.perf_counter()
-        write_candidates(spark, user_rows(spark.read.parquet(str(folder / "train.parquet"))),
-                         folder / "candidates", space_dir=space_dir,
+        write_candidates(spark, staged, folder / "candidates", space_dir=space_dir,
                          model_dir=folder / "vrec_model", recs=recs, visual=visual, end=end)
         return time.perf_counter() - t
 
@@ -314,10 +320,12 @@ def group_candidates(folder: Path, args) -> dict:
             _ = np.asarray(p, dtype=np.float32) @ space.emb.T
         return time.perf_counter() - t
 
-    def rows_once() -> float:  # regrouping the pairs per user alone (part of the stage)
+    def rows_once() -> float:  # reading and regrouping the pairs per user alone (one core)
         t = time.perf_counter()
-        user_rows(spark.read.parquet(str(folder / "train.parquet"))).write.format("noop") \
-            .mode("overwrite").save()
+        shares = W.row_group_shares(staged, 4)
+        for i in range(len(shares)):
+            for _ in user_frames(W.read_keyed_share(shares, i, "user_id", PAIR_COLUMNS)):
+                pass
         return time.perf_counter() - t
 
     try:

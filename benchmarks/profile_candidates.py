@@ -30,24 +30,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=str(HERE / ".cache" / "scale-10m" / "vrec.yaml"))
     args = ap.parse_args(argv)
 
+    import zlib
+
     import pandas as pd
-    from pyspark.sql import functions as F
 
     from vrec.config import load_settings
     from vrec.core import retrieval
+    from vrec.core.users import pairs_by_user
     from vrec.dates import end_of_ds
-    from vrec.spark.candidates import _load, candidates_partition
-    from vrec.spark.session import build_session
-    from vrec.spark.users import user_rows, with_exclusions
+    from vrec.io import warehouse as W
+    from vrec.spark.candidates import PAIR_COLUMNS, _load, candidates_partition
 
     s = load_settings(args.config)
     run = Path(args.warehouse) / "_runs" / args.ds
-    spark = build_session(s, "profile-candidates", master="local[1]")
-    inter = spark.read.parquet(str(run / "interactions"))
-    sample = inter.where((F.abs(F.hash("user_id")) % 10_000) < int(args.share * 10_000))
-    rows = with_exclusions(user_rows(sample), spark, None).toPandas()
-    n_all = inter.select("user_id").distinct().count()
-    spark.stop()
+    pairs = W.read_folder(run / "interactions", PAIR_COLUMNS)
+    users = pd.unique(pairs["user_id"].astype(str))
+    n_all = len(users)
+    cut = int(args.share * 10_000)  # a stable hash sample of the users
+    sample = [u for u in users if zlib.crc32(u.encode()) % 10_000 < cut]
+    rows = pairs_by_user(pairs[pairs["user_id"].astype(str).isin(set(sample))])
+    del pairs
     blend = json.loads((run / "blend.json").read_text())
     space, *_ = _load(str(run / "item_space"), str(run / "model"))
     from vrec.core.itemspace import ranking_policy

@@ -393,7 +393,6 @@ def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.Da
     from vrec.core.itemspace import build_item_space
     from vrec.dates import end_of_ds
     from vrec.spark.candidates import write_candidates
-    from vrec.spark.users import user_rows
 
     rd = W.run_dir(s.paths.warehouse_root, DS)
     catalog = pd.read_parquet(rd / "catalog", columns=[C.ITEM_ID, C.CATEGORY])
@@ -401,8 +400,8 @@ def _candidates(spark, tmp_path, s, model: CFModel, recs: RecsSettings) -> pd.Da
     no_vectors = pd.DataFrame({C.ITEM_ID: pd.Series(dtype=str), "embedding": []})
     space, _ = build_item_space(model, catalog, no_vectors, pairs, [], recs)
     model_dir, space_dir = model.save(tmp_path / "model"), space.save(tmp_path / "space")
-    rows = user_rows(spark.read.parquet(str(rd / "interactions")))
-    users, n = write_candidates(spark, rows, tmp_path / "candidates", space_dir=space_dir,
+    users, n = write_candidates(spark, rd / "interactions", tmp_path / "candidates",
+                                space_dir=space_dir,
                                 model_dir=model_dir, recs=recs, visual=VisualSettings(),
                                 end=pd.Timestamp(end_of_ds(DS)))
     out = pd.read_parquet(tmp_path / "candidates")

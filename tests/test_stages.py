@@ -689,3 +689,51 @@ def test_ranking_tasks_share_the_candidates_row_groups_once_each_in_order(tmp_pa
     (tmp_path / "part-00000.parquet").unlink()
     (tmp_path / "part-00001.parquet").unlink()
     assert row_group_shares(tmp_path, 4) == []
+
+
+def test_a_task_reads_the_users_that_start_in_its_share_whole(tmp_path):
+    """The candidates stage's tasks read the staged interactions (sorted by user and item)
+    in shares of row groups: every user's pairs go to exactly one task, whole, even a
+    user whose pairs run over several row groups and shares, and regrouped they equal
+    the regrouping of the whole table."""
+    import pyarrow.parquet as pq
+
+    from vrec.core.users import pairs_by_user
+    from vrec.io.warehouse import read_keyed_share, row_group_shares
+    from vrec.spark.candidates import PAIR_COLUMNS, user_frames
+
+    end = pd.Timestamp("2026-11-21", tz="UTC")
+    counts = {"u0": 3, "u1": 25, "u2": 1, "u3": 7, "u4": 2, "u5": 11}  # u1 spans 3 groups
+    pairs = pd.DataFrame([(u, f"i{j:03d}", float(j), end - pd.Timedelta(seconds=j * 61),
+                           ["view"] if j % 2 else ["view", "purchase"], j + 1)
+                          for u, n in counts.items() for j in range(n)],
+                         columns=PAIR_COLUMNS)
+    pairs["last_ts"] = pairs["last_ts"].astype("datetime64[ns, UTC]")
+    folder = tmp_path / "interactions"
+    folder.mkdir()
+    pairs.to_parquet(folder / "part-00000.parquet", index=False, row_group_size=8)
+    assert pq.ParquetFile(folder / "part-00000.parquet").metadata.num_row_groups == 7
+    whole = pairs_by_user(pairs)
+    for tasks in (1, 2, 3, 7):
+        shares = row_group_shares(folder, tasks)
+        tables = [read_keyed_share(shares, i, C.USER_ID, PAIR_COLUMNS)
+                  for i in range(len(shares))]
+        users = [u for t in tables for u in t.column(C.USER_ID).to_pylist()]
+        assert sorted(users) == sorted(pairs[C.USER_ID]) and users == list(pairs[C.USER_ID])
+        rows = pd.concat([f for t in tables for f in user_frames(t, chunk=10)],
+                         ignore_index=True)
+        pd.testing.assert_frame_equal(_plain_types(rows), _plain_types(whole))
+    # in several chunks (whole users each) and with the feedback rules' leave-outs
+    frames = list(user_frames(read_keyed_share(row_group_shares(folder, 1), 0, C.USER_ID),
+                              {"u3": ["i001"]}, chunk=10))
+    assert [list(f[C.USER_ID]) for f in frames] == [["u0", "u1"], ["u2", "u3", "u4"], ["u5"]]
+    excl = pd.concat(frames)["exclude"].tolist()
+    assert excl == [None, None, None, ["i001"], None, None]
+    # seconds since the epoch as Spark computes them: whole microseconds over 1e6
+    assert whole["last_s"][0] == [end.timestamp() - 61 * j for j in range(3)]
+    assert whole["items"][1] == [f"i{j:03d}" for j in range(25)]
+
+
+def _plain_types(rows: pd.DataFrame) -> pd.DataFrame:
+    """User rows with each pair's event types as a plain list (Parquet gives arrays)."""
+    return rows.assign(event_types=[[list(t) for t in v] for v in rows["event_types"]])

@@ -2,8 +2,8 @@
 the blend tuning and the offline evaluation alike.
 
 The input is one row per user holding the user's interaction pairs as parallel lists
-(:data:`USER_COLUMNS`): the Spark adapter (``vrec.spark.users.user_rows``) and
-:func:`pairs_by_user` (pandas) only regroup pairs, they apply no rule. The rules live
+(:data:`USER_COLUMNS`): :func:`pairs_by_user` only regroups pairs (the candidates stage's
+Spark tasks call it on their share of the staged interactions), it applies no rule. The rules live
 in :func:`user_batch`:
 
 * history = pairs with weight > 0, each weighted ``weight × 0.5 ** (age_days /
@@ -79,31 +79,52 @@ class UserBatch:
 
 def pairs_by_user(pairs: pd.DataFrame, users: np.ndarray | None = None) -> pd.DataFrame:
     """Regroup (user_id, item_id, weight, last_ts[, event_types, n_events]) pairs into one
-    row per user (:data:`USER_COLUMNS`); ``users`` (when given) are kept in that order,
-    with empty lists for users without pairs."""
-    p = pairs.copy()
-    p[C.USER_ID] = p[C.USER_ID].astype(str)
+    row per user (:data:`USER_COLUMNS`), users and each user's pairs sorted by id
+    (code-point order, as Spark sorts strings); ``users`` (when given) are kept in that
+    order, with empty lists for users without pairs. A frame already sorted by user and
+    item (a staged interactions table) is not sorted again."""
+    user = pairs[C.USER_ID].astype(str).to_numpy(dtype=object)
+    keep = None
     if users is not None:  # only their pairs: an evaluation's users are few of many
-        p = p[p[C.USER_ID].isin(set(np.asarray(users).astype(str).tolist()))]
-    p[C.ITEM_ID] = p[C.ITEM_ID].astype(str)
-    # seconds since the epoch whatever the frame's time unit (ns, us or ms)
-    p["last_s"] = (pd.to_datetime(p["last_ts"], utc=True)
-                   - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    if "event_types" not in p:
-        p["event_types"] = None
-    if "n_events" not in p:
-        p["n_events"] = 1
-    p = p.sort_values([C.USER_ID, C.ITEM_ID], kind="stable")
-    g = p.groupby(C.USER_ID, sort=True)
-    rows = pd.DataFrame({
-        "items": g[C.ITEM_ID].agg(list), "weights": g["weight"].agg(list),
-        "last_s": g["last_s"].agg(list), "event_types": g["event_types"].agg(list),
-        "n_events": g["n_events"].agg(list)})
+        keep = pd.Series(user).isin(set(np.asarray(users).astype(str).tolist())).to_numpy()
+    cols = {"user": user, "item": pairs[C.ITEM_ID].astype(str).to_numpy(dtype=object),
+            "w": pairs["weight"].to_numpy(dtype=np.float64),
+            "t": epoch_seconds(pairs["last_ts"]),
+            "e": pairs["event_types"].to_numpy(dtype=object) if "event_types" in pairs
+            else np.full(len(pairs), None, dtype=object),
+            "n": pairs["n_events"].to_numpy() if "n_events" in pairs
+            else np.ones(len(pairs), np.int64)}
+    if keep is not None:
+        cols = {k: v[keep] for k, v in cols.items()}
+    u, it = cols["user"], cols["item"]
+    if len(u) > 1 and not ((u[1:] > u[:-1]) | ((u[1:] == u[:-1]) & (it[1:] > it[:-1]))).all():
+        order = pd.DataFrame({"u": u, "i": it}).sort_values(["u", "i"], kind="stable").index
+        cols = {k: v[order.to_numpy()] for k, v in cols.items()}
+        u = cols["user"]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.zeros(0, np.int64)
+    cuts = starts[1:]
+
+    def lists(v: np.ndarray) -> list:
+        return [x.tolist() for x in np.split(v, cuts)] if len(v) else []
+
+    rows = pd.DataFrame({C.USER_ID: u[starts], "items": lists(cols["item"]),
+                         "weights": lists(cols["w"]), "last_s": lists(cols["t"]),
+                         "event_types": lists(cols["e"]), "n_events": lists(cols["n"])})
     if users is not None:
-        rows = rows.reindex(pd.Index(np.asarray(users).astype(str), name=C.USER_ID))
+        rows = rows.set_index(C.USER_ID).reindex(
+            pd.Index(np.asarray(users).astype(str), name=C.USER_ID))
         for col in rows.columns:
             rows[col] = [v if isinstance(v, list) else [] for v in rows[col]]
-    return rows.rename_axis(C.USER_ID).reset_index()[list(USER_COLUMNS)]
+        rows = rows.reset_index()
+    return rows[list(USER_COLUMNS)]
+
+
+def epoch_seconds(ts: pd.Series) -> np.ndarray:
+    """Seconds since the epoch of a timestamp column whatever its unit (ns, us or ms), as
+    Spark computes them (``unix_micros(ts) / 1e6``): whole microseconds over 1e6."""
+    t = pd.Series(pd.to_datetime(ts, utc=True)).dt.as_unit("ns")
+    ns = t.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return np.where(t.isna().to_numpy(), np.nan, (ns // 1000) / 1e6)
 
 
 def user_batch(rows: pd.DataFrame, space: ItemSpace, model: CFModel, recs: RecsSettings,

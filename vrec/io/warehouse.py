@@ -207,10 +207,10 @@ SEP = "\x1f"
 
 
 def row_group_shares(folder: str | Path, tasks: int) -> list[list[tuple[str, int]]]:
-    """A staged table's Parquet row groups, (file, row group) in file and group order, cut
-    into at most ``tasks`` runs of consecutive groups with about equal rows each (from
-    the files' footers; no data is read): for Spark tasks that read their share of a
-    table themselves (vrec.spark.ranking)."""
+    """A folder's Parquet row groups, (file, row group) in file and group order, cut into
+    at most ``tasks`` runs of consecutive groups with about equal rows each (from the
+    files' footers; no data is read): the shares of Spark tasks that read a staged table
+    themselves."""
     groups = []
     for f in sorted(Path(folder).glob("*.parquet")):
         meta = pq.ParquetFile(f).metadata
@@ -225,12 +225,49 @@ def row_group_shares(folder: str | Path, tasks: int) -> list[list[tuple[str, int
     return [s for s in shares if s]
 
 
-def read_share(share: list[tuple[str, int]], batch: int) -> Iterator[pd.DataFrame]:
+def read_share(share: list[tuple[str, int]], batch: int,
+               columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """The rows of a share (:func:`row_group_shares`), ``batch`` rows at a time."""
     for f, groups in itertools.groupby(share, key=lambda fg: fg[0]):
-        for b in pq.ParquetFile(f).iter_batches(batch_size=batch,
+        for b in pq.ParquetFile(f).iter_batches(batch_size=batch, columns=columns,
                                                 row_groups=[g for _, g in groups]):
             yield b.to_pandas()
+
+
+def read_keyed_share(shares: list[list[tuple[str, int]]], i: int, key: str,
+                     columns: list[str] | None = None) -> pa.Table:
+    """From a table sorted by ``key`` and cut into ``shares``: the rows of every key whose
+    first row lies in share ``i``. A key that runs on from the share before is left to
+    that share; the share's last key is read on into the groups after it."""
+    groups = [g for share in shares for g in share]
+    at = sum(len(s) for s in shares[:i])
+    mine = groups[at:at + len(shares[i])]
+
+    def group(fg: tuple[str, int], cols: list[str] | None) -> pa.Table:
+        return pq.ParquetFile(fg[0]).read_row_group(fg[1], columns=cols)
+
+    table = pa.concat_tables([group(g, columns) for g in mine])
+    keys = table.column(key)
+    if at > 0 and len(table):  # the previous group's last key belongs to the share before
+        before = group(groups[at - 1], [key]).column(key)
+        prev = before[len(before) - 1]
+        first_new = 0
+        while first_new < len(keys) and keys[first_new] == prev:
+            first_new += 1
+        table, keys = table.slice(first_new), keys.slice(first_new)
+    if len(keys):
+        last, parts = keys[len(keys) - 1], [table]
+        for g in groups[at + len(mine):]:
+            more = group(g, columns)
+            k = more.column(key)
+            run = 0
+            while run < len(k) and k[run] == last:
+                run += 1
+            parts.append(more.slice(0, run))
+            if run < len(k):
+                break
+        table = pa.concat_tables(parts)
+    return table
 
 
 def parquet_rows(paths: Path | list[Path]) -> int:

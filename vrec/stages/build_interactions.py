@@ -27,7 +27,9 @@ def run(ctx) -> dict:
         write(out["events"].select(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.VALUE, C.TS),
               ctx.output("events"), sort=[C.TS])
     with ctx.phase("interactions"):
-        write(out["interactions"], ctx.output("interactions"), sort=[C.USER_ID, C.ITEM_ID])
+        # row groups of 8 MB: the candidates stage's tasks read it in shares of them
+        write(out["interactions"], ctx.output("interactions"), sort=[C.USER_ID, C.ITEM_ID],
+              row_group_mb=8)
     with ctx.phase("feedback"):
         write(out["feedback"].select(*S.FEEDBACK.names()), ctx.output("feedback"),
               sort=[C.TS])

@@ -25,7 +25,6 @@ def run(ctx) -> dict:
     from vrec.dates import end_of_ds
     from vrec.io import warehouse as W
     from vrec.spark.candidates import write_candidates
-    from vrec.spark.users import user_rows, with_exclusions
     from vrec.stages.common import driver_inputs, run_content
 
     spark, ds, r = ctx.spark, ctx.ds, ctx.settings.recs
@@ -57,14 +56,12 @@ def run(ctx) -> dict:
     # the mean profile's own top-N is retrieved only when the blend gives it a share
     profile = profile_source(ranking_policy(r, blend, slots_off))
     with ctx.phase("retrieve (Spark, written)"):
-        rows = with_exclusions(user_rows(spark.read.parquet(str(ctx.input("interactions")))),
-                               spark, exclude)
         worker_s: dict[str, float] = {}
         n_users, n_cands = write_candidates(
-            spark, rows, ctx.output("candidates"), space_dir=ctx.output("item_space"),
-            model_dir=ctx.input("model"), recs=r, visual=ctx.settings.visual,
-            end=pd.Timestamp(end_of_ds(ds)), profile=profile, extra=ctx.settings.ranker.enabled,
-            seconds=worker_s)
+            spark, ctx.input("interactions"), ctx.output("candidates"),
+            space_dir=ctx.output("item_space"), model_dir=ctx.input("model"), recs=r,
+            visual=ctx.settings.visual, end=pd.Timestamp(end_of_ds(ds)), exclude=exclude,
+            profile=profile, extra=ctx.settings.ranker.enabled, seconds=worker_s)
     print(f"[vrec] {ds} candidates: the tasks' seconds, summed over tasks: "
           + ", ".join(f"{k} {v:.1f}" for k, v in worker_s.items()), flush=True)
     ctx.record(n_users, int(n_cands), 0, items=int(space.n), new_arrivals=int(space.new.sum()),

@@ -29,12 +29,19 @@ class DriverInputs:
     trending: list[str]
 
 
-def write(df, path, *, files: int = 1, sort: list[str] | None = None) -> None:
-    """Write a Spark DataFrame as ``files`` Parquet files, optionally sorted within them."""
+def write(df, path, *, files: int = 1, sort: list[str] | None = None,
+          row_group_mb: int | None = None) -> None:
+    """Write a Spark DataFrame as ``files`` Parquet files, optionally sorted within them;
+    ``row_group_mb``: row groups of about that many MB (Parquet's ``parquet.block.size``;
+    default 128), for tables that Spark tasks read in shares of row groups
+    (vrec.io.warehouse.row_group_shares)."""
     out = df.repartition(files)
     if sort:
         out = out.sortWithinPartitions(*sort)
-    out.write.mode("overwrite").parquet(str(path))
+    w = out.write.mode("overwrite")
+    if row_group_mb:
+        w = w.option("parquet.block.size", row_group_mb << 20)
+    w.parquet(str(path))
 
 
 def driver_inputs(ctx, pairs: list[str] | None = PAIR_COLUMNS) -> DriverInputs:
