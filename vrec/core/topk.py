@@ -211,6 +211,8 @@ class TopK:
         self.inv = np.empty(self.m, dtype=np.int64)
         self.inv[self.perm] = np.arange(self.m)
         self._heads: dict[tuple, np.ndarray] = {}
+        self._groups: EqualGroups | None = None  # search_set's, built on its first call
+        self._grouped = False
 
     def search(self, queries: np.ndarray, k: int, *,
                exclude: Sequence[np.ndarray] | sp.spmatrix | None = None,
@@ -305,12 +307,14 @@ class TopK:
         :meth:`search`'s float32 scores come from matrix products whose rounding depends
         on the row's place in the block, so where items tie (equal vectors) or nearly tie
         at the k-th place, which of them a row keeps depends on the other rows of the call.
-        Here a row whose k-th and (k+1)-th scores are within twice the rounding bound
-        (``2·D·2⁻²⁴·|q|·max|item|`` each) is settled by its true scores: the items that
-        can reach the k-th place, scored in float64 (exact products, summed per item),
-        ties by the lower index. The other rows keep :meth:`search`'s set, which is then
-        the exact one. The search looks :data:`SET_EXTRA` results further; a row whose
-        near-tie runs past them is scored against every item."""
+        Items of equal vectors, when they are many (:class:`EqualGroups`), are searched
+        once per vector. Otherwise a row whose k-th and (k+1)-th scores are within twice
+        a rounding margin (``√D·2⁻²²·|q|·max|item|``, several times the largest float32
+        rounding measured) is settled by its true scores: the items that can reach the
+        k-th place, scored in float64 (exact products, summed per item), ties by the
+        lower index. The other rows keep :meth:`search`'s set, which is then the exact
+        one. The search looks :data:`SET_EXTRA` results further; a row whose near-tie runs
+        past them is scored against every item."""
         n, m = len(queries), self.m
         out = np.full((n, k), -1, dtype=np.int64)
         k_eff = min(k, m)
@@ -354,8 +358,8 @@ class TopK:
         """The items' groups of equal vectors when at most half as many as the items
         (:class:`EqualGroups`; built once), else None. Pruned and two-pass indexes do
         not group."""
-        if not hasattr(self, "_groups"):
-            self._groups = None
+        if not self._grouped:
+            self._grouped = True
             if not self.prune and self.reduced is None and self.m >= 2 * SET_EXTRA:
                 items = np.ascontiguousarray(self.sorted_items[self.inv])
                 keys = items.view(np.dtype((np.void, items.dtype.itemsize * items.shape[1])))
