@@ -225,11 +225,10 @@ def row_group_shares(folder: str | Path, tasks: int) -> list[list[tuple[str, int
     return [s for s in shares if s]
 
 
-def read_share(share: list[tuple[str, int]], batch: int,
-               columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+def read_share(share: list[tuple[str, int]], batch: int) -> Iterator[pd.DataFrame]:
     """The rows of a share (:func:`row_group_shares`), ``batch`` rows at a time."""
     for f, groups in itertools.groupby(share, key=lambda fg: fg[0]):
-        for b in pq.ParquetFile(f).iter_batches(batch_size=batch, columns=columns,
+        for b in pq.ParquetFile(f).iter_batches(batch_size=batch,
                                                 row_groups=[g for _, g in groups]):
             yield b.to_pandas()
 

@@ -29,10 +29,9 @@ from vrec import schemas as S
 from vrec.config import RecsSettings, VisualSettings
 from vrec.core.retrieval import retrieve
 from vrec.core.users import pairs_by_user, user_batch
+from vrec.core.window import PAIR_COLUMNS  # the interactions' columns a task reads
 from vrec.io import warehouse as W
 
-# the interactions' columns a task reads (vrec.core.users.pairs_by_user)
-PAIR_COLUMNS = [C.USER_ID, C.ITEM_ID, "weight", "last_ts", "event_types", "n_events"]
 CHUNK_PAIRS = 1 << 18  # pairs regrouped at a time (whole users)
 
 _LOADED: dict[tuple, tuple] = {}
