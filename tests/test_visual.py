@@ -174,6 +174,43 @@ def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():
     assert same["chosen"]["factors"] == 2 and same["chosen_ndcg"] == same["configured_ndcg"]
 
 
+def test_cf_tuning_screens_with_fewer_sweeps_and_fits_the_chosen_point_in_full():
+    """With cf.tune_iterations below cf.iterations every grid point is fit with the
+    screening sweeps, the chosen one once more with all of them, and that full fit (not a
+    screening one) is what the caller keeps; the screening does not change what a stored
+    tuning is reused by."""
+    from vrec.spark.cf import fit_cf
+
+    pairs, _, _, trending = _taste_pairs(n_users=300)
+    recs = RecsSettings(k=5, tune_min_users=10)
+    cf = CFSettings(factors=2, iterations=6, tune_iterations=2, regularization=0.1,
+                    alpha=2.0, tune_factors=(2, 16), tune_regularization=(0.1,),
+                    tune_alpha=(2.0,), tune_visual_prior=(0.0,))
+    window = _taste_window(pairs, trending)
+    fits, kept = [], []
+
+    def fit_with(c):
+        def fit(p):
+            model = fit_cf(p, c)
+            fits.append((c.factors, c.iterations, model))
+            return model
+        return fit
+
+    out = tune_cf(window, cf, recs, fit_with, keep=lambda c, m: kept.append((c, m)))
+    assert [f[:2] for f in fits] == [(2, 2), (16, 2), (16, 6)]
+    assert out["screen_iterations"] == 2 and out["chosen"]["factors"] == 16
+    assert len(kept) == 1 and kept[0][0].iterations == 6 and kept[0][0].factors == 16
+    assert kept[0][1] is fits[-1][2]
+    # the full fit scores the chosen point on the window apart from its screening score
+    full = tune_cf(window, cf.model_copy(update={"factors": 16, "tune_iterations": None}),
+                   recs, lambda c: (lambda p: fit_cf(p, c)))
+    assert "chosen_full_ndcg" not in full and full["screen_iterations"] == 6
+    assert out["chosen_full_ndcg"] == full["configured_ndcg"]
+    assert out["grid"]["f16/r0.1/a2/p0"] != out["chosen_full_ndcg"]
+    assert settings_key(cf, ContentSettings()) == \
+        settings_key(cf.model_copy(update={"tune_iterations": 15}), ContentSettings())
+
+
 def test_a_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_similar_data():
     cf = CFSettings()
     key = settings_key(cf, ContentSettings())

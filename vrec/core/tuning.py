@@ -10,7 +10,8 @@ coordinate search from the configured values (alpha, regularization, factors, th
 image prior over their grids),
 fitting the run's engine on the training part each time and scoring the plain CF lists;
 a value replaces the current one only when it beats it by more than one standard error of
-the paired per-user difference.
+the paired per-user difference. Each point is fit with ``cf.tune_iterations`` sweeps
+(:func:`screen_iterations`), and the chosen one once more with all ``cf.iterations``.
 
 :func:`tune_blend`: with the tuned CF model fit on the training part, retrieval and the
 ranker (the production code, on users built by vrec.core.users) build lists at each
@@ -106,29 +107,50 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
     rows = pairs_by_user(window.train, window.users)
     grids = (("alpha", cf.tune_alpha), ("regularization", cf.tune_regularization),
              ("factors", cf.tune_factors), ("visual_prior", cf.tune_visual_prior))
+    sweeps = screen_iterations(cf)
+    screened = sweeps < cf.iterations
+    out["screen_iterations"] = sweeps
 
     last: dict[str, CFModel] = {}  # the point just scored's model, for ``keep``
 
-    with progress(label, 1 + sum(len(v) for _, v in grids), "grid points") as bar:
+    def lists_ndcg(model: CFModel) -> np.ndarray:
+        return window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
+
+    with progress(label, 1 + sum(len(v) for _, v in grids) + int(screened),
+                  "grid points") as bar:
         def score(c: CFSettings) -> np.ndarray:
             last.clear()  # held only until the next fit: a best one is the caller's
-            model = fit_with(c)(window.train)
-            v = window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
-            if keep is not None:
+            model = fit_with(c.model_copy(update={"iterations": sweeps}))(window.train)
+            v = lists_ndcg(model)
+            if keep is not None and not screened:
                 last["model"] = model
             out["grid"][_cf_key(c)] = round(float(v.mean()), 5)
             bar.update()
             return v
 
-        best, best_v = _cf_search(cf, grids, score, bar, on_best=None if keep is None else
+        best, best_v = _cf_search(cf, grids, score, bar,
+                                  on_best=None if keep is None or screened else
                                   lambda c: keep(c, last["model"]))
         last.clear()
+        if screened:  # the chosen point as the night fits it: all of cf.iterations
+            model = fit_with(best)(window.train)
+            out["chosen_full_ndcg"] = round(float(lists_ndcg(model).mean()), 5)
+            if keep is not None:
+                keep(best, model)
+            del model
+            bar.update()
     out["configured_ndcg"] = out["grid"][_cf_key(cf)]
     out["chosen"] = {"factors": best.factors, "regularization": best.regularization,
                      "alpha": best.alpha, "visual_prior": best.visual_prior}
     out["chosen_ndcg"] = round(float(best_v.mean()), 5)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def screen_iterations(cf: CFSettings) -> int:
+    """The ALS sweeps each grid point of the CF tuning is fit with: ``cf.tune_iterations``
+    (null: ``cf.iterations``), never more than ``cf.iterations``."""
+    return min(cf.tune_iterations or cf.iterations, cf.iterations)
 
 
 def _cf_key(c: CFSettings) -> str:
@@ -201,11 +223,16 @@ def data_size(pairs: pd.DataFrame) -> dict[str, int]:
             "items": int(pairs[C.ITEM_ID].nunique())}
 
 
+# how hard the CF tuning screens its grid, not what it searches: a tuning stored with
+# other screening is still a tuning of the same grid and starting point, and reused
+SCREENING = {"tune_iterations"}
+
+
 def settings_key(cf: CFSettings, content: ContentSettings) -> dict:
     """The CF settings a tuning starts from and the content features its image prior
     uses (a change of any of them tunes again)."""
     tuned = {"factors", "regularization", "alpha", "visual_prior"}
-    return cf.model_dump(mode="json", exclude=tuned) | {
+    return cf.model_dump(mode="json", exclude=tuned | SCREENING) | {
         "start": [cf.factors, cf.regularization, cf.alpha, cf.visual_prior],
         "content": content.model_dump(mode="json")}
 
@@ -216,7 +243,8 @@ def blend_settings_key(recs: RecsSettings, visual: VisualSettings, cf: CFSetting
     the visual and content settings and the CF model it ranks with (a change of any
     tunes again)."""
     return {"recs": recs.model_dump(mode="json"), "visual": visual.model_dump(mode="json"),
-            "cf": cf.model_dump(mode="json"), "content": content.model_dump(mode="json")}
+            "cf": cf.model_dump(mode="json", exclude=SCREENING),
+            "content": content.model_dump(mode="json")}
 
 
 # ---------------------------------------------------------------- the blend
