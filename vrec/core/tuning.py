@@ -10,8 +10,9 @@ coordinate search from the configured values (alpha, regularization, factors, th
 image prior over their grids),
 fitting the run's engine on the training part each time and scoring the plain CF lists;
 a value replaces the current one only when it beats it by more than one standard error of
-the paired per-user difference. Each point is fit with ``cf.tune_iterations`` sweeps
-(:func:`screen_iterations`), and the chosen one once more with all ``cf.iterations``.
+the paired per-user difference. With ``cf.tune_iterations`` below ``cf.iterations``
+(:func:`screen_iterations`), each point is fit with that many sweeps and the chosen one
+once more with all of them.
 
 :func:`tune_blend`: with the tuned CF model fit on the training part, retrieval and the
 ranker (the production code, on users built by vrec.core.users) build lists at each
