@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness import (
         _paired,
         forward_pair,
-        movielens_pairs,
+        movielens_holdout,
         movielens_tuning,
         plain_cf_ndcg,
         tuned,
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from vrec import columns as C
     from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
     from vrec.core.visual import content_features
-    from vrec.core.window import Window, per_user_chronological_split
+    from vrec.core.window import Window
     from vrec.data.fashion import FORMS, load_styles, simulate_shoppers
 
     recs = RecsSettings()
@@ -89,16 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                                               "results": results}, indent=1))
 
     if not args.no_movielens:
-        ml = DATASETS / "movielens-small"
-        vectors = dataset_embeddings("movielens")
-        pairs, catalog = movielens_pairs(ml)
-        train, test = per_user_chronological_split(pairs)
-        test = test[test["rating"] >= 3.5]
-        end = pairs["last_ts"].max() + pd.Timedelta(seconds=1)
-        train = train.drop(columns=["rating"])
-        holdout = Window(train, test.groupby(C.USER_ID)[C.ITEM_ID].apply(
-            lambda s: set(s.astype(str))).to_dict(), end, "user")
-        compare("movielens", movielens_tuning(train, recs), holdout, catalog, vectors)
+        holdout, catalog = movielens_holdout(DATASETS / "movielens-small")
+        compare("movielens", movielens_tuning(holdout.train, recs), holdout, catalog,
+                dataset_embeddings("movielens"))
 
     vectors = dataset_embeddings("fashion")
     styles = load_styles(DATASETS / "fashion-small", set(vectors[C.ITEM_ID].astype(str)))

@@ -269,19 +269,27 @@ def movielens_tuning(train: pd.DataFrame, recs: RecsSettings, seed: int = 0) -> 
     return user_window(train, end).sampled(recs.tune_max_users, seed)
 
 
-def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = None,
-                  cf: CFSettings | None = None, content: ContentSettings | None = None,
-                  als_grid: bool = False, ranker: bool = True) -> dict:
-    """Per-user chronological split (last 20%; relevant = test ratings >= 3.5); the
-    tunings per user inside the training part (:func:`movielens_tuning`), and the
-    learned ranker's training window per user inside the tuning window's features."""
+def movielens_holdout(ml_dir) -> tuple[Window, pd.DataFrame]:
+    """(holdout, catalog) of MovieLens: the per-user chronological split (each user's
+    last 20%; relevant = test ratings >= 3.5); the holdout's ``train`` is the training
+    part."""
     pairs, catalog = movielens_pairs(ml_dir)
     train, test = per_user_chronological_split(pairs)
     test = test[test["rating"] >= 3.5]
     end = pairs["last_ts"].max() + pd.Timedelta(seconds=1)
     train = train.drop(columns=["rating"])
-    holdout = Window(train, test.groupby(C.USER_ID)[C.ITEM_ID].apply(
-        lambda s: set(s.astype(str))).to_dict(), end, "user")
+    return Window(train, test.groupby(C.USER_ID)[C.ITEM_ID].apply(
+        lambda s: set(s.astype(str))).to_dict(), end, "user"), catalog
+
+
+def run_movielens(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | None = None,
+                  cf: CFSettings | None = None, content: ContentSettings | None = None,
+                  als_grid: bool = False, ranker: bool = True) -> dict:
+    """:func:`movielens_holdout`; the tunings per user inside the training part
+    (:func:`movielens_tuning`), and the learned ranker's training window per user inside
+    the tuning window's features."""
+    holdout, catalog = movielens_holdout(ml_dir)
+    train = holdout.train
     recs = recs or RecsSettings()
     tuning = movielens_tuning(train, recs)
     # the ranker's training window: per user again, inside the tuning window's features
