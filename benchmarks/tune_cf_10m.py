@@ -6,7 +6,7 @@ it, then runs the CF tuning on it with ``cf.tune_iterations`` null and with ``--
 sweeps, one after the other in one process, with the night's image features (the prior's
 points included). Prints and writes each tuning's record with its wall seconds.
 
-    .venv/bin/python benchmarks/tune_cf_10m.py [--screen 5]
+    .venv/bin/python benchmarks/tune_cf_10m.py [--screen 5] [--modes full,screened] [--out F]
 
 Writes ``benchmarks/results/cf_tuning_10m.json``.
 """
@@ -27,6 +27,7 @@ CACHE = HERE / ".cache" / "scale-10m"
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--screen", type=int, default=5)
+    ap.add_argument("--modes", default="full,screened", help="which tunings, in order")
     ap.add_argument("--ds", default="2026-11-19")
     ap.add_argument("--as-of", default="2026-11-18")
     ap.add_argument("--out", default=str(HERE / "results" / "cf_tuning_10m.json"))
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     content = load_features(run / "content.npz")
     out = {}
-    for label, screen in (("full", None), ("screened", args.screen)):
+    for label in args.modes.split(","):
+        screen = {"full": None, "screened": args.screen}[label]
         cf = s.cf.model_copy(update={"tune_iterations": screen})
         t = time.perf_counter()
         rec = tune_cf(w, cf, s.recs, lambda c: (lambda p: fit_cf(

@@ -211,6 +211,43 @@ def test_cf_tuning_screens_with_fewer_sweeps_and_fits_the_chosen_point_in_full()
         settings_key(cf.model_copy(update={"tune_iterations": 15}), ContentSettings())
 
 
+def test_fits_that_differ_only_in_the_image_prior_share_one_als_fit(monkeypatch):
+    """Inside sharing_plain_fits, fits of the same pairs frame at several prior strengths
+    fit ALS once and refine that fit, giving the very factors separate fits give; another
+    frame (even an equal copy) or another setting fits again, and nothing is shared
+    outside. The CF tuning's prior points run this way."""
+    import vrec.spark.cf as spark_cf
+    from vrec.core.cf import plain_fits, sharing_plain_fits
+    from vrec.core.visual import ImageFeatures
+
+    pairs, _, vectors, _ = _taste_pairs(n_users=120)
+    feats = ImageFeatures(vectors[C.ITEM_ID].to_numpy(),
+                          np.stack(vectors["embedding"].to_numpy()).astype(np.float32)[:, :8])
+    cf = CFSettings(factors=4, iterations=4, regularization=0.1, alpha=2.0)
+    calls, real = [], spark_cf.fit_implicit
+    monkeypatch.setattr(spark_cf, "fit_implicit",
+                        lambda mat, c: calls.append(c.visual_prior) or real(mat, c))
+    apart = {p: spark_cf.fit_cf(pairs, cf.model_copy(update={"visual_prior": p}), images=feats)
+             for p in (0.0, 30.0, 100.0)}
+    assert len(calls) == 3
+    calls.clear()
+    with sharing_plain_fits():
+        shared = {p: spark_cf.fit_cf(pairs, cf.model_copy(update={"visual_prior": p}),
+                                     images=feats) for p in (0.0, 30.0, 100.0)}
+        assert calls == [0.0]
+        spark_cf.fit_cf(pairs.copy(), cf.model_copy(update={"visual_prior": 30.0}), images=feats)
+        spark_cf.fit_cf(pairs, cf.model_copy(update={"alpha": 5.0, "visual_prior": 30.0}),
+                        images=feats)
+        assert calls == [0.0, 30.0, 30.0]
+    assert plain_fits() is None
+    for p, m in shared.items():
+        assert m.version == apart[p].version
+        np.testing.assert_array_equal(m.user_factors, apart[p].user_factors)
+        np.testing.assert_array_equal(m.item_factors, apart[p].item_factors)
+    assert shared[30.0].params["image_prior"]["applied"]
+    assert not np.array_equal(shared[30.0].item_factors, shared[0.0].item_factors)
+
+
 def test_a_tuning_is_reused_only_for_the_same_settings_a_recent_earlier_day_and_similar_data():
     cf = CFSettings()
     key = settings_key(cf, ContentSettings())

@@ -25,6 +25,9 @@ the same ``regularization`` is a stronger penalty under MLlib.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +183,56 @@ def fit_implicit(mat: sp.csr_matrix, cf: CFSettings) -> tuple[np.ndarray, np.nda
 
 
 # ---------------------------------------------------------------- image prior (VBPR-style)
+
+class PlainFits:
+    """The last plain ALS fit (before the image prior) of one pairs frame, while
+    :func:`sharing_plain_fits` is on. The image prior refines a fitted model
+    (:func:`refine_with_images`), so the CF tuning's prior points (the same factors,
+    regularization and alpha at several prior strengths) share one ALS fit with the
+    point without a prior instead of fitting it again each: the fit is deterministic
+    (``cf.random_state``), so the model is the one a new fit would give. Keyed by the
+    frame itself (not a copy) and every setting but the prior's strength."""
+
+    def __init__(self) -> None:
+        self.pairs: object = None
+        self.key: str | None = None
+        self.fit: tuple | None = None
+
+    @staticmethod
+    def _key(cf: CFSettings) -> str:
+        return cf.model_dump_json(exclude={"visual_prior"})
+
+    def get(self, pairs: object, cf: CFSettings) -> tuple | None:
+        """The held fit when it was of these very pairs with these settings (the prior's
+        strength aside), else None."""
+        if self.fit is not None and pairs is self.pairs and self._key(cf) == self.key:
+            return self.fit
+        return None
+
+    def offer(self, pairs: object, cf: CFSettings, fit: tuple) -> None:
+        """Hold ``fit`` (in place of the one held)."""
+        self.pairs, self.key, self.fit = pairs, self._key(cf), fit
+
+
+_PLAIN_FITS: ContextVar[PlainFits | None] = ContextVar("vrec_plain_fits", default=None)
+
+
+@contextmanager
+def sharing_plain_fits() -> Iterator[PlainFits]:
+    """Within: fits of one pairs frame that differ only in the image prior's strength
+    share their plain ALS fit (:class:`PlainFits`; vrec.spark.cf.fit_cf asks
+    :func:`plain_fits`). The held fit is let go on leaving."""
+    token = _PLAIN_FITS.set(PlainFits())
+    try:
+        yield _PLAIN_FITS.get()
+    finally:
+        _PLAIN_FITS.reset(token)
+
+
+def plain_fits() -> PlainFits | None:
+    """The :class:`PlainFits` of the enclosing :func:`sharing_plain_fits`, else None."""
+    return _PLAIN_FITS.get()
+
 
 def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
               prior_mean: np.ndarray | None = None,

@@ -40,6 +40,7 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
+from vrec.core.cf import sharing_plain_fits
 from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.models import variant_lists
 from vrec.core.ranking import lists_by_user, rank
@@ -118,7 +119,7 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
         return window.ndcg(cf_lists(model, rows, recs.k, recs.seen_event_types), recs.k)
 
     with progress(label, 1 + sum(len(v) for _, v in grids) + int(screened),
-                  "grid points") as bar:
+                  "grid points") as bar, sharing_plain_fits():
         def score(c: CFSettings) -> np.ndarray:
             last.clear()  # held only until the next fit: a best one is the caller's
             model = fit_with(c.model_copy(update={"iterations": sweeps}))(window.train)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings
-from vrec.core.cf import CFModel, build_matrix, fit_implicit, refine_with_images
+from vrec.core.cf import CFModel, build_matrix, fit_implicit, plain_fits, refine_with_images
 from vrec.core.visual import ImageFeatures
 
 
@@ -156,11 +156,19 @@ def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
             pdf = pairs
         else:
             pdf = pairs.select(C.USER_ID, C.ITEM_ID, "weight").toPandas()
-        users, items, mat = build_matrix(pdf, cf.alpha)
-        if mat.nnz == 0:
-            raise ValueError(f"no positive interactions to train on for ds={ds}")
+        shared = plain_fits() if isinstance(pairs, pd.DataFrame) else None
+        held = shared.get(pairs, cf) if shared is not None else None
         t0 = time.perf_counter()
-        uf, itf, device = fit_implicit(mat, cf)
+        if held is not None:  # the same plain fit (vrec.core.cf.PlainFits)
+            users, items, mat, uf, itf, device = held
+        else:
+            users, items, mat = build_matrix(pdf, cf.alpha)
+            if mat.nnz == 0:
+                raise ValueError(f"no positive interactions to train on for ds={ds}")
+            t0 = time.perf_counter()
+            uf, itf, device = fit_implicit(mat, cf)
+            if shared is not None:
+                shared.offer(pairs, cf, (users, items, mat, uf, itf, device))
         if cf.visual_prior > 0 and images is not None:
             z, has = images.lookup(items)
             uf, itf, prior = refine_with_images(uf, itf, mat, z, has,
