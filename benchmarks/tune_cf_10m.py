@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ds", default="2026-11-19")
     ap.add_argument("--as-of", default="2026-11-18")
     ap.add_argument("--out", default=str(HERE / "results" / "cf_tuning_10m.json"))
+    ap.add_argument("--cache", default=str(CACHE), help="make bench-scale's 10M folder")
     args = ap.parse_args(argv)
 
     from vrec.config import load_settings
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from vrec.spark.session import build_session
     from vrec.spark.windows import forward_window_at
 
-    run = CACHE / "night1" / "warehouse" / "_runs" / args.ds
-    s = load_settings(CACHE / "vrec.yaml")
+    run = Path(args.cache) / "night1" / "warehouse" / "_runs" / args.ds
+    s = load_settings(Path(args.cache) / "vrec.yaml")
     spark = build_session(s.model_copy(update={"spark": s.spark.for_stage("train_cf")}),
                           "vrec-tune-cf-10m")
     t = time.perf_counter()
