@@ -148,24 +148,26 @@ def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
         prepared.unpersist()
         device = "spark"
     else:
-        if spark_needed:
-            pdf = prepared.toPandas()
-        elif isinstance(pairs, (str, Path)):
-            pdf = read_pairs_local(pairs)
-        elif isinstance(pairs, pd.DataFrame):
-            pdf = pairs
-        else:
-            pdf = pairs.select(C.USER_ID, C.ITEM_ID, "weight").toPandas()
+        # the tuning's prior points share one plain fit of the same frame (vrec.core.cf
+        # .PlainFits): nothing is read or fit again for them
         shared = plain_fits() if isinstance(pairs, pd.DataFrame) else None
         held = shared.get(pairs, cf) if shared is not None else None
-        t0 = time.perf_counter()
-        if held is not None:  # the same plain fit (vrec.core.cf.PlainFits)
-            users, items, mat, uf, itf, device = held
-        else:
+        if held is None:
+            if spark_needed:
+                pdf = prepared.toPandas()
+            elif isinstance(pairs, (str, Path)):
+                pdf = read_pairs_local(pairs)
+            elif isinstance(pairs, pd.DataFrame):
+                pdf = pairs
+            else:
+                pdf = pairs.select(C.USER_ID, C.ITEM_ID, "weight").toPandas()
             users, items, mat = build_matrix(pdf, cf.alpha)
             if mat.nnz == 0:
                 raise ValueError(f"no positive interactions to train on for ds={ds}")
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        if held is not None:
+            users, items, mat, uf, itf, device = held
+        else:
             uf, itf, device = fit_implicit(mat, cf)
             if shared is not None:
                 shared.offer(pairs, cf, (users, items, mat, uf, itf, device))
