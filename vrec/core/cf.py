@@ -184,53 +184,64 @@ def fit_implicit(mat: sp.csr_matrix, cf: CFSettings) -> tuple[np.ndarray, np.nda
 
 # ---------------------------------------------------------------- image prior (VBPR-style)
 
-class PlainFits:
-    """The last plain ALS fit (before the image prior) of one pairs frame, while
-    :func:`sharing_plain_fits` is on. The image prior refines a fitted model
-    (:func:`refine_with_images`), so the CF tuning's prior points (the same factors,
-    regularization and alpha at several prior strengths) share one ALS fit with the
-    point without a prior instead of fitting it again each: the fit is deterministic
-    (``cf.random_state``), so the model is the one a new fit would give. Keyed by the
-    frame itself (not a copy) and every setting but the prior's strength."""
+class HeldFit:
+    """One fit held for reuse: the pairs frame it was of (the frame itself, not an equal
+    copy), a key of its settings, and any other inputs that must be the very same objects
+    (the image features). Fits are deterministic (``cf.random_state``), so a held one is
+    the one a new fit would give. vrec.stages.common.WindowFit holds the tunings'
+    window model this way, and :func:`sharing_plain_fits` the plain ALS fit that the
+    tuning's image-prior points share."""
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Let the held fit go."""
         self.pairs: object = None
         self.key: str | None = None
-        self.fit: tuple | None = None
+        self.value: object = None
+        self.same: tuple = ()
 
-    @staticmethod
-    def _key(cf: CFSettings) -> str:
-        return cf.model_dump_json(exclude={"visual_prior"})
+    def offer(self, pairs: object, key: str, value: object, *same: object) -> None:
+        """Hold ``value``, of ``pairs`` with settings ``key`` and inputs ``same`` (in
+        place of the one held)."""
+        self.pairs, self.key, self.value, self.same = pairs, key, value, same
 
-    def get(self, pairs: object, cf: CFSettings) -> tuple | None:
-        """The held fit when it was of these very pairs with these settings (the prior's
-        strength aside), else None."""
-        if self.fit is not None and pairs is self.pairs and self._key(cf) == self.key:
-            return self.fit
+    def get(self, pairs: object, key: str, *same: object):
+        """The held value when it was of these very pairs and inputs with this key, else
+        None."""
+        if self.value is not None and pairs is self.pairs and key == self.key \
+                and len(same) == len(self.same) \
+                and all(a is b for a, b in zip(same, self.same, strict=True)):
+            return self.value
         return None
 
-    def offer(self, pairs: object, cf: CFSettings, fit: tuple) -> None:
-        """Hold ``fit`` (in place of the one held)."""
-        self.pairs, self.key, self.fit = pairs, self._key(cf), fit
+
+def plain_fit_key(cf: CFSettings) -> str:
+    """What a plain ALS fit depends on among the settings: all but the image prior's
+    strength, which only the refinement after it uses (:func:`refine_with_images`)."""
+    return cf.model_dump_json(exclude={"visual_prior"})
 
 
-_PLAIN_FITS: ContextVar[PlainFits | None] = ContextVar("vrec_plain_fits", default=None)
+_PLAIN_FITS: ContextVar[HeldFit | None] = ContextVar("vrec_plain_fits", default=None)
 
 
 @contextmanager
-def sharing_plain_fits() -> Iterator[PlainFits]:
+def sharing_plain_fits() -> Iterator[HeldFit]:
     """Within: fits of one pairs frame that differ only in the image prior's strength
-    share their plain ALS fit (:class:`PlainFits`; vrec.spark.cf.fit_cf asks
-    :func:`plain_fits`). The held fit is let go on leaving."""
-    token = _PLAIN_FITS.set(PlainFits())
+    share their plain ALS fit (a :class:`HeldFit` keyed by :func:`plain_fit_key`;
+    vrec.spark.cf.fit_cf asks :func:`plain_fits`): the prior refines a fitted model, so
+    the CF tuning's prior points refine the fit of the point without a prior instead of
+    fitting it again. The held fit is let go on leaving."""
+    token = _PLAIN_FITS.set(HeldFit())
     try:
         yield _PLAIN_FITS.get()
     finally:
         _PLAIN_FITS.reset(token)
 
 
-def plain_fits() -> PlainFits | None:
-    """The :class:`PlainFits` of the enclosing :func:`sharing_plain_fits`, else None."""
+def plain_fits() -> HeldFit | None:
+    """The :class:`HeldFit` of the enclosing :func:`sharing_plain_fits`, else None."""
     return _PLAIN_FITS.get()
 
 

@@ -20,7 +20,14 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings
-from vrec.core.cf import CFModel, build_matrix, fit_implicit, plain_fits, refine_with_images
+from vrec.core.cf import (
+    CFModel,
+    build_matrix,
+    fit_implicit,
+    plain_fit_key,
+    plain_fits,
+    refine_with_images,
+)
 from vrec.core.visual import ImageFeatures
 
 
@@ -149,9 +156,9 @@ def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
         device = "spark"
     else:
         # the tuning's prior points share one plain fit of the same frame (vrec.core.cf
-        # .PlainFits): nothing is read or fit again for them
+        # .sharing_plain_fits): nothing is read or fit again for them
         shared = plain_fits() if isinstance(pairs, pd.DataFrame) else None
-        held = shared.get(pairs, cf) if shared is not None else None
+        held = shared.get(pairs, plain_fit_key(cf)) if shared is not None else None
         if held is None:
             if spark_needed:
                 pdf = prepared.toPandas()
@@ -170,7 +177,7 @@ def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
         else:
             uf, itf, device = fit_implicit(mat, cf)
             if shared is not None:
-                shared.offer(pairs, cf, (users, items, mat, uf, itf, device))
+                shared.offer(pairs, plain_fit_key(cf), (users, items, mat, uf, itf, device))
         if cf.visual_prior > 0 and images is not None:
             z, has = images.lookup(items)
             uf, itf, prior = refine_with_images(uf, itf, mat, z, has,

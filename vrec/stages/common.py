@@ -57,37 +57,32 @@ def driver_inputs(ctx, pairs: list[str] | None = PAIR_COLUMNS) -> DriverInputs:
         trending=pop.sort_values("trending_rank")[C.ITEM_ID].astype(str).tolist())
 
 
-@dataclass
 class WindowFit:
     """One CF model a stage fit, with the training pairs (the frame itself), settings
-    and image features it was fit with. The CF tuning's chosen point, the blend tuning
-    and the learned ranker's validation window all fit the tunings' forward window with
-    the tuned settings: the first fit serves the others (at 10M each is one to two
-    minutes of a night that tunes). The fit is deterministic (``cf.random_state``), so
-    the model is the one a new fit would give."""
+    and image features it was fit with (a vrec.core.cf.HeldFit). The CF tuning's chosen
+    point, the blend tuning and the learned ranker's validation window all fit the
+    tunings' forward window with the tuned settings: the first fit serves the others (at
+    10M each is one to two minutes of a night that tunes). The fit is deterministic
+    (``cf.random_state``), so the model is the one a new fit would give."""
 
-    pairs: object = None
-    key: str | None = None
-    images: object = None
-    model: object = None
+    def __init__(self) -> None:
+        from vrec.core.cf import HeldFit
+
+        self._held = HeldFit()
 
     def offer(self, pairs, cf, images, model) -> None:
         """Hold ``model``, fit on ``pairs`` with ``cf`` and ``images`` (in place of the
         one held)."""
-        self.pairs, self.key, self.images, self.model = pairs, cf.model_dump_json(), \
-            images, model
+        self._held.offer(pairs, cf.model_dump_json(), model, images)
 
     def clear(self) -> None:
         """Let the held model go."""
-        self.pairs = self.key = self.images = self.model = None
+        self._held.clear()
 
     def get(self, pairs, cf, images):
         """The held model when it was fit on these very pairs with these settings and
         image features, else None."""
-        if self.model is not None and pairs is self.pairs and images is self.images \
-                and cf.model_dump_json() == self.key:
-            return self.model
-        return None
+        return self._held.get(pairs, cf.model_dump_json(), images)
 
 
 def cf_fitter(ctx, cf=None, images=None, shared: WindowFit | None = None):
