@@ -37,10 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "cf_screening.json"))
     args = ap.parse_args(argv)
 
-    import pandas as pd
     from harness import (
         _paired,
-        forward_pair,
+        fashion_windows,
         movielens_holdout,
         movielens_tuning,
         plain_cf_ndcg,
@@ -96,16 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     vectors = dataset_embeddings("fashion")
     styles = load_styles(DATASETS / "fashion-small", set(vectors[C.ITEM_ID].astype(str)))
     forms = FORMS if args.forms == "all" else tuple(args.forms.split(","))
-    days, test_days, window_days = 60, 7, 7
     for form in forms:
-        ev, items = simulate_shoppers(styles, n_users=args.users, days=days, seed=0, form=form,
-                                      titles="shop")
-        items = items.assign(**{C.TITLE: (items["baseColour"].fillna("") + " "
-                                          + items["articleType"].fillna("")).str.strip()})
-        cut = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=days - test_days)
-        holdout, tuning, _ = forward_pair(ev, cut, pd.Timedelta(days=window_days), recs, 0)
-        compare(f"fashion-{form}", tuning, holdout, items[[C.ITEM_ID, C.TITLE, C.CATEGORY]],
-                vectors)
+        events = simulate_shoppers(styles, n_users=args.users, days=60, seed=0, form=form,
+                                   titles="shop")
+        holdout, tuning, _, catalog = fashion_windows(events, days=60, test_days=7,
+                                                      window_days=7, recs=recs)
+        compare(f"fashion-{form}", tuning, holdout, catalog, vectors)
     return 0
 
 

@@ -321,6 +321,25 @@ def run_movielens_models(ml_dir, vectors: pd.DataFrame, *, recs: RecsSettings | 
                            blend=blend, content=feats)
 
 
+def fashion_windows(events, *, days: int, test_days: int, window_days: int,
+                    recs: RecsSettings, seed: int = 0, titles: str = "shop"
+                    ) -> tuple[Window, Window, Window, pd.DataFrame]:
+    """(holdout, tuning window, the window before it, catalog) of simulated shoppers
+    (``events``: vrec.data.fashion.simulate_shoppers' (events, items)): the holdout is
+    the last ``test_days`` of ``days``, the windows the ``window_days`` before it
+    (:func:`forward_pair`); the catalog's titles as ``titles`` says (``shop``: colour and
+    article type; ``opaque``: "Product <id>"; else the simulation's)."""
+    ev, items = events
+    if titles == "opaque":
+        items = items.assign(**{C.TITLE: "Product " + items[C.ITEM_ID].astype(str)})
+    elif titles == "shop":
+        items = items.assign(**{C.TITLE: (items["baseColour"].fillna("") + " "
+                                          + items["articleType"].fillna("")).str.strip()})
+    cut = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=days - test_days)
+    holdout, tuning, before = forward_pair(ev, cut, pd.Timedelta(days=window_days), recs, seed)
+    return holdout, tuning, before, items[[C.ITEM_ID, C.TITLE, C.CATEGORY]]
+
+
 def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int = 60,
                 test_days: int = 7, window_days: int = 7, recs: RecsSettings | None = None,
                 cf: CFSettings | None = None, content: ContentSettings | None = None,
@@ -340,15 +359,10 @@ def run_fashion(folder, vectors: pd.DataFrame, *, n_users: int = 2000, days: int
         events = simulate_shoppers(styles, n_users=n_users, days=days, seed=seed, form=form,
                                    titles=titles, **(taste or {}))
     ev, items = events
-    if titles == "opaque":
-        items = items.assign(**{C.TITLE: "Product " + items[C.ITEM_ID].astype(str)})
-    elif titles == "shop":
-        items = items.assign(**{C.TITLE: (items["baseColour"].fillna("") + " "
-                                          + items["articleType"].fillna("")).str.strip()})
     recs = recs or RecsSettings()
-    cut = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=days - test_days)
-    holdout, tuning, before = forward_pair(ev, cut, pd.Timedelta(days=window_days), recs, seed)
-    catalog = items[[C.ITEM_ID, C.TITLE, C.CATEGORY]]
+    holdout, tuning, before, catalog = fashion_windows(
+        events, days=days, test_days=test_days, window_days=window_days, recs=recs, seed=seed,
+        titles=titles)
     out = evaluate_forward(holdout, tuning, catalog, vectors, cf=cf or CFSettings(),
                            recs=recs, content=content, seed=seed, als_grid=als_grid,
                            als_cache=als_cache, before=before if ranker else None)
