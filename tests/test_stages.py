@@ -56,6 +56,50 @@ def test_clean_events_quarantines_each_bad_row_with_its_reason(spark):
     assert sorted(r.reason for r in bad.collect()).count("rating_out_of_range") == 3
 
 
+def test_a_late_copy_of_an_event_is_the_duplicate_and_the_pairs_need_no_shuffle(spark, tmp_path):
+    """The copy landed first is kept, whichever order the rows come in; the classified
+    events are partitioned by user, so the pairs and the popularity's per-pair counts are
+    aggregated where they lie (no Exchange between the cached rows and the aggregate)."""
+    from vrec.spark.interactions import classify_events, item_popularity, split_events
+
+    rows = [("u1", "i1", "view", None, _ts("2026-11-18 10:00"), "2026-11-19"),   # late copy
+            ("u1", "i1", "view", None, _ts("2026-11-18 10:00"), "2026-11-18"),   # kept
+            ("u1", "i1", "click", None, _ts("2026-11-18 10:00"), "2026-11-18"),  # other type
+            ("u1", "i2", "view", None, _ts("2026-11-18 10:00"), "2026-11-18"),   # other item
+            ("u2", "i1", "view", None, _ts("2026-11-18 10:00"), "2026-11-19"),   # other user
+            ("u2", "i1", "view", None, _ts("2026-11-18 10:01"), "2026-11-18")]   # other ts
+    # read from Parquet as the stage reads them: with file sizes known, the catalog's ids
+    # are broadcast to the events, which keep the partitioning they are read with
+    spark.createDataFrame(rows, "user_id string, item_id string, event_type string, "
+                                "value double, ts timestamp, landed_ds string") \
+        .write.parquet(str(tmp_path / "events"))
+    spark.createDataFrame([("i1", "c"), ("i2", "c")], "item_id string, category string") \
+        .write.parquet(str(tmp_path / "catalog"))
+    ev, cat = (spark.read.parquet(str(tmp_path / t)) for t in ("events", "catalog"))
+    # as in the stage, the cache is filled first and the aggregates planned after; one
+    # coalesced partition would satisfy any partitioning, so AQE keeps the two here
+    spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+    try:
+        classified = classify_events(ev, cat, "2026-11-20").cache()
+        good, bad = split_events(classified)
+        assert [(r.reason, r.landed_ds) for r in bad.collect()] == \
+            [("duplicate_event", "2026-11-19")]
+        assert good.count() == 5
+
+        def above_cache(df) -> str:
+            plan = df._jdf.queryExecution().executedPlan().toString()
+            return plan[:plan.index("InMemoryRelation")]
+
+        assert "Exchange" not in above_cache(aggregate_interactions(good, EventWeights()))
+        # the per-pair counts read the cache in place; only the per-item sums move
+        popularity = above_cache(item_popularity(good, cat, "2026-11-20", 7.0))
+        assert "Exchange hashpartitioning(item_id" in popularity
+        assert "Exchange hashpartitioning(user_id" not in popularity
+        classified.unpersist()
+    finally:
+        spark.conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+
+
 def test_weights_hand_example(spark):
     rows = [("u", "a", "view", None), ("u", "a", "click", None), ("u", "a", "purchase", None),
             ("u", "b", "rating", 5.0), ("u", "c", "rating", 2.0)]
