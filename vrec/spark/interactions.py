@@ -143,22 +143,19 @@ def classify_events(events, catalog, ds: str, weights: EventWeights | None = Non
     ev = events.where(F.col("landed_ds") <= F.lit(ds))
     known = catalog.select(F.col(C.ITEM_ID).alias("_known")).distinct()
     ev = ev.join(known, ev[C.ITEM_ID] == known["_known"], "left")
-    # a duplicate is the same (user, item, type, ts) as the row before it in each user's
-    # events sorted by item, type, ts, then landing day (the first landed copy is kept;
-    # the other columns settle the order of same-day copies). The window is partitioned
-    # by user alone, so the cached rows are hash-partitioned by user and every later
-    # aggregation by user, (user, item) or (item, user) reads them without a shuffle.
-    w = Window.partitionBy(C.USER_ID).orderBy(
-        C.ITEM_ID, C.EVENT_TYPE, C.TS, "landed_ds",
-        *[c for c in (C.VALUE, C.LIST_DS, C.POSITION, C.SURFACE) if c in events.columns])
-    same = [F.lag(F.col(c)).over(w).eqNullSafe(F.col(c)) for c in (C.ITEM_ID, C.EVENT_TYPE, C.TS)]
+    # a duplicate is a later-landed copy of the same (user, item, type, ts). The rows are
+    # hash-partitioned by user first, which the window's grouping accepts, so the cached
+    # rows stay partitioned by user and every later aggregation by user, (user, item) or
+    # (item, user) reads them without a shuffle.
+    ev = ev.repartition(C.USER_ID)
+    w = Window.partitionBy(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.TS).orderBy(F.col("landed_ds"))
     weights = weights or EventWeights()
     value = F.col(C.VALUE)
     off_scale = (value < F.lit(weights.rating_min)) | (value > F.lit(weights.rating_max))
     if weights.rating_step:
         steps = (value - F.lit(weights.rating_min)) / F.lit(weights.rating_step)
         off_scale = off_scale | (F.abs(steps - F.round(steps)) > F.lit(weights.STEP_TOLERANCE))
-    ev = ev.withColumn("_dup", (F.row_number().over(w) > 1) & same[0] & same[1] & same[2])
+    ev = ev.withColumn("_dup", F.row_number().over(w))
     failing = {
         "null_user_id": F.col(C.USER_ID).isNull(),
         "null_item_id": F.col(C.ITEM_ID).isNull(),
@@ -169,7 +166,7 @@ def classify_events(events, catalog, ds: str, weights: EventWeights | None = Non
         "rating_without_value": (F.col(C.EVENT_TYPE) == "rating") & F.col(C.VALUE).isNull(),
         "rating_out_of_range": (F.col(C.EVENT_TYPE) == "rating") & off_scale,
         "unknown_item_id": F.col("_known").isNull(),
-        "duplicate_event": F.col("_dup"),
+        "duplicate_event": F.col("_dup") > 1,
     }
     reason = None  # the first failing reason, in the vocabulary's order
     for name in S.QUARANTINE_REASONS["events"]:
