@@ -57,7 +57,7 @@ def test_clean_events_quarantines_each_bad_row_with_its_reason(spark):
 
 
 def test_a_late_copy_of_an_event_is_the_duplicate_and_the_pairs_need_no_shuffle(spark, tmp_path):
-    """The copy landed first is kept, whichever order the rows come in; the classified
+    """The copy landed first is kept, though the later one comes first; the classified
     events are partitioned by user, so the pairs and the popularity's per-pair counts are
     aggregated where they lie (no Exchange between the cached rows and the aggregate)."""
     from vrec.spark.interactions import classify_events, item_popularity, split_events
@@ -68,8 +68,7 @@ def test_a_late_copy_of_an_event_is_the_duplicate_and_the_pairs_need_no_shuffle(
             ("u1", "i2", "view", None, _ts("2026-11-18 10:00"), "2026-11-18"),   # other item
             ("u2", "i1", "view", None, _ts("2026-11-18 10:00"), "2026-11-19"),   # other user
             ("u2", "i1", "view", None, _ts("2026-11-18 10:01"), "2026-11-18")]   # other ts
-    # read from Parquet as the stage reads them: with file sizes known, the catalog's ids
-    # are broadcast to the events, which keep the partitioning they are read with
+    # read from Parquet, as the stage reads them (sizes known: the catalog's ids broadcast)
     spark.createDataFrame(rows, "user_id string, item_id string, event_type string, "
                                 "value double, ts timestamp, landed_ds string") \
         .write.parquet(str(tmp_path / "events"))
