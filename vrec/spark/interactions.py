@@ -317,7 +317,7 @@ def run_build_interactions(spark, raw_root: str | Path, ds: str, weights: EventW
     raw_catalog = load_catalog(spark, raw_root, ds).cache()
     catalog, cat_bad = dedupe_catalog(raw_catalog)
     catalog = mark_blocked(catalog, rules or BusinessRules()).cache()
-    events = load_events(spark, raw_root, ds).where(F.col("landed_ds") <= F.lit(ds))
+    events = load_events(spark, raw_root, ds)  # classify_events keeps landed_ds <= ds
     # every event read once: its reason (null: good) cached, then split and counted
     classified = classify_events(events, catalog, ds, weights).cache()
     good, bad = split_events(classified)
