@@ -153,6 +153,39 @@ def test_image_prior_lets_sparse_items_borrow_from_items_that_look_like_them():
     assert same[2]["applied"] is False and same[1] is itf
 
 
+def test_the_image_priors_solves_side_by_side_give_the_same_factors_to_the_bit():
+    """half_step solves blocks of rows in threads: every row's vector is the definition's
+    solution (the normal equations over all columns, with the prior), and two threads
+    give the very same float32 factors as one, prior or not."""
+    from vrec.core.cf import SOLVE_ROWS, half_step
+
+    rng = np.random.default_rng(5)
+    n_rows, n_cols, k = 3 * SOLVE_ROWS + 17, 60, 6  # several blocks, the last one short
+    dense = np.where(rng.random((n_rows, n_cols)) < 0.1, 1.0 + 4.0 * rng.random((n_rows, n_cols)),
+                     0.0)
+    dense[5] = 0.0  # a row without pairs: zeros without a prior, the prior's pull with one
+    conf = sp.csr_matrix(dense)
+    f = rng.normal(size=(n_cols, k)).astype(np.float32)
+    mean, weight = rng.normal(size=(n_rows, k)), np.where(rng.random(n_rows) < 0.5, 3.0, 0.0)
+    weight[5] = 3.0
+    plain = None
+    for prior in ((), (mean, weight)):
+        one = half_step(f, conf, 0.2, *prior, threads=1)
+        plain = one if plain is None else plain
+        two = half_step(f, conf, 0.2, *prior, threads=2)
+        assert one.dtype == np.float32 and np.array_equal(one, two)
+        pw = prior[1] if prior else np.zeros(n_rows)
+        mu = prior[0] if prior else np.zeros((n_rows, k))
+        f64 = f.astype(np.float64)
+        for r in (0, 5, SOLVE_ROWS, n_rows - 1):
+            c = np.where(dense[r] > 0, dense[r], 1.0)  # confidence 1 where there is no pair
+            p = (dense[r] > 0).astype(float)
+            a = f64.T @ (c[:, None] * f64) + (0.2 + pw[r]) * np.eye(k)
+            want = np.linalg.solve(a, f64.T @ (c * p) + pw[r] * mu[r])
+            np.testing.assert_allclose(one[r], want, rtol=1e-5, atol=1e-6)
+    assert not plain[5].any() and one[5].any()  # an empty row: zeros, or the prior's pull
+
+
 def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():
     """Two factors cannot hold fifteen tastes; the tuning raises the rank, and what it
     chooses scores at least what it started from on the window."""

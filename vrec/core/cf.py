@@ -248,7 +248,8 @@ def plain_fits() -> HeldFit | None:
 def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
               prior_mean: np.ndarray | None = None,
               prior_weight: np.ndarray | None = None,
-              gram: np.ndarray | None = None, woodbury: bool = False) -> np.ndarray:
+              gram: np.ndarray | None = None, woodbury: bool = False,
+              threads: int = 1) -> np.ndarray:
     """One implicit-ALS half-step: for each row r of ``conf`` (confidences of the row's
     positive pairs), ``argmin_v Σ_j c_rj (p_rj - v·f_j)² + λ|v|² + π_r |v - μ_r|²`` over
     all columns j (p = 1 on the row's pairs, 0 elsewhere, c = 1 where no pair), i.e.
@@ -260,24 +261,61 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     FᵣA⁻¹Fᵣᵀ)⁻¹FᵣA⁻¹`` with ``A = FᵀF + λI`` inverted once: an h × h solve in place of a
     d × d one (2.7x faster on 192-d content features, histories of 32 pairs). The same
     solution up to float64 rounding (benchmarks/README.md measures how many float32
-    vectors differ); the CF model's own solves keep the direct path."""
+    vectors differ); the CF model's own solves keep the direct path.
+
+    The rows' d × d systems are built one by one and solved :data:`SOLVE_ROWS` at a time
+    in one batched LAPACK call, which frees the interpreter: ``threads`` > 1 (0: every
+    core) solves blocks of rows side by side. Each row's system and solve are the same
+    operations either way, so the result does not depend on ``threads``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, "blas"):  # many small solves: threads only add overhead
-        return _solve_rows(fixed, conf, regularization, prior_mean, prior_weight, gram,
-                           woodbury)
-
-
-def _solve_rows(fixed, conf, regularization, prior_mean, prior_weight, gram, woodbury):
     src = np.asarray(fixed)  # a plain view (np.memmap indexes slowly); float64 per row below
     k = src.shape[1]
     if gram is None:
         f64 = np.asarray(src, dtype=np.float64)
         gram = f64.T @ f64
+    # (FᵀF + λI)⁻¹, for the rows solved through Woodbury's identity
+    base_inv = np.linalg.inv(gram + regularization * np.eye(k)) if woodbury else None
     out = np.zeros((conf.shape[0], k), dtype=np.float32)
+    n, threads = conf.shape[0], threads or _cores()
+    blocks = [(lo, min(lo + SOLVE_ROWS, n)) for lo in range(0, n, SOLVE_ROWS)]
+
+    def solve(block: tuple[int, int]) -> None:
+        _solve_rows(src, conf, regularization, prior_mean, prior_weight, gram, base_inv,
+                    out, *block)
+
+    with threadpool_limits(1, "blas"):  # many small solves: BLAS threads only add overhead
+        if threads <= 1 or len(blocks) <= 1:
+            for block in blocks:
+                solve(block)
+        else:
+            with ThreadPoolExecutor(min(threads, len(blocks))) as pool:
+                list(pool.map(solve, blocks))
+    return out
+
+
+SOLVE_ROWS = 128  # rows solved in one batched LAPACK call by half_step
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+
+
+def _solve_rows(src, conf, regularization, prior_mean, prior_weight, gram, base_inv, out,
+                lo: int, hi: int) -> None:
+    """:func:`half_step` for the rows ``lo:hi`` of ``conf``, into ``out``."""
+    k = src.shape[1]
     eye = np.eye(k)
-    base_inv = None  # (FᵀF + λI)⁻¹, for the rows solved through Woodbury's identity
-    for r in range(conf.shape[0]):
+    systems = np.empty((hi - lo, k, k))
+    rhs = np.empty((hi - lo, k, 1))
+    rows = []  # the rows solved directly, in the order of ``systems``
+    for r in range(lo, hi):
         s, e = conf.indptr[r], conf.indptr[r + 1]
         pw = float(prior_weight[r]) if prior_weight is not None else 0.0
         if s == e and pw == 0.0:
@@ -285,26 +323,26 @@ def _solve_rows(fixed, conf, regularization, prior_mean, prior_weight, gram, woo
         idx, c = conf.indices[s:e], np.asarray(conf.data[s:e], dtype=np.float64)
         fr = src[idx].astype(np.float64)
         b = fr.T @ c
-        if woodbury and pw == 0.0 and 2 * len(idx) <= k and (c > 1.0).all():
+        if base_inv is not None and pw == 0.0 and 2 * len(idx) <= k and (c > 1.0).all():
             # a short history: (A + FᵣᵀDFᵣ)⁻¹ through an h × h system instead of k × k
-            if base_inv is None:
-                base_inv = np.linalg.inv(gram + regularization * eye)
             mf = base_inv @ fr.T
             mb = base_inv @ b
             small = np.diag(1.0 / (c - 1.0)) + fr @ mf
             out[r] = mb - mf @ np.linalg.solve(small, fr @ mb)
             continue
-        a = gram + (fr.T * (c - 1.0)) @ fr + (regularization + pw) * eye
-        if pw:
-            b = b + pw * prior_mean[r]
-        out[r] = np.linalg.solve(a, b)
-    return out
+        m = len(rows)
+        systems[m] = gram + (fr.T * (c - 1.0)) @ fr + (regularization + pw) * eye
+        rhs[m, :, 0] = b + pw * prior_mean[r] if pw else b
+        rows.append(r)
+    if rows:
+        out[rows] = np.linalg.solve(systems[:len(rows)], rhs[:len(rows)])[:, :, 0]
 
 
 def refine_with_images(user_factors: np.ndarray, item_factors: np.ndarray,
                        conf: sp.csr_matrix, features: np.ndarray, has_image: np.ndarray, *,
                        regularization: float, prior: float, map_regularization: float = 10.0,
-                       min_users: int = 2) -> tuple[np.ndarray, np.ndarray, dict]:
+                       min_users: int = 2, threads: int = 1
+                       ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Image-regularised ALS (VBPR-style joint factors): each item's factor is pulled
     towards a learned linear projection of its image features, ``y_i ≈ W·z_i + b``, with
     strength ``prior``; sparse items borrow from the items that look like them.
@@ -313,7 +351,8 @@ def refine_with_images(user_factors: np.ndarray, item_factors: np.ndarray,
     ``W`` is fit by ridge regression from the features of items with an image and at
     least ``min_users`` users to their factors; then items are re-solved with the prior,
     users re-solved, ``W`` refit, and items re-solved once more. Items without an image
-    get no prior. Returns (user factors, item factors, facts)."""
+    get no prior. ``threads``: :func:`half_step`'s (0: every core). Returns (user
+    factors, item factors, facts)."""
     from vrec.core.coldstart import fit_ridge
 
     has = np.asarray(has_image, dtype=bool)
@@ -329,7 +368,7 @@ def refine_with_images(user_factors: np.ndarray, item_factors: np.ndarray,
     x, y = np.asarray(user_factors, dtype=np.float32), np.asarray(item_factors, dtype=np.float32)
     for _ in range(2):
         w, b = fit_ridge(z[fit], y[fit], map_regularization)
-        y = half_step(x, conf_items, regularization, z @ w + b, weight)
+        y = half_step(x, conf_items, regularization, z @ w + b, weight, threads=threads)
         if _ == 0:
-            x = half_step(y, sp.csr_matrix(conf), regularization)
+            x = half_step(y, sp.csr_matrix(conf), regularization, threads=threads)
     return x, y, {"applied": True, "projection_items": int(fit.sum()), "prior": prior}

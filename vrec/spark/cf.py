@@ -182,7 +182,8 @@ def fit_cf(pairs, cf: CFSettings, *, spark=None, ds: str = "offline",
             z, has = images.lookup(items)
             uf, itf, prior = refine_with_images(uf, itf, mat, z, has,
                                                 regularization=cf.regularization,
-                                                prior=cf.visual_prior)
+                                                prior=cf.visual_prior,
+                                                threads=cf.num_threads)
         else:
             prior = {"applied": False, "why": "cf.visual_prior is 0" if cf.visual_prior <= 0
                      else "no image features"}
