@@ -227,6 +227,23 @@ def _ts(s):
     return pd.Timestamp(s, tz="UTC").to_pydatetime()
 
 
+def test_every_engagement_type_is_spelled_out_and_the_pairs_aggregate_without_objects(spark):
+    """Each pair's event types are its distinct types in sorted order, every engagement
+    type included, and the aggregation is Spark's fixed-width hash aggregate (a set of
+    strings per pair fell back to the object aggregate, 2.5x slower at 10M events)."""
+    ts = _ts("2026-11-20 10:00")
+    rows = [("u", "all", t, 4.0 if t == "rating" else None, ts) for t in C.ENGAGEMENT_TYPES]
+    rows += [("u", "all", "view", None, ts), ("u", "two", "rating", 5.0, ts),
+             ("u", "two", "click", None, ts), ("v", "one", "add_to_cart", None, ts)]
+    agg = aggregate_interactions(_events(spark, rows), EventWeights(), "2026-11-20")
+    got = {(r.user_id, r.item_id): (r.event_types, r.n_events) for r in agg.collect()}
+    assert got == {("u", "all"): (sorted(C.ENGAGEMENT_TYPES), 6),
+                   ("u", "two"): (["click", "rating"], 2), ("v", "one"): (["add_to_cart"], 1)}
+    plan = agg._jdf.queryExecution().executedPlan().toString()
+    assert "HashAggregate" in plan and "ObjectHashAggregate" not in plan \
+        and "SortAggregate" not in plan
+
+
 def test_weighting_hand_example_with_decay_and_low_ratings(spark):
     """view 1 now + purchase 8 fourteen days ago at a 7-day half-life = 1 + 8/4 = 3;
     a 2-star rating is weak (0.25 of 2*2/5) instead of excluded."""

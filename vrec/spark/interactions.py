@@ -272,20 +272,33 @@ def user_profile(good_events, interactions, catalog, top_n: int = 3):
 def aggregate_interactions(good_events, weights: EventWeights, ds: str | None = None):
     """(user_id, item_id, weight, n_events, last_ts, purchased, event_types) per pair.
 
-    Events reach here already de-duplicated (``clean_events``). Pairs whose weight is 0
-    (e.g. only low ratings) are kept so scoring can still exclude them as seen; training
-    uses weight > 0 only. ``event_types`` (sorted distinct types) lets scoring decide
-    which event types make an item "seen".
+    Events reach here already de-duplicated (``clean_events``) and of the engagement
+    types only (``C.ENGAGEMENT_TYPES``: build_interactions splits the feedback types
+    off, and the staged events hold no others). Pairs whose weight is 0 (e.g. only low
+    ratings) are kept so scoring can still exclude them as seen; training uses weight >
+    0 only. ``event_types`` (sorted distinct types) lets scoring decide which event types
+    make an item "seen": each type is one bit, OR-ed per pair and spelled out after, so
+    that every aggregate is a fixed-width one (a set of strings per pair made Spark fall
+    back to its slower object aggregation: 2.5x the time at 10M events).
     """
     from pyspark.sql import functions as F
 
+    types = sorted(C.ENGAGEMENT_TYPES)
+    bit = F.lit(0)
+    for i, name in enumerate(types):
+        bit = F.when(F.col(C.EVENT_TYPE) == name, F.lit(1 << i)).otherwise(bit)
+    spelled = F.array(*[F.when(F.col("types").bitwiseAND(1 << i) != 0, F.lit(name))
+                        for i, name in enumerate(types)])
     return (good_events.withColumn("w", event_weight_expr(weights, ds))
+            .withColumn("type_bit", bit)
             .groupBy(C.USER_ID, C.ITEM_ID)
             .agg(F.sum("w").alias("weight"), F.count("*").alias("n_events"),
                  F.max(C.TS).alias("last_ts"),
                  F.max(F.when(F.col(C.EVENT_TYPE) == "purchase", True).otherwise(False))
                  .alias("purchased"),
-                 F.array_sort(F.collect_set(C.EVENT_TYPE)).alias("event_types")))
+                 F.bit_or("type_bit").alias("types"))
+            .withColumn("event_types", F.filter(spelled, lambda t: t.isNotNull()))
+            .drop("types"))
 
 
 def reconcile(landed: int, rejected: int, used: int, quarantined: int) -> dict:
