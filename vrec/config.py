@@ -205,7 +205,7 @@ class CFSettings(_Section):
     gpu: Literal["auto", "off", "on"] = "auto"
     """implicit's CUDA model: auto uses it when available, on requires it."""
     num_threads: int = Field(0, ge=0)
-    """implicit's threads (0: all cores)."""
+    """implicit's threads, and the image prior's refinement's (0: all cores)."""
     reweight: Literal["none", "bm25", "tfidf"] = "none"
     """Reweight the pair weights with implicit's BM25 or TF-IDF formulas."""
     bm25_k1: float = Field(100.0, gt=0)
