@@ -267,6 +267,7 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     in one batched LAPACK call, which frees the interpreter: ``threads`` > 1 (0: every
     core) solves blocks of rows side by side. Each row's system and solve are the same
     operations either way, so the result does not depend on ``threads``."""
+    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
@@ -279,7 +280,7 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     # (FᵀF + λI)⁻¹, for the rows solved through Woodbury's identity
     base_inv = np.linalg.inv(gram + regularization * np.eye(k)) if woodbury else None
     out = np.zeros((conf.shape[0], k), dtype=np.float32)
-    n, threads = conf.shape[0], threads or _cores()
+    n, threads = conf.shape[0], threads or os.cpu_count() or 1
     blocks = [(lo, min(lo + SOLVE_ROWS, n)) for lo in range(0, n, SOLVE_ROWS)]
 
     def solve(block: tuple[int, int]) -> None:
@@ -297,14 +298,6 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
 
 
 SOLVE_ROWS = 128  # rows solved in one batched LAPACK call by half_step
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
 
 
 def _solve_rows(src, conf, regularization, prior_mean, prior_weight, gram, base_inv, out,
