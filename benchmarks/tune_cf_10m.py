@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(s.model_copy(update={"spark": s.spark.for_stage("train_cf")}),
                           "vrec-tune-cf-10m")
     t = time.perf_counter()
-    w = forward_window_at(spark, run / "events", run / "catalog", s,
+    w = forward_window_at(spark, run / "events", s,
                           shift_ds(args.as_of, -s.recs.window_days), args.as_of)
     w = w.sampled(s.recs.tune_max_users)
     print(f"[tune-cf-10m] window: {len(w.train)} pairs, {time.perf_counter() - t:.1f} s",

@@ -347,7 +347,7 @@ def test_the_second_night_replays_the_first_for_its_holdout(dag_runs, spark):
     assert RunLayout(wh, first).record("evaluate")["evaluation"]["cf_model"].startswith("refit")
     s = load_settings(dag_runs["cfg"], environ={})
     one, two = RunLayout(wh, first), RunLayout(wh, second)
-    fresh = forward_window_at(spark, two.path("events"), two.path("catalog"), s, first, second)
+    fresh = forward_window_at(spark, two.path("events"), s, first, second)
     replay = replayed_window(spark, two.path("events"), one.path("interactions"),
                              one.path("item_popularity"), s, first, second)
     key = ["user_id", "item_id"]

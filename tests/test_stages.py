@@ -355,6 +355,37 @@ def test_item_popularity_windows_hand_example(spark):
     assert y.users_30d == 0 and y.trend_7d is None and (x.trending_rank, y.trending_rank) == (1, 2)
 
 
+def test_a_windows_trending_order_from_its_pairs_is_item_populartys_own(spark):
+    """trending_order on the pairs aggregate_interactions gives for some events ranks
+    every item as item_popularity does for those events: the same scores (each pair's
+    latest event, several events per pair, a timestamp after the day's end), and the
+    same ties broken by users, then item id."""
+    from vrec.config import EventWeights
+    from vrec.spark.interactions import aggregate_interactions, item_popularity, trending_order
+
+    end = pd.Timestamp("2026-11-21", tz="UTC")
+    h = pd.Timedelta(hours=1)
+    rows = [("a", "x", end - 2 * h), ("a", "x", end - 80 * h), ("b", "x", end - 240 * h),
+            ("c", "y", end - 960 * h), ("a", "z", end - 5 * h), ("b", "w", end - 5 * h),
+            ("c", "w", end - 700 * h), ("d", "v", end - 5 * h), ("d", "u", end + 3 * h),
+            ("a", "t", end - 50 * h), ("b", "s", end - 50 * h), ("e", "v", end - 30 * h)]
+    types = ["view", "click", "purchase", "view", "add_to_cart", "view", "view", "click",
+             "view", "view", "rating", "view"]
+    ev = spark.createDataFrame(
+        [(u, i, t.to_pydatetime(), ty, 4.0) for (u, i, t), ty in zip(rows, types)],
+        "user_id string, item_id string, ts timestamp, event_type string, value double")
+    cat = spark.createDataFrame([(i, "c") for i in "stuvwxyz"], "item_id string, category string")
+    want = item_popularity(ev, cat, "2026-11-20", 7.0).toPandas()
+    pairs = aggregate_interactions(ev, EventWeights(), "2026-11-20")
+    got = trending_order(pairs, "2026-11-20", 7.0).toPandas()
+    # by hand: v 1.863, x 1.363, w 1.035, u 1 (its event is after the day's end: age 0),
+    # z 0.980, s and t 0.814 each (one user each: by item id), y 0.019
+    hand = ["v", "x", "w", "u", "z", "s", "t", "y"]
+    for f in (want, got):
+        assert f.sort_values("trending_rank")[C.ITEM_ID].tolist() == hand
+        assert sorted(f["trending_rank"]) == list(range(1, 9))
+
+
 def test_pseudonymised_build_recs_hashes_user_ids(staged, spark, monkeypatch):
     from vrec.privacy import pseudonym
 
@@ -666,10 +697,19 @@ def test_a_night_that_tunes_fits_the_tuning_window_once_per_setting(staged, spar
                                                                      monkeypatch, capsys):
     """The CF tuning's chosen point, the blend tuning and the ranker's validation window
     fit the same window with the same settings: train_cf fits it once (the tuning's fit
-    serves the other two), and that model is the one a new fit gives."""
+    serves the other two), and that model is the one a new fit gives. The night's model,
+    fit beside the blend tuning, is the one a fit on its own gives, and BLAS has its
+    threads back after the stage (both sides limit them). The blend tuning and the
+    ranker's validation share the item space built on that model, the one a new build
+    gives."""
+    import dataclasses
     import shutil
 
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import vrec.core.tuning as tuning
     import vrec.spark.cf as spark_cf
+    from vrec.core.cf import CFModel
     from vrec.core.visual import load_features
 
     s, _ = staged
@@ -684,7 +724,17 @@ def test_a_night_that_tunes_fits_the_tuning_window_once_per_setting(staged, spar
         return model
 
     monkeypatch.setattr(spark_cf, "fit_cf", counted)
-    run_stage(s, "train_cf", DS, spark=spark, params={"retune": True})
+    spaces, real_space = [], tuning.build_item_space
+
+    def built(model, *a, **kw):  # the real item space, counted
+        space = real_space(model, *a, **kw)
+        spaces.append((model, a, kw, space))
+        return space
+
+    monkeypatch.setattr(tuning, "build_item_space", built)
+    with threadpool_limits(2, "blas"):
+        run_stage(s, "train_cf", DS, spark=spark, params={"retune": True})
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {2}
     rec = W.stage_records(wh, DS)["train_cf"]
     assert rec["cf_tuning"].get("grid") and not rec["cf_tuning"].get("reused_from")
     assert rec["blend"].get("grid") and not rec["blend"].get("reused_from")
@@ -704,6 +754,26 @@ def test_a_night_that_tunes_fits_the_tuning_window_once_per_setting(staged, spar
                  images=load_features(RunLayout(wh, DS).path("content")))
     np.testing.assert_array_equal(held.user_factors, again.user_factors)
     np.testing.assert_array_equal(held.item_factors, again.item_factors)
+    # two windows' spaces (the ranker's first window and the tunings'), the tunings' once
+    assert len(spaces) == 2 and sum(m is held for m, *_ in spaces) == 1
+    _, a, kw, (space, quality) = next(x for x in spaces if x[0] is held)
+    new_space, new_quality = real_space(held, *a, **kw)
+    assert quality == new_quality
+    for f in dataclasses.fields(space):
+        if f.name != "cache":
+            x, y = getattr(space, f.name), getattr(new_space, f.name)
+            if hasattr(x, "__len__"):  # NaN equals NaN here
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f.name)
+            else:
+                assert x == y, f.name
+    run = RunLayout(wh, DS)
+    night = CFModel.load(run.path("model"))
+    alone = real(run.path("interactions"), s.cf.model_copy(update=rec["cf_tuning"]["chosen"]),
+                 spark=spark, ds=DS, images=load_features(run.path("content")),
+                 extra_params={"weights": s.weights.model_dump(mode="json")})
+    assert night.version == alone.version
+    np.testing.assert_array_equal(night.user_factors, alone.user_factors)
+    np.testing.assert_array_equal(night.item_factors, alone.item_factors)
 
 
 def test_ranking_tasks_share_the_candidates_row_groups_once_each_in_order(tmp_path):

@@ -56,6 +56,47 @@ def test_confidence_matrix_same_for_sorted_and_shuffled_pairs():
     assert a[2][r, c] == pytest.approx(1 + 2.0 * df["weight"].iloc[7], rel=1e-6)
 
 
+def test_a_frames_codes_are_found_once_for_every_alpha_while_fits_share(monkeypatch):
+    """Within sharing_plain_fits (the CF tuning), build_matrix finds one pairs frame's id
+    codes once and builds every alpha's matrix from them: the very matrices it builds
+    outside, sorted rows (no-sort path) and shuffled rows with a weight-0 pair alike.
+    Another frame, even an equal copy, is coded again; nothing is held outside."""
+    import pandas as pd
+
+    import vrec.core.cf as core_cf
+    from vrec.core.cf import sharing_plain_fits
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({C.USER_ID: [f"u{x:03d}" for x in rng.integers(0, 40, 400)],
+                       C.ITEM_ID: [f"i{x:03d}" for x in rng.integers(0, 60, 400)],
+                       "weight": rng.random(400)})
+    df = df.groupby([C.USER_ID, C.ITEM_ID], as_index=False)["weight"].sum()
+    df.loc[5, "weight"] = 0.0
+    frames = {"sorted": df[df["weight"] > 0].reset_index(drop=True),
+              "shuffled": df.sample(frac=1, random_state=2)}
+    alphas = (1.0, 2.0, 5.0)
+    apart = {(k, a): build_matrix(f, a) for k, f in frames.items() for a in alphas}
+    calls, real = [], core_cf._sorted_codes
+    monkeypatch.setattr(core_cf, "_sorted_codes", lambda col: calls.append(col.name) or real(col))
+    with sharing_plain_fits():
+        for k, f in frames.items():
+            calls.clear()
+            for a in alphas:
+                users, items, mat = build_matrix(f, a)
+                want = apart[(k, a)]
+                assert list(users) == list(want[0]) and list(items) == list(want[1])
+                assert (mat.indptr == want[2].indptr).all() and (mat.indices == want[2].indices).all()
+                assert (mat.data == want[2].data).all() and mat.nnz == len(df) - 1
+            assert calls == [C.USER_ID, C.ITEM_ID]  # once for the three alphas
+        calls.clear()
+        build_matrix(frames["sorted"].copy(), 2.0)
+        assert calls == [C.USER_ID, C.ITEM_ID]
+    calls.clear()
+    build_matrix(frames["sorted"], 2.0)
+    build_matrix(frames["sorted"], 2.0)
+    assert calls == [C.USER_ID, C.ITEM_ID] * 2
+
+
 def test_matrix_for_more_than_32767_items_trains():
     """Regression: with > 32,767 items pandas' int32 codes are read-only views, which
     implicit's solver rejects ("buffer source array is read-only")."""

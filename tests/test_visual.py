@@ -154,36 +154,59 @@ def test_image_prior_lets_sparse_items_borrow_from_items_that_look_like_them():
 
 
 def test_the_image_priors_solves_side_by_side_give_the_same_factors_to_the_bit():
-    """half_step solves blocks of rows in threads: every row's vector is the definition's
-    solution (the normal equations over all columns, with the prior), and two threads
-    give the very same float32 factors as one, prior or not."""
-    from vrec.core.cf import SOLVE_ROWS, half_step
+    """half_step solves blocks of rows, in order of their length, in threads: every row's
+    vector is the definition's solution (the normal equations over all columns, with the
+    prior), through the direct solve or Woodbury's identity, and two threads give the
+    very same float32 factors as one, prior or not."""
+    from vrec.core.cf import SOLVE_ROWS, _row_blocks, half_step
 
     rng = np.random.default_rng(5)
-    n_rows, n_cols, k = 3 * SOLVE_ROWS + 17, 60, 6  # several blocks, the last one short
-    dense = np.where(rng.random((n_rows, n_cols)) < 0.1, 1.0 + 4.0 * rng.random((n_rows, n_cols)),
-                     0.0)
+    n_rows, n_cols, k = 3 * SOLVE_ROWS + 17, 60, 12  # several blocks, the last one short
+    # histories of 0 to about 20 pairs: shorter and longer than half the dimensions
+    density = rng.choice([0.02, 0.1, 0.3], size=n_rows)[:, None]
+    dense = np.where(rng.random((n_rows, n_cols)) < density,
+                     1.0 + 4.0 * rng.random((n_rows, n_cols)), 0.0)
     dense[5] = 0.0  # a row without pairs: zeros without a prior, the prior's pull with one
+    dense[9] = 0.0
+    dense[9, [3, 7]] = [1.0, 2.5]  # a short history with a confidence of 1: the direct path
     conf = sp.csr_matrix(dense)
     f = rng.normal(size=(n_cols, k)).astype(np.float32)
     mean, weight = rng.normal(size=(n_rows, k)), np.where(rng.random(n_rows) < 0.5, 3.0, 0.0)
     weight[5] = 3.0
-    plain = None
+    lens = np.diff(conf.indptr)
+    assert (2 * lens <= k).any() and (2 * lens > k).any()
     for prior in ((), (mean, weight)):
-        one = half_step(f, conf, 0.2, *prior, threads=1)
-        plain = one if plain is None else plain
-        two = half_step(f, conf, 0.2, *prior, threads=2)
-        assert one.dtype == np.float32 and np.array_equal(one, two)
-        pw = prior[1] if prior else np.zeros(n_rows)
-        mu = prior[0] if prior else np.zeros((n_rows, k))
-        f64 = f.astype(np.float64)
-        for r in (0, 5, SOLVE_ROWS, n_rows - 1):
-            c = np.where(dense[r] > 0, dense[r], 1.0)  # confidence 1 where there is no pair
-            p = (dense[r] > 0).astype(float)
-            a = f64.T @ (c[:, None] * f64) + (0.2 + pw[r]) * np.eye(k)
-            want = np.linalg.solve(a, f64.T @ (c * p) + pw[r] * mu[r])
-            np.testing.assert_allclose(one[r], want, rtol=1e-5, atol=1e-6)
-    assert not plain[5].any() and one[5].any()  # an empty row: zeros, or the prior's pull
+        blocks = _row_blocks(conf, k, prior[1] if prior else None)
+        solved = np.concatenate(blocks)
+        assert len(blocks) >= 3 and len(set(solved)) == len(solved)  # each row once
+        assert (5 in solved) == bool(prior) and all(len(b) <= SOLVE_ROWS for b in blocks)
+        assert (np.diff(lens[solved]) >= 0).all()  # in order of length
+        for woodbury in (False, True):
+            one = half_step(f, conf, 0.2, *prior, woodbury=woodbury, threads=1)
+            two = half_step(f, conf, 0.2, *prior, woodbury=woodbury, threads=2)
+            assert one.dtype == np.float32 and np.array_equal(one, two)
+            pw = prior[1] if prior else np.zeros(n_rows)
+            mu = prior[0] if prior else np.zeros((n_rows, k))
+            f64 = f.astype(np.float64)
+            for r in range(n_rows):
+                c = np.where(dense[r] > 0, dense[r], 1.0)  # confidence 1 where no pair
+                p = (dense[r] > 0).astype(float)
+                a = f64.T @ (c[:, None] * f64) + (0.2 + pw[r]) * np.eye(k)
+                want = np.linalg.solve(a, f64.T @ (c * p) + pw[r] * mu[r])
+                np.testing.assert_allclose(one[r], want, rtol=1e-4, atol=1e-5, err_msg=str(r))
+            assert not one[5].any() if not prior else one[5].any()  # empty: zeros or the pull
+
+
+def test_a_half_steps_blocks_hold_their_systems_within_the_bound():
+    """Rows per block are capped so that a block's k × k systems stay within
+    BLOCK_VALUES float64 values (wide features: fewer rows a block)."""
+    from vrec.core.cf import BLOCK_VALUES, SOLVE_ROWS, _row_blocks
+
+    conf = sp.random(1000, 50, density=0.2, format="csr", random_state=1)
+    assert max(len(b) for b in _row_blocks(conf, 16, None)) == SOLVE_ROWS
+    wide = _row_blocks(conf, 1280, None)
+    assert max(len(b) for b in wide) == BLOCK_VALUES // 1280 ** 2
+    assert sorted(np.concatenate(wide)) == list(np.flatnonzero(np.diff(conf.indptr)))
 
 
 def test_cf_tuning_moves_off_an_underfitting_rank_and_never_below_the_start():

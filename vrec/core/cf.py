@@ -25,6 +25,7 @@ the same ``regularization`` is a stronger penalty under MLlib.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -88,23 +89,43 @@ def build_matrix(interactions: pd.DataFrame, alpha: float
                  ) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
     """CSR users x items of confidences ``1 + alpha * weight`` (pairs with weight > 0).
 
-    Users and items are indexed in sorted id order (the model's id mappings).
+    Users and items are indexed in sorted id order (the model's id mappings). Within
+    :func:`sharing_plain_fits` the ids' codes of one pairs frame are found once and kept
+    for its other fits (they do not depend on ``alpha``).
     """
-    w = interactions["weight"].to_numpy(dtype=np.float64)
-    pos = interactions if (w > 0).all() else interactions[w > 0]
-    (user_ids, u), (item_ids, i) = (_sorted_codes(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
-    conf = (1.0 + alpha * pos["weight"].to_numpy(dtype=np.float64)).astype(np.float32)
+    user_ids, item_ids, u, i, weight, indptr = _pair_codes(interactions)
+    conf = (1.0 + alpha * weight).astype(np.float32)
     shape = (len(user_ids), len(item_ids))
-    i = i.astype(np.int32)
-    pair = u * shape[1] + i
-    if len(pair) and (np.diff(pair) > 0).all():
-        # rows sorted by (user, item) and unique, as build_interactions writes them: no sort
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=shape[0]))])
+    if indptr is not None:
         mat = sp.csr_matrix((conf, i, indptr), shape=shape)
     else:
         mat = sp.csr_matrix((conf, (u, i)), shape=shape)
         mat.sum_duplicates()
     return user_ids, item_ids, mat
+
+
+def _pair_codes(interactions: pd.DataFrame) -> tuple:
+    """(user ids, item ids, user codes, item codes, weights, CSR row pointer or None) of
+    the pairs with weight > 0 (:func:`build_matrix`); the row pointer when the rows come
+    sorted by (user, item) and unique, as build_interactions writes them (no sort).
+    Held for the very same frame within :func:`sharing_plain_fits`: at 10M, finding the
+    codes of the tuning window's 6.3M pairs took about 2 s of each of its fits."""
+    held = _PAIR_CODES.get()
+    got = held.get(interactions, "pair codes") if held is not None else None
+    if got is not None:
+        return got
+    w = interactions["weight"].to_numpy(dtype=np.float64)
+    pos = interactions if (w > 0).all() else interactions[w > 0]
+    (user_ids, u), (item_ids, i) = (_sorted_codes(pos[c]) for c in (C.USER_ID, C.ITEM_ID))
+    i = i.astype(np.int32)
+    pair = u * len(item_ids) + i
+    indptr = None
+    if len(pair) and (np.diff(pair) > 0).all():
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=len(user_ids)))])
+    out = (user_ids, item_ids, u, i, pos["weight"].to_numpy(dtype=np.float64), indptr)
+    if held is not None:
+        held.offer(interactions, "pair codes", out)
+    return out
 
 
 def _sorted_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -160,14 +181,20 @@ def use_gpu(setting: str) -> bool:
     return setting == "on" or (setting == "auto" and gpu.HAS_CUDA)
 
 
+_ONE_FIT = threading.Lock()
+
+
 def fit_implicit(mat: sp.csr_matrix, cf: CFSettings) -> tuple[np.ndarray, np.ndarray, str]:
-    """Fit implicit ALS on a users x items confidence CSR; (user_f, item_f, device)."""
+    """Fit implicit ALS on a users x items confidence CSR; (user_f, item_f, device). One
+    fit at a time in a process (each runs on ``cf.num_threads``, every core by default):
+    train_cf fits the night's model beside the blend tuning, which may fit too."""
     from threadpoolctl import threadpool_limits
 
     gpu = use_gpu(cf.gpu)  # before implicit.als, which imports implicit.gpu
     from implicit.als import AlternatingLeastSquares
 
-    with threadpool_limits(1, "blas"):  # implicit checks the BLAS pool when constructed
+    # implicit checks the BLAS pool when constructed
+    with _ONE_FIT, threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
             factors=cf.factors, regularization=cf.regularization, alpha=1.0,
             iterations=cf.iterations, random_state=cf.random_state, use_gpu=gpu,
@@ -178,8 +205,6 @@ def fit_implicit(mat: sp.csr_matrix, cf: CFSettings) -> tuple[np.ndarray, np.nda
         model = model.to_cpu()
     return (np.asarray(model.user_factors, dtype=np.float32),
             np.asarray(model.item_factors, dtype=np.float32), "cuda" if gpu else "cpu")
-
-
 
 
 # ---------------------------------------------------------------- image prior (VBPR-style)
@@ -224,6 +249,7 @@ def plain_fit_key(cf: CFSettings) -> str:
 
 
 _PLAIN_FITS: ContextVar[HeldFit | None] = ContextVar("vrec_plain_fits", default=None)
+_PAIR_CODES: ContextVar[HeldFit | None] = ContextVar("vrec_pair_codes", default=None)
 
 
 @contextmanager
@@ -232,11 +258,14 @@ def sharing_plain_fits() -> Iterator[HeldFit]:
     share their plain ALS fit (a :class:`HeldFit` keyed by :func:`plain_fit_key`;
     vrec.spark.cf.fit_cf asks :func:`plain_fits`): the prior refines a fitted model, so
     the CF tuning's prior points refine the fit of the point without a prior instead of
-    fitting it again. The held fit is let go on leaving."""
+    fitting it again. Every fit of one pairs frame also shares the ids' codes that
+    :func:`build_matrix` finds (any alpha). What is held is let go on leaving."""
     token = _PLAIN_FITS.set(HeldFit())
+    codes = _PAIR_CODES.set(HeldFit())
     try:
         yield _PLAIN_FITS.get()
     finally:
+        _PAIR_CODES.reset(codes)
         _PLAIN_FITS.reset(token)
 
 
@@ -259,20 +288,19 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     ``woodbury``: rows without a prior whose pairs number at most half the dimensions
     are solved through Woodbury's identity, ``(A + FᵣᵀDFᵣ)⁻¹ = A⁻¹ - A⁻¹Fᵣᵀ(D⁻¹ +
     FᵣA⁻¹Fᵣᵀ)⁻¹FᵣA⁻¹`` with ``A = FᵀF + λI`` inverted once: an h × h solve in place of a
-    d × d one (2.7x faster on 192-d content features, histories of 32 pairs). The same
-    solution up to float64 rounding (benchmarks/README.md measures how many float32
-    vectors differ); the CF model's own solves keep the direct path.
+    d × d one. The same solution up to float64 rounding (benchmarks/README.md measures
+    how many float32 vectors differ).
 
-    The rows' d × d systems are built one by one and solved :data:`SOLVE_ROWS` at a time
-    in one batched LAPACK call, which frees the interpreter: ``threads`` > 1 (0: every
-    core) solves blocks of rows side by side. Each row's system and solve are the same
-    operations either way, so the result does not depend on ``threads``."""
+    Rows are taken in order of their number of pairs, in blocks (:func:`_row_blocks`)
+    solved by :func:`_solve_rows` in batched LAPACK calls and products, which free the
+    interpreter: ``threads`` > 1 (0: every core) solves blocks side by side. The blocks
+    do not depend on ``threads``, so neither does the result."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
-    src = np.asarray(fixed)  # a plain view (np.memmap indexes slowly); float64 per row below
+    src = np.asarray(fixed)  # a plain view (np.memmap indexes slowly); float64 per block below
     k = src.shape[1]
     if gram is None:
         f64 = np.asarray(src, dtype=np.float64)
@@ -280,14 +308,14 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     # (FᵀF + λI)⁻¹, for the rows solved through Woodbury's identity
     base_inv = np.linalg.inv(gram + regularization * np.eye(k)) if woodbury else None
     out = np.zeros((conf.shape[0], k), dtype=np.float32)
-    n, threads = conf.shape[0], threads or os.cpu_count() or 1
-    blocks = [(lo, min(lo + SOLVE_ROWS, n)) for lo in range(0, n, SOLVE_ROWS)]
+    blocks = _row_blocks(conf, k, prior_weight)
+    threads = threads or os.cpu_count() or 1
 
-    def solve(block: tuple[int, int]) -> None:
+    def solve(rows: np.ndarray) -> None:
         _solve_rows(src, conf, regularization, prior_mean, prior_weight, gram, base_inv,
-                    out, *block)
+                    out, rows)
 
-    with threadpool_limits(1, "blas"):  # many small solves: BLAS threads only add overhead
+    with threadpool_limits(1, "blas"):  # many small products: BLAS threads only add overhead
         if threads <= 1 or len(blocks) <= 1:
             for block in blocks:
                 solve(block)
@@ -297,38 +325,71 @@ def half_step(fixed: np.ndarray, conf: sp.csr_matrix, regularization: float,
     return out
 
 
-SOLVE_ROWS = 128  # rows solved in one batched LAPACK call by half_step
+SOLVE_ROWS = 128  # the most rows half_step solves in one batched LAPACK call
+BLOCK_VALUES = 1 << 21  # the most float64 values in one block's systems
+
+
+def _row_blocks(conf: sp.csr_matrix, k: int, prior_weight: np.ndarray | None
+                ) -> list[np.ndarray]:
+    """:func:`half_step`'s blocks: the rows to solve (a pair or a prior; the rest stay
+    zero) in order of their number of pairs, at most :data:`SOLVE_ROWS` a block and at
+    most :data:`BLOCK_VALUES` float64 values in its ``k`` × ``k`` systems."""
+    lens = np.diff(conf.indptr)
+    live = lens > 0 if prior_weight is None else (lens > 0) | (np.asarray(prior_weight) != 0)
+    rows = np.flatnonzero(live)
+    rows = rows[np.argsort(lens[rows], kind="stable")]
+    cap = max(1, min(SOLVE_ROWS, BLOCK_VALUES // (k * k)))
+    return [rows[i:i + cap] for i in range(0, len(rows), cap)]
 
 
 def _solve_rows(src, conf, regularization, prior_mean, prior_weight, gram, base_inv, out,
-                lo: int, hi: int) -> None:
-    """:func:`half_step` for the rows ``lo:hi`` of ``conf``, into ``out``."""
+                rows: np.ndarray) -> None:
+    """:func:`half_step` for one block of rows of ``conf`` (:func:`_row_blocks`), into
+    ``out``. Short histories (Woodbury's identity) are padded to the longest of them with
+    zero rows, which add nothing to either side, and solved by stacked products; the
+    others' systems are built row by row (one product each, faster than stacked ones for
+    long histories) and solved in one batched call."""
     k = src.shape[1]
+    starts, ends = conf.indptr[rows], conf.indptr[rows + 1]
+    lens = ends - starts
+    pw = (np.zeros(len(rows)) if prior_weight is None
+          else np.asarray(prior_weight, dtype=np.float64)[rows])
+    short = np.zeros(len(rows), dtype=bool)
+    if base_inv is not None:  # Woodbury's identity: short histories without a prior
+        short = (pw == 0.0) & (2 * lens <= k)  # an empty row is solved only for a prior
+    if short.any():
+        h = int(lens[short].max())
+        valid = np.arange(h)[None, :] < lens[short, None]
+        at = np.where(valid, starts[short, None] + np.arange(h)[None, :], 0)
+        c = np.where(valid, conf.data[at], 2.0).astype(np.float64)  # padding: 1 / (c - 1) = 1
+        ok = (c > 1.0).all(axis=1)  # D⁻¹ = 1 / (c - 1) needs every confidence above 1
+        short[np.flatnonzero(short)[~ok]] = False
+        valid, at, c = valid[ok], at[ok], c[ok]
+    if short.any():
+        f = src[conf.indices[at]].astype(np.float64)  # rows × h × k, padded with zeros
+        f[~valid] = 0.0
+        ft = f.transpose(0, 2, 1)
+        b = (ft @ c[:, :, None])[:, :, 0]  # F_rᵀ c_r
+        mf = base_inv @ ft  # A⁻¹F_rᵀ
+        mb = b @ base_inv.T  # A⁻¹b
+        small = f @ mf  # F_r A⁻¹ F_rᵀ + D⁻¹; a padding pair: a 1 alone on its diagonal
+        d = np.arange(small.shape[1])
+        small[:, d, d] += 1.0 / (c - 1.0)
+        fix = np.linalg.solve(small, f @ mb[:, :, None])
+        out[rows[short]] = mb - (mf @ fix)[:, :, 0]
+    direct = np.flatnonzero(~short)
+    if len(direct) == 0:
+        return
     eye = np.eye(k)
-    systems = np.empty((hi - lo, k, k))
-    rhs = np.empty((hi - lo, k, 1))
-    rows = []  # the rows solved directly, in the order of ``systems``
-    for r in range(lo, hi):
-        s, e = conf.indptr[r], conf.indptr[r + 1]
-        pw = float(prior_weight[r]) if prior_weight is not None else 0.0
-        if s == e and pw == 0.0:
-            continue
-        idx, c = conf.indices[s:e], np.asarray(conf.data[s:e], dtype=np.float64)
+    systems = np.empty((len(direct), k, k))
+    rhs = np.empty((len(direct), k, 1))
+    for m, i in enumerate(direct):
+        idx = conf.indices[starts[i]:ends[i]]
+        c = np.asarray(conf.data[starts[i]:ends[i]], dtype=np.float64)
         fr = src[idx].astype(np.float64)
-        b = fr.T @ c
-        if base_inv is not None and pw == 0.0 and 2 * len(idx) <= k and (c > 1.0).all():
-            # a short history: (A + FᵣᵀDFᵣ)⁻¹ through an h × h system instead of k × k
-            mf = base_inv @ fr.T
-            mb = base_inv @ b
-            small = np.diag(1.0 / (c - 1.0)) + fr @ mf
-            out[r] = mb - mf @ np.linalg.solve(small, fr @ mb)
-            continue
-        m = len(rows)
-        systems[m] = gram + (fr.T * (c - 1.0)) @ fr + (regularization + pw) * eye
-        rhs[m, :, 0] = b + pw * prior_mean[r] if pw else b
-        rows.append(r)
-    if rows:
-        out[rows] = np.linalg.solve(systems[:len(rows)], rhs[:len(rows)])[:, :, 0]
+        systems[m] = gram + (fr.T * (c - 1.0)) @ fr + (regularization + pw[i]) * eye
+        rhs[m, :, 0] = fr.T @ c + pw[i] * prior_mean[rows[i]] if pw[i] else fr.T @ c
+    out[rows[direct]] = np.linalg.solve(systems, rhs)[:, :, 0]
 
 
 def refine_with_images(user_factors: np.ndarray, item_factors: np.ndarray,
@@ -362,6 +423,7 @@ def refine_with_images(user_factors: np.ndarray, item_factors: np.ndarray,
     for _ in range(2):
         w, b = fit_ridge(z[fit], y[fit], map_regularization)
         y = half_step(x, conf_items, regularization, z @ w + b, weight, threads=threads)
-        if _ == 0:
-            x = half_step(y, sp.csr_matrix(conf), regularization, threads=threads)
+        if _ == 0:  # no prior on users: short histories through Woodbury's identity
+            x = half_step(y, sp.csr_matrix(conf), regularization, woodbury=True,
+                          threads=threads)
     return x, y, {"applied": True, "projection_items": int(fit.sum()), "prior": prior}

@@ -40,7 +40,7 @@ import pandas as pd
 
 from vrec import columns as C
 from vrec.config import CFSettings, ContentSettings, RecsSettings, VisualSettings
-from vrec.core.cf import sharing_plain_fits
+from vrec.core.cf import HeldFit, sharing_plain_fits
 from vrec.core.itemspace import ItemSpace, build_item_space, gate_new_arrivals, ranking_policy
 from vrec.core.models import variant_lists
 from vrec.core.ranking import lists_by_user, rank
@@ -269,15 +269,22 @@ class WindowCandidates:
 def window_candidates(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                       recs: RecsSettings, visual: VisualSettings,
                       fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
-                      content: ImageFeatures | None = None, extra: bool = False
-                      ) -> WindowCandidates:
+                      content: ImageFeatures | None = None, extra: bool = False,
+                      spaces: HeldFit | None = None) -> WindowCandidates:
     """Fit, build the space and retrieve every sampled user's candidates as of the
-    window's cutoff (``extra``: the learned ranker's sources too). The blend tuning and
-    the learned ranker's training share one per window."""
+    window's cutoff (``extra``: the learned ranker's sources too). ``spaces``: holds the
+    item space (and its quality) built for the very model, training pairs and inputs, so
+    that the blend tuning and the learned ranker's validation, which sample other users
+    of one window, build it once."""
     model = fit(window.train)
-    space, quality = build_item_space(model, catalog, vectors, window.train,
-                                      window.trending_ids(), recs, visual=visual, seed=seed,
-                                      content=content, end=window.end)
+    key = f"item space {seed} {window.end} {recs.model_dump_json()} {visual.model_dump_json()}"
+    same = (model, catalog, vectors, content)
+    held = spaces.get(window.train, key, *same) if spaces is not None else None
+    space, quality = held or build_item_space(
+        model, catalog, vectors, window.train, window.trending_ids(), recs, visual=visual,
+        seed=seed, content=content, end=window.end)
+    if spaces is not None and held is None:
+        spaces.offer(window.train, key, (space, quality), *same)
     space, slots_off = gate_new_arrivals(space, quality, recs.new_arrival_min_auc)
     batch = user_batch(pairs_by_user(window.train, window.users), space, model, recs,
                        window.end)
@@ -287,7 +294,7 @@ def window_candidates(window: Window, catalog: pd.DataFrame, vectors: pd.DataFra
 
 def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
                recs: RecsSettings, visual: VisualSettings,
-               fit: Callable[[pd.DataFrame], CFModel], seed: int = 0,
+               fit: Callable[[pd.DataFrame], CFModel] | None = None, seed: int = 0,
                content: ImageFeatures | None = None, label: str = "blend tuning",
                estimate_days: float | None = None,
                cands: Callable[[], WindowCandidates] | None = None, extra: bool = False
@@ -300,8 +307,9 @@ def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
     labels of the first ``estimate_days`` days after the window's cutoff when given (the
     holdout's length, so that the two compare; None: all of the window's labels). The
     ranked grid points are counted on a progress line (``label``). ``cands``: the
-    window's candidates when the caller shares them (else built here); ``extra``: the
-    candidates hold the learned ranker's sources (the night retrieves them)."""
+    window's candidates when the caller shares them (else built here with ``fit``,
+    ``seed`` and ``content``); ``extra``: the candidates hold the learned ranker's
+    sources (the night retrieves them)."""
     from vrec.progress import progress
 
     t0 = time.perf_counter()
@@ -312,6 +320,8 @@ def tune_blend(window: Window, catalog: pd.DataFrame, vectors: pd.DataFrame, *,
         out["skipped"] = skipped
         out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
+    if cands is None and fit is None:
+        raise ValueError("tune_blend needs the window's candidates (cands) or a CF fit (fit)")
     c = cands() if cands is not None else window_candidates(
         window, catalog, vectors, recs=recs, visual=visual, fit=fit, seed=seed, content=content,
         extra=extra)

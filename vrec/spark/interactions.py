@@ -210,12 +210,9 @@ def item_popularity(good_events, catalog, ds: str, half_life_days: float):
     days over daily users of the last 30 (1 = steady, > 1 rising; null without users in
     30 days), ``trending_score`` = sum over users of ``0.5 ** (age_days / half_life)``
     of their latest event on the item, and ``trending_rank`` (1 = most trending)."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    end = end_of_ds(ds)
-    ev = good_events.withColumn(
-        "age", (F.lit(end).cast("double") - F.col(C.TS).cast("double")) / 86400.0)
+    ev = good_events.withColumn("age", _age_days(C.TS, ds))
     pairs = ev.groupBy(C.ITEM_ID, C.USER_ID).agg(
         F.min("age").alias("age"),
         F.sum(F.when(F.col("age") < 7, 1).otherwise(0)).alias("e7"),
@@ -228,15 +225,52 @@ def item_popularity(good_events, catalog, ds: str, half_life_days: float):
         users_within(1).alias("users_1d"), users_within(7).alias("users_7d"),
         users_within(30).alias("users_30d"), F.count("*").alias("users_all"),
         F.sum("e7").cast("long").alias("events_7d"), F.sum("e30").cast("long").alias("events_30d"),
-        F.sum(F.pow(F.lit(0.5), F.greatest(F.col("age"), F.lit(0.0)) / half_life_days))
-        .alias("trending_score"))
+        _trending_score(half_life_days))
     pop = pop.withColumn("trend_7d", F.when(
         F.col("users_30d") > 0, (F.col("users_7d") / 7.0) / (F.col("users_30d") / 30.0)))
-    w = Window.orderBy(F.col("trending_score").desc(), F.col("users_all").desc(), F.col(C.ITEM_ID))
-    return (pop.join(catalog.select(C.ITEM_ID, C.CATEGORY), C.ITEM_ID, "left")
-            .withColumn("trending_rank", F.row_number().over(w))
+    return (_with_trending_rank(pop.join(catalog.select(C.ITEM_ID, C.CATEGORY), C.ITEM_ID, "left"))
             .select(C.ITEM_ID, C.CATEGORY, "users_1d", "users_7d", "users_30d", "users_all",
                     "events_7d", "events_30d", "trend_7d", "trending_score", "trending_rank"))
+
+
+def trending_order(pairs, ds: str, half_life_days: float):
+    """item_popularity's trending order as of the end of ds from the pairs that
+    :func:`aggregate_interactions` gives for the events before it (a pair's
+    ``last_ts`` is its user's latest event on the item, whose age the score decays):
+    (item_id, trending_rank) of every item with a pair, the same scores and ranks that
+    :func:`item_popularity` gives for those events, found from the pairs rather than
+    by aggregating the events again (a forward window's trending order)."""
+    from pyspark.sql import functions as F
+
+    pop = (pairs.select(C.ITEM_ID, _age_days("last_ts", ds).alias("age"))
+           .groupBy(C.ITEM_ID).agg(F.count("*").alias("users_all"),
+                                   _trending_score(half_life_days)))
+    return _with_trending_rank(pop).select(C.ITEM_ID, "trending_rank")
+
+
+def _age_days(ts: str, ds: str):
+    """Days from the timestamp column ``ts`` to the end of ds."""
+    from pyspark.sql import functions as F
+
+    return (F.lit(end_of_ds(ds)).cast("double") - F.col(ts).cast("double")) / 86400.0
+
+
+def _trending_score(half_life_days: float):
+    """The trending score over (item, user) rows with their latest event's ``age``."""
+    from pyspark.sql import functions as F
+
+    return F.sum(F.pow(F.lit(0.5), F.greatest(F.col("age"), F.lit(0.0)) / half_life_days)
+                 ).alias("trending_score")
+
+
+def _with_trending_rank(pop):
+    """``pop`` (per item: trending_score, users_all) with ``trending_rank``: by score,
+    then users, then item id."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.orderBy(F.col("trending_score").desc(), F.col("users_all").desc(), F.col(C.ITEM_ID))
+    return pop.withColumn("trending_rank", F.row_number().over(w))
 
 
 def user_profile(good_events, interactions, catalog, top_n: int = 3):

@@ -2,14 +2,19 @@
 
 :func:`forward_window_at` aggregates the clean events before a cutoff (the end of
 ``cut_ds``) into pairs with the run's weights, their decay measured from the cutoff,
-exactly as build_interactions aggregates a night; computes item_popularity's trending
-order as of the cutoff with the same function; and takes the events after the cutoff,
+exactly as build_interactions aggregates a night; finds item_popularity's trending
+order as of the cutoff from those pairs (vrec.spark.interactions.trending_order: the
+same scores); and takes the events after the cutoff,
 up to the end of ``label_ds``, as labels. :func:`replayed_window` takes the features as
 the night of the cutoff staged them instead (the evaluation's holdout, docs/evaluation.md).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -20,24 +25,26 @@ from vrec.core.window import PAIR_COLUMNS, Window, forward_window
 from vrec.dates import end_of_ds
 
 
-def forward_window_at(spark, events_path, catalog_path, settings: Settings, cut_ds: str,
+def forward_window_at(spark, events_path, settings: Settings, cut_ds: str,
                       label_ds: str) -> Window:
     """The window whose features end with ``cut_ds`` and whose labels are the events of
     the days after it, through ``label_ds`` (vrec.core.window)."""
     from pyspark.sql import functions as F
 
-    from vrec.spark.interactions import aggregate_interactions, item_popularity
+    from vrec.spark.interactions import aggregate_interactions, trending_order
 
     cut = end_of_ds(cut_ds)
     ev = spark.read.parquet(str(events_path))
-    before = ev.where(F.col(C.TS) < F.lit(cut))
-    train = aggregate_interactions(before, settings.weights, cut_ds).select(*PAIR_COLUMNS)
-    catalog = spark.read.parquet(str(catalog_path))
-    trending = (item_popularity(before, catalog, cut_ds, settings.recs.trending_half_life_days)
-                .where(F.col("users_all") > 0).orderBy("trending_rank")
-                .select(C.ITEM_ID).toPandas())
-    return _window(ev, to_pandas(train, Path(events_path).parent), trending[C.ITEM_ID],
-                   settings, cut_ds, label_ds)
+    train = aggregate_interactions(ev.where(F.col(C.TS) < F.lit(cut)), settings.weights,
+                                   cut_ds).select(*PAIR_COLUMNS)
+    with written(train, Path(events_path).parent) as folder:
+        pairs = read_written(folder)
+        # the trending order from the pairs just written (item_popularity's order, not a
+        # second aggregation of the events: 8-17 s of each window at 10M)
+        trending = (trending_order(spark.read.parquet(folder), cut_ds,
+                                   settings.recs.trending_half_life_days)
+                    .orderBy("trending_rank").select(C.ITEM_ID).toPandas())
+    return _window(ev, pairs, trending[C.ITEM_ID], settings, cut_ds, label_ds)
 
 
 def replayed_window(spark, events_path, interactions_path, popularity_path,
@@ -72,27 +79,30 @@ def _window(ev, train: pd.DataFrame, trending: pd.Series, settings: Settings, cu
                           trending=trending.astype(str).tolist(), label_end=pd.Timestamp(end))
 
 
-def to_pandas(df, near: Path) -> pd.DataFrame:
-    """``df.toPandas()`` without holding the result in the JVM: written as Parquet to a
-    hidden temporary folder in ``near`` (the run's staging area: executors see it on a
-    cluster too) and read with pyarrow (a window's training pairs are GBs at 10M;
-    collected through the driver JVM they set its heap's high-water mark). The same
-    frame (vrec.io.warehouse.to_frame: each distinct event-type list one shared array):
-    timestamps as naive UTC, rows in the same order."""
-    import shutil
-    import tempfile
+@contextmanager
+def written(df, near: Path) -> Iterator[str]:
+    """``df`` written as Parquet to a hidden temporary folder in ``near`` (the run's
+    staging area: executors see it on a cluster too), removed on leaving. A window's
+    training pairs are GBs at 10M: collected through the driver JVM (``toPandas``) they
+    set its heap's high-water mark, so they are written and read back
+    (:func:`read_written`)."""
+    tmp = tempfile.mkdtemp(prefix=".collect-", dir=near)
+    try:
+        df.write.mode("overwrite").parquet(tmp)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def read_written(folder: str) -> pd.DataFrame:
+    """A folder :func:`written` wrote, read with pyarrow: the frame ``toPandas`` would
+    give (vrec.io.warehouse.to_frame: each distinct event-type list one shared array),
+    timestamps as naive UTC, rows in the same order."""
     import pyarrow.parquet as pq
 
     from vrec.io import warehouse as W
 
-    tmp = tempfile.mkdtemp(prefix=".collect-", dir=near)
-    try:
-        df.write.mode("overwrite").parquet(tmp)
-        out = W.to_frame(pq.read_table(tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return naive_utc(out)
+    return naive_utc(W.to_frame(pq.read_table(folder)))
 
 
 def naive_utc(out: pd.DataFrame) -> pd.DataFrame:

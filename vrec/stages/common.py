@@ -63,12 +63,15 @@ class WindowFit:
     point, the blend tuning and the learned ranker's validation window all fit the
     tunings' forward window with the tuned settings: the first fit serves the others (at
     10M each is one to two minutes of a night that tunes). The fit is deterministic
-    (``cf.random_state``), so the model is the one a new fit would give."""
+    (``cf.random_state``), so the model is the one a new fit would give. ``spaces``
+    holds the item space built on that model (vrec.core.tuning.window_candidates): the
+    blend tuning and the ranker's validation score other users of the one window."""
 
     def __init__(self) -> None:
         from vrec.core.cf import HeldFit
 
         self._held = HeldFit()
+        self.spaces = HeldFit()
 
     def offer(self, pairs, cf, images, model) -> None:
         """Hold ``model``, fit on ``pairs`` with ``cf`` and ``images`` (in place of the
@@ -76,8 +79,9 @@ class WindowFit:
         self._held.offer(pairs, cf.model_dump_json(), model, images)
 
     def clear(self) -> None:
-        """Let the held model go."""
+        """Let the held model and item space go."""
         self._held.clear()
+        self.spaces.clear()
 
     def get(self, pairs, cf, images):
         """The held model when it was fit on these very pairs with these settings and
@@ -138,7 +142,7 @@ def tuning_window(ctx, as_of: str):
     from vrec.spark.windows import forward_window_at
 
     r = ctx.settings.recs
-    w = forward_window_at(ctx.spark, ctx.input("events"), ctx.input("catalog"), ctx.settings,
+    w = forward_window_at(ctx.spark, ctx.input("events"), ctx.settings,
                           shift_ds(as_of, -r.window_days), as_of)
     print(f"[vrec] {ctx.ds} tuning window as of {shift_ds(as_of, -r.window_days)}: "
           f"{len(w.train)} pairs, labels of {len(w.relevant)} users through {as_of}",
@@ -203,14 +207,15 @@ def window_cands(ctx, window, inp: DriverInputs, cf, content,
                  shared: WindowFit | None = None):
     """The forward ``window``'s candidates as the night builds them (vrec.core.tuning
     .window_candidates): the CF model refit with ``cf`` on its training part (or
-    ``shared``'s, :func:`cf_fitter`), with the learned ranker's sources when the ranker
-    is on."""
+    ``shared``'s, :func:`cf_fitter`, with the item space built on it), with the learned
+    ranker's sources when the ranker is on. The blend tuning and the ranker ask here."""
     from vrec.core.tuning import window_candidates
 
     s = ctx.settings
     return window_candidates(window, inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
                              fit=cf_fitter(ctx, cf, content, shared), content=content,
-                             extra=s.ranker.enabled)
+                             extra=s.ranker.enabled,
+                             spaces=shared.spaces if shared is not None else None)
 
 
 def tuned_ranker(ctx, cf, inp: DriverInputs, size: dict, content, blend: dict | None, *,

@@ -48,8 +48,7 @@ def holdout_for(ctx, pairs: pd.DataFrame):
     if staged and all(staged.values()):
         return replayed_window(ctx.spark, ctx.input("events"), staged["interactions"],
                                staged["item_popularity"], s, cut, ds), staged["model"]
-    return forward_window_at(ctx.spark, ctx.input("events"), ctx.input("catalog"), s, cut,
-                             ds), None
+    return forward_window_at(ctx.spark, ctx.input("events"), s, cut, ds), None
 
 
 def replay_fit(ctx, folder, cf, content, fit):
@@ -177,6 +176,7 @@ def run(ctx) -> dict:
         tuned_ranker,
         tuning_window,
         tunings_day,
+        window_cands,
     )
 
     e, ds, s = ctx.settings.eval, ctx.ds, ctx.settings
@@ -208,11 +208,12 @@ def run(ctx) -> dict:
             blend = tuned_blend(
                 ctx, cf, size, as_of=as_of, use="eval_blend",
                 tune=lambda: tune_blend(window(), inp.catalog, inp.vectors, recs=s.recs,
-                                        visual=s.visual, content=content,
-                                        fit=cf_fitter(ctx, cf, content, shared),
+                                        visual=s.visual,
                                         label=f"{ds} evaluate: blend tuning as of {as_of}",
                                         estimate_days=estimate_days(s),
-                                        extra=s.ranker.enabled)
+                                        extra=s.ranker.enabled,
+                                        cands=lambda: window_cands(ctx, window(), inp, cf,
+                                                                   content, shared))
             ) if e.tune and s.recs.tune_blend else None
         # the ranker as of the cutoff; the user split can only use the night's own
         with ctx.phase("ranker"):

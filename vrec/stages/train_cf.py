@@ -2,9 +2,9 @@
 of the tunings' day T (vrec.stages.common.tunings_day: the evaluation's cutoff, or ds;
 features as of T - recs.window_days, labels in the days after it through T; or reuse a
 recent tuning), fit the configured engine with them on the run's interactions and save the
-model; tune the blend on the same window (or reuse a recent blend tuning, or record the
-configured one); train the learned ranker on the window before it, validate it against
-the blend on this one and refit it here (vrec.core.ranker; or reuse a recent one).
+model; meanwhile tune the blend on the same window (or reuse a recent blend tuning, or
+record the configured one); train the learned ranker on the window before it, validate it
+against the blend on this one and refit it here (vrec.core.ranker; or reuse a recent one).
 Tunings are kept per day in ``<warehouse>/_state/tuning/`` (vrec.io.tunings)."""
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from __future__ import annotations
 
 def run(ctx) -> dict:
     import functools
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
 
     from vrec import columns as C
     from vrec.core.tuning import data_size, tune_blend
@@ -20,7 +23,6 @@ def run(ctx) -> dict:
     from vrec.stages.common import (
         TUNED_CF,
         WindowFit,
-        cf_fitter,
         driver_inputs,
         estimate_days,
         run_content,
@@ -29,6 +31,7 @@ def run(ctx) -> dict:
         tuned_ranker,
         tuning_window,
         tunings_day,
+        window_cands,
     )
 
     spark, ds, s = ctx.spark, ctx.ds, ctx.settings
@@ -48,24 +51,34 @@ def run(ctx) -> dict:
     print(f"[vrec] {ds} CF tuning: {cf_tuning.get('skipped') or cf_tuning.get('chosen')}"
           + (f" (reused from {cf_tuning['reused_from']})" if cf_tuning.get("reused_from") else ""),
           flush=True)
-    with ctx.phase("fit"):
-        model = fit_cf(inter, cf, spark=spark, ds=ds, images=content,
-                       extra_params={"weights": s.weights.model_dump(mode="json")})
-        model.save(ctx.output("model"))
+
+    def fit_night():
+        with ctx.phase("fit"):
+            model = fit_cf(inter, cf, spark=spark, ds=ds, images=content,
+                           extra_params={"weights": s.weights.model_dump(mode="json")})
+            model.save(ctx.output("model"))
+        return model
+
     n_pairs = size["pairs"]  # every staged pair (no Spark job to count them again)
-    if s.recs.tune_blend:
-        with ctx.phase("blend tuning"):
-            blend = tuned_blend(ctx, cf, size, as_of=as_of, use="blend", tune=lambda: tune_blend(
-                window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
-                fit=cf_fitter(ctx, cf, content, shared), content=content,
-                label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
-                extra=s.ranker.enabled))
-        print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
-              f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
-              + (f" (reused from {blend['reused_from']})" if blend.get("reused_from") else ""),
-              flush=True)
-    else:
-        blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
+    # the night's fit (implicit's own threads, outside the interpreter) runs beside the
+    # blend tuning (mostly one core of Python); BLAS keeps one thread in both meanwhile
+    # (each limits it itself, so the limit is set once around them: see docs/operations.md)
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(1) as pool:
+        fitting = pool.submit(fit_night)
+        if s.recs.tune_blend:
+            with ctx.phase("blend tuning"):
+                blend = tuned_blend(ctx, cf, size, as_of=as_of, use="blend", tune=lambda: tune_blend(
+                    window(), inp.catalog, inp.vectors, recs=s.recs, visual=s.visual,
+                    label=f"{ds} train_cf: blend tuning", estimate_days=estimate_days(s),
+                    extra=s.ranker.enabled,
+                    cands=lambda: window_cands(ctx, window(), inp, cf, content, shared)))
+            print(f"[vrec] {ds} blend tuning: {blend.get('skipped') or blend['chosen']} "
+                  f"(CF only {blend.get('cf_only_ndcg')}, chosen {blend.get('chosen_ndcg')})"
+                  + (f" (reused from {blend['reused_from']})" if blend.get("reused_from") else ""),
+                  flush=True)
+        else:
+            blend = {"chosen": None, "skipped": "recs.tune_blend is false: the configured blend"}
+        model = fitting.result()
     W.write_json(ctx.output("blend"), blend)
     with ctx.phase("ranker"):
         ranker = tuned_ranker(ctx, cf, inp, size, content, blend, as_of=as_of,
