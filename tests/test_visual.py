@@ -267,6 +267,47 @@ def test_cf_tuning_screens_with_fewer_sweeps_and_fits_the_chosen_point_in_full()
         settings_key(cf.model_copy(update={"tune_iterations": 15}), ContentSettings())
 
 
+def test_a_screened_tuning_searches_the_image_prior_on_full_fits(monkeypatch):
+    """Screening shortens only the plain points: the best of them is fit again with all
+    sweeps, and the prior points refine that full fit (one ALS fit for all of them), so
+    a refinement's extra sweeps never compete against a short fit. The full scores are
+    kept apart from the screening ones, and the chosen model handed over is a full one."""
+    import vrec.spark.cf as spark_cf
+    from vrec.core.visual import ImageFeatures
+
+    pairs, _, vectors, trending = _taste_pairs(n_users=300)
+    feats = ImageFeatures(vectors[C.ITEM_ID].to_numpy(),
+                          np.stack(vectors["embedding"].to_numpy()).astype(np.float32)[:, :8])
+    recs = RecsSettings(k=5, tune_min_users=10)
+    cf = CFSettings(factors=2, iterations=6, tune_iterations=2, regularization=0.1,
+                    alpha=2.0, tune_factors=(2, 16), tune_regularization=(0.1,),
+                    tune_alpha=(2.0,), tune_visual_prior=(0.0, 30.0, 100.0))
+    als, real = [], spark_cf.fit_implicit
+    monkeypatch.setattr(spark_cf, "fit_implicit",
+                        lambda mat, c: als.append((c.factors, c.iterations)) or real(mat, c))
+    scored, kept = [], []
+
+    def fit_with(c):
+        def fit(p):
+            model = spark_cf.fit_cf(p, c, images=feats)
+            scored.append((c.factors, c.iterations, c.visual_prior, model))
+            return model
+        return fit
+
+    out = tune_cf(_taste_window(pairs, trending), cf, recs, fit_with,
+                  keep=lambda c, m: kept.append((c, m)))
+    assert [f[:3] for f in scored] == [(2, 2, 0.0), (16, 2, 0.0), (16, 6, 0.0),
+                                       (16, 6, 30.0), (16, 6, 100.0)]
+    assert als == [(2, 2), (16, 2), (16, 6)]  # the prior points refine the full fit
+    assert set(out["grid"]) == {"f2/r0.1/a2/p0", "f16/r0.1/a2/p0"}
+    assert set(out["full_grid"]) == {"f16/r0.1/a2/p0", "f16/r0.1/a2/p30", "f16/r0.1/a2/p100"}
+    chosen = f"f16/r0.1/a2/p{out['chosen']['visual_prior']:g}"
+    assert out["chosen_ndcg"] == out["chosen_full_ndcg"] == out["full_grid"][chosen]
+    assert kept and kept[-1][0].iterations == 6
+    assert kept[-1][0].visual_prior == out["chosen"]["visual_prior"]
+    assert any(kept[-1][1] is f[3] for f in scored if f[1] == 6)
+
+
 def test_fits_that_differ_only_in_the_image_prior_share_one_als_fit(monkeypatch):
     """Inside sharing_plain_fits, fits of the same pairs frame at several prior strengths
     fit ALS once and refine that fit, giving the very factors separate fits give; another

@@ -11,8 +11,10 @@ image prior over their grids),
 fitting the run's engine on the training part each time and scoring the plain CF lists;
 a value replaces the current one only when it beats it by more than one standard error of
 the paired per-user difference. With ``cf.tune_iterations`` below ``cf.iterations``
-(:func:`screen_iterations`), each point is fit with that many sweeps and the chosen one
-once more with all of them.
+(:func:`screen_iterations`), the plain coordinates' points are screened: fit with that
+many sweeps. The image prior's coordinate is always searched on full fits: the best
+plain point is fit once more with all sweeps, and the prior points refine that fit, so a
+refinement's own sweeps never compete with a screening fit's fewer.
 
 :func:`tune_blend`: with the tuned CF model fit on the training part, retrieval and the
 ranker (the production code, on users built by vrec.core.users) build lists at each
@@ -113,6 +115,8 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
     screened = sweeps < cf.iterations
     out["screen_iterations"] = sweeps
 
+    if screened:
+        out["full_grid"] = {}  # the points fit with all sweeps: the prior's coordinate
     last: dict[str, CFModel] = {}  # the point just scored's model, for ``keep``
 
     def lists_ndcg(model: CFModel) -> np.ndarray:
@@ -120,27 +124,29 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
 
     with progress(label, 1 + sum(len(v) for _, v in grids) + int(screened),
                   "grid points") as bar, sharing_plain_fits():
-        def score(c: CFSettings) -> np.ndarray:
+        def score(c: CFSettings, full: bool) -> np.ndarray:
             last.clear()  # held only until the next fit: a best one is the caller's
-            model = fit_with(c.model_copy(update={"iterations": sweeps}))(window.train)
+            model = fit_with(c if full else c.model_copy(update={"iterations": sweeps})
+                             )(window.train)
             v = lists_ndcg(model)
-            if keep is not None and not screened:
+            if keep is not None and (full or not screened):
                 last["model"] = model
-            out["grid"][_cf_key(c)] = round(float(v.mean()), 5)
+            grid = out["full_grid"] if screened and full else out["grid"]
+            grid[_cf_key(c)] = round(float(v.mean()), 5)
             bar.update()
             return v
 
-        best, best_v = _cf_search(cf, grids, score, bar,
-                                  on_best=None if keep is None or screened else
-                                  lambda c: keep(c, last["model"]))
+        best, best_v, full = _cf_search(
+            cf, grids, score, bar, screened=screened,
+            on_best=None if keep is None else lambda c: keep(c, last["model"]))
         last.clear()
-        if screened:  # the chosen point as the night fits it: all of cf.iterations
-            model = fit_with(best)(window.train)
-            out["chosen_full_ndcg"] = round(float(lists_ndcg(model).mean()), 5)
+        if not full:  # screened, no prior coordinate: the chosen point with all sweeps
+            best_v = score(best, True)
             if keep is not None:
-                keep(best, model)
-            del model
-            bar.update()
+                keep(best, last["model"])
+            last.clear()
+        if screened:
+            out["chosen_full_ndcg"] = out["full_grid"][_cf_key(best)]
     out["configured_ndcg"] = out["grid"][_cf_key(cf)]
     out["chosen"] = {"factors": best.factors, "regularization": best.regularization,
                      "alpha": best.alpha, "visual_prior": best.visual_prior}
@@ -159,28 +165,41 @@ def _cf_key(c: CFSettings) -> str:
     return f"f{c.factors}/r{c.regularization:g}/a{c.alpha:g}/p{c.visual_prior:g}"
 
 
-def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray], bar,
-               on_best: Callable[[CFSettings], None] | None = None
-               ) -> tuple[CFSettings, np.ndarray]:
+def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings, bool], np.ndarray],
+               bar, on_best: Callable[[CFSettings], None] | None = None,
+               screened: bool = False) -> tuple[CFSettings, np.ndarray, bool]:
     """One parameter at a time (module doc): keep a value only when it beats the best so
     far by more than one paired standard error. Skipped grid points count as done.
-    ``on_best(settings)`` runs right after the scoring of each point that becomes the
-    best so far (the start included)."""
+    ``score(settings, full)`` scores a point, fit with all sweeps when ``full`` (else the
+    screening's, when ``screened``). The image prior's coordinate is searched on full
+    fits: when ``screened``, the best so far is scored again with all sweeps (one
+    progress step) before it. ``on_best(settings)`` runs right after the scoring of each
+    point scored in full that becomes the best so far (the start included). Returns the
+    best, its per-user scores and whether they are of a full fit."""
     on_best = on_best or (lambda c: None)
-    best, best_v = cf, score(cf)
-    on_best(best)
+    full = not screened
+    best, best_v = cf, score(cf, full)
+    if full:
+        on_best(best)
     for key, values in grids:
+        if key == "visual_prior" and not full:
+            if len(values) == 0:
+                continue
+            full = True
+            best_v = score(best, True)
+            on_best(best)
         current = best
         for value in values:
             if value == getattr(current, key):
                 bar.update()
                 continue
             cand = current.model_copy(update={key: type(getattr(cf, key))(value)})
-            v = score(cand)
+            v = score(cand, full)
             gain, se = paired_gain(v, best_v)
             if gain > se and v.mean() > best_v.mean():
                 best, best_v = cand, v
-                on_best(best)
+                if full:
+                    on_best(best)
     # an image prior chosen at the grid's largest value: try larger ones (x3 each) while
     # they keep winning by more than one SE (a prior at the edge may want more)
     edge = max(cf.tune_visual_prior, default=0.0)
@@ -191,13 +210,14 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings], np.ndarray],
         prior = prior * 3.0
         bar.total = bar.total + 1
         cand = best.model_copy(update={"visual_prior": prior})
-        v = score(cand)
+        v = score(cand, full)
         gain, se = paired_gain(v, best_v)
         if not (gain > se and v.mean() > best_v.mean()):
             break
         best, best_v = cand, v
-        on_best(best)
-    return best, best_v
+        if full:
+            on_best(best)
+    return best, best_v, full
 
 
 def tuning_reusable(record: dict | None, *, as_of: str, max_age_days: int, key: dict,
