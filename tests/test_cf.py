@@ -494,8 +494,7 @@ def test_train_cf_stage_with_mllib_engine_feeds_the_rest_of_the_run(spark, tiny_
                                "eval": s2.eval.model_copy(update={"split": "user"}),
                                "cf": s2.cf.model_copy(update={
                                    "tune_alpha": (1.0, 2.0), "tune_regularization": (),
-                                   "tune_factors": (), "tune_visual_prior": (),
-                                   "tune_iterations": None})})
+                                   "tune_factors": (), "tune_visual_prior": ()})})
     run_stage(s2, "embed_items", DS, spark=spark)  # the blend tuning needs the vectors
     res = run_stage(s2, "train_cf", DS, spark=spark)
     assert res["engine"] == "spark_mllib" and res["version"].startswith("spark_mllib-als-")

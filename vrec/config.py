@@ -196,8 +196,8 @@ class CFSettings(_Section):
     """Confidence = 1 + alpha * weight."""
     iterations: int = Field(15, ge=1)
     """ALS sweeps."""
-    tune_iterations: int | None = Field(5, ge=1)
-    """ALS sweeps of each fit the CF tuning screens a plain grid point (alpha, regularization, factors) with (null: ``iterations``); below ``iterations``, the best plain point is then fit once more with all of them and the image prior's points refine that full fit (docs/ranking.md "Screening with fewer sweeps"). Not part of what a stored tuning is reused by."""
+    tune_iterations: int | None = Field(None, ge=1)
+    """ALS sweeps of each fit the CF tuning screens a plain grid point (alpha, regularization, factors) with (null: ``iterations``, no screening); below ``iterations``, the best plain point is then fit once more with all of them and the image prior's points refine that full fit (docs/ranking.md "Screening with fewer sweeps": off by default, it made the 10M night's published lists worse). Not part of what a stored tuning is reused by."""
     random_state: int = 42
     """Seed of the factor initialisation."""
     conjugate_gradient: bool = True
