@@ -136,15 +136,10 @@ def tune_cf(window: Window, cf: CFSettings, recs: RecsSettings,
             bar.update()
             return v
 
-        best, best_v, full = _cf_search(
+        best, best_v = _cf_search(
             cf, grids, score, bar, screened=screened,
             on_best=None if keep is None else lambda c: keep(c, last["model"]))
         last.clear()
-        if not full:  # screened, no prior coordinate: the chosen point with all sweeps
-            best_v = score(best, True)
-            if keep is not None:
-                keep(best, last["model"])
-            last.clear()
         if screened:
             out["chosen_full_ndcg"] = out["full_grid"][_cf_key(best)]
     out["configured_ndcg"] = out["grid"][_cf_key(cf)]
@@ -167,27 +162,29 @@ def _cf_key(c: CFSettings) -> str:
 
 def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings, bool], np.ndarray],
                bar, on_best: Callable[[CFSettings], None] | None = None,
-               screened: bool = False) -> tuple[CFSettings, np.ndarray, bool]:
+               screened: bool = False) -> tuple[CFSettings, np.ndarray]:
     """One parameter at a time (module doc): keep a value only when it beats the best so
     far by more than one paired standard error. Skipped grid points count as done.
     ``score(settings, full)`` scores a point, fit with all sweeps when ``full`` (else the
     screening's, when ``screened``). The image prior's coordinate is searched on full
     fits: when ``screened``, the best so far is scored again with all sweeps (one
-    progress step) before it. ``on_best(settings)`` runs right after the scoring of each
-    point scored in full that becomes the best so far (the start included). Returns the
-    best, its per-user scores and whether they are of a full fit."""
+    progress step) before it, or at the end when there is none. ``on_best(settings)``
+    runs right after the scoring of each point scored in full that becomes the best so
+    far (the start included). Returns the best and its per-user scores, of a full fit."""
     on_best = on_best or (lambda c: None)
     full = not screened
     best, best_v = cf, score(cf, full)
     if full:
         on_best(best)
+
+    def to_full() -> None:
+        nonlocal full, best_v
+        full, best_v = True, score(best, True)
+        on_best(best)
+
     for key, values in grids:
-        if key == "visual_prior" and not full:
-            if len(values) == 0:
-                continue
-            full = True
-            best_v = score(best, True)
-            on_best(best)
+        if key == "visual_prior" and values and not full:
+            to_full()
         current = best
         for value in values:
             if value == getattr(current, key):
@@ -200,6 +197,8 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings, bool], np.nda
                 best, best_v = cand, v
                 if full:
                     on_best(best)
+    if not full:
+        to_full()
     # an image prior chosen at the grid's largest value: try larger ones (x3 each) while
     # they keep winning by more than one SE (a prior at the edge may want more)
     edge = max(cf.tune_visual_prior, default=0.0)
@@ -215,9 +214,8 @@ def _cf_search(cf: CFSettings, grids, score: Callable[[CFSettings, bool], np.nda
         if not (gain > se and v.mean() > best_v.mean()):
             break
         best, best_v = cand, v
-        if full:
-            on_best(best)
-    return best, best_v, full
+        on_best(best)
+    return best, best_v
 
 
 def tuning_reusable(record: dict | None, *, as_of: str, max_age_days: int, key: dict,
